@@ -1,0 +1,21 @@
+"""ppl: a probabilistic programming language embedded in Python, on torch.
+
+    >>> from ppl import model, sample, plate, infer
+"""
+
+from . import handlers
+from .errors import DuplicateSiteError, ModelError, ShapeError
+from .infer import InferenceMethod, infer
+from .model import Model, model
+from .params import clear_params, get_param
+from .primitives import deterministic, factor, param, plate, sample
+from .runtime import Message, Messenger
+from .trace import Site, Trace
+from .validation import set_validation
+
+__all__ = [
+    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "infer",
+    "InferenceMethod", "handlers", "Trace", "Site", "Message", "Messenger", "ModelError",
+    "ShapeError", "DuplicateSiteError", "set_validation", "get_param", "clear_params",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""Effect handlers: small classes that change what primitives do.
+
+Each is a context manager and a decorator (see ``ppl.runtime.Messenger``):
+
+    >>> import torch
+    >>> from ppl import sample
+    >>> from ppl.stdlib import Normal
+    >>> def model():
+    ...     return sample("x", Normal(0.0, 1.0))
+    >>> with trace() as tr, condition({"x": torch.tensor(0.5)}):
+    ...     model()
+    tensor(0.5000)
+    >>> tr.trace["x"].is_observed
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from .errors import DuplicateSiteError, ModelError
+from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
+from .runtime import Message, Messenger, internal
+from .trace import Site, Trace
+
+__all__ = [
+    "trace", "seed", "condition", "substitute", "replay", "block", "scale", "mask", "do",
+    "broadcast",
+]
+
+
+class trace(Messenger):
+    """Record every site into ``self.trace`` (a ``Trace``), computing log densities.
+
+        >>> with trace() as tr:
+        ...     pass
+        >>> len(tr.trace)
+        0
+    """
+
+    def __enter__(self) -> trace:
+        self.trace = Trace()
+        return super().__enter__()
+
+    def postprocess(self, msg: Message) -> None:
+        if msg.name in self.trace:
+            first = self.trace[msg.name]
+            raise DuplicateSiteError(
+                f"address {msg.name!r} is used twice: first by a {first.kind} site at "
+                f"{first.source}, again by a {msg.kind} site at {msg.source}; give each site a "
+                "unique name (e.g. f'x_{i}' inside a loop)"
+            )
+        self.trace.add(
+            Site(
+                name=msg.name, kind=msg.kind, fn=msg.fn, value=msg.value,
+                log_prob=self._log_prob(msg), plates=msg.plates, is_observed=msg.is_observed,
+                intervened=msg.intervened, scale=msg.scale, mask=msg.mask,
+                infer=dict(msg.infer), source=msg.source,
+            )
+        )
+
+    @staticmethod
+    def _log_prob(msg: Message) -> torch.Tensor | None:
+        with internal():
+            return _site_log_prob(msg)
+
+    def get_trace(self, fn: Callable, *args, **kwargs) -> Trace:
+        """Run ``fn`` under this handler and return its trace (with the return value)."""
+        with self:
+            value = fn(*args, **kwargs)
+        self.trace.return_value = value
+        return self.trace
+
+
+def _site_log_prob(msg: Message) -> torch.Tensor | None:
+    if msg.kind not in RANDOM_KINDS:
+        return None
+    if msg.intervened:
+        return torch.zeros(())
+    log_prob = msg.fn.log_prob(msg.value)
+    if msg.mask is not None:
+        log_prob = torch.where(msg.mask, log_prob, torch.zeros((), dtype=log_prob.dtype))
+    if not (isinstance(msg.scale, float) and msg.scale == 1.0):
+        log_prob = log_prob * msg.scale
+    return log_prob
+
+
+class seed(Messenger):
+    """Make sampling inside reproducible: the global torch RNG is seeded on entry and the
+    outer RNG state restored on exit, so a seeded block never disturbs code around it.
+
+        >>> from ppl import sample
+        >>> from ppl.stdlib import Normal
+        >>> draw = seed(0)(lambda: sample("x", Normal(0.0, 1.0)))
+        >>> bool(draw() == draw())
+        True
+    """
+
+    def __init__(self, rng_seed: int):
+        self.rng_seed = int(rng_seed)
+
+    def __enter__(self) -> seed:
+        self._saved = torch.random.get_rng_state()
+        torch.manual_seed(self.rng_seed)
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        torch.random.set_rng_state(self._saved)
+
+
+def _lookup(data: dict | Callable | None, name: str) -> Any:
+    if data is None:
+        return None
+    if callable(data) and not isinstance(data, dict):
+        return data(name)
+    return data.get(name)
+
+
+class condition(Messenger):
+    """Fix sample sites to the given values and mark them observed.
+
+    ``data`` is a dict from address to value, or a function of the address returning a
+    value or None.
+    """
+
+    def __init__(self, data: dict | Callable):
+        self.data = data
+
+    def process(self, msg: Message) -> None:
+        if msg.kind != "sample":
+            return
+        value = _lookup(self.data, msg.name)
+        if value is not None:
+            msg.value = as_tensor(value)
+            msg.is_observed = True
+
+
+class substitute(Messenger):
+    """Give sample and param sites the given values without marking them observed."""
+
+    def __init__(self, data: dict | Callable):
+        self.data = data
+
+    def process(self, msg: Message) -> None:
+        if msg.kind not in ("sample", "param"):
+            return
+        value = _lookup(self.data, msg.name)
+        if value is not None:
+            msg.value = as_tensor(value)
+
+
+class replay(Messenger):
+    """Reuse the values of an earlier trace's latent sample sites."""
+
+    def __init__(self, guide_trace: Trace):
+        self.guide_trace = guide_trace
+
+    def process(self, msg: Message) -> None:
+        if msg.kind != "sample" or msg.is_observed:
+            return
+        site = self.guide_trace.sites.get(msg.name)
+        if site is not None and site.kind == "sample":
+            msg.value = site.value
+
+
+class block(Messenger):
+    """Hide sites from handlers outside this one.
+
+    Hides every site by default; ``hide`` (addresses), ``expose`` (hide all but these) or
+    ``hide_fn(msg) -> bool`` choose which.
+    """
+
+    def __init__(
+        self,
+        hide: Iterable[str] | None = None,
+        expose: Iterable[str] | None = None,
+        hide_fn: Callable[[Message], bool] | None = None,
+    ):
+        if hide_fn is not None:
+            self.hide_fn = hide_fn
+        elif hide is not None:
+            hidden = set(hide)
+            self.hide_fn = lambda msg: msg.name in hidden
+        elif expose is not None:
+            shown = set(expose)
+            self.hide_fn = lambda msg: msg.name not in shown
+        else:
+            self.hide_fn = lambda msg: True
+
+    def process(self, msg: Message) -> None:
+        if self.hide_fn(msg):
+            msg.stop = True
+
+
+class scale(Messenger):
+    """Multiply the log densities of random sites by a positive factor (e.g. for minibatches)."""
+
+    def __init__(self, factor: float | torch.Tensor):
+        if not bool(torch.all(torch.as_tensor(factor) > 0)):
+            raise ModelError(f"scale factor must be positive, got {factor}")
+        self.factor = factor
+
+    def process(self, msg: Message) -> None:
+        if msg.kind in RANDOM_KINDS:
+            msg.scale = self.factor * msg.scale
+
+
+class mask(Messenger):
+    """Keep only the elements of random sites' log densities where the boolean mask is True."""
+
+    def __init__(self, mask: bool | torch.Tensor):
+        self.mask = torch.as_tensor(mask, dtype=torch.bool)
+
+    def process(self, msg: Message) -> None:
+        if msg.kind in RANDOM_KINDS:
+            msg.mask = self.mask if msg.mask is None else msg.mask & self.mask
+
+
+class do(Messenger):
+    """Intervene: fix sample sites to values and cut them from their parents.
+
+    An intervened site is no longer random: it contributes nothing to the log density
+    (unlike ``condition``, which adds the log likelihood of the value) and its value
+    reaches every downstream site.
+    """
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def process(self, msg: Message) -> None:
+        if msg.kind != "sample":
+            return
+        value = _lookup(self.data, msg.name)
+        if value is not None:
+            msg.value = as_tensor(value)
+            msg.intervened = True
+            msg.is_observed = False
+
+
+class broadcast(Messenger):
+    """Expand each random site's distribution to the full shape of the plates it sits in.
+
+    ``plate`` already broadcasts at its own dim; this handler is for code that builds
+    plate frames by hand (sites carrying ``msg.plates`` from elsewhere).
+    """
+
+    def process(self, msg: Message) -> None:
+        if msg.kind in RANDOM_KINDS:
+            for frame in msg.plates:
+                if frame.dim is not None:
+                    broadcast_to_frame(msg, frame)

@@ -1,0 +1,240 @@
+"""The modelling primitives: ``sample``, ``param``, ``factor``, ``deterministic``, ``plate``.
+
+Each one sends a ``Message`` through the handler stack (see ``ppl.runtime``) and returns the
+value the handlers settled on. Outside any handler, ``sample`` simply draws.
+
+    >>> import torch
+    >>> from ppl.stdlib import Normal
+    >>> def model(data):
+    ...     mu = sample("mu", Normal(0.0, 1.0))
+    ...     with plate("data", len(data)):
+    ...         sample("x", Normal(mu, 1.0), obs=data)
+    ...     return mu
+    >>> model(torch.zeros(3)).shape
+    torch.Size([])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, constraints
+
+from .errors import ModelError, ShapeError
+from .runtime import (
+    DEFAULT_VALUES,
+    Message,
+    Messenger,
+    PlateFrame,
+    active_handlers,
+    apply_stack,
+    caller_location,
+    internal,
+)
+from .validation import check_distribution, check_in_support, validation_enabled
+
+RANDOM_KINDS = ("sample", "factor")
+
+
+def as_tensor(value: Any) -> torch.Tensor:
+    """Data as a tensor: Python and numpy numbers become the default float dtype."""
+    if isinstance(value, torch.Tensor):
+        return value
+    tensor = torch.as_tensor(value)
+    return tensor.to(torch.get_default_dtype()) if not tensor.is_floating_point() else tensor
+
+
+def sample(name: str, fn: Distribution, obs: Any = None, *, infer: dict | None = None) -> torch.Tensor:
+    """A random choice at address ``name``: drawn from ``fn``, or fixed to ``obs`` if given."""
+    check_distribution(name, fn)
+    value = None if obs is None else as_tensor(obs)
+    if not active_handlers():
+        return value if value is not None else draw(fn)
+    msg = apply_stack(
+        Message(
+            kind="sample",
+            name=name,
+            fn=fn,
+            value=value,
+            is_observed=value is not None,
+            infer=dict(infer or {}),
+            source=caller_location(),
+        )
+    )
+    if msg.is_observed and not msg.intervened:
+        msg.value = as_tensor(msg.value)
+        with internal():
+            check_value_shape(msg)
+        check_in_support(name, msg.fn, msg.value)
+    return msg.value
+
+
+def draw(dist: Distribution) -> torch.Tensor:
+    return dist.rsample() if dist.has_rsample else dist.sample()
+
+
+DEFAULT_VALUES["sample"] = lambda msg: draw(msg.fn)
+
+
+def check_value_shape(msg: Message) -> None:
+    """A fixed value must broadcast to the site's batch + event shape (plates included)."""
+    if not validation_enabled():
+        return
+    dist = msg.fn
+    expected = tuple(dist.batch_shape + dist.event_shape)
+    got = tuple(msg.value.shape)
+    try:
+        fits = torch.broadcast_shapes(got, expected) == expected
+    except RuntimeError:
+        fits = False
+    if not fits:
+        plates = ", ".join(f"{f.name!r} (size {f.subsample_size}, dim {f.dim})" for f in msg.plates)
+        raise ShapeError(
+            f"sample site {msg.name!r}: value of shape {got} does not broadcast to the site's shape "
+            f"{expected} (batch {tuple(dist.batch_shape)} + event {tuple(dist.event_shape)})"
+            + (f" inside plates {plates}" if plates else "")
+            + "; wrap the site in a plate of the data's size, or use .to_event(n) for "
+            "dimensions that form one event"
+        )
+
+
+class _LogWeight(Distribution):
+    """The 'distribution' of a factor site: its log_prob is the given log weight."""
+
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, log_weight: torch.Tensor):
+        self.log_weight = log_weight
+        super().__init__(batch_shape=log_weight.shape, validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> _LogWeight:
+        return _LogWeight(self.log_weight.expand(batch_shape))
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self.log_weight
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.log_weight
+
+
+def factor(name: str, log_weight: Any) -> torch.Tensor:
+    """Add ``log_weight`` to the model's log density (a soft constraint or custom likelihood)."""
+    log_weight = as_tensor(log_weight)
+    if not active_handlers():
+        return log_weight
+    msg = Message(kind="factor", name=name, fn=_LogWeight(log_weight), value=log_weight,
+                  is_observed=True, source=caller_location())
+    return apply_stack(msg).value
+
+
+def deterministic(name: str, value: Any) -> torch.Tensor:
+    """Record a named function of other sites so that inference reports it."""
+    value = as_tensor(value)
+    if not active_handlers():
+        return value
+    msg = Message(kind="deterministic", name=name, value=value, source=caller_location())
+    return apply_stack(msg).value
+
+
+def param(
+    name: str,
+    init: Any = None,
+    constraint: constraints.Constraint = constraints.real,
+) -> torch.Tensor:
+    """A learnable tensor, stored unconstrained in the param store, returned constrained."""
+    msg = Message(kind="param", name=name, fn=constraint, value=None,
+                  infer={"init": init}, source=caller_location())
+    return apply_stack(msg).value
+
+
+class plate(Messenger):
+    """Conditional independence along one batch dimension of size ``size``.
+
+    As a context manager, sites inside are broadcast to ``size`` (or ``subsample_size``) at
+    batch dimension ``dim`` (chosen automatically from the right if not given), their log
+    densities scaled by ``size / subsample_size``; it yields the (sub)sample indices. As an
+    iterator, it yields ``0..size-1`` and marks the sites of each iteration as independent
+    without vectorizing (a sequential plate).
+    """
+
+    def __init__(self, name: str, size: int, subsample_size: int | None = None, dim: int | None = None):
+        self.name = name
+        self.size = int(size)
+        self.subsample_size = self.size if subsample_size is None else int(subsample_size)
+        if not 0 < self.subsample_size <= self.size:
+            raise ModelError(f"plate {name!r}: subsample_size {subsample_size} must be in 1..{size}")
+        if dim is not None and dim >= 0:
+            raise ModelError(f"plate {name!r}: dim must be negative (counted from the right), got {dim}")
+        self.dim = dim
+        self._frame: PlateFrame | None = None
+        self.indices: torch.Tensor | None = None
+
+    def _allocate_dim(self) -> int:
+        taken = {h._frame.dim for h in active_handlers() if isinstance(h, plate) and h._frame}
+        if self.dim is not None:
+            if self.dim in taken:
+                raise ModelError(f"plate {self.name!r}: dim {self.dim} is already used by an enclosing plate")
+            return self.dim
+        dim = -1
+        while dim in taken:
+            dim -= 1
+        return dim
+
+    def __enter__(self) -> torch.Tensor:
+        self._frame = PlateFrame(self.name, self.size, self._allocate_dim(), self.subsample_size)
+        if self.subsample_size < self.size:
+            self.indices = torch.randperm(self.size)[: self.subsample_size]
+        else:
+            self.indices = torch.arange(self.size)
+        super().__enter__()
+        return self.indices
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self._frame = None
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.size):
+            self._frame = PlateFrame(self.name, self.size, None, 1)
+            Messenger.__enter__(self)
+            try:
+                yield i
+            finally:
+                Messenger.__exit__(self, None, None, None)
+                self._frame = None
+
+    def process(self, msg: Message) -> None:
+        if msg.kind not in RANDOM_KINDS and msg.kind != "deterministic":
+            return
+        frame = self._frame
+        msg.plates = (frame, *msg.plates)
+        if msg.kind == "deterministic" or frame.dim is None:
+            return
+        if frame.subsample_size < frame.size:
+            msg.scale = msg.scale * (frame.size / frame.subsample_size)
+        broadcast_to_frame(msg, frame)
+
+
+def broadcast_to_frame(msg: Message, frame: PlateFrame) -> None:
+    """Expand the site's distribution so its batch shape has ``frame``'s size at ``frame.dim``."""
+    dist = msg.fn
+    batch = list(dist.batch_shape)
+    need = -frame.dim
+    if len(batch) < need:
+        batch = [1] * (need - len(batch)) + batch
+    have = batch[frame.dim]
+    if have == frame.subsample_size:
+        return
+    if have != 1:
+        raise ShapeError(
+            f"sample site {msg.name!r}: batch shape {tuple(dist.batch_shape)} of "
+            f"{type(dist).__name__} has size {have} at dim {frame.dim}, but plate {frame.name!r} "
+            f"there has size {frame.subsample_size}; give the parameters that dimension, or "
+            "move the extra dimensions into the event with .to_event(n)"
+        )
+    batch[frame.dim] = frame.subsample_size
+    msg.fn = dist.expand(torch.Size(batch))

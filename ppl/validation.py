@@ -1,0 +1,94 @@
+"""Checks that turn bad model input into errors naming the site, the shapes and the values.
+
+Distributions are built without torch's own argument validation (it cannot know the site),
+and checked here when they reach a ``sample`` site instead. ``set_validation(False)`` turns
+the checks off for speed once a model is known to be right.
+
+    >>> set_validation(True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributions import Distribution
+
+from .errors import ModelError
+from .runtime import internal
+
+_ENABLED = True
+
+
+def set_validation(enabled: bool) -> None:
+    global _ENABLED
+    _ENABLED = bool(enabled)
+
+
+def validation_enabled() -> bool:
+    return _ENABLED
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 6:
+            return f"tensor of shape {tuple(value.shape)} = {value.tolist()}"
+        return f"tensor of shape {tuple(value.shape)}"
+    return repr(value)
+
+
+def check_distribution(site: str, dist: Any) -> None:
+    with internal():
+        _check_distribution(site, dist)
+
+
+def _check_distribution(site: str, dist: Any) -> None:
+    """The object given to ``sample`` is a distribution whose parameters meet their constraints."""
+    if not isinstance(dist, Distribution):
+        raise ModelError(
+            f"sample site {site!r} was given {type(dist).__name__} ({dist!r}), not a "
+            "distribution; pass e.g. Normal(0., 1.) from ppl.stdlib"
+        )
+    if not _ENABLED:
+        return
+    inner = getattr(dist, "base_dist", None)
+    if isinstance(inner, Distribution):
+        _check_distribution(site, inner)
+    for pname, constraint in dist.arg_constraints.items():
+        if pname not in dist.__dict__ or isinstance(constraint, torch.distributions.constraints._Dependent):
+            continue
+        value = dist.__dict__[pname]
+        if not isinstance(value, torch.Tensor) or value.is_complex():
+            continue
+        ok = constraint.check(value)
+        if not bool(torch.all(ok)):
+            bad = value[~ok] if ok.shape == value.shape else value
+            raise ModelError(
+                f"sample site {site!r}: parameter {pname!r} of {type(dist).__name__} must satisfy "
+                f"{constraint}, got {_describe(value)}; offending values: {_describe(bad)}"
+            )
+
+
+def check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None:
+    """An observed or given value lies in the distribution's support."""
+    if not _ENABLED:
+        return
+    with internal():
+        _check_in_support(site, dist, value)
+
+
+def _check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None:
+    try:
+        ok = dist.support.check(value)
+    except (RuntimeError, ValueError) as err:
+        raise ModelError(
+            f"sample site {site!r}: value of shape {tuple(value.shape)} does not fit "
+            f"{type(dist).__name__} with batch shape {tuple(dist.batch_shape)} and event shape "
+            f"{tuple(dist.event_shape)}: {err}"
+        ) from None
+    if not bool(torch.all(ok)):
+        bad = value[~ok] if ok.shape == value.shape else value
+        raise ModelError(
+            f"sample site {site!r}: value outside the support {dist.support} of "
+            f"{type(dist).__name__}: {_describe(value)}; offending values: {_describe(bad)}"
+        )
