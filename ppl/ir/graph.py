@@ -1,0 +1,261 @@
+"""``Graph``: an immutable, linted sequence of IR nodes, and the builder that makes one.
+
+Nodes are in definition order (every reference points backwards), so a graph is also a
+straight-line program. Captured data lives in ``graph.data`` (input name -> tensor); a graph
+parsed from text may leave inputs unbound, to be supplied when it is run. ``graph.attrs``
+holds graph-level annotations that passes leave for later ones (e.g. which discrete sites
+were enumerated out).
+
+    >>> b = GraphBuilder("tiny")
+    >>> mu = b.add("sample", "Normal", kwargs=(("loc", 0.0), ("scale", 1.0)), address="mu")
+    >>> _ = b.add("output", "output", args=(mu,))
+    >>> g = b.build()
+    >>> [n.name for n in g], g.site("mu").target
+    (['mu', 'output'], 'Normal')
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from .errors import IRError
+from .node import NODE_KINDS, RANDOM_KINDS, DistSpec, Meta, Node, Ref, iter_refs
+from .ops import resolve_op
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def sanitize(hint: str) -> str:
+    """A valid SSA name close to ``hint`` (addresses may contain any characters)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
+    if name[0].isdigit():
+        name = "v" + name
+    if keyword.iskeyword(name):
+        name += "_"
+    return name
+
+
+class Graph:
+    """A model as a straight-line program of nodes (see ``ppl.ir.node`` for the kinds)."""
+
+    def __init__(
+        self,
+        nodes: Iterable[Node],
+        name: str = "model",
+        data: dict[str, torch.Tensor] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ):
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+        self.name = name
+        self.data: dict[str, torch.Tensor] = dict(data or {})
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self._by_name = {n.name: n for n in self.nodes}
+        self._by_address = {n.address: n for n in self.nodes if n.address is not None}
+        lint(self)
+
+    # -- access -----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise IRError(f"graph {self.name!r} has no node {name!r}") from None
+
+    def site(self, address: str) -> Node:
+        """The node of a site (random, param or deterministic) by its address."""
+        try:
+            return self._by_address[address]
+        except KeyError:
+            raise IRError(
+                f"graph {self.name!r} has no site {address!r}; sites: {sorted(self._by_address)}"
+            ) from None
+
+    def has_site(self, address: str) -> bool:
+        return address in self._by_address
+
+    def nodes_of(self, *kinds: str) -> list[Node]:
+        return [n for n in self.nodes if n.kind in kinds]
+
+    @property
+    def inputs(self) -> list[Node]:
+        return self.nodes_of("input")
+
+    @property
+    def latent_nodes(self) -> list[Node]:
+        return self.nodes_of("sample")
+
+    @property
+    def random_nodes(self) -> list[Node]:
+        return self.nodes_of(*RANDOM_KINDS)
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    def users(self) -> dict[str, list[str]]:
+        """For each node name, the names of the nodes that read it."""
+        out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for node in self.nodes:
+            for ref in dict.fromkeys(node.refs()):
+                out[ref].append(node.name)
+        return out
+
+    def replace(self, nodes: Iterable[Node] | None = None, *, data: dict | None = None,
+                attrs: dict | None = None, name: str | None = None) -> Graph:
+        """A new graph with some parts replaced (linted)."""
+        return Graph(
+            self.nodes if nodes is None else nodes,
+            name=self.name if name is None else name,
+            data=self.data if data is None else data,
+            attrs=self.attrs if attrs is None else attrs,
+        )
+
+    # -- text form and analysis (implemented in their own modules) ---------------------
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self.nodes)} nodes, sites {sorted(self._by_address)}>"
+
+    def to_networkx(self):
+        from .analysis import to_networkx
+
+        return to_networkx(self)
+
+    def topological_sites(self) -> list[str]:
+        from .analysis import topological_sites
+
+        return topological_sites(self)
+
+    def ancestors(self, address: str) -> set[str]:
+        from .analysis import ancestors
+
+        return ancestors(self, address)
+
+    def descendants(self, address: str) -> set[str]:
+        from .analysis import descendants
+
+        return descendants(self, address)
+
+    def markov_blanket(self, address: str) -> set[str]:
+        from .analysis import markov_blanket
+
+        return markov_blanket(self, address)
+
+    def d_separated(self, xs: Iterable[str], ys: Iterable[str], given: Iterable[str] = ()) -> bool:
+        from .analysis import d_separated
+
+        return d_separated(self, xs, ys, given)
+
+    def plates(self) -> dict:
+        from .analysis import plate_structure
+
+        return plate_structure(self)
+
+    def to_dot(self) -> str:
+        from .dot import to_dot
+
+        return to_dot(self)
+
+
+def lint(graph: Graph) -> None:
+    """Check the invariants every graph keeps; raise ``IRError`` naming the node."""
+    seen: set[str] = set()
+    addresses: dict[str, str] = {}
+    for i, node in enumerate(graph.nodes):
+        where = f"graph {graph.name!r}, node {node.name!r} ({node.kind} {node.target})"
+        if node.kind not in NODE_KINDS:
+            raise IRError(f"{where}: unknown kind {node.kind!r}; kinds are {NODE_KINDS}")
+        if not _IDENT.match(node.name) or keyword.iskeyword(node.name):
+            raise IRError(f"{where}: {node.name!r} is not a valid SSA name")
+        if node.name in seen:
+            raise IRError(f"{where}: name defined twice")
+        for ref in node.refs():
+            if ref not in seen:
+                raise IRError(f"{where}: uses %{ref} before it is defined")
+        if node.address is not None:
+            if node.address in addresses:
+                raise IRError(f"{where}: address {node.address!r} already used by node {addresses[node.address]!r}")
+            addresses[node.address] = node.name
+        if node.kind in ("sample", "observe", "param", "factor") and node.address is None:
+            raise IRError(f"{where}: a {node.kind} node needs an address")
+        if node.kind == "call":
+            resolve_op(node.target)
+        if node.kind == "observe" and len(node.args) != 1:
+            raise IRError(f"{where}: an observe node takes exactly one argument, its value")
+        is_last = i == len(graph.nodes) - 1
+        if (node.kind == "output") != is_last:
+            raise IRError(f"{where}: a graph has exactly one output node, and it comes last")
+        seen.add(node.name)
+    if not graph.nodes:
+        raise IRError(f"graph {graph.name!r} is empty; it needs at least an output node")
+
+
+class GraphBuilder:
+    """Collects nodes with fresh SSA names; ``build()`` lints and returns the ``Graph``."""
+
+    def __init__(self, name: str = "model"):
+        self.name = name
+        self.nodes: list[Node] = []
+        self.data: dict[str, torch.Tensor] = {}
+        self.attrs: dict[str, Any] = {}
+        self._names: set[str] = set()
+
+    def fresh(self, hint: str) -> str:
+        base = sanitize(hint)
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def add(
+        self,
+        kind: str,
+        target: str,
+        args: tuple = (),
+        kwargs: tuple[tuple[str, Any], ...] = (),
+        *,
+        name: str | None = None,
+        address: str | None = None,
+        meta: Meta | None = None,
+    ) -> Ref:
+        meta = meta or Meta()
+        if address is not None:
+            meta = Meta(meta.shape, meta.dtype, meta.plates, address, meta.source, meta.attrs)
+        hint = name or meta.address or (target.rsplit(".", 1)[-1].strip("_") if kind == "call" else target)
+        node_name = self.fresh(hint if kind != "output" else "output")
+        self.nodes.append(Node(node_name, kind, target, tuple(args), tuple(kwargs), meta))
+        return Ref(node_name)
+
+    def append(self, node: Node) -> Ref:
+        """Add an existing node under its own name (which must be fresh)."""
+        if node.name in self._names:
+            raise IRError(f"node name {node.name!r} is already used in graph {self.name!r}")
+        self._names.add(node.name)
+        self.nodes.append(node)
+        return Ref(node.name)
+
+    def bind(self, input_name: str, value: torch.Tensor) -> None:
+        self.data[input_name] = value
+
+    def build(self) -> Graph:
+        return Graph(self.nodes, self.name, self.data, self.attrs)
+
+
+__all__ = ["Graph", "GraphBuilder", "lint", "sanitize", "DistSpec", "iter_refs"]

@@ -1,0 +1,137 @@
+"""Nodes of the graph IR: immutable records, one per operation of a model.
+
+Seven kinds, the operation in ``target``:
+
+========  ==========================================================================
+kind      meaning, ``target``, arguments
+========  ==========================================================================
+input     model argument or captured data; ``target`` = argument name
+param     learnable tensor; ``target`` = address, kwarg ``constraint``
+sample    latent random choice; ``target`` = family name, kwargs = family params
+observe   random choice with a fixed value; as sample, ``args = (value,)``
+factor    extra log-weight term; ``target`` = address, ``args = (log_weight,)``
+call      deterministic torch operation; ``target`` = allow-listed op name (``ppl.ir.ops``)
+output    the return value; ``args = (value,)``
+========  ==========================================================================
+
+Deterministic sites are ``call`` nodes of ``ppl.identity`` whose ``meta.address`` is set;
+every random and param node carries its address in ``meta.address`` as well. An argument
+(``Arg``) is a ``Ref`` to another node, a ``DistSpec`` (a nested distribution, e.g. the base
+of ``Independent``), or a literal: None, bool, int, float, str, a small tensor, a dtype, a
+slice, Ellipsis, a constraint, or a tuple/list of arguments.
+
+    >>> n = Node("mu", "sample", "Normal", kwargs=(("loc", 0.0), ("scale", 5.0)), meta=Meta(address="mu"))
+    >>> n.is_random, n.address
+    (True, 'mu')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from ppl.runtime import PlateFrame
+
+NODE_KINDS = ("input", "param", "sample", "observe", "factor", "call", "output")
+RANDOM_KINDS = ("sample", "observe", "factor")
+
+
+class Ref(NamedTuple):
+    """The value of the node called ``name``."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """A distribution as an argument: family name and named parameters."""
+
+    family: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a node knows beyond its operation: value shape and dtype, plates, address,
+    source line, and free-form ``attrs`` (e.g. a gradient-estimator choice) as pairs."""
+
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    plates: tuple[PlateFrame, ...] = ()
+    address: str | None = None
+    source: str = ""
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(key, default)
+
+    def with_attr(self, key: str, value: Any) -> Meta:
+        attrs = tuple((k, v) for k, v in self.attrs if k != key) + ((key, value),)
+        return replace(self, attrs=attrs)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str
+    target: str
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    meta: Meta = field(default_factory=Meta)
+
+    @property
+    def address(self) -> str | None:
+        return self.meta.address
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind in RANDOM_KINDS
+
+    @property
+    def is_deterministic_site(self) -> bool:
+        return self.kind == "call" and self.meta.address is not None
+
+    @property
+    def kwarg_dict(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    def refs(self) -> Iterator[str]:
+        """Names of the nodes this one reads, in argument order (with repeats)."""
+        yield from iter_refs(self.args)
+        yield from iter_refs(tuple(v for _, v in self.kwargs))
+
+    def replace(self, **changes: Any) -> Node:
+        return replace(self, **changes)
+
+
+def iter_refs(arg: Any) -> Iterator[str]:
+    """Every ``Ref`` name inside a (nested) argument."""
+    if isinstance(arg, Ref):
+        yield arg.name
+    elif isinstance(arg, DistSpec):
+        for _, v in arg.params:
+            yield from iter_refs(v)
+    elif isinstance(arg, (tuple, list)):
+        for item in arg:
+            yield from iter_refs(item)
+    elif isinstance(arg, slice):
+        yield from iter_refs((arg.start, arg.stop, arg.step))
+
+
+def map_refs(arg: Any, fn) -> Any:
+    """Rebuild a (nested) argument with every ``Ref`` replaced by ``fn(ref)``."""
+    if isinstance(arg, Ref):
+        return fn(arg)
+    if isinstance(arg, DistSpec):
+        return DistSpec(arg.family, tuple((k, map_refs(v, fn)) for k, v in arg.params))
+    if isinstance(arg, tuple) and not hasattr(arg, "_fields"):
+        return tuple(map_refs(a, fn) for a in arg)
+    if isinstance(arg, list):
+        return [map_refs(a, fn) for a in arg]
+    if isinstance(arg, slice):
+        return slice(map_refs(arg.start, fn), map_refs(arg.stop, fn), map_refs(arg.step, fn))
+    return arg

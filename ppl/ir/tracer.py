@@ -1,0 +1,356 @@
+"""Trace a model once, with its concrete data, into a ``Graph``.
+
+Two pieces work together. A ``TorchFunctionMode`` sees every torch operation the model runs
+and records the ones whose inputs depend on the model's arguments, params or random
+choices as ``call`` nodes (anything else is a constant, folded at trace time). A handler
+on ppl's effect stack turns each primitive into its node (sample, observe, factor, param,
+deterministic). Python control flow on data or shapes simply specializes the graph; reading
+the value of a random choice (``bool``, ``float``, ``.item()``, ...) makes the model
+*dynamic*: tracing stops with a ``DynamicModelError`` naming the site and the line, and the
+model keeps working on the trace path.
+
+    >>> import torch
+    >>> from ppl import model, sample
+    >>> from ppl.stdlib import Normal
+    >>> @model
+    ... def m(x):
+    ...     mu = sample("mu", Normal(0.0, 1.0))
+    ...     return sample("y", Normal(mu * 2.0, 1.0), obs=x)
+    >>> g = trace_graph(m, torch.tensor(0.5))
+    >>> [n.kind for n in g]
+    ['input', 'sample', 'call', 'observe', 'output']
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ppl.registry import family_of
+from ppl.runtime import Message, Messenger, in_internal, internal
+
+from .errors import DynamicModelError, IRError
+from .graph import Graph, GraphBuilder
+from .node import DistSpec, Meta, Ref
+from .ops import is_random_op, op_name
+
+SMALL_LITERAL = 16
+"""Untracked tensors with at most this many elements are printed inline; larger ones become
+bound ``input`` nodes."""
+
+_READS_VALUE = frozenset(
+    "__bool__ item __float__ __int__ __index__ __complex__ tolist __array__ numpy is_nonzero "
+    "equal allclose __contains__".split()
+)
+_INPLACE_DUNDERS = {"__iadd__": "Tensor.add", "__isub__": "Tensor.sub", "__imul__": "Tensor.mul",
+                    "__itruediv__": "Tensor.div", "__ipow__": "Tensor.pow"}
+_PPL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def _user_line() -> str:
+    """``file:line`` of the innermost stack frame outside torch and ppl."""
+    for frame in reversed(traceback.extract_stack()):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith((_PPL_DIR, _TORCH_DIR)):
+            return f"{frame.filename}:{frame.lineno} ({(frame.line or '').strip()})"
+    return "<unknown>"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def tensor_meta(value: Any, **extra: Any) -> Meta:
+    if isinstance(value, torch.Tensor):
+        return Meta(shape=tuple(value.shape), dtype=_dtype_name(value.dtype), **extra)
+    return Meta(**extra)
+
+
+class _Recorder:
+    """Shared state of one tracing run: which tensor is which node, and what is random."""
+
+    def __init__(self, name: str):
+        self.builder = GraphBuilder(name)
+        self.refs: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.random_deps: dict[str, frozenset[str]] = {}
+        self.reads_data = False
+        self._keep_alive: list[torch.Tensor] = []
+
+    def track(self, tensor: torch.Tensor, ref: Ref, deps: frozenset[str] = frozenset()) -> None:
+        self.refs[tensor] = ref
+        self.random_deps[ref.name] = deps
+        self._keep_alive.append(tensor)
+
+    def ref_of(self, tensor: torch.Tensor) -> Ref | None:
+        return self.refs.get(tensor)
+
+    def deps(self, arg: Any) -> frozenset[str]:
+        out: set[str] = set()
+        for tensor in _tensors_in(arg):
+            ref = self.refs.get(tensor)
+            if ref is not None:
+                out |= self.random_deps.get(ref.name, frozenset())
+        return frozenset(out)
+
+    def any_tracked(self, arg: Any) -> bool:
+        return any(self.refs.get(t) is not None for t in _tensors_in(arg))
+
+    def to_arg(self, value: Any) -> Any:
+        """A Python value as an IR argument: tracked tensors become refs, the rest literals."""
+        if isinstance(value, torch.Tensor):
+            ref = self.refs.get(value)
+            if ref is not None:
+                return ref
+            if value.numel() <= SMALL_LITERAL:
+                return value.detach().clone()
+            const = self.builder.add("input", "const", meta=tensor_meta(value), name="const")
+            self.builder.bind(const.name, value.detach())
+            self.track(value, const)
+            return const
+        if isinstance(value, torch.Size):
+            return tuple(value)
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return tuple(self.to_arg(v) for v in value)
+        if isinstance(value, list):
+            return [self.to_arg(v) for v in value]
+        if isinstance(value, slice):
+            return slice(self.to_arg(value.start), self.to_arg(value.stop), self.to_arg(value.step))
+        if isinstance(value, torch.device):
+            return str(value)
+        if isinstance(value, torch.distributions.Distribution):
+            return self.dist_spec(value, site="(argument)")
+        return value
+
+    def dist_spec(self, dist: torch.distributions.Distribution, site: str) -> DistSpec:
+        family = family_of(dist)
+        if family is None or not hasattr(dist, "ppl_args"):
+            raise IRError(
+                f"site {site!r}: {type(dist).__name__} is not a registered distribution family, so "
+                "it cannot appear in a graph; use the ppl.stdlib families or register yours "
+                "with ppl.registry.register_family"
+            )
+        return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in dist.ppl_args.items()))
+
+
+def _tensors_in(arg: Any):
+    if isinstance(arg, torch.Tensor):
+        yield arg
+    elif isinstance(arg, (tuple, list)):
+        for item in arg:
+            yield from _tensors_in(item)
+    elif isinstance(arg, dict):
+        for item in arg.values():
+            yield from _tensors_in(item)
+    elif isinstance(arg, slice):
+        yield from _tensors_in((arg.start, arg.stop, arg.step))
+
+
+class _RecordingMode(TorchFunctionMode):
+    """Records torch operations on tracked tensors as ``call`` nodes."""
+
+    def __init__(self, recorder: _Recorder):
+        super().__init__()
+        self.rec = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if in_internal():
+            return func(*args, **kwargs)
+        rec = self.rec
+        fname = getattr(func, "__name__", "")
+        tracked = rec.any_tracked(args) or rec.any_tracked(kwargs)
+        if fname == "__get__":  # a property such as x.shape or x.T
+            return self._getter(func, args)
+        if fname in _READS_VALUE:
+            if tracked:
+                self._check_static(fname, args)
+            return func(*args, **kwargs)
+        if not tracked:
+            if is_random_op(func):
+                raise IRError(
+                    f"torch.{fname} called inside the model at {_user_line()}: randomness in a model "
+                    "must come from sample sites (e.g. sample('eps', Normal(0, 1)))"
+                )
+            return func(*args, **kwargs)
+        if fname == "__setitem__" or (fname.endswith("_") and not fname.endswith("__")) or fname in _INPLACE_DUNDERS:
+            return self._inplace(func, fname, args, kwargs)
+        if "out" in kwargs:
+            raise IRError(f"{fname}(..., out=...) at {_user_line()} cannot be traced; assign the result instead")
+        result = func(*args, **kwargs)
+        if not any(True for _ in _tensors_in(result)):
+            return result  # shapes, sizes, dtypes: the graph specializes on them
+        return self._record(func, args, kwargs, result)
+
+    def _check_static(self, fname: str, args: tuple) -> None:
+        deps = self.rec.deps(args)
+        if deps:
+            raise DynamicModelError(
+                f"the model reads the value of random site(s) {sorted(deps)} with {fname}() at "
+                f"{_user_line()}, so its structure depends on a random choice. It has no static "
+                "graph; it still runs on the trace path (handlers, Importance). To trace it, "
+                "replace Python control flow on random values with torch.where / masking"
+            )
+        self.rec.reads_data = True
+
+    def _getter(self, func, args):
+        result = func(*args)
+        attr_name = getattr(getattr(func, "__self__", None), "__name__", "")
+        if isinstance(result, torch.Tensor) and self.rec.any_tracked(args):
+            return self._emit("ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, self.rec.deps(args))
+        return result
+
+    def _inplace(self, func, fname, args, kwargs):
+        rec = self.rec
+        target_tensor = args[0]
+        base = target_tensor._base
+        if base is not None and rec.ref_of(base) is not None:
+            raise IRError(
+                f"in-place {fname} on a view of a traced tensor at {_user_line()} cannot be traced "
+                "(the base tensor would change behind the graph's back); build the result "
+                "out of place, e.g. with torch.cat or torch.where"
+            )
+        if fname == "__setitem__":
+            op, call_args = "ppl.setitem", args
+        else:
+            op = _INPLACE_DUNDERS.get(fname) or f"Tensor.{fname[:-1]}"
+            call_args = args
+        deps = rec.deps(args) | rec.deps(kwargs)
+        arg_ir = tuple(rec.to_arg(a) for a in call_args)
+        kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
+        func(*args, **kwargs)  # mutate the concrete tensor so later code sees the right value
+        ref = rec.builder.add("call", op, arg_ir, kwarg_ir, meta=tensor_meta(target_tensor, source=_user_line()))
+        rec.track(target_tensor, ref, deps)
+        return target_tensor if fname != "__setitem__" else None
+
+    def _record(self, func, args, kwargs, result):
+        rec = self.rec
+        name = op_name(func)
+        if name is None:
+            raise IRError(
+                f"operation {getattr(func, '__qualname__', func)!r} at {_user_line()} is not on the "
+                "graph IR's allow-list (ppl.ir.ops), so this model cannot be traced"
+            )
+        deps = rec.deps(args) | rec.deps(kwargs)
+        arg_ir = tuple(rec.to_arg(a) for a in args)
+        kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
+        return self._emit(name, arg_ir, kwarg_ir, result, deps)
+
+    def _emit(self, name, arg_ir, kwarg_ir, result, deps):
+        rec = self.rec
+        if isinstance(result, torch.Tensor):
+            ref = rec.builder.add("call", name, arg_ir, kwarg_ir, meta=tensor_meta(result, source=_user_line()))
+            rec.track(result, ref, deps)
+            return result
+        if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
+            ref = rec.builder.add("call", name, arg_ir, kwarg_ir, meta=Meta(source=_user_line()))
+            rec.random_deps[ref.name] = deps
+            for i, item in enumerate(result):
+                item_ref = rec.builder.add("call", "ppl.getitem", (ref, i), meta=tensor_meta(item), name=f"{ref.name}_{i}")
+                rec.track(item, item_ref, deps)
+            return result
+        return result
+
+
+class GraphTracer(Messenger):
+    """The effect handler that turns each primitive into its IR node."""
+
+    def __init__(self, recorder: _Recorder):
+        self.rec = recorder
+
+    def process(self, msg: Message) -> None:
+        if msg.kind == "sample" and msg.value is None:
+            with internal():
+                dist = msg.fn
+                msg.value = dist.rsample() if dist.has_rsample else dist.sample()
+
+    def postprocess(self, msg: Message) -> None:
+        rec = self.rec
+        meta = tensor_meta(msg.value, plates=msg.plates, address=msg.name, source=msg.source)
+        meta = _with_site_attrs(meta, msg)
+        if msg.kind == "param":
+            ref = rec.builder.add("param", msg.name, kwargs=(("constraint", msg.fn),), meta=meta)
+            rec.track(msg.value, ref)
+        elif msg.kind == "deterministic":
+            ref = rec.builder.add("call", "ppl.identity", (rec.to_arg(msg.value),), meta=meta)
+            rec.track(msg.value, ref, rec.deps(msg.value))
+        elif msg.kind == "factor":
+            rec.builder.add("factor", msg.name, (rec.to_arg(msg.value),), meta=meta)
+        elif msg.kind == "sample":
+            self._sample(msg, meta)
+
+    def _sample(self, msg: Message, meta: Meta) -> None:
+        rec = self.rec
+        if msg.intervened:
+            return  # a do()-fixed value is a constant of the graph
+        spec = rec.dist_spec(msg.fn, msg.name)
+        if msg.is_observed:
+            ref = rec.builder.add("observe", spec.family, (rec.to_arg(msg.value),), spec.params, meta=meta)
+            rec.track(msg.value, ref, rec.deps(msg.value))
+        else:
+            ref = rec.builder.add("sample", spec.family, (), spec.params, meta=meta)
+            rec.track(msg.value, ref, frozenset({msg.name}))
+
+
+def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
+    if msg.mask is not None:
+        raise IRError(
+            f"site {msg.name!r} is under the mask handler, which the graph IR does not represent; "
+            "use dist.mask(m) on the distribution instead"
+        )
+    scale = msg.scale
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1:
+            raise IRError(f"site {msg.name!r}: a tensor scale of shape {tuple(scale.shape)} cannot be traced")
+        scale = float(scale)
+    if scale != 1.0:
+        meta = meta.with_attr("scale", float(scale))
+    if any(f.subsample_size < f.size for f in msg.plates):
+        raise IRError(
+            f"site {msg.name!r} is in a subsampled plate; subsampling draws random indices each run, "
+            "which a static graph cannot hold yet (use the trace path, or the subsample pass)"
+        )
+    for key, value in sorted(msg.infer.items()):
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            meta = meta.with_attr(key, value)
+    return meta
+
+
+def _bind_inputs(rec: _Recorder, fn, args: tuple, kwargs: dict) -> None:
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        named = list(bound.arguments.items())
+    except (TypeError, ValueError):
+        named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    for pname, value in named:
+        for i, tensor in enumerate(_tensors_in(value)):
+            if rec.ref_of(tensor) is not None:
+                continue
+            name = pname if isinstance(value, torch.Tensor) else f"{pname}_{i}"
+            ref = rec.builder.add("input", name, meta=tensor_meta(tensor), name=name)
+            rec.builder.bind(ref.name, tensor)
+            rec.track(tensor, ref)
+
+
+def trace_graph(model, *args, **kwargs) -> Graph:
+    """Run ``model(*args, **kwargs)`` once and return its graph (see the module docstring)."""
+    fn = getattr(model, "fn", model)
+    rec = _Recorder(getattr(fn, "__name__", "model"))
+    _bind_inputs(rec, fn, args, kwargs)
+    with _RecordingMode(rec), GraphTracer(rec):
+        result = fn(*args, **kwargs)
+    rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
+    rec.builder.attrs["reads_data"] = rec.reads_data
+    return rec.builder.build()
+
+
+def _as_structure(value: Any) -> Any:
+    if isinstance(value, dict):
+        raise IRError("a model returning a dict cannot be traced yet; return a tuple instead")
+    return value
