@@ -199,7 +199,7 @@ class plate(Messenger):
 
     def __iter__(self) -> Iterator[int]:
         for i in range(self.size):
-            self._frame = PlateFrame(self.name, self.size, None, 1)
+            self._frame = PlateFrame(self.name, self.size, None, self.size)
             Messenger.__enter__(self)
             try:
                 yield i

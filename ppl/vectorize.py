@@ -46,11 +46,13 @@ class VectorizedRun:
         """Log joint density per particle, shape ``(num_particles,)``."""
         return self.trace.log_joint(self.particle_dim).expand(self.num_particles)
 
-    def values(self) -> dict[str, torch.Tensor]:
-        """Sample and deterministic values with the particle axis first: ``(N, *site_shape)``."""
+    def values(self, observed: bool = True) -> dict[str, torch.Tensor]:
+        """Sample and deterministic values with the particle axis first: ``(N, *site_shape)``.
+
+        ``observed=False`` leaves out observed and intervened sites (the data)."""
         out = {}
         for name, site in self.trace.sites.items():
-            if site.kind in ("sample", "deterministic") and name != PARTICLE_PLATE:
+            if site.kind == "deterministic" or (site.kind == "sample" and (observed or site.is_latent)):
                 out[name] = self.unbatch(name, site.value)
         return out
 

@@ -13,10 +13,7 @@ import scipy.signal
 import scipy.stats
 import torch
 
-try:
-    from ppl.inference import diagnostics as diag
-except ImportError:  # editable install exposing the folder as top-level `inference`
-    from inference import diagnostics as diag
+from ppl.inference import diagnostics as diag
 
 
 def gen(seed: int) -> torch.Generator:

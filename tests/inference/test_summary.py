@@ -7,12 +7,8 @@ import pytest
 import scipy.stats
 import torch
 
-try:
-    from ppl.inference import diagnostics as diag
-    from ppl.inference.summary import Summary, summarize, warnings
-except ImportError:  # editable install exposing the folder as top-level `inference`
-    from inference import diagnostics as diag
-    from inference.summary import Summary, summarize, warnings
+from ppl.inference import diagnostics as diag
+from ppl.inference.summary import Summary, summarize, warnings
 
 COLUMNS = ["mean", "sd", "5%", "50%", "95%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
 
