@@ -87,3 +87,147 @@ def families() -> dict[str, Family]:
 
 def is_distribution(obj: Any) -> bool:
     return isinstance(obj, torch.distributions.Distribution)
+
+
+# -- constraints by name ------------------------------------------------------------------
+# The graph IR prints a constraint as its registered name, with the constructor arguments of
+# a parameterized one (``interval(0.0, 1.0)``), and parses it back through this table (never
+# by ``getattr``). torch's constraints are registered here; ``ppl.stdlib`` adds its own.
+
+_RESERVED_CONSTRAINT_NAMES = frozenset(
+    {"None", "True", "False", "inf", "nan", "tensor", "slice", "torch"}
+)
+
+
+@dataclass(frozen=True)
+class ConstraintEntry:
+    """A named constraint: a singleton ``obj``, or a ``factory`` whose instances are of type
+    ``cls`` and are rebuilt as ``factory(*(getattr(c, p) for p in params))``."""
+
+    name: str
+    obj: constraints.Constraint | None = None
+    factory: Callable[..., constraints.Constraint] | None = None
+    cls: type | None = None
+    params: tuple[str, ...] = ()
+
+
+_CONSTRAINTS: dict[str, ConstraintEntry] = {}
+
+
+def register_constraint(
+    name: str,
+    obj_or_factory: constraints.Constraint | Callable[..., constraints.Constraint],
+    params: tuple[str, ...] = (),
+    cls: type | None = None,
+) -> ConstraintEntry:
+    """Name a constraint for the graph IR's text form.
+
+    ``register_constraint("ordered", ordered)`` names a singleton;
+    ``register_constraint("interval", constraints.interval, ("lower_bound", "upper_bound"))``
+    names a factory: ``params`` are the attribute names an instance keeps its constructor
+    arguments under (in constructor order), ``cls`` the instances' type (the factory itself
+    when it is a class). Re-registering a name replaces it.
+    """
+    if not name.isidentifier() or name in _RESERVED_CONSTRAINT_NAMES:
+        raise ValueError(f"constraint name {name!r} must be an identifier and not reserved")
+    if isinstance(obj_or_factory, constraints.Constraint):
+        entry = ConstraintEntry(name, obj=obj_or_factory)
+    else:
+        cls = cls or (obj_or_factory if isinstance(obj_or_factory, type) else None)
+        if cls is None:
+            raise TypeError(f"constraint factory {name!r}: pass cls=, the type of its instances")
+        entry = ConstraintEntry(name, factory=obj_or_factory, cls=cls, params=tuple(params))
+    _CONSTRAINTS[name] = entry
+    return entry
+
+
+def constraint_names() -> list[str]:
+    return sorted(_CONSTRAINTS)
+
+
+def make_constraint(name: str, *args: Any) -> constraints.Constraint:
+    """The constraint called ``name`` (a factory's instance for ``args``)."""
+    entry = _CONSTRAINTS.get(name)
+    if entry is None:
+        raise KeyError(f"unknown constraint {name!r}; registered: {', '.join(constraint_names())}")
+    if entry.obj is not None:
+        if args:
+            raise TypeError(f"constraint {name!r} takes no arguments, got {len(args)}")
+        return entry.obj
+    if len(args) != len(entry.params):
+        raise TypeError(f"constraint {name!r} takes arguments {entry.params}, got {len(args)}")
+    return entry.factory(*args)
+
+
+def _same_args(a: tuple, b: tuple) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        x_is, y_is = isinstance(x, constraints.Constraint), isinstance(y, constraints.Constraint)
+        if x_is or y_is:
+            if not (x_is and y_is):
+                return False
+            if x is not y and describe_constraint(x) != describe_constraint(y):
+                return False
+        elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def describe_constraint(c: constraints.Constraint) -> tuple[str, tuple]:
+    """``(name, args)`` with ``make_constraint(name, *args)`` equivalent to ``c``.
+
+    A fresh instance equal to a named singleton gets the singleton's name
+    (``greater_than(0.0)`` is ``positive``), so the description is canonical.
+    """
+    for entry in _CONSTRAINTS.values():
+        if entry.obj is c:
+            return entry.name, ()
+    if type(c) is constraints._Dependent:
+        return "dependent", ()
+    for entry in _CONSTRAINTS.values():
+        if entry.cls is not None and type(c) is entry.cls:
+            args = tuple(getattr(c, p) for p in entry.params)
+            for single in _CONSTRAINTS.values():
+                if single.obj is not None and type(single.obj) is type(c):
+                    own = tuple(getattr(single.obj, p, None) for p in entry.params)
+                    if _same_args(own, args):
+                        return single.name, ()
+            return entry.name, args
+    for entry in _CONSTRAINTS.values():  # an unnamed copy of a parameter-free singleton
+        if entry.obj is not None and type(entry.obj) is type(c) and vars(entry.obj) == vars(c):
+            return entry.name, ()
+    raise KeyError(
+        f"constraint {c!r} has no registered name; register it with "
+        "ppl.registry.register_constraint(name, obj_or_factory)"
+    )
+
+
+def _register_torch_constraints() -> None:
+    c = constraints
+    for name in ("real", "real_vector", "positive", "nonnegative", "unit_interval", "boolean",
+                 "one_hot", "nonnegative_integer", "positive_integer", "simplex",
+                 "lower_triangular", "lower_cholesky", "corr_cholesky", "square", "symmetric",
+                 "positive_semidefinite", "positive_definite", "dependent"):
+        register_constraint(name, getattr(c, name))
+    for name, params in (
+        ("greater_than", ("lower_bound",)),
+        ("greater_than_eq", ("lower_bound",)),
+        ("less_than", ("upper_bound",)),
+        ("interval", ("lower_bound", "upper_bound")),
+        ("half_open_interval", ("lower_bound", "upper_bound")),
+        ("integer_interval", ("lower_bound", "upper_bound")),
+        ("independent", ("base_constraint", "reinterpreted_batch_ndims")),
+        ("multinomial", ("upper_bound",)),
+        ("cat", ("cseq", "dim", "lengths")),
+        ("stack", ("cseq", "dim")),
+    ):
+        register_constraint(name, getattr(c, name), params)
+    register_constraint("integer_greater_than", c._IntegerGreaterThan, ("lower_bound",))
+    register_constraint("integer_less_than", c._IntegerLessThan, ("upper_bound",))
+    register_constraint("mixture_same_family", c.MixtureSameFamilyConstraint, ("base_constraint",))
+
+
+_register_torch_constraints()

@@ -25,3 +25,8 @@ def log_density(graph: Graph):
 
 __all__ += ["trace_graph", "Interpreter", "Simulate", "LogDensity", "Generate", "CodeGen",
             "LogDensityCodeGen", "compile_log_density", "log_density"]
+
+from .parser import load, parse  # noqa: E402
+from .printer import print_graph  # noqa: E402
+
+__all__ += ["parse", "load", "print_graph"]
