@@ -160,7 +160,7 @@ class replay(Messenger):
         self.guide_trace = guide_trace
 
     def process(self, msg: Message) -> None:
-        if msg.kind != "sample" or msg.is_observed:
+        if msg.kind != "sample" or msg.is_observed or msg.intervened:
             return
         site = self.guide_trace.sites.get(msg.name)
         if site is not None and site.kind == "sample":

@@ -24,6 +24,7 @@ from torch.distributions import Distribution, constraints
 
 from .errors import ModelError, ShapeError
 from .runtime import (
+    CHECKS,
     DEFAULT_VALUES,
     Message,
     Messenger,
@@ -39,9 +40,10 @@ RANDOM_KINDS = ("sample", "factor")
 
 
 def as_tensor(value: Any) -> torch.Tensor:
-    """Data as a tensor: Python and numpy numbers become the default float dtype."""
+    """Data as a tensor: Python and numpy numbers, and boolean tensors (which no log_prob
+    accepts), become the default float dtype; other tensors are kept as they are."""
     if isinstance(value, torch.Tensor):
-        return value
+        return value.to(torch.get_default_dtype()) if value.dtype == torch.bool else value
     tensor = torch.as_tensor(value)
     return tensor.to(torch.get_default_dtype()) if not tensor.is_floating_point() else tensor
 
@@ -51,7 +53,10 @@ def sample(name: str, fn: Distribution, obs: Any = None, *, infer: dict | None =
     check_distribution(name, fn)
     value = None if obs is None else as_tensor(obs)
     if not active_handlers():
-        return value if value is not None else draw(fn)
+        if value is None:
+            return draw(fn)
+        check_in_support(name, fn, value)
+        return value
     msg = apply_stack(
         Message(
             kind="sample",
@@ -63,11 +68,6 @@ def sample(name: str, fn: Distribution, obs: Any = None, *, infer: dict | None =
             source=caller_location(),
         )
     )
-    if msg.is_observed and not msg.intervened:
-        msg.value = as_tensor(msg.value)
-        with internal():
-            check_value_shape(msg)
-        check_in_support(name, msg.fn, msg.value)
     return msg.value
 
 
@@ -76,6 +76,18 @@ def draw(dist: Distribution) -> torch.Tensor:
 
 
 DEFAULT_VALUES["sample"] = lambda msg: draw(msg.fn)
+
+
+def check_sample_value(msg: Message) -> None:
+    """An observed value fits the site's shape and support (run before any postprocess)."""
+    if msg.is_observed and not msg.intervened:
+        msg.value = as_tensor(msg.value)
+        with internal():
+            check_value_shape(msg)
+        check_in_support(msg.name, msg.fn, msg.value)
+
+
+CHECKS["sample"] = check_sample_value
 
 
 def check_value_shape(msg: Message) -> None:
@@ -224,11 +236,10 @@ def broadcast_to_frame(msg: Message, frame: PlateFrame) -> None:
     dist = msg.fn
     batch = list(dist.batch_shape)
     need = -frame.dim
-    if len(batch) < need:
-        batch = [1] * (need - len(batch)) + batch
-    have = batch[frame.dim]
-    if have == frame.subsample_size:
+    if len(batch) >= need and batch[frame.dim] == frame.subsample_size:
         return
+    batch = [1] * (need - len(batch)) + batch  # a plate of size 1 still adds its dim
+    have = batch[frame.dim]
     if have != 1:
         raise ShapeError(
             f"sample site {msg.name!r}: batch shape {tuple(dist.batch_shape)} of "

@@ -95,10 +95,18 @@ DEFAULT_VALUES: dict[str, Callable[[Message], Any]] = {}
 """Per message kind, how to make a value that no handler supplied (filled by the primitives)."""
 
 
+CHECKS: dict[str, Callable[[Message], None]] = {}
+"""Per message kind, a check of the settled value (filled by the primitives). It runs before
+any ``postprocess``, so a bad value is reported by site name before a handler uses it (e.g.
+``trace`` computing a log density of an observation that does not fit its plate)."""
+
+
 def default_process(msg: Message) -> None:
     if msg.value is None and msg.kind in DEFAULT_VALUES:
         with internal():
             msg.value = DEFAULT_VALUES[msg.kind](msg)
+    if msg.kind in CHECKS:
+        CHECKS[msg.kind](msg)
 
 
 @contextlib.contextmanager

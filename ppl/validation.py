@@ -55,9 +55,12 @@ def _check_distribution(site: str, dist: Any) -> None:
     if isinstance(inner, Distribution):
         _check_distribution(site, inner)
     for pname, constraint in dist.arg_constraints.items():
-        if pname not in dist.__dict__ or isinstance(constraint, torch.distributions.constraints._Dependent):
+        # A parameter is an attribute, or a plain property reading one kept elsewhere (Beta's
+        # concentrations live in an inner Dirichlet); a lazy one not computed yet is skipped.
+        stored = pname in dist.__dict__ or isinstance(getattr(type(dist), pname, None), property)
+        if not stored or isinstance(constraint, torch.distributions.constraints._Dependent):
             continue
-        value = dist.__dict__[pname]
+        value = getattr(dist, pname)
         if not isinstance(value, torch.Tensor) or value.is_complex():
             continue
         ok = constraint.check(value)
