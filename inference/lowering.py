@@ -1,0 +1,135 @@
+"""Lower a graph to a flat, unconstrained, chain-batched log density and its gradient.
+
+The MCMC kernels see one tensor ``z`` of shape ``(chains, dim)``. The generated function
+slices each latent's unconstrained block out of ``z`` (in graph order), maps it into the
+site's support with ``biject_to(support)`` (so a support whose bounds are other latents,
+like ``Uniform(lo, hi)`` with random ``lo``, works), and adds ``log|det J|``. It is written
+for one position, batched over chains with ``torch.func.vmap``, and differentiated by one
+autograd pass through the batched forward.
+
+    >>> import torch
+    >>> from ppl import model, sample
+    >>> from ppl.stdlib import HalfNormal
+    >>> @model
+    ... def m():
+    ...     sample("s", HalfNormal(1.0))
+    >>> flat = FlatModel.from_graph(m.graph())
+    >>> log_p, grad = flat.log_density_and_grad(torch.zeros(4, flat.dim))
+    >>> log_p.shape, grad.shape
+    (torch.Size([4]), torch.Size([4, 1]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import biject_to
+
+from ppl.ir import Graph, Simulate
+from ppl.ir.codegen import LogDensityCodeGen
+from ppl.ir.node import DistSpec, Node
+
+
+@dataclass(frozen=True)
+class LatentBlock:
+    """Where one latent site lives in the flat vector, and its shapes."""
+
+    address: str
+    offset: int
+    size: int
+    unconstrained_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+
+
+class _FlatCodeGen(LogDensityCodeGen):
+    """Log density of the unconstrained flat vector ``z`` (one position, no batch dim)."""
+
+    signature = "z, data=None, params=None"
+
+    def __init__(self, graph: Graph, blocks: dict[str, LatentBlock], fn_name: str, returns_values: bool):
+        super().__init__(graph, fn_name)
+        self.blocks = blocks
+        self.returns_values = returns_values
+        self.namespace["_biject_to"] = biject_to
+
+    def prologue(self) -> None:
+        self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
+        self.emit("log_p = 0.0")
+
+    def node_sample(self, node: Node) -> None:
+        block, v = self.blocks[node.address], self.var(node.name)
+        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
+        self.emit(f"_d = {dist}")
+        self.emit(f"_u = z[{block.offset}:{block.offset + block.size}].reshape({block.unconstrained_shape!r})")
+        self.emit("_t = _biject_to(_d.support)")
+        self.emit(f"{v} = _t(_u)")
+        self.add_term(node, f"_d.log_prob({v}).sum()")
+        self.emit(f"log_p = log_p + _t.log_abs_det_jacobian(_u, {v}).sum()")
+
+    def node_output(self, node: Node) -> None:
+        if not self.returns_values:
+            return self.emit("return torch.as_tensor(log_p)")
+        sites = [n for n in self.graph.nodes if n.kind == "sample" or n.is_deterministic_site]
+        items = ", ".join(f"{n.address!r}: {self.var(n.name)}" for n in sites)
+        self.emit(f"return {{{items}}}")
+
+
+class FlatModel:
+    """A graph's posterior as a function of one unconstrained vector per chain."""
+
+    def __init__(self, graph: Graph, blocks: list[LatentBlock]):
+        self.graph = graph
+        self.blocks = blocks
+        self.dim = sum(b.size for b in blocks)
+        by_address = {b.address: b for b in blocks}
+        self.log_density_fn: Callable = _FlatCodeGen(graph, by_address, "flat_log_density", False).compile()
+        self.values_fn: Callable = _FlatCodeGen(graph, by_address, "flat_values", True).compile()
+        self._batched = torch.func.vmap(self.log_density_fn)
+        self._batched_values = torch.func.vmap(self.values_fn)
+
+    @classmethod
+    def from_graph(cls, graph: Graph) -> FlatModel:
+        """Lay out the latents, using one prior draw for their shapes and supports."""
+        sim = Simulate(graph)
+        draw = sim.run()
+        blocks, offset = [], 0
+        for node in graph.latent_nodes:
+            value = draw[node.address]
+            support = sim.distribution(node).support
+            shape = tuple(biject_to(support).inverse_shape(value.shape))
+            size = math.prod(shape)
+            blocks.append(LatentBlock(node.address, offset, size, shape, tuple(value.shape)))
+            offset += size
+        return cls(graph, blocks)
+
+    def log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z (chains, dim)`` -> ``(log density (chains,), gradient (chains, dim))``.
+
+        One reverse pass through the vmapped forward (measured on eight schools, 4 chains:
+        2.3 ms against 3.3 ms for ``vmap(grad_and_value)``)."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            log_p = self._batched(z)
+            (grad,) = torch.autograd.grad(log_p.sum(), z)
+        return log_p.detach(), grad
+
+    def log_density(self, z: torch.Tensor) -> torch.Tensor:
+        return self._batched(z)
+
+    def constrained_values(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latent (constrained) and deterministic site values for a batch ``z (n, dim)``."""
+        return self._batched_values(z)
+
+    def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The flat vector of a dict of constrained latent values (e.g. user init values)."""
+        parts = []
+        sim = Simulate(self.graph)
+        sim.sample = lambda node: values[node.address]  # type: ignore[method-assign]
+        sim.run()
+        for block in self.blocks:
+            support = sim.distribution(self.graph.site(block.address)).support
+            parts.append(biject_to(support).inv(values[block.address]).reshape(-1))
+        return torch.cat(parts) if parts else torch.zeros(0)
