@@ -4,6 +4,7 @@
 """
 
 from . import handlers
+from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes emit, so their text parses)
 from .errors import DuplicateSiteError, ModelError, ShapeError
 from .infer import InferenceMethod, infer
 from .model import Model, model

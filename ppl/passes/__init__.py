@@ -1,0 +1,55 @@
+"""Passes: ``Graph -> Graph`` program transformations, composed by ``run``.
+
+Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
+``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``); an instance is the pass.
+``run(graph, passes)`` applies a list, checking the graph after each and naming the pass
+that broke it. A user pass is any callable ``Graph -> Graph`` (see ``examples/custom_pass.py``).
+
+    >>> import torch
+    >>> from ppl import model, plate, sample
+    >>> from ppl.stdlib import HalfCauchy, Normal
+    >>> @model
+    ... def eight_schools(sigma, y=None):
+    ...     mu = sample("mu", Normal(0.0, 5.0))
+    ...     tau = sample("tau", HalfCauchy(5.0))
+    ...     with plate("schools", len(sigma)):
+    ...         theta = sample("theta", Normal(mu, tau))
+    ...         sample("y", Normal(theta, sigma), obs=y)
+    >>> sigma = torch.full((8,), 10.0)
+    >>> g = run(eight_schools.graph(sigma), [condition({"y": torch.zeros(8)}), noncenter(),
+    ...                                      unconstrain(), simplify()])
+    >>> [n.address for n in g.latent_nodes]
+    ['mu', 'tau__unconstrained', 'theta__raw']
+"""
+
+from . import _ops  # noqa: F401  (registers the ops passes emit with the call allow-list)
+from .conditioning import condition
+from .contraction import contract_enumerated, posterior_marginals
+from .enumeration import enumerate_discrete, posterior_of_enumerated
+from .intervention import do
+from .manager import Pass, apply_user_passes, check, pass_name, run
+from .noncentering import noncenter
+from .simplification import simplify
+from .tempering import temper
+from .unconstraining import UnconstrainedSite, constrained_values, latent_transforms, unconstrain
+
+__all__ = [
+    "Pass",
+    "run",
+    "apply_user_passes",
+    "check",
+    "pass_name",
+    "condition",
+    "do",
+    "unconstrain",
+    "noncenter",
+    "simplify",
+    "temper",
+    "enumerate_discrete",
+    "latent_transforms",
+    "constrained_values",
+    "UnconstrainedSite",
+    "posterior_of_enumerated",
+    "contract_enumerated",
+    "posterior_marginals",
+]
