@@ -1,0 +1,338 @@
+"""Run a kernel for warmup and sampling: ``sample(kernel, log_density_fn, init_positions, ...)``.
+
+Chains run batched in one process (``chain_method="batched"``, the default: one log density
+call serves all chains), one after another (``"sequential"``: each chain alone, so no chain
+waits for another's longer trajectory) or in separate processes (``"processes"``: groups of
+chains in ``torch.multiprocessing`` workers, ``fork`` by default so closures work). Chain ``c``
+draws from its own generator seeded from ``(seed, c)``, so the three methods and any number of
+chains give chain ``c`` the same draws whenever the log density is row-wise deterministic.
+
+While sampling the torch thread count is set to ``num_threads`` (default 1: the kernels'
+tensors are small, and with two threads small operations slow down 10-35x whenever the other
+core is busy; measured in ``bench/mcmc_kernels.py``) and restored afterwards.
+
+>>> import torch
+>>> from ppl.inference.mcmc import NUTS
+>>> fn = lambda z: (-0.5 * (z * z).sum(-1), -z)
+>>> run = sample(NUTS(), fn, torch.zeros(2, 3, dtype=torch.float64), 50, 20, seed=0)
+>>> run.draws.shape, run.info.tree_depth.shape
+(torch.Size([2, 20, 3]), torch.Size([2, 20]))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .adaptation import WindowAdaptation
+from .base import Info, State
+from .integrators import LogDensityFn, Metric
+from .rng import chain_generators
+
+__all__ = ["MCMCRun", "sample"]
+
+
+@dataclass
+class MCMCRun:
+    """Result of :func:`sample`.
+
+    ``draws`` ``(C, S, D)``; ``info`` and ``warmup_info``: :class:`Info` with fields of shape
+    ``(C, S)`` / ``(C, num_warmup)`` (per kept draw); ``step_size`` ``(C,)`` and
+    ``inverse_mass_matrix`` ``(C, D)`` or ``(C, D, D)``: the adapted parameters;
+    ``num_grad_evals``: rows passed to the log density function over the whole run (what the
+    run paid, including initialization, step-size searches and lockstep padding);
+    ``num_fn_calls``: calls of the function; ``warmup_time`` / ``sampling_time``: wall seconds
+    (for ``"processes"`` the slowest worker's); ``final_state``: to continue sampling.
+    """
+
+    draws: Tensor
+    info: Info
+    warmup_info: Info
+    step_size: Tensor
+    inverse_mass_matrix: Tensor
+    num_grad_evals: int
+    num_fn_calls: int
+    warmup_time: float
+    sampling_time: float
+    final_state: State
+    chain_method: str = "batched"
+
+    @property
+    def num_chains(self) -> int:
+        return self.draws.shape[0]
+
+    @property
+    def num_divergent(self) -> int:
+        """Divergent transitions among the kept draws."""
+        return int(self.info.divergent.sum())
+
+
+class _CountingFn:
+    """Wraps a log density function, counting calls and rows."""
+
+    def __init__(self, fn: LogDensityFn) -> None:
+        self.fn, self.calls, self.rows = fn, 0, 0
+
+    def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        self.calls += 1
+        self.rows += z.shape[0]
+        return self.fn(z)
+
+
+class _Progress:
+    """tqdm when importable, else a carriage-return counter; silent unless stderr is a TTY."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total, self.count, self.bar, self.last = total, 0, None, 0.0
+        if self.enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, file=sys.stderr, leave=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, phase: str) -> None:
+        if not self.enabled:
+            return
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_description(phase, refresh=False)
+            self.bar.update(1)
+            return
+        now = time.perf_counter()
+        if now - self.last > 0.25 or self.count == self.total:
+            self.last = now
+            sys.stderr.write(f"\r{phase}: {self.count}/{self.total}")
+            if self.count == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _stack_infos(infos: list[Info], like: Info | None, num_chains: int) -> Info:
+    if infos:
+        return Info(*(torch.stack(field, dim=1) for field in zip(*infos, strict=True)))
+    assert like is not None
+    return Info(*(t.new_empty((num_chains, 0)) for t in like))
+
+
+def _run_batched(
+    kernel,
+    z0: Tensor,
+    num_warmup: int,
+    num_samples: int,
+    generators: list[torch.Generator],
+    adaptation: WindowAdaptation | None,
+    thin: int,
+    progress: bool,
+) -> MCMCRun:
+    counter = _CountingFn(kernel.log_density_fn)
+    kernel = kernel.bind(counter)
+    num_chains = z0.shape[0]
+    bar = _Progress(num_warmup + num_samples, progress)
+    with torch.no_grad():
+        start = time.perf_counter()
+        state = kernel.init(z0)
+        bad = (~torch.isfinite(state.log_density)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"log density is not finite at the initial positions of chains {bad} "
+                f"(values {state.log_density[bad].tolist()}); choose initial positions inside "
+                "the support, e.g. uniform(-2, 2) on the unconstrained space"
+            )
+        astate = None
+        if adaptation is not None and num_warmup > 0:
+            state, astate = adaptation.init(kernel, generators, state, num_warmup)
+        warm_infos: list[Info] = []
+        for i in range(num_warmup):
+            state, info = kernel.step(generators, state)
+            if astate is not None:
+                state, astate = adaptation.update(kernel, generators, i, state, info, astate)
+            warm_infos.append(info)
+            bar.update("warmup")
+        warm_end = time.perf_counter()
+        kept = math.ceil(num_samples / thin)
+        draws = z0.new_empty((num_chains, kept, z0.shape[1]))
+        infos: list[Info] = []
+        for i in range(num_samples):
+            state, info = kernel.step(generators, state)
+            if i % thin == 0:
+                draws[:, i // thin] = state.position
+                infos.append(info)
+            bar.update("sampling")
+        end = time.perf_counter()
+    bar.close()
+    template = infos[0] if infos else (warm_infos[0] if warm_infos else None)
+    if template is None:
+        _, template = kernel.step(generators, state)
+    return MCMCRun(
+        draws=draws,
+        info=_stack_infos(infos, template, num_chains),
+        warmup_info=_stack_infos(warm_infos, template, num_chains),
+        step_size=state.step_size,
+        inverse_mass_matrix=state.metric.inverse_mass,
+        num_grad_evals=counter.rows,
+        num_fn_calls=counter.calls,
+        warmup_time=warm_end - start,
+        sampling_time=end - warm_end,
+        final_state=state,
+    )
+
+
+def _concat_runs(runs: list[MCMCRun], method: str, parallel: bool) -> MCMCRun:
+    def cat(tensors):
+        return torch.cat(list(tensors), dim=0)
+
+    states = [r.final_state for r in runs]
+    metric = Metric(*(cat(fields) for fields in zip(*(s.metric for s in states), strict=True)))
+    final = State(*(cat(f) for f in zip(*(s[:4] for s in states), strict=True)), metric)
+    combine = max if parallel else sum
+    return MCMCRun(
+        draws=cat(r.draws for r in runs),
+        info=Info(*(cat(f) for f in zip(*(r.info for r in runs), strict=True))),
+        warmup_info=Info(*(cat(f) for f in zip(*(r.warmup_info for r in runs), strict=True))),
+        step_size=cat(r.step_size for r in runs),
+        inverse_mass_matrix=cat(r.inverse_mass_matrix for r in runs),
+        num_grad_evals=sum(r.num_grad_evals for r in runs),
+        num_fn_calls=sum(r.num_fn_calls for r in runs),
+        warmup_time=combine(r.warmup_time for r in runs),
+        sampling_time=combine(r.sampling_time for r in runs),
+        final_state=final,
+        chain_method=method,
+    )
+
+
+def _worker(queue, rank, kernel, z0, num_warmup, num_samples, gen_states, adaptation, thin):
+    try:
+        torch.set_num_threads(1)
+        generators = [torch.Generator() for _ in gen_states]
+        for g, s in zip(generators, gen_states, strict=True):
+            g.set_state(s)
+        run = _run_batched(kernel, z0, num_warmup, num_samples, generators, adaptation, thin, False)
+        queue.put((rank, run, None))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put((rank, None, traceback.format_exc()))
+
+
+def _run_processes(kernel, z0, num_warmup, num_samples, generators, adaptation, thin,
+                   num_processes, start_method) -> MCMCRun:
+    import torch.multiprocessing as mp
+
+    num_chains = z0.shape[0]
+    num_processes = max(1, min(num_processes or os.cpu_count() or 1, num_chains))
+    bounds = [round(r * num_chains / num_processes) for r in range(num_processes + 1)]
+    ctx = mp.get_context(start_method)
+    queue = ctx.Queue()
+    procs = []
+    for rank in range(num_processes):
+        lo, hi = bounds[rank], bounds[rank + 1]
+        states = [g.get_state() for g in generators[lo:hi]]
+        args = (queue, rank, kernel, z0[lo:hi].clone(), num_warmup, num_samples, states,
+                adaptation, thin)
+        proc = ctx.Process(target=_worker, args=args, daemon=True)
+        proc.start()
+        procs.append(proc)
+    results: dict[int, MCMCRun] = {}
+    errors = []
+    for _ in procs:
+        rank, run, err = queue.get()
+        if err is not None:
+            errors.append(f"worker {rank} (chains {bounds[rank]}..{bounds[rank + 1] - 1}):\n{err}")
+        else:
+            results[rank] = run
+    for proc in procs:
+        proc.join()
+    if errors:
+        raise RuntimeError("chain_method='processes' failed:\n" + "\n".join(errors))
+    return _concat_runs([results[r] for r in range(num_processes)], "processes", parallel=True)
+
+
+def sample(
+    kernel,
+    log_density_fn: LogDensityFn | None,
+    init_positions: Tensor,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    seed: int | torch.Generator | Sequence[torch.Generator] = 0,
+    *,
+    adapt: bool | WindowAdaptation = True,
+    thin: int = 1,
+    progress: bool = False,
+    chain_method: str = "batched",
+    num_threads: int | None = 1,
+    num_processes: int | None = None,
+    start_method: str | None = None,
+) -> MCMCRun:
+    """Warm up and sample ``init_positions.shape[0]`` chains with ``kernel``.
+
+    ``kernel``: a kernel instance (``NUTS()``, ``HMC(num_steps=20)``, ...) or class; it is bound
+    to ``log_density_fn`` (``None`` keeps the kernel's own). ``init_positions``: ``(C, D)``
+    unconstrained starting points. ``seed``: an int, a generator (chain ``c`` is seeded by its
+    ``c``-th draw) or one generator per chain. ``adapt``: ``True`` for Stan's windowed warmup
+    (:class:`WindowAdaptation` with its defaults), ``False`` to keep the kernel's step size and
+    metric, or a configured :class:`WindowAdaptation`. ``thin``: keep every ``thin``-th of the
+    ``num_samples`` iterations. ``progress``: show a progress bar when stderr is a TTY.
+    ``chain_method``: ``"batched"``, ``"sequential"`` or ``"processes"`` (``num_processes``
+    workers, default one per core; ``start_method`` default ``"fork"`` where available).
+    ``num_threads``: torch threads while sampling (``None`` leaves the setting alone).
+    """
+    if isinstance(kernel, type):
+        kernel = kernel()
+    if log_density_fn is not None:
+        kernel = kernel.bind(log_density_fn)
+    if kernel.log_density_fn is None:
+        raise ValueError("no log density function: pass log_density_fn or a bound kernel")
+    if init_positions.dim() != 2:
+        raise ValueError(
+            f"init_positions must be (chains, dim), got shape {tuple(init_positions.shape)}"
+        )
+    if thin < 1 or num_warmup < 0 or num_samples < 0:
+        raise ValueError(f"need thin >= 1 and non-negative iteration counts, got thin={thin}, "
+                         f"num_warmup={num_warmup}, num_samples={num_samples}")
+    num_chains = init_positions.shape[0]
+    if isinstance(seed, int | torch.Generator):
+        generators = chain_generators(seed, num_chains)
+    else:
+        generators = list(seed)
+        if len(generators) != num_chains:
+            raise ValueError(f"got {len(generators)} generators for {num_chains} chains")
+    adaptation = WindowAdaptation() if adapt is True else (adapt or None)
+    z0 = init_positions.detach()
+
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        if chain_method == "batched":
+            return _run_batched(kernel, z0, num_warmup, num_samples, generators, adaptation,
+                                thin, progress)
+        if chain_method == "sequential":
+            runs = [
+                _run_batched(kernel, z0[c : c + 1], num_warmup, num_samples, generators[c : c + 1],
+                             adaptation, thin, progress)
+                for c in range(num_chains)
+            ]
+            return _concat_runs(runs, "sequential", parallel=False)
+        if chain_method == "processes":
+            if start_method is None:
+                start_method = "fork" if sys.platform.startswith("linux") else "spawn"
+            return _run_processes(kernel, z0, num_warmup, num_samples, generators, adaptation,
+                                  thin, num_processes, start_method)
+        raise ValueError(
+            f"chain_method must be 'batched', 'sequential' or 'processes', got {chain_method!r}"
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
