@@ -30,7 +30,14 @@ import torch
 from torch import Tensor
 
 from .base import Info, State
-from .integrators import LogDensityFn, kinetic_energy, leapfrog_, make_metric, sample_momentum, sharp
+from .integrators import (
+    LogDensityFn,
+    kinetic_energy,
+    leapfrog_,
+    make_metric,
+    sample_momentum,
+    sharp,
+)
 from .rng import RNG, randn
 
 __all__ = [
@@ -219,11 +226,14 @@ class WindowAdaptation:
     kappa: float = 0.75
     max_step_size_search: int = 100
 
-    def init(self, kernel, rng: RNG, state: State, num_warmup: int) -> tuple[State, AdaptationState]:
+    def init(
+        self, kernel, rng: RNG, state: State, num_warmup: int
+    ) -> tuple[State, AdaptationState]:
         """Run the initial step-size search and set up the schedule."""
         target = self.target_accept if self.target_accept is not None else kernel.target_accept
         adapt_step = self.adapt_step_size and target is not None
-        evals = torch.zeros(state.position.shape[0], dtype=torch.int64, device=state.position.device)
+        position = state.position
+        evals = torch.zeros(position.shape[0], dtype=torch.int64, device=position.device)
         if adapt_step and num_warmup > 0 and getattr(kernel, "step_size_search", False):
             state, evals = find_reasonable_step_size(
                 kernel.log_density_fn, rng, state, self.max_step_size_search

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, kinetic_energy, leapfrog_, sample_momentum, sharp

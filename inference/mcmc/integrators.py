@@ -37,9 +37,11 @@ __all__ = [
     "leapfrog_",
 ]
 
-#: Dense metrics at or below this dimension multiply by broadcasting (bitwise independent of
-#: the number of chains, and faster than batched matmul there); larger ones use ``bmm``.
-_DENSE_BROADCAST_MAX_DIM = 128
+#: Dense products whose broadcast temporary has at most this many elements multiply by
+#: broadcasting and summing: bitwise independent of the number of chains (so chain c is the
+#: same in any batch) and faster than batched matmul for small matrices. Larger ones use
+#: matmul (memory-bound instead, but no longer bitwise batch-invariant).
+_DENSE_BROADCAST_MAX_ELEMENTS = 1 << 22
 
 
 class Metric(NamedTuple):
@@ -79,13 +81,11 @@ def make_metric(inverse_mass: Tensor) -> Metric:
 
 
 def _matvec(matrix: Tensor, vector: Tensor, out: Tensor | None = None) -> Tensor:
-    """Per-chain ``matrix[c] @ vector[c]`` for ``(C, D, D)`` and ``(C, D)``."""
-    if matrix.shape[-1] <= _DENSE_BROADCAST_MAX_DIM:
+    """Per-chain ``matrix[c] @ vector[..., c, :]`` for ``(C, D, D)`` and ``(..., C, D)``."""
+    if vector.numel() * matrix.shape[-1] <= _DENSE_BROADCAST_MAX_ELEMENTS:
         return torch.sum(matrix * vector.unsqueeze(-2), dim=-1, out=out)
-    if out is None:
-        return torch.bmm(matrix, vector.unsqueeze(-1)).squeeze(-1)
-    torch.bmm(matrix, vector.unsqueeze(-1), out=out.unsqueeze(-1))
-    return out
+    result = torch.matmul(matrix, vector.unsqueeze(-1)).squeeze(-1)
+    return result if out is None else out.copy_(result)
 
 
 def sharp(metric: Metric, p: Tensor, out: Tensor | None = None) -> Tensor:

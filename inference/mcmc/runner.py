@@ -22,7 +22,9 @@ core is busy; measured in ``bench/mcmc_kernels.py``) and restored afterwards.
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -222,7 +224,8 @@ def _worker(queue, rank, kernel, z0, num_warmup, num_samples, gen_states, adapta
         for g, s in zip(generators, gen_states, strict=True):
             g.set_state(s)
         run = _run_batched(kernel, z0, num_warmup, num_samples, generators, adaptation, thin, False)
-        queue.put((rank, run, None))
+        # Plain pickle bytes: torch's shared-memory tensor handles would die with this process.
+        queue.put((rank, pickle.dumps(run), None))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         queue.put((rank, None, traceback.format_exc()))
 
@@ -252,7 +255,7 @@ def _run_processes(kernel, z0, num_warmup, num_samples, generators, adaptation, 
         if err is not None:
             errors.append(f"worker {rank} (chains {bounds[rank]}..{bounds[rank + 1] - 1}):\n{err}")
         else:
-            results[rank] = run
+            results[rank] = pickle.loads(run)
     for proc in procs:
         proc.join()
     if errors:
@@ -303,8 +306,9 @@ def sample(
         raise ValueError(f"need thin >= 1 and non-negative iteration counts, got thin={thin}, "
                          f"num_warmup={num_warmup}, num_samples={num_samples}")
     num_chains = init_positions.shape[0]
-    if isinstance(seed, int | torch.Generator):
-        generators = chain_generators(seed, num_chains)
+    if isinstance(seed, numbers.Integral | torch.Generator):
+        generators = chain_generators(seed if isinstance(seed, torch.Generator) else int(seed),
+                                      num_chains)
     else:
         generators = list(seed)
         if len(generators) != num_chains:

@@ -55,35 +55,43 @@ class Slice(KernelBase):
             raise ValueError(f"direction must be 'coordinate' or 'random', got {self.direction!r}")
 
     def step(self, rng: RNG, state: State) -> tuple[State, Info]:
-        """One sweep over the coordinates, or ``num_directions`` random-direction updates."""
+        """One sweep over the coordinates, or ``num_directions`` random-direction updates.
+        Random draws per chain and step: the directions (random mode), then one block of
+        ``11`` uniforms per update; more only for chains needing over 8 shrinkages."""
         with torch.no_grad():
             z, lp, g, eps, metric = state
             num_chains, dim = z.shape
-            evals = torch.zeros(num_chains, dtype=torch.int64, device=z.device)
-            failed = torch.zeros(num_chains, dtype=torch.bool, device=z.device)
+            dtype, device = z.dtype, z.device
+            evals = torch.zeros(num_chains, dtype=torch.int64, device=device)
+            failed = torch.zeros(num_chains, dtype=torch.bool, device=device)
             if self.direction == "coordinate":
                 inv = metric.inverse_mass
-                scale = (inv.diagonal(dim1=-2, dim2=-1) if inv.dim() == 3 else inv).sqrt()
-                for i in range(dim):
-                    d = torch.zeros_like(z)
-                    d[:, i] = 1.0
-                    z, lp, g, n, f = slice_along(
-                        self.fn, rng, z, lp, g, d, eps * scale[:, i],
-                        self.max_steps_out, self.max_shrinks,
-                    )
-                    evals += n
-                    failed |= f
+                widths = eps.unsqueeze(-1) * (inv.diagonal(dim1=-2, dim2=-1) if inv.dim() == 3
+                                              else inv).sqrt()
+                eye = torch.eye(dim, dtype=dtype, device=device)
+                directions = [eye[i].expand(num_chains, dim) for i in range(dim)]
+                widths_list = list(widths.T)
             else:
-                for _ in range(self.num_directions):
-                    xi = randn(rng, num_chains, (dim,), dtype=z.dtype, device=z.device)
-                    d = scale_by_sqrt_inverse_mass(metric, xi / xi.norm(dim=-1, keepdim=True))
-                    z, lp, g, n, f = slice_along(
-                        self.fn, rng, z, lp, g, d, eps, self.max_steps_out, self.max_shrinks
-                    )
-                    evals += n
-                    failed |= f
+                xi = randn(rng, num_chains, (self.num_directions, dim), dtype=dtype, device=device)
+                d = scale_by_sqrt_inverse_mass(
+                    metric, (xi / xi.norm(dim=-1, keepdim=True)).transpose(0, 1)
+                )
+                directions = list(d)
+                widths_list = [eps] * self.num_directions
+            block = _UNIFORMS_PER_UPDATE
+            u = rand(rng, num_chains, (len(directions) * block,), dtype=dtype, device=device)
+            for i, (d, width) in enumerate(zip(directions, widths_list, strict=True)):
+                z, lp, g, n, f = slice_along(
+                    self.fn, rng, z, lp, g, d, width, u[:, i * block : (i + 1) * block],
+                    self.max_steps_out, self.max_shrinks,
+                )
+                evals += n
+                failed |= f
             ones = torch.ones_like(lp)
             return State(z, lp, g, eps, metric), make_info(ones, failed, -lp, evals, eps)
+
+
+_UNIFORMS_PER_UPDATE = 11  # level, offset, split, then 8 shrinkage points
 
 
 def slice_along(
@@ -94,18 +102,19 @@ def slice_along(
     g: Tensor,
     d: Tensor,
     width: Tensor,
+    u: Tensor,
     max_steps_out: int = 32,
     max_shrinks: int = 100,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One slice update of every chain along ``z + t d`` (``d`` ``(C, D)``, ``width`` ``(C,)``).
 
-    Returns the new position, density, gradient, the density evaluations each chain needed
-    and the chains whose shrinkage failed. Random draws per chain: ``(level, offset, split)``,
-    then one uniform per shrinkage round the chain takes part in.
+    ``u`` ``(C, 3 + K)``: uniforms for the level, the interval offset, the split of the
+    stepping-out budget and the first ``K`` shrinkage points; later shrinkage points are drawn
+    from ``rng`` for the chains that need them. Returns the new position, density, gradient,
+    the density evaluations each chain needed and the chains whose shrinkage failed.
     """
     num_chains = z.shape[0]
     dtype, device = z.dtype, z.device
-    u = rand(rng, num_chains, (3,), dtype=dtype, device=device)
     level = lp + torch.log(u[:, 0])
     lo = -width * u[:, 1]
     hi = lo + width
@@ -129,9 +138,14 @@ def slice_along(
     # Shrinkage.
     searching = torch.ones(num_chains, dtype=torch.bool, device=device)
     z_new, lp_new, g_new = z, lp, g
+    predrawn = u.shape[1] - 3
     for it in range(max_shrinks):
-        rows = None if it == 0 else searching.nonzero().flatten().tolist()
-        t = lo + (hi - lo) * rand(rng, num_chains, (1,), dtype=dtype, device=device, rows=rows)[:, 0]
+        if it < predrawn:
+            v = u[:, 3 + it]
+        else:
+            rows = searching.nonzero().flatten().tolist()
+            v = rand(rng, num_chains, (1,), dtype=dtype, device=device, rows=rows)[:, 0]
+        t = lo + (hi - lo) * v
         cand = z + t.unsqueeze(-1) * d
         lp_cand, g_cand = fn(cand)
         evals += searching
