@@ -4,11 +4,11 @@
 """
 
 from . import handlers
-from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes emit, so their text parses)
 from .errors import DuplicateSiteError, ModelError, ShapeError
 from .infer import InferenceMethod, infer
 from .model import Model, model
 from .params import clear_params, get_param
+from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes emit, so their text parses)
 from .primitives import deterministic, factor, param, plate, sample
 from .runtime import Message, Messenger
 from .trace import Site, Trace

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 import torch.distributions as td
-from ppl.inference import Importance, WeightedPosterior
-from ppl.stdlib import Bernoulli, Beta, Gamma, Normal, Poisson
 
 from ppl import deterministic, infer, model, plate, sample
+from ppl.inference import Importance, WeightedPosterior
+from ppl.stdlib import Bernoulli, Beta, Gamma, Normal, Poisson
 
 Z_MAX = 4.0
 

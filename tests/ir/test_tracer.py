@@ -7,7 +7,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppl import deterministic, factor, model, plate, sample
-from ppl.ir import DynamicModelError, Generate, IRError, LogDensity, Simulate, compile_log_density, trace_graph
+from ppl.ir import (
+    DynamicModelError,
+    Generate,
+    IRError,
+    LogDensity,
+    Simulate,
+    compile_log_density,
+    trace_graph,
+)
 from ppl.stdlib import Bernoulli, Beta, Categorical, Dirichlet, Gamma, HalfCauchy, Normal
 
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])

@@ -4,12 +4,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ppl.inference import Importance
-from ppl.stdlib import Bernoulli, Beta, Gamma, HalfCauchy, Normal, Poisson
 from torch.distributions import constraints
 
 from ppl import ModelError, ShapeError, handlers, infer, model, param, plate, sample, set_validation
+from ppl.inference import Importance
 from ppl.runtime import active_handlers
+from ppl.stdlib import Bernoulli, Beta, Gamma, HalfCauchy, Normal, Poisson
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -8,10 +8,10 @@ import torch
 import torch.distributions as td
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ppl.stdlib import Normal
 
 from ppl import ModelError, deterministic, factor, handlers, param, plate, sample
 from ppl.runtime import Message, Messenger, PlateFrame, active_handlers, apply_stack
+from ppl.stdlib import Normal
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

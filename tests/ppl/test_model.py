@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributions as td
-from ppl.stdlib import Bernoulli, Beta, Gamma, Normal, Poisson
 from torch.distributions import constraints
 
 from ppl import (
@@ -24,6 +23,7 @@ from ppl import (
     sample,
 )
 from ppl.params import param_constraints, unconstrained_params
+from ppl.stdlib import Bernoulli, Beta, Gamma, Normal, Poisson
 
 
 @model

@@ -1,14 +1,15 @@
 """Constraints, their names, and bijectors: round trips and log|det J| against autograd."""
 
-import ppl.stdlib as D
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ppl.stdlib import constraints as C
-from ppl.stdlib.examples import example_distributions
 from torch.autograd.functional import jacobian
 from torch.distributions import biject_to, transform_to
+
+import ppl.stdlib as D
+from ppl.stdlib import constraints as C
+from ppl.stdlib.examples import example_distributions
 
 SETTINGS = settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -3,13 +3,13 @@
 import ast
 from pathlib import Path
 
-import ppl.stdlib as D
 import pytest
 import torch
+
+import ppl.stdlib as D
+from ppl.registry import families, family_of, get_family
 from ppl.stdlib.examples import example_distributions
 from ppl.stdlib.testing import assert_rebuilds
-
-from ppl.registry import families, family_of, get_family
 
 EXAMPLES = example_distributions()
 CASES = [

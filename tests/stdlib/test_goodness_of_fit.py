@@ -4,11 +4,12 @@ and moments (multivariate). 20k draws, fixed seed, reject at p < 1e-4."""
 import math
 
 import numpy as np
-import ppl.stdlib as D
 import pytest
 import torch
-from ppl.stdlib.testing import chi2_pvalue, ks_pvalue, numerical_cdf
 from scipy import stats
+
+import ppl.stdlib as D
+from ppl.stdlib.testing import chi2_pvalue, ks_pvalue, numerical_cdf
 
 N = 20_000
 ALPHA = 1e-4

@@ -3,11 +3,12 @@
 import math
 
 import numpy as np
-import ppl.stdlib as D
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
+
+import ppl.stdlib as D
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

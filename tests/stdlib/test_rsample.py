@@ -7,12 +7,12 @@ standard errors.
 
 import math
 
-import ppl.stdlib as D
 import pytest
 import torch
-from ppl.stdlib.examples import example_distributions
 
+import ppl.stdlib as D
 from ppl.registry import family_of
+from ppl.stdlib.examples import example_distributions
 
 N = 20_000
 COV = torch.tensor([[2.0, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.5]], dtype=torch.float64)

@@ -1,10 +1,11 @@
 """.to_event, .expand and .mask: shapes and log_prob semantics, on every family."""
 
-import ppl.stdlib as D
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import ppl.stdlib as D
 from ppl.stdlib.testing import assert_rebuilds
 
 SETTINGS = settings(
