@@ -52,6 +52,16 @@ class StudentT(DistributionMixin, td.StudentT):
 
     _ppl_params = ("df", "loc", "scale")
 
+    def __init__(self, df, loc=0.0, scale=1.0, validate_args: bool | None = False):
+        # torch builds an inner Chi2 with the global default validation, whose argument
+        # checks are data-dependent Python branches that cannot be traced: switch them off.
+        default = td.Distribution._validate_args
+        td.Distribution.set_default_validate_args(False)
+        try:
+            super().__init__(df, loc, scale, validate_args=validate_args)
+        finally:
+            td.Distribution.set_default_validate_args(default)
+
 
 class Laplace(DistributionMixin, td.Laplace):
     """Laplace (double exponential) with location and scale."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, biject_to
 
 from ppl.params import get_param
 from ppl.registry import get_family
@@ -48,6 +48,17 @@ def site_log_prob(node: Node, dist: Distribution, value: torch.Tensor) -> torch.
     log_prob = dist.log_prob(value).sum()
     scale = node.meta.attr("scale")
     return log_prob * scale if scale is not None else log_prob
+
+
+def draw(dist: Distribution) -> torch.Tensor:
+    """One prior draw; a family without a sampler (e.g. ``ImproperUniform``) gives the image
+    of zeros under its support's bijector instead: a valid point of the right shape, which is
+    all tracing and layout need."""
+    try:
+        return dist.rsample() if dist.has_rsample else dist.sample()
+    except NotImplementedError:
+        bijector = biject_to(dist.support)
+        return bijector(torch.zeros(bijector.inverse_shape(dist.batch_shape + dist.event_shape)))
 
 
 class Interpreter:
@@ -114,8 +125,7 @@ class Simulate(Interpreter):
     """Draw from the prior; ``run()`` returns the values of all sample/observe/deterministic sites."""
 
     def sample(self, node: Node) -> torch.Tensor:
-        dist = self.distribution(node)
-        return dist.rsample() if dist.has_rsample else dist.sample()
+        return draw(self.distribution(node))
 
     def run(self) -> dict[str, torch.Tensor]:
         super().run()

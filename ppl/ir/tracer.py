@@ -37,6 +37,7 @@ from ppl.runtime import Message, Messenger, in_internal, internal
 
 from .errors import DynamicModelError, IRError
 from .graph import Graph, GraphBuilder
+from .interpreter import draw
 from .node import DistSpec, Meta, Ref
 from .ops import is_random_op, op_name
 
@@ -267,8 +268,7 @@ class GraphTracer(Messenger):
     def process(self, msg: Message) -> None:
         if msg.kind == "sample" and msg.value is None:
             with internal():
-                dist = msg.fn
-                msg.value = dist.rsample() if dist.has_rsample else dist.sample()
+                msg.value = draw(msg.fn)
 
     def postprocess(self, msg: Message) -> None:
         rec = self.rec

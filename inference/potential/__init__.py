@@ -1,0 +1,10 @@
+"""The generated potential: a graph's flat log density and gradient as straight-line torch code.
+
+``build_potential(graph, blocks, supports)`` returns ``fn(z) -> (log_density, grad)`` or raises
+``Unsupported``; :class:`ppl.inference.lowering.FlatModel` uses it and falls back to autograd.
+"""
+
+from .build import build_potential
+from .tape import Unsupported
+
+__all__ = ["Unsupported", "build_potential"]
