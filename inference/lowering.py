@@ -40,6 +40,7 @@ from ppl.ir.codegen import LogDensityCodeGen
 from ppl.ir.node import DistSpec, Node
 
 from .potential import Unsupported, build_potential
+from .potential.families import unconstrained_shape
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class FlatModel:
         for node in graph.latent_nodes:
             value = draw[node.address]
             support = supports[node.address] = sim.distribution(node).support
-            shape = tuple(biject_to(support).inverse_shape(value.shape))
+            shape = unconstrained_shape(support, tuple(value.shape))
             size = math.prod(shape)
             blocks.append(LatentBlock(node.address, offset, size, shape, tuple(value.shape)))
             offset += size

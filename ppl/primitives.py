@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, constraints
 
+from ppl.shapes import broadcast_shapes
+
 from .errors import ModelError, ShapeError
 from .runtime import (
     CHECKS,
@@ -98,7 +100,7 @@ def check_value_shape(msg: Message) -> None:
     expected = tuple(dist.batch_shape + dist.event_shape)
     got = tuple(msg.value.shape)
     try:
-        fits = torch.broadcast_shapes(got, expected) == expected
+        fits = broadcast_shapes(got, expected) == expected
     except RuntimeError:
         fits = False
     if not fits:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ppl.shapes import broadcast_shapes
+
 from . import constraints
 from ._math import log1mexp
 from .discrete import Categorical
@@ -55,7 +57,7 @@ class OrderedLogistic(Categorical):
         predictor = torch.as_tensor(predictor, dtype=cutpoints.dtype, device=cutpoints.device)
         if cutpoints.dim() == 0 or cutpoints.shape[-1] == 0:
             raise ValueError("OrderedLogistic needs at least one cutpoint (a vector, last dim)")
-        batch_shape = torch.broadcast_shapes(predictor.shape, cutpoints.shape[:-1])
+        batch_shape = broadcast_shapes(predictor.shape, cutpoints.shape[:-1])
         self.predictor = predictor.expand(batch_shape)
         self.cutpoints = cutpoints.expand(batch_shape + cutpoints.shape[-1:])
         logits = ordinal_logits(self.predictor, self.cutpoints)

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
+from ppl.shapes import broadcast_shapes
+
 from . import constraints
 from .base import DistributionMixin, expand_params
 
@@ -144,6 +146,6 @@ class ImproperUniform(DistributionMixin, Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         inside = self.support.check(value)
-        shape = torch.broadcast_shapes(inside.shape, self.batch_shape)
+        shape = broadcast_shapes(inside.shape, self.batch_shape)
         zero = torch.zeros((), dtype=value.dtype if value.is_floating_point() else None)
         return torch.where(inside, zero, -torch.inf).expand(shape)

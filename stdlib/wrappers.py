@@ -21,6 +21,8 @@ import torch.distributions as td
 from torch.distributions import Distribution, constraints
 from torch.distributions.kl import kl_divergence, register_kl
 
+from ppl.shapes import broadcast_shapes
+
 from .base import DistributionMixin
 
 
@@ -63,7 +65,7 @@ class Masked(DistributionMixin, Distribution):
             mask = torch.tensor(mask)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor, got dtype {mask.dtype}")
-        batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        batch_shape = broadcast_shapes(mask.shape, base_dist.batch_shape)
         if base_dist.batch_shape != batch_shape:
             base_dist = base_dist.expand(batch_shape)
         self.base_dist = base_dist

@@ -36,6 +36,7 @@ from ppl.ir import Graph, Interpreter
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.node import DistSpec, Node, map_refs
 from ppl.ir.ops import resolve_op
+from ppl.shapes import broadcast_shapes
 
 from . import prims as P
 from .calls import call_rule
@@ -109,7 +110,7 @@ class TapeInterpreter(Interpreter):
         terms = LOG_PROBS[family](value, **params)
         value_shape = shape_of(value)
         batch = value_shape[:len(value_shape) - EVENT_DIMS.get(family, 0)]
-        full = torch.broadcast_shapes(batch, *(shape_of(t) for t in terms))
+        full = broadcast_shapes(batch, *(shape_of(t) for t in terms))
         for term in terms:
             self.add_term(term, full, weight)
 

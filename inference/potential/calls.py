@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from ppl.shapes import broadcast_shapes
+
 from . import prims as P
 from .tape import Unsupported, Value, contains_var, is_var, shape_of
 
@@ -56,7 +58,7 @@ def _mean(tape, x, dim=None, keepdim=False):
 
 def _reshape_to(tape, x, *shape):
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
-    target = tuple(torch.empty(x.shape, device="meta").reshape(shape).shape)
+    target = tuple(torch.empty(x.shape, dtype=torch.float64).reshape(shape).shape)
     return P.reshape(x, target)
 
 
@@ -64,19 +66,19 @@ def _static_shape_op(method: str) -> Rule:
     """An op that only changes the shape (unsqueeze, squeeze, flatten...): a reshape whose
     target is computed once from the per-chain shape."""
     def rule(tape, x, *args, **kwargs):
-        target = tuple(getattr(torch.empty(x.shape, device="meta"), method)(*args, **kwargs).shape)
+        target = tuple(getattr(torch.empty(x.shape, dtype=torch.float64), method)(*args, **kwargs).shape)
         return P.reshape(x, target)
     return rule
 
 
 def _expand(tape, x, *sizes):
     sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)) else sizes
-    target = tuple(torch.empty(x.shape, device="meta").expand(tuple(sizes)).shape)
+    target = tuple(torch.empty(x.shape, dtype=torch.float64).expand(tuple(sizes)).shape)
     return x if target == x.shape else tape.apply(P.EXPAND, x, shape=target)
 
 
 def _broadcast_tensors(tape, *values):
-    shape = torch.broadcast_shapes(*(shape_of(v) for v in values))
+    shape = broadcast_shapes(*(shape_of(v) for v in values))
     return tuple(_expand(tape, v, shape) if is_var(v) else torch.broadcast_to(torch.as_tensor(v), shape)
                  for v in values)
 

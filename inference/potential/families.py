@@ -18,16 +18,32 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints
 
-from .prims import ABS, GATHER, LOG_SOFTMAX, MATMUL, SUM, exp, lgamma, log, log1p, logsigmoid, sigmoid, softplus, square
+from ppl.shapes import broadcast_shapes
+
+from .prims import (
+    ABS,
+    GATHER,
+    LOG_SOFTMAX,
+    MATMUL,
+    SUM,
+    exp,
+    lgamma,
+    log,
+    log1p,
+    logsigmoid,
+    sigmoid,
+    softplus,
+    square,
+)
 from .tape import Unsupported, Value, is_var, shape_of
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
 LOG_PI = math.log(math.pi)
 
-__all__ = ["EVENT_DIMS", "LOG_PROBS", "unconstrain"]
+__all__ = ["EVENT_DIMS", "LOG_PROBS", "unconstrain", "unconstrained_shape"]
 
 
 def _standardized(x: Value, loc: Value, scale: Value) -> Value:
@@ -119,7 +135,7 @@ def categorical(x, probs=None, logits=None):
 def _take_last(table: Value, index: torch.Tensor) -> Value:
     """``table[..., index]`` for an integer ``index`` over the last dim, as a gather."""
     shape = shape_of(table)
-    batch = torch.broadcast_shapes(shape[:-1], tuple(index.shape))
+    batch = broadcast_shapes(shape[:-1], tuple(index.shape))
     flat = torch.arange(math.prod(shape)).reshape(shape).expand(*batch, shape[-1])
     positions = torch.gather(flat, -1, index.long().expand(batch).unsqueeze(-1)).squeeze(-1)
     return table.tape.apply(GATHER, table, positions=positions)
@@ -159,11 +175,28 @@ LOG_PROBS: dict[str, Callable[..., list]] = {
 EVENT_DIMS = {"MultivariateNormal": 1}  # value dims a family's log density sums itself
 
 
+ELEMENTWISE_SUPPORTS = (type(constraints.real), constraints.greater_than, constraints.greater_than_eq,
+                        constraints.less_than, constraints.interval, constraints.half_open_interval)
+
+
+def base_support(support: constraints.Constraint) -> constraints.Constraint:
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support
+
+
+def unconstrained_shape(support: constraints.Constraint, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the unconstrained block for a value of ``shape`` (elementwise bijectors
+    keep it; asking torch's ``inverse_shape`` would import its symbolic-shape stack)."""
+    if isinstance(base_support(support), ELEMENTWISE_SUPPORTS):
+        return tuple(shape)
+    return tuple(biject_to(support).inverse_shape(shape))
+
+
 def unconstrain(support: constraints.Constraint, u: Value, bounds: tuple | None = None) -> tuple[Value, list]:
     """``(biject_to(support)(u), log|det J| terms)``; ``bounds`` overrides an interval's
     ``(low, high)`` when they are batched values (e.g. ``Uniform`` with random bounds)."""
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
+    support = base_support(support)
     if isinstance(support, type(constraints.real)):
         return u, []
     if isinstance(support, (constraints.greater_than, constraints.greater_than_eq)):

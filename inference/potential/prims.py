@@ -1,7 +1,7 @@
 """The primitive operations of the generated potential: batched emission and VJP rules.
 
 Each primitive knows four things: how to ``evaluate`` itself on constants (torch, per chain),
-how to ``infer`` its per-chain output shape (by evaluating on meta tensors), how to ``emit``
+how to ``infer`` its per-chain output shape (by evaluating on stand-in zeros), how to ``emit``
 batched source text (every ``Var`` carries a leading chain dimension ``C``), and its
 vector-Jacobian product ``vjp(tape, g, out, *args)``, written with tape operations so the
 backward pass folds constants just like the forward one. ``g`` is the adjoint of ``out``: a
@@ -28,13 +28,14 @@ import torch
 from .tape import Tape, Unsupported, Value, Var, is_var, shape_of
 
 
-def _meta(value: Value) -> Any:
+def _stand_in(value: Value) -> Any:
+    """A zero tensor in place of each ``Var``, to run a primitive for its output shape (real
+    tensors: meta tensors would route through torch's Python decompositions, whose first
+    use imports torch._dynamo, seconds in a fresh process)."""
     if is_var(value):
-        return torch.empty(value.shape, dtype=value.dtype, device="meta")
-    if isinstance(value, torch.Tensor):
-        return value.to("meta")
+        return torch.zeros(value.shape, dtype=value.dtype)
     if isinstance(value, (tuple, list)):
-        return type(value)(_meta(v) for v in value)
+        return type(value)(_stand_in(v) for v in value)
     return value
 
 
@@ -50,7 +51,7 @@ class Prim:
         return self.fn(*args, **attrs)
 
     def infer(self, *args: Value, **attrs: Any) -> tuple[tuple[int, ...], torch.dtype]:
-        out = self.fn(*_meta(args), **attrs)
+        out = self.fn(*_stand_in(args), **attrs)
         return tuple(out.shape), out.dtype
 
     def emit(self, tape: Tape, out: Var, *args: Value, **attrs: Any) -> str:

@@ -26,6 +26,7 @@ import torch
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
 from ppl.primitives import as_tensor
+from ppl.shapes import broadcast_shapes
 
 from .rewriting import Rewriter, latent_site
 
@@ -47,7 +48,7 @@ class condition:
             shape = node.meta.shape
             if shape is not None:
                 try:
-                    torch.broadcast_shapes(tuple(value.shape), shape)
+                    broadcast_shapes(tuple(value.shape), shape)
                 except RuntimeError:
                     raise IRError(
                         f"condition: the value for site {address!r} has shape "

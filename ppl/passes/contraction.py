@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 
 from ppl.ir.errors import IRError
+from ppl.shapes import broadcast_shapes
 
 
 def _layout(var_dims: Sequence[int]) -> tuple[int, int]:
@@ -56,7 +57,7 @@ def _pad(f: torch.Tensor, rank: int, where: int) -> torch.Tensor:
 def _cost(factors: list[torch.Tensor], d: int) -> int:
     """Elements of the factor made by summing out dim ``d``."""
     shapes = [f.shape for f in factors if f.shape[d] > 1]
-    return math.prod(torch.broadcast_shapes(*shapes)) if shapes else 0
+    return math.prod(broadcast_shapes(*shapes)) if shapes else 0
 
 
 def _eliminate(factors: list[torch.Tensor], dims: Sequence[int]) -> list[torch.Tensor]:
