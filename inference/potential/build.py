@@ -56,6 +56,17 @@ def _scalar_as_float(value: Any) -> Any:
     return value
 
 
+def _uniform_as_float(value: Any, site_shape: tuple[int, ...]) -> Any:
+    """A constant parameter whose entries are all equal (``Normal(zeros(8), ones(8))``) as one
+    float, so ``x - 0.0`` and ``x / 1.0`` vanish; only where the site's value already carries
+    the parameter's shape, so no broadcast is lost."""
+    if (isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 0
+            and broadcast_shapes(tuple(value.shape), site_shape) == tuple(site_shape)
+            and bool((value == value.reshape(-1)[0]).all())):
+        return float(value.reshape(-1)[0])
+    return value
+
+
 class TapeInterpreter(Interpreter):
     """Evaluate a graph with position-dependent values as tape ``Var`` s; collect log terms."""
 
@@ -107,8 +118,10 @@ class TapeInterpreter(Interpreter):
         family, params = self._univariate(spec.family, params)
         if family not in LOG_PROBS:
             raise Unsupported(f"no generated log density for family {family} (site {node.address!r})")
-        terms = LOG_PROBS[family](value, **params)
         value_shape = shape_of(value)
+        if family not in EVENT_DIMS:
+            params = {k: _uniform_as_float(v, value_shape) for k, v in params.items()}
+        terms = LOG_PROBS[family](value, **params)
         batch = value_shape[:len(value_shape) - EVENT_DIMS.get(family, 0)]
         full = broadcast_shapes(batch, *(shape_of(t) for t in terms))
         for term in terms:
@@ -167,14 +180,19 @@ class TapeInterpreter(Interpreter):
         grads = self.tape.gradients(log_density, list(self.latents.values()))
         parts = [g if is_var(g) else torch.broadcast_to(torch.as_tensor(g, dtype=torch.float64), b.unconstrained_shape)
                  for g, b in zip(grads, self.blocks.values(), strict=True)]
-        flat_parts = [P.reshape(p, (math.prod(shape_of(p)),)) for p in parts]
-        grad = self.tape.apply(P.CAT, flat_parts, dim=0) if flat_parts else torch.zeros(0, dtype=torch.float64)
-        prologue = ["C = z.shape[0]"] + [
-            f"{var.name} = z[:, {b.offset}:{b.offset + b.size}]"
-            + (f".reshape({(-1, *b.unconstrained_shape)!r})" if len(b.unconstrained_shape) != 1 else "")
-            for var, b in zip(self.latents.values(), self.blocks.values(), strict=True)
-        ]
+        grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
+        prologue = ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}"
+                                         for var, b in zip(self.latents.values(), self.blocks.values(), strict=True)]
         return self.tape.compile([log_density, grad], ["z"], "potential", prologue)
+
+
+def _block_slice(block: Any) -> str:
+    """Source for a latent's unconstrained block of ``z`` (a view where possible)."""
+    shape = block.unconstrained_shape
+    if shape == ():
+        return f"z[:, {block.offset}]"
+    piece = f"z[:, {block.offset}:{block.offset + block.size}]"
+    return piece if len(shape) == 1 else f"{piece}.reshape({(-1, *shape)!r})"
 
 
 def _has_tensor_bounds(support: constraints.Constraint) -> bool:

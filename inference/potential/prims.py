@@ -57,8 +57,8 @@ class Prim:
     def emit(self, tape: Tape, out: Var, *args: Value, **attrs: Any) -> str:
         raise NotImplementedError
 
-    def simplify(self, *args: Value, **attrs: Any) -> Value | None:
-        """An equivalent existing value (e.g. ``x * 1.0`` is ``x``), or None."""
+    def simplify(self, tape: Tape, *args: Value, **attrs: Any) -> Value | None:
+        """An equivalent cheaper value (``x * 1.0`` is ``x``), or None to record as is."""
         return None
 
     def vjp(self, tape: Tape, g: Value, out: Var, *args: Value, **attrs: Any) -> tuple:
@@ -113,15 +113,23 @@ class Elementwise(Prim):
     def emit(self, tape, out, *args, **attrs):
         return self.template.format(*(padded(tape, a, out.ndim) for a in args))
 
-    def simplify(self, *args, **attrs):
+    def simplify(self, tape, *args, **attrs):
         identity = _IDENTITIES.get(self.name)
-        if identity is None:
-            return None
-        unit, positions = identity
-        for i in positions:
-            other = args[1 - i]
-            if _is_number(args[i], unit) and is_var(other):
-                return other
+        if identity is not None:
+            unit, positions = identity
+            for i in positions:
+                if _is_number(args[i], unit) and is_var(args[1 - i]):
+                    return args[1 - i]
+        if self.name == "neg":
+            return _scale(tape, args[0], -1.0)
+        if self.name == "div" and is_var(args[0]) and not is_var(args[1]):
+            return _scale(tape, args[0], 1.0 / torch.as_tensor(args[1], dtype=torch.float64))
+        if self.name == "mul" and is_var(args[0]) != is_var(args[1]):
+            var, factor = (args[0], args[1]) if is_var(args[0]) else (args[1], args[0])
+            inner = tape.defining(var)
+            if inner is not None and inner.prim is MUL and not all(is_var(a) for a in inner.args):
+                inner_var, inner_factor = (inner.args[0], inner.args[1]) if is_var(inner.args[0]) else inner.args[::-1]
+                return _scale(tape, inner_var, inner_factor * factor)
         return None
 
     def vjp(self, tape, g, out, *args, **attrs):
@@ -140,6 +148,14 @@ def _is_number(value: Value, number: float) -> bool:
     if isinstance(value, torch.Tensor) and value.dim() == 0:
         value = value.item()
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == number
+
+
+def _scale(tape: Tape, x: Var, factor: Value) -> Value:
+    """``x * factor`` for a constant factor, recorded as one multiplication (constant
+    factors of chained multiplications, divisions and negations fold into one)."""
+    if isinstance(factor, torch.Tensor) and factor.dim() == 0:
+        factor = float(factor)
+    return tape.apply(MUL, x, factor)
 
 
 def _t(value):  # a constant as a tensor, for torch functions that refuse Python numbers
@@ -402,6 +418,25 @@ class Concat(Prim):
         return (contributions,)
 
 
+class Columns(Prim):
+    """The flat gradient ``(C, D)`` from per-block adjoints: ``torch.column_stack`` takes a
+    per-chain scalar as one column and a vector as its columns, in a single call."""
+
+    name = "columns"
+
+    def fn(self, parts):
+        return torch.cat([torch.as_tensor(p, dtype=torch.float64).reshape(-1) for p in parts])
+
+    def emit(self, tape, out, parts):
+        items = []
+        for p in parts:
+            if not is_var(p):
+                items.append(f"{tape.const(p.reshape(-1))}.expand(C, {p.numel()})")
+            else:
+                items.append(p.name if p.ndim <= 1 else f"{p.name}.reshape(C, -1)")
+        return f"torch.column_stack([{', '.join(items)}])"
+
+
 class Narrow(Prim):
     name = "narrow"
 
@@ -473,6 +508,7 @@ def _dims(dim) -> tuple[int, ...]:
 
 SUM, SUM_TO, EXPAND, RESHAPE, PERMUTE = Sum(), SumTo(), Expand(), Reshape(), Permute()
 GATHER, SCATTER_ADD, MATMUL, CAT, NARROW = Gather(), ScatterAdd(), MatMul(), Concat(), Narrow()
+COLUMNS = Columns()
 CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = CumSum(), ReverseCumSum(), LogSumExp(), LogSoftmax()
 
 

@@ -138,6 +138,7 @@ class Tape:
         self._const_names: dict[Any, str] = {}
         self._count = 0
         self._memo: dict[tuple, Var] = {}
+        self._defining: dict[str, Instr] = {}
 
     # -- building ------------------------------------------------------------------------
     def _fresh(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Var:
@@ -154,7 +155,7 @@ class Tape:
         """``prim(*args, **attrs)``: evaluated now if no argument is a ``Var``, else recorded."""
         if not contains_var(args):
             return prim.evaluate(*args, **attrs)
-        simpler = prim.simplify(*args, **attrs)
+        simpler = prim.simplify(self, *args, **attrs)
         if simpler is not None:
             return simpler
         key = (prim, _key(args), _key(tuple(sorted(attrs.items()))))
@@ -163,7 +164,12 @@ class Tape:
             out = self._fresh(shape, dtype)
             self.instrs.append(Instr(out, prim, args, attrs))
             self._memo[key] = out
+            self._defining[out.name] = self.instrs[-1]
         return self._memo[key]
+
+    def defining(self, var: Var) -> Instr | None:
+        """The instruction that computes ``var`` (None for inputs)."""
+        return self._defining.get(var.name)
 
     def gradients(self, output: Value, wrt: Sequence[Var]) -> list[Value]:
         """Record the gradient of the scalar-per-chain ``output`` with respect to ``wrt``;
