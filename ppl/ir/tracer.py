@@ -17,8 +17,8 @@ model keeps working on the trace path.
     ...     mu = sample("mu", Normal(0.0, 1.0))
     ...     return sample("y", Normal(mu * 2.0, 1.0), obs=x)
     >>> g = trace_graph(m, torch.tensor(0.5))
-    >>> [n.kind for n in g]
-    ['input', 'sample', 'call', 'observe', 'output']
+    >>> [n.kind for n in g if n.kind != "call"], [n.target for n in g if n.kind == "call"][0]
+    (['input', 'sample', 'observe', 'output'], 'Tensor.mul')
 """
 
 from __future__ import annotations
