@@ -158,6 +158,18 @@ def _pow(tape, a, b):
     return tape.apply(P.POW, a, b)
 
 
+def _constant_like(fill: float | None) -> Rule:
+    """``x.new_ones(size)``, ``torch.zeros_like(x)``...: a constant that depends on ``x`` only
+    through its shape (``fill=None``: the value is the call's ``fill_value`` argument)."""
+    def rule(tape, x, *args, **kwargs):
+        kwargs.pop("dtype", None), kwargs.pop("device", None), kwargs.pop("requires_grad", None)
+        args = list(args)
+        size = shape_of(x) if not args or fill is None and len(args) == 1 else args.pop(0)
+        value = fill if fill is not None else (args.pop(0) if args else kwargs.pop("fill_value"))
+        return torch.full(tuple(size), float(value), dtype=torch.float64)
+    return rule
+
+
 _SWAPPED = {"radd": "add", "rsub": "sub", "rmul": "mul", "rtruediv": "truediv", "rdiv": "truediv",
             "rpow": "pow", "rmatmul": "matmul"}
 
@@ -177,6 +189,8 @@ CALL_RULES: dict[str, Rule] = {
     "broadcast_tensors": _broadcast_tensors, "getitem": _getitem, "permute": _permute,
     "transpose": _transpose, "t": _transpose, "attr": _attr, "cat": _cat, "concat": _cat, "stack": _stack,
     "cumsum": _cumsum, "logsumexp": _logsumexp, "log_softmax": _log_softmax, "softmax": _softmax,
+    "new_ones": _constant_like(1.0), "new_zeros": _constant_like(0.0), "ones_like": _constant_like(1.0),
+    "zeros_like": _constant_like(0.0), "full_like": _constant_like(None),
     "to": _to, "type_as": lambda tape, x, other: _to(tape, x, getattr(other, "dtype", None)),
     "double": lambda tape, x: x, "float": lambda tape, x: x, "where": _where,
     **{op: _binary(prim) for op, prim in P.COMPARISONS.items()},

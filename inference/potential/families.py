@@ -24,6 +24,7 @@ from ppl.shapes import broadcast_shapes
 
 from .prims import (
     ABS,
+    COMPARISONS,
     GATHER,
     LOG_SOFTMAX,
     MATMUL,
@@ -36,6 +37,7 @@ from .prims import (
     sigmoid,
     softplus,
     square,
+    where,
 )
 from .tape import Unsupported, Value, is_var, shape_of
 
@@ -98,9 +100,16 @@ def beta(x, concentration1, concentration0):
 
 
 def uniform(x, low, high):
-    if not is_var(x):
-        raise Unsupported("Uniform observed with batched bounds")  # support check needs run time
-    return [-log(high - low)]
+    terms = [-log(high - low)]
+    if is_var(x):  # a latent's value lies in its support by construction
+        return terms
+    return terms + [_log_indicator(COMPARISONS["le"], low, x), _log_indicator(COMPARISONS["lt"], x, high)]
+
+
+def _log_indicator(comparison, a: Value, b: Value) -> Value:
+    """0 where ``comparison(a, b)`` holds, -inf elsewhere (a support check at run time)."""
+    tape = next(v.tape for v in (a, b) if is_var(v))
+    return where(tape.apply(comparison, a, b), 0.0, -math.inf)
 
 
 def bernoulli(x, probs=None, logits=None):

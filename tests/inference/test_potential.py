@@ -242,3 +242,46 @@ def test_random_models_generated_matches_autograd(sites, seed):
     flat = FlatModel.from_graph(graph)
     assert flat.backend == "generated", flat.fallback_reason
     assert_same_potential(flat, chains=2, seed=seed)
+
+
+# -- every family and parameterization, with every parameter random ---------------------------
+
+POSITIVE = torch.nn.functional.softplus
+FAMILY_CASES = {
+    "Normal": (lambda a, b: Normal(a, POSITIVE(b)), torch.tensor([0.3, -1.0])),
+    "HalfNormal": (lambda a, b: HalfNormal(POSITIVE(a + b)), torch.tensor([0.3, 2.0])),
+    "LogNormal": (lambda a, b: LogNormal(a, POSITIVE(b)), torch.tensor([0.3, 2.0])),
+    "Cauchy": (lambda a, b: Cauchy(a, POSITIVE(b)), torch.tensor([0.3, -4.0])),
+    "HalfCauchy": (lambda a, b: HalfCauchy(POSITIVE(a * b)), torch.tensor([0.3, 4.0])),
+    "StudentT": (lambda a, b: StudentT(POSITIVE(a) + 1.0, b, POSITIVE(a - b)), torch.tensor([0.3, -4.0])),
+    "Laplace": (lambda a, b: Laplace(a, POSITIVE(b)), torch.tensor([0.3, -4.0])),
+    "Exponential": (lambda a, b: Exponential(POSITIVE(a + b)), torch.tensor([0.3, 4.0])),
+    "Gamma": (lambda a, b: Gamma(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 4.0])),
+    "InverseGamma": (lambda a, b: InverseGamma(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 4.0])),
+    "Beta": (lambda a, b: Beta(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 0.9])),
+    "Uniform": (lambda a, b: Uniform(a - 5.0, POSITIVE(b) + 5.0), torch.tensor([0.3, -0.9])),
+    "Bernoulli(probs)": (lambda a, b: Bernoulli(probs=torch.sigmoid(a - b)), torch.tensor([0.0, 1.0])),
+    "Bernoulli(logits)": (lambda a, b: Bernoulli(logits=a - b), torch.tensor([0.0, 1.0])),
+    "Binomial(probs)": (lambda a, b: Binomial(7, probs=torch.sigmoid(a * b)), torch.tensor([0.0, 5.0])),
+    "Binomial(logits)": (lambda a, b: Binomial(7, logits=a * b), torch.tensor([0.0, 5.0])),
+    "Poisson": (lambda a, b: Poisson(POSITIVE(a + b)), torch.tensor([0.0, 5.0])),
+    "Categorical(probs)": (lambda a, b: Categorical(probs=POSITIVE(torch.stack([a, b, a + b], -1))),
+                           torch.tensor([0, 2])),
+    "Categorical(logits)": (lambda a, b: Categorical(logits=torch.stack([a, b, a * b], -1)), torch.tensor([1, 2])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CASES))
+def test_every_family_with_random_parameters(name):
+    make, observed = FAMILY_CASES[name]
+
+    @model
+    def m():
+        with plate("N", 2):
+            a = sample("a", Normal(0.0, 1.0))
+            b = sample("b", Normal(0.5, 1.0))
+            sample("x", make(a, b), obs=observed)
+
+    flat = FlatModel.from_graph(m.graph())
+    assert flat.backend == "generated", flat.fallback_reason
+    assert_same_potential(flat, chains=3, seed=7)
