@@ -31,7 +31,9 @@ Two kinds of input:
 
 ``warnings(summary)`` returns the human-readable convergence warnings an engine should
 emit: r_hat > 1.01, and ess_bulk or ess_tail below 100 per chain (Vehtari et al. 2021), or a
-Kish ESS below 100 for importance samples.
+Kish ESS below 100 for importance samples. Engines emit them as :class:`ConvergenceWarning`
+(Python's ``warnings``), so they can be filtered or turned into errors:
+``warnings.simplefilter("error", ConvergenceWarning)``.
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ from torch import Tensor
 
 from . import diagnostics as _diag
 
-__all__ = ["Summary", "summarize", "warnings", "convergence_warnings"]
+__all__ = ["Summary", "summarize", "warnings", "convergence_warnings", "ConvergenceWarning"]
 
 _STAT_COLUMNS = ("mean", "sd")
+
+
+class ConvergenceWarning(UserWarning):
+    """An inference result failed a convergence check (R-hat, ESS, divergences, E-BFMI,
+    tree-depth saturation, importance-weight ESS): its estimates may be unreliable."""
+
 _MCMC_COLUMNS = ("mcse_mean", "ess_bulk", "ess_tail", "r_hat")
 
 

@@ -9,13 +9,14 @@ from .infer import InferenceMethod, infer
 from .model import Model, model
 from .params import clear_params, get_param
 from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes emit, so their text parses)
+from .predictive import predictive
 from .primitives import deterministic, factor, param, plate, sample
 from .runtime import Message, Messenger
 from .trace import Site, Trace
 from .validation import set_validation
 
 __all__ = [
-    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "infer",
+    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "infer", "predictive",
     "InferenceMethod", "handlers", "Trace", "Site", "Message", "Messenger", "ModelError",
     "ShapeError", "DuplicateSiteError", "set_validation", "get_param", "clear_params",
 ]

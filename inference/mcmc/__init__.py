@@ -43,3 +43,11 @@ __all__ = [
     "make_metric",
     "sample",
 ]
+
+from .conjugate import CONJUGATE_PRIORS, Conjugate, ConjugatePrior, Likelihood, conjugate_match  # noqa: E402
+from .gibbs import DiscreteGibbs, GibbsUpdate  # noqa: E402
+from .kernel_update import KernelUpdate  # noqa: E402
+from .site_program import SiteProgram  # noqa: E402
+
+__all__ += ["CONJUGATE_PRIORS", "Conjugate", "ConjugatePrior", "DiscreteGibbs", "GibbsUpdate",
+            "KernelUpdate", "Likelihood", "SiteProgram", "conjugate_match"]

@@ -32,20 +32,23 @@ for 1 or 4 rows; batched still beats one chain after another by 2-3x) and is rec
 compaction for an expensive one (logistic regression, N = 5000: 1.85x the throughput of plain
 lockstep, 1.3x that of sequential chains); compaction costs 5-15% on cheap densities.
 
-Cost: on CPU the overhead of a torch operation on small tensors (2-5 us here) is comparable
-to a small model's whole gradient, so the leapfrog loop issues only three operations per step
-(positions, momenta and gradients are kept as one tensor per step, out of place, never
-copied). Everything else is computed per *chunk* of steps, vectorized over the steps:
-velocities, energies, divergences, the running momentum sums (``cumsum``), every U-turn check
-whose block ends in the chunk (the dot products are gathered with precomputed indices), and,
-once per subtree, the multinomial selection (``logcumsumexp`` gives every progressive-sampling
-decision at once). A chunk is the whole subtree up to 16 steps, then a quarter of it. The
-checks are lazy but exact: a chain's subtree is cut at its first failing step, so the draws do
-not depend on the chunking; the steps integrated after a failure within the chunk are the
-price (they count in ``MCMCRun.num_grad_evals``, not in the chain's ``num_grad_evals``).
-With one chain the per-doubling choices are Python branches instead of ``where`` masks.
+Cost: on CPU a torch operation on small tensors costs 1.5-6 us here, comparable to a small
+model's whole gradient, so what a transition costs beyond the density is its number of torch
+operations. The leapfrog loop issues three per step (positions, momenta and gradients are
+kept per step, out of place, never copied). Everything else is computed once per *chunk* of
+steps, vectorized over the steps: velocities, energies, divergences, the running momentum
+sums (one ``cumsum``), and every U-turn check whose block ends in the chunk, including the
+three checks of the merge with the old tree, as one gather and one batched dot product
+(:func:`~.uturn.check_plan`); a chain's first failing check or step is one ``amin``. A chunk
+is the whole subtree up to 16 steps, then a quarter of it. The checks are lazy but exact: a
+chain's subtree is cut at its first failing step, so the draws do not depend on the chunking;
+the steps integrated after a failure within the chunk are the price (they count in
+``MCMCRun.num_grad_evals``, not in the chain's ``num_grad_evals``). Per doubling there is one
+synchronizing read (does any chain go on?) plus one when some chain may take the subtree's
+proposal, whose multinomial draw is then computed for all steps at once. With one chain the
+per-doubling choices are Python branches instead of ``where`` masks.
 
-Randomness per chain and transition: one normal draw of ``D + 64`` numbers (the momentum, and
+Randomness per chain and transition: one normal draw of ``D + 41`` numbers (the momentum, and
 through the normal CDF the uniforms of the first five doublings); deeper doublings draw
 ``2^j + 2`` uniforms, only for chains still building, so chain ``c`` is unaffected by others.
 Everything else is elementwise per chain or a reduction read at the chain's own last step,
@@ -64,7 +67,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -72,7 +75,7 @@ from torch import Tensor
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, Metric, sample_momentum, sharp
 from .rng import RNG, rand, randn
-from .uturn import check_plan, column, no_uturn
+from .uturn import check_plan, column
 
 __all__ = ["NUTS", "nuts_transition"]
 
@@ -101,15 +104,51 @@ class NUTS(KernelBase):
             )
 
 
-_PREDRAWN = 64  # uniforms drawn with the momentum (as normals): doublings 0..4 need 41
+# The predrawn uniforms, as rows of one (_PREDRAWN, C) block: the directions of doublings
+# 0..4, then their tree-merge uniforms, then their step uniforms (doubling j's 2^j from row
+# _STEPS + 2^j - 1 on).
 _PREDRAWN_DOUBLINGS = 5
+_TOPS = _PREDRAWN_DOUBLINGS
+_STEPS = 2 * _PREDRAWN_DOUBLINGS
+_PREDRAWN = _STEPS + (1 << _PREDRAWN_DOUBLINGS) - 1
 _MIN_CHUNK = 16  # steps integrated between two rounds of checks (or a quarter subtree)
 _NEVER = 1 << 40  # "no failing step"
 _LOG_HALF = math.log(0.5)
-_DIRECTION_INDEX: dict[str, tuple[Tensor, Tensor]] = {}
-# Doubling j uses uniforms offset_j (direction), offset_j + 1 (tree merge), offset_j + 2 ...
-# (its 2^j steps), with offset_j = sum_{i<j} (2^i + 2).
-_OFFSETS = [(1 << j) - 1 + 2 * j for j in range(_PREDRAWN_DOUBLINGS + 1)]
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` as a cached 0-dim tensor: comparing with one costs a third of comparing
+    with a Python number (which torch wraps into a new tensor every time)."""
+    key = (value, dtype, device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(value, dtype=dtype, device=device)
+    return _CONSTANTS[key]
+
+
+def _sizes(num_doublings: int, device: torch.device) -> Tensor:
+    """The column ``2^j``, ``j < num_doublings`` (cached)."""
+    key = ("sizes", num_doublings, device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = (1 << column(0, num_doublings, device)).contiguous()
+    return _CONSTANTS[key]
+
+
+class _Subtree(NamedTuple):
+    """What :func:`_build_subtree` found. ``first_bad`` ``(C,)``: the first step that diverged
+    or closed a U-turning block (the subtree is discarded), ``n`` when only the merge with the
+    old tree U-turns (the subtree is kept, the transition ends), ``_NEVER`` when the tree goes
+    on. ``lw`` ``(steps, C)``: ``-H`` of the integrated steps (non-finite: ``-inf``), ``lp`` their
+    log densities; ``rho``: the momentum sum of the old tree and the subtree; ``end``: the last
+    step's ``(z, p, grad)``; ``zs``, ``gs``: every step's position and gradient."""
+
+    first_bad: Tensor
+    lw: Tensor
+    lp: Tensor
+    rho: Tensor
+    end: tuple[Tensor, Tensor, Tensor]
+    zs: list[Tensor]
+    gs: list[Tensor]
 
 
 def nuts_transition(
@@ -127,258 +166,269 @@ def nuts_transition(
     chain the per-doubling choices are plain Python branches; with several they are
     ``where`` masks (the values are the same, so chain 0 does not depend on the batch).
     """
-    z0, lp0, g0, step_size, metric = state
-    num_chains, dim = z0.shape
-    single = num_chains == 1
-    dtype, device = z0.dtype, z0.device
-    xi = randn(rng, num_chains, (dim + _PREDRAWN,), dtype=dtype, device=device)
-    p0 = sample_momentum(metric, xi[:, :dim])
-    log_u_pre = torch.special.log_ndtr(xi[:, dim:])  # log of uniforms
-    if str(device) not in _DIRECTION_INDEX:
-        offsets = torch.tensor(_OFFSETS[:-1], device=device)
-        _DIRECTION_INDEX[str(device)] = (offsets, offsets + 1)
-    dir_idx, top_idx = _DIRECTION_INDEX[str(device)]
-    forward_pre = log_u_pre[:, dir_idx] < _LOG_HALF  # (C, 5)
-    forwards = forward_pre.unbind(1)
-    forward_cols = forward_pre.unsqueeze(-1).unbind(1)
-    forward_py = forward_pre[0].tolist() if single else None
-    log_tops = log_u_pre[:, top_idx].unbind(1)
-    log_u_rows = log_u_pre.T
-    ps0 = sharp(metric, p0)
-    lw0 = torch.sub(lp0, torch.linalg.vecdot(p0, ps0), alpha=0.5)
-    threshold = lw0 - divergence_threshold
-    eps_fwd = step_size.unsqueeze(-1)
-    eps_bwd = -eps_fwd
+    transition = _Transition(fn, rng, state, divergence_threshold)
+    if state.position.shape[0] == 1:
+        return transition.single(max_tree_depth)
+    return transition.batched(max_tree_depth, compact)
 
-    # Tree ends as (z, p, grad, p#) stacks plus densities and velocities; the proposal as
-    # (z, grad) and (log density, lw) stacks; log total weight; momentum sum; histories.
-    left = right = torch.stack((z0, p0, g0, ps0))
-    left_lp = right_lp = lp0
-    left_ps = right_ps = ps0
-    prop_zg, prop_lpw = torch.stack((z0, g0)), torch.stack((lp0, lw0))
-    log_w, rho = lw0, p0
-    depth = torch.zeros(num_chains, dtype=torch.int64, device=device)
-    depth_single = 0
-    active = torch.ones(num_chains, dtype=torch.bool, device=device)
-    hist_lw: list[Tensor] = []
-    hist_alive: list[Tensor] = []
-    ar_chains = torch.arange(num_chains, device=device)
-    for j in range(max_tree_depth):
-        n = 1 << j
-        if j < _PREDRAWN_DOUBLINGS:
-            forward, fwd_col, log_top = forwards[j], forward_cols[j], log_tops[j]
-            log_u = log_u_rows[_OFFSETS[j] + 2 : _OFFSETS[j] + 2 + n]
-            fwd_py = forward_py[j] if single else None
-        else:
-            rows = active.nonzero().flatten().tolist()
-            u = rand(rng, num_chains, (n + 2,), dtype=dtype, device=device, rows=rows).log()
-            forward = u[:, 0] < _LOG_HALF
-            fwd_col = forward.unsqueeze(-1)
-            log_top, log_u = u[:, 1], u[:, 2:].T
-            fwd_py = bool(forward[0]) if single else None
-        if single:
-            step = eps_fwd if fwd_py else eps_bwd
-            junction, a_lp, far_ps = ((right, right_lp, left_ps) if fwd_py
-                                      else (left, left_lp, right_ps))
-        else:
-            step = torch.where(fwd_col, eps_fwd, eps_bwd) * active.unsqueeze(-1)
-            junction = torch.where(fwd_col, right, left)
-            a_lp = torch.where(forward, right_lp, left_lp)
-            far_ps = torch.where(fwd_col, left_ps, right_ps)
-        idx = None
-        if compact and j > 0 and not single:
-            live = active.nonzero().flatten()
-            idx = live if live.numel() < num_chains else None
-        (valid, select, lws, end, lp_last, ps_b, p_b, s_last, s_ext, lw_k, alive_k) = (
-            _build_subtree(fn, n, junction.unbind(0), a_lp, step, metric, threshold, log_u,
-                           active, idx, compact, ar_chains))
-        hist_lw.append(lw_k)
-        hist_alive.append(alive_k)
-        if not bool(valid.any()):
-            break
-        # Biased progressive sampling between the old tree and the new subtree: the
-        # subtree's own multinomial draw is only computed when some chain takes it.
-        take = log_top < lws - log_w
-        end_ps = end[3]
-        rho_old = rho
-        if single:  # the one chain is valid here
-            if bool(take):
-                prop_zg, prop_lpw = select()
-            log_w = torch.logaddexp(log_w, lws)
-            if fwd_py:
-                right, right_lp, right_ps = end, lp_last, end_ps
+
+class _Transition:
+    """One transition in progress: the initial point, momentum and weight, the predrawn
+    uniforms and the leapfrog factors, shared by the single-chain and the batched doubling
+    loops and by :meth:`finish`."""
+
+    def __init__(self, fn: LogDensityFn, rng: RNG, state: State, divergence_threshold: float):
+        z0, lp0, g0, step_size, metric = state
+        num_chains, dim = z0.shape
+        self.fn, self.rng, self.state, self.metric = fn, rng, state, metric
+        self.dtype, self.device = z0.dtype, z0.device
+        xi = randn(rng, num_chains, (dim + _PREDRAWN,), dtype=self.dtype, device=self.device)
+        self.p0 = sample_momentum(metric, xi[:, :dim])
+        self.log_u = torch.special.log_ndtr(xi[:, dim:]).T  # (_PREDRAWN, C) log uniforms
+        self.lw0 = torch.sub(lp0, torch.linalg.vecdot(self.p0, sharp(metric, self.p0)), alpha=0.5)
+        self.threshold = self.lw0 - _constant(divergence_threshold, self.dtype, self.device)
+        eps = step_size.unsqueeze(-1)
+        # The leapfrog factors forward in time: of the gradient in half and whole momentum
+        # steps, of p (diagonal metric) or p# (dense) in position steps.
+        move = eps if metric.dense else metric.inverse_mass * eps
+        self.forward = (eps * _constant(0.5, self.dtype, self.device), eps, move)
+        self.zero = torch.zeros_like(self.p0)
+        self.log_half = _constant(_LOG_HALF, self.dtype, self.device)
+        self.hist_lw: list[Tensor] = []
+
+    def subtree(self, n: int, junction: tuple[Tensor, Tensor, Tensor], rho: Tensor,
+                far_p: Tensor, factors: tuple[Tensor, Tensor, Tensor],
+                active: Tensor | None = None, idx: Tensor | None = None,
+                compact: bool = False) -> _Subtree:
+        """:func:`_build_subtree` from ``junction`` with the leapfrog ``factors`` (signed for the
+        direction); keeps its log weights for :meth:`finish`."""
+        z, p, g = junction
+        sub = _build_subtree(self.fn, n, z, p, g, self.state.log_density, rho - p, far_p,
+                             self.zero, *factors, self.metric, self.threshold, active, idx,
+                             compact)
+        self.hist_lw.append(sub.lw)
+        return sub
+
+    def single(self, max_tree_depth: int) -> tuple[State, Info]:
+        """The doublings of one chain: the choices are Python branches on Python numbers (the
+        same comparisons of the same values as :meth:`batched`)."""
+        state = self.state
+        log_half = float(self.log_half)
+        predrawn = self.log_u[:, 0].tolist()
+        right = left = (state.position, self.p0, state.grad)
+        rho, log_w = self.p0, self.lw0
+        proposal = (state.position, state.grad, state.log_density, self.lw0)
+        backward = None  # the leapfrog factors backward in time, made on first use
+        num_steps = depth = 0
+        for j in range(max_tree_depth):
+            n = 1 << j
+            if j < _PREDRAWN_DOUBLINGS:
+                u = predrawn[j], predrawn[_TOPS + j], *predrawn[_STEPS + n - 1 : _STEPS + 2 * n - 1]
             else:
-                left, left_lp, left_ps = end, lp_last, end_ps
-            rho = rho + s_last
-        else:
-            take = take & valid
+                u = rand(self.rng, 1, (n + 2,), dtype=self.dtype, device=self.device).log()
+                u = u.flatten().tolist()
+            forward, log_top, log_u_steps = u[0] < log_half, u[1], u[2:]
+            if forward:
+                sub = self.subtree(n, right, rho, left[1], self.forward)
+            else:
+                backward = backward or tuple(-f for f in self.forward)
+                sub = self.subtree(n, left, rho, right[1], backward)
+            first_bad = int(sub.first_bad)
+            num_steps += min(first_bad + 1, n)
+            if first_bad < n:
+                break
+            depth += 1
+            cum = torch.logcumsumexp(sub.lw, 0)
+            log_w_sub = cum[-1]
+            if log_top < float(log_w_sub - log_w):
+                gaps = (sub.lw - cum).flatten().tolist()
+                k = max(i for i in range(n) if log_u_steps[i] < gaps[i])
+                proposal = (sub.zs[k], sub.gs[k], sub.lp[k], sub.lw[k])
+            log_w = torch.logaddexp(log_w, log_w_sub)
+            if first_bad == n:
+                break
+            if forward:
+                right = sub.end
+            else:
+                left = sub.end
+            rho = sub.rho
+        counts = torch.tensor([[num_steps], [depth]], device=self.device)
+        return self.finish(proposal, counts[0], counts[1], num_steps - 1)
+
+    def batched(self, max_tree_depth: int, compact: bool) -> tuple[State, Info]:
+        """The doublings of several chains in lockstep, the choices as ``where`` masks."""
+        state = self.state
+        z0, lp0, g0 = state.position, state.log_density, state.grad
+        num_chains = z0.shape[0]
+        device = self.device
+        one, minus_one = (_constant(v, self.dtype, device) for v in (1.0, -1.0))
+        never, none = (_constant(v, torch.int64, device) for v in (_NEVER, -1))
+        right = left = torch.stack((z0, self.p0, g0))
+        rho, log_w = self.p0, self.lw0
+        prop_zg, prop_lpw = torch.stack((z0, g0)), torch.stack((lp0, self.lw0))
+        forward_pre = (self.log_u[:_PREDRAWN_DOUBLINGS] < self.log_half).unsqueeze(-1)
+        sign_pre = torch.where(forward_pre, one, minus_one)
+        active = torch.ones(num_chains, dtype=torch.bool, device=device)
+        depth = torch.zeros(num_chains, dtype=torch.int64, device=device)
+        first_bads: list[Tensor] = []
+        chains = torch.arange(num_chains, device=device)
+        idx = None  # chains to evaluate (None: all)
+        for j in range(max_tree_depth):
+            n = 1 << j
+            if j < _PREDRAWN_DOUBLINGS:
+                forward, sign = forward_pre[j], sign_pre[j]
+                log_top = self.log_u[_TOPS + j]
+                log_u_steps = self.log_u[_STEPS + n - 1 : _STEPS + 2 * n - 1]
+            else:
+                rows = active.nonzero().flatten().tolist()
+                u = rand(self.rng, num_chains, (n + 2,), dtype=self.dtype, device=device,
+                         rows=rows).log().T
+                forward = (u[0] < self.log_half).unsqueeze(-1)
+                sign, log_top, log_u_steps = torch.where(forward, one, minus_one), u[1], u[2:]
+            if not compact:  # finished chains are evaluated too: keep them where they are
+                sign = sign * active.unsqueeze(-1)
+            junction = torch.where(forward, right, left).unbind(0)
+            far_p = torch.where(forward, left, right)[1]
+            sub = self.subtree(n, junction, rho, far_p, tuple(f * sign for f in self.forward),
+                               active, idx, compact)
+            first_bad = torch.where(active, sub.first_bad, none)  # finished chains: -1
+            first_bads.append(first_bad)
+            size = _constant(n, torch.int64, device)
+            valid = first_bad >= size
+            depth += valid
+            cum = torch.logcumsumexp(sub.lw, 0)
+            log_w_sub = cum[-1]
+            take = valid & (log_top < log_w_sub - log_w)
             if bool(take.any()):
-                sub_zg, sub_lpw = select()
+                chosen = torch.where(log_u_steps < sub.lw - cum, column(0, n, device), none).amax(0)
+                sub_zg = torch.stack(sub.zs + sub.gs)[torch.stack((chosen, chosen + size)), chains]
+                sub_lpw = torch.stack((sub.lp, sub.lw))[:, chosen, chains]
                 prop_zg = torch.where(take.unsqueeze(-1), sub_zg, prop_zg)
                 prop_lpw = torch.where(take, sub_lpw, prop_lpw)
-            log_w = torch.where(valid, torch.logaddexp(log_w, lws), log_w)
-            ext_r = valid & forward
-            ext_l = valid ^ ext_r
-            ext_r_col, ext_l_col = ext_r.unsqueeze(-1), ext_l.unsqueeze(-1)
-            right = torch.where(ext_r_col, end, right)
-            left = torch.where(ext_l_col, end, left)
-            right_lp = torch.where(ext_r, lp_last, right_lp)
-            left_lp = torch.where(ext_l, lp_last, left_lp)
-            right_ps = torch.where(ext_r_col, end_ps, right_ps)
-            left_ps = torch.where(ext_l_col, end_ps, left_ps)
-            rho = torch.where(valid.unsqueeze(-1), rho + s_last, rho)
-        # U-turn on the merged tree, on the old tree + the subtree's first point b and on the
-        # subtree + the junction point a (s_ext = S_subtree + p_a).
-        keep = no_uturn(
-            [left_ps, far_ps, junction[3]],
-            [right_ps, ps_b, end_ps],
-            [rho, rho_old + p_b, s_ext],
-        )
-        if single:
-            depth_single += 1
-            if not bool(keep):
+            log_w = torch.logaddexp(log_w, log_w_sub)
+            active = first_bad == never
+            if j + 1 == max_tree_depth or not bool(active.any()):
                 break
-            continue
-        depth += valid
-        active = valid & keep
-        if j + 1 < max_tree_depth and not bool(active.any()):
-            break
+            end = torch.stack(sub.end)
+            right = torch.where(forward, end, right)
+            left = torch.where(forward, left, end)
+            rho = sub.rho
+            if compact:
+                live = active.nonzero().flatten()
+                idx = live if live.numel() < num_chains else None
+        # Steps per doubling: up to the first failing one, none once finished.
+        steps = torch.stack(first_bads).add_(1).clamp_(min=0)
+        num_steps = torch.minimum(steps, _sizes(len(first_bads), device)).sum(0)
+        proposal = (*prop_zg.unbind(0), *prop_lpw.unbind(0))
+        return self.finish(proposal, num_steps, depth, (num_steps - 1).unsqueeze(0))
 
-    if single:
-        depth = torch.full((1,), depth_single, dtype=torch.int64, device=device)
-    lw_all = torch.cat(hist_lw)
-    alive_all = torch.cat(hist_alive)
-    num_steps = alive_all.sum(0)
-    # A running sum read at each chain's last step: unlike sum(0), it does not depend on how
-    # many (masked) steps other chains made, so chain c's statistic is bitwise the same in
-    # any batch.
-    metro = torch.cumsum((lw_all - lw0).clamp(max=0.0).exp() * alive_all, 0)
-    accept_prob = metro.gather(0, (num_steps - 1).unsqueeze(0)).squeeze(0) / num_steps
-    divergent = (alive_all & (lw_all < threshold)).any(0)
-    z, g = prop_zg.unbind(0)
-    lp, lw = prop_lpw.unbind(0)
-    new_state = State(z, lp, g, step_size, metric)
-    return new_state, make_info(accept_prob, divergent, -lw, num_steps, step_size, depth)
+    def finish(self, proposal: tuple[Tensor, ...], num_steps: Tensor, depth: Tensor,
+               last: int | Tensor) -> tuple[State, Info]:
+        """The new state and the statistics of the transition. A chain's steps are a prefix
+        of the steps in build order; its acceptance statistic and divergence are read at its
+        ``last`` step (an index, or ``(1, C)`` indices), from a running sum, so they do not
+        depend on other chains' steps."""
+        z, g, lp, lw = proposal
+        lw_all = torch.cat(self.hist_lw) if len(self.hist_lw) > 1 else self.hist_lw[0]
+        metro = torch.cumsum((lw_all - self.lw0).clamp_(max=0.0).exp_(), 0)
+        if isinstance(last, int):
+            metro_last, lw_last = metro[last], lw_all[last]
+        else:
+            metro_last, lw_last = metro.gather(0, last)[0], lw_all.gather(0, last)[0]
+        state = self.state
+        info = make_info(metro_last / num_steps, lw_last < self.threshold, -lw, num_steps,
+                         state.step_size, depth)
+        return State(z, lp, g, state.step_size, self.metric), info
 
 
 def _build_subtree(
     fn: LogDensityFn,
     n: int,
-    junction: tuple[Tensor, ...],
-    a_lp: Tensor,
-    step: Tensor,
+    z: Tensor,
+    p_a: Tensor,
+    g: Tensor,
+    lp: Tensor,
+    offset: Tensor,
+    far_p: Tensor,
+    zero: Tensor,
+    half: Tensor,
+    kick: Tensor,
+    move: Tensor,
     metric: Metric,
     threshold: Tensor,
-    log_u: Tensor,
-    active: Tensor,
+    active: Tensor | None,
     idx: Tensor | None,
     compact: bool,
-    ar_chains: Tensor,
-):
-    """Integrate ``n = 2^j`` leapfrog steps from the junction point ``(z, p, grad, p#)``.
+) -> _Subtree:
+    """Integrate ``n = 2^j`` leapfrog steps from the junction point ``(z, p_a, g)`` and check
+    them (see :class:`_Subtree` for what comes back).
 
-    The loop only integrates; after each chunk the velocities, log weights ``lw``, momentum
-    sums and all U-turn checks of the chunk are computed at once, and each chain's first
-    failing step (divergence or U-turn) is kept. Returns: chains whose subtree is valid,
-    a function drawing the multinomial proposal ``(z, grad)``, ``(log density, lw)`` (called
-    only if some chain takes it), the subtree's log weight, its last point
-    ``(z, p, grad, p#)`` and density, ``p#`` and ``p`` of its first point, its momentum sum
-    ``S``, ``S + p_a``, and per-step ``lw`` and "still building" masks.
+    ``offset = rho_old - p_a`` and ``far_p`` (the momentum at the other end of the tree) let
+    the merge checks share the subtree's momentum stack ``[0, offset, p_a, p_0 .. p_m, far_p]``
+    with :func:`~.uturn.check_plan`. ``half``, ``kick = 2 half``, ``move``: the signed
+    factors of the gradient in half and whole momentum steps and of ``p`` (``p#`` for a dense
+    metric) in position steps; the loop merges the two momentum half steps between points,
+    two operations per step. ``lp``: any ``(C,)``
+    densities to fill the rows of chains left out of the density calls. ``active``: the chains
+    still building (``None``: all); ``idx``: the rows to evaluate (``None``: all), narrowed
+    between chunks to the chains still alive when ``compact``.
     """
-    z, p_a, g, _ = junction
+    dense = metric.dense
     num_chains = z.shape[0]
-    dense = metric.inverse_mass.dim() == 3
-    half = 0.5 * step
-    minv_step = None if dense else metric.inverse_mass * step
-    p = p_a
-    if n == 1:  # a single step: no checks inside, the step is the proposal
-        p = torch.addcmul(p, g, half)
-        z = torch.addcmul(z, sharp(metric, p), step) if dense else torch.addcmul(z, p, minv_step)
-        lp, g = fn(z)
-        p = torch.addcmul(p, g, half)
-        ps = sharp(metric, p)
-        lw = torch.sub(lp, torch.linalg.vecdot(p, ps), alpha=0.5)
-        torch.nan_to_num_(lw, nan=-math.inf, posinf=-math.inf)
-        alive = active & (lw >= threshold)
-        zg, lpw = torch.stack((z, g)), torch.stack((lp, lw))
-        return (alive, lambda: (zg, lpw), lw, torch.stack((z, p, g, ps)), lp, ps, p, p,
-                p + p_a, lw.unsqueeze(0), active.unsqueeze(0))
+    device = z.device
+    never = _constant(_NEVER, torch.int64, device)
+    zero_dot = _constant(0.0, z.dtype, device)
     zs: list[Tensor] = []
     gs: list[Tensor] = []
-    pms = [p_a]  # momenta of the junction point and of every step
-    lps = [a_lp]
-    first_bad: Tensor | None = None
-    alive = active
+    halves: list[Tensor] = []  # momenta half a step before each point
+    lps: list[Tensor] = []
     chunk = n if n <= _MIN_CHUNK else max(_MIN_CHUNK, n // 4)
     start = 0
-    lp = a_lp
-    device = z.device
+    first_bad: Tensor | None = None
+    p = torch.addcmul(p_a, g, half)
     for k in range(n):
-        p = torch.addcmul(p, g, half)
-        if dense:
-            z = torch.addcmul(z, sharp(metric, p), step)
-        else:
-            z = torch.addcmul(z, p, minv_step)
+        if k:  # the closing half step of the last point and the opening one of this one
+            p = torch.addcmul(p, g, kick)
+        z = torch.addcmul(z, sharp(metric, p) if dense else p, move)
         if idx is None:
             lp, g = fn(z)
         else:
             lp_part, g_part = fn(z.index_select(0, idx))
             lp = lp.index_copy(0, idx, lp_part)
             g = g.index_copy(0, idx, g_part)
-        p = torch.addcmul(p, g, half)
         zs.append(z)
         gs.append(g)
-        pms.append(p)
+        halves.append(p)
         lps.append(lp)
-        if k + 1 < n and (k + 1 - start) < chunk:
-            continue
-        # Checks for steps start..k, vectorized over the steps (recomputed from step 0 when
-        # a subtree has several chunks; PS[t + 1], lw_all[t + 1] belong to step t).
         stop = k + 1
-        p_all = torch.stack(pms)
-        ps_all = sharp(metric, p_all)
-        lp_all = torch.stack(lps)
-        lw_all = torch.sub(lp_all, torch.linalg.vecdot(p_all, ps_all), alpha=0.5)
-        torch.nan_to_num_(lw_all, nan=-math.inf, posinf=-math.inf)
-        sx = torch.nn.functional.pad(torch.cumsum(p_all, 0), (0, 0, 0, 0, 1, 0))
-        bad = torch.where(lw_all[start + 1 :] < threshold, column(start, stop, device),
-                          _NEVER).amin(0)
-        plan = check_plan(start, stop, device)
-        if plan is not None:
-            rho = sx.index_select(0, plan.hi) - sx.index_select(0, plan.lo)
-            dots = torch.minimum(
-                torch.linalg.vecdot(ps_all.index_select(0, plan.xa), rho),
-                torch.linalg.vecdot(ps_all.index_select(0, plan.xb), rho),
-            )
-            bad = torch.minimum(bad, torch.where(dots > 0, _NEVER, plan.tick).amin(0))
+        if stop < n and stop - start < chunk:
+            continue
+        # Everything for steps 0..stop-1 (recomputed from step 0 when a subtree has several
+        # chunks, so the values do not depend on the chunking); checks for start..stop-1.
+        # The points' momenta are their half-step momenta plus the closing half kick.
+        mom = torch.addcmul(torch.stack([zero, offset, p_a, *halves, far_p]),
+                            torch.stack([zero, zero, zero, *gs, zero]), half)
+        vel = sharp(metric, mom)
+        sums = torch.cumsum(mom, 0)
+        lp_steps = torch.stack(lps)
+        lw = torch.sub(lp_steps, torch.linalg.vecdot(mom, vel)[3 : stop + 3], alpha=0.5)
+        torch.nan_to_num_(lw, nan=-math.inf, posinf=-math.inf)
+        plan = check_plan(start, stop, n, device)
+        rho = sums.index_select(0, plan.hi) - sums.index_select(0, plan.lo)
+        dots = torch.linalg.vecdot(vel.index_select(0, plan.velocity), rho)
+        ok = torch.cat((dots > zero_dot, (lw[start:] if start else lw) >= threshold))
+        bad = torch.where(ok, never, plan.tick).amin(0)
         first_bad = bad if first_bad is None else torch.minimum(first_bad, bad)
-        alive = active & (first_bad == _NEVER)
         start = stop
+        if stop == n:
+            break
+        alive = first_bad == never
+        if active is not None:
+            alive &= active
         if not bool(alive.any()):
             break
-        if compact and k + 1 < n:
+        if compact:
             live = alive.nonzero().flatten()
             idx = live if live.numel() < num_chains else None
-
-    done = len(zs)
-    lw_steps = lw_all[1:]
-    alive_steps = active & (column(0, done, device) <= first_bad)
-    end = torch.stack((z, p, g, ps_all[done]))
-    s_ext = sx[done + 1]
-    s_last = s_ext - p_a
-    if done < n:  # cut short: nothing is valid, the proposal is never used
-        return (alive, None, lw_steps[-1], end, lp, ps_all[1], pms[1], s_last, s_ext, lw_steps,
-                alive_steps)
-    cum = torch.logcumsumexp(lw_steps, 0)
-
-    def select() -> tuple[Tensor, Tensor]:
-        """Progressive multinomial sampling within the subtree, all steps at once: step k
-        replaces the proposal when log u_k < lw_k - log(sum_{i<=k} w_i); the last one wins.
-        Returns the chosen ``(z, grad)`` and ``(log density, lw)`` stacks."""
-        chosen = torch.where(log_u < lw_steps - cum, column(0, n, device), 0).amax(0)
-        sub_zg = torch.stack(zs + gs)[torch.stack((chosen, chosen + n)), ar_chains]
-        sub_lpw = torch.stack((lp_all[1:], lw_steps))[:, chosen, ar_chains]
-        return sub_zg, sub_lpw
-
-    return (alive, select, cum[-1], end, lp, ps_all[1], pms[1], s_last, s_ext, lw_steps,
-            alive_steps)
+    assert first_bad is not None
+    return _Subtree(first_bad, lw, lp_steps, sums[-2], (z, mom[-2], g), zs, gs)

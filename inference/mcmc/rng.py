@@ -71,6 +71,8 @@ def _draw(
         return draw((num_chains, *event_shape), generator=rng, dtype=dtype, device=device)
     if len(rng) != num_chains:
         raise ValueError(f"got {len(rng)} generators for {num_chains} chains; pass one per chain")
+    if num_chains == 1 and rows is None:  # the same numbers as the general case, one op less
+        return draw((1, *event_shape), generator=rng[0], dtype=dtype, device=device)
     if rows is None:
         parts = [draw(event_shape, generator=g, dtype=dtype, device=device) for g in rng]
     else:

@@ -37,6 +37,7 @@ from torch import Tensor
 from .adaptation import WindowAdaptation
 from .base import Info, State
 from .integrators import LogDensityFn, Metric
+from .progress import ProgressLine, progress_enabled
 from .rng import chain_generators
 
 __all__ = ["MCMCRun", "sample"]
@@ -89,41 +90,6 @@ class _CountingFn:
         return self.fn(z)
 
 
-class _Progress:
-    """tqdm when importable, else a carriage-return counter; silent unless stderr is a TTY."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.total, self.count, self.bar, self.last = total, 0, None, 0.0
-        if self.enabled:
-            try:
-                from tqdm.auto import tqdm
-
-                self.bar = tqdm(total=total, file=sys.stderr, leave=True)
-            except ImportError:
-                self.bar = None
-
-    def update(self, phase: str) -> None:
-        if not self.enabled:
-            return
-        self.count += 1
-        if self.bar is not None:
-            self.bar.set_description(phase, refresh=False)
-            self.bar.update(1)
-            return
-        now = time.perf_counter()
-        if now - self.last > 0.25 or self.count == self.total:
-            self.last = now
-            sys.stderr.write(f"\r{phase}: {self.count}/{self.total}")
-            if self.count == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _stack_infos(infos: list[Info], like: Info | None, num_chains: int) -> Info:
     if infos:
         return Info(*(torch.stack(field, dim=1) for field in zip(*infos, strict=True)))
@@ -140,11 +106,12 @@ def _run_batched(
     adaptation: WindowAdaptation | None,
     thin: int,
     progress: bool,
+    label: str = "",
 ) -> MCMCRun:
     counter = _CountingFn(kernel.log_density_fn)
     kernel = kernel.bind(counter)
     num_chains = z0.shape[0]
-    bar = _Progress(num_warmup + num_samples, progress)
+    line = ProgressLine(num_warmup + num_samples, num_warmup, label=label) if progress else None
     with torch.no_grad():
         start = time.perf_counter()
         state = kernel.init(z0)
@@ -164,7 +131,8 @@ def _run_batched(
             if astate is not None:
                 state, astate = adaptation.update(kernel, generators, i, state, info, astate)
             warm_infos.append(info)
-            bar.update("warmup")
+            if line is not None:
+                line.update(info.divergent.sum())
         warm_end = time.perf_counter()
         kept = math.ceil(num_samples / thin)
         draws = z0.new_empty((num_chains, kept, z0.shape[1]))
@@ -174,9 +142,11 @@ def _run_batched(
             if i % thin == 0:
                 draws[:, i // thin] = state.position
                 infos.append(info)
-            bar.update("sampling")
+            if line is not None:
+                line.update(info.divergent.sum())
         end = time.perf_counter()
-    bar.close()
+    if line is not None:
+        line.close()
     template = infos[0] if infos else (warm_infos[0] if warm_infos else None)
     if template is None:
         _, template = kernel.step(generators, state)
@@ -273,7 +243,7 @@ def sample(
     *,
     adapt: bool | WindowAdaptation = True,
     thin: int = 1,
-    progress: bool = False,
+    progress_bar: bool | None = None,
     chain_method: str = "batched",
     num_threads: int | None = 1,
     num_processes: int | None = None,
@@ -287,7 +257,9 @@ def sample(
     ``c``-th draw) or one generator per chain. ``adapt``: ``True`` for Stan's windowed warmup
     (:class:`WindowAdaptation` with its defaults), ``False`` to keep the kernel's step size and
     metric, or a configured :class:`WindowAdaptation`. ``thin``: keep every ``thin``-th of the
-    ``num_samples`` iterations. ``progress``: show a progress bar when stderr is a TTY.
+    ``num_samples`` iterations. ``progress_bar``: a progress line on stderr (iterations,
+    phase, divergences, it/s; see :mod:`.progress`; one per chain for ``"sequential"``, none
+    for ``"processes"``), ``None`` showing it only when stderr is a terminal.
     ``chain_method``: ``"batched"``, ``"sequential"`` or ``"processes"`` (``num_processes``
     workers, default one per core; ``start_method`` default ``"fork"`` where available).
     ``num_threads``: torch threads while sampling (``None`` leaves the setting alone).
@@ -316,6 +288,7 @@ def sample(
     adaptation = WindowAdaptation() if adapt is True else (adapt or None)
     z0 = init_positions.detach()
 
+    progress = progress_enabled(progress_bar)
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -326,7 +299,7 @@ def sample(
         if chain_method == "sequential":
             runs = [
                 _run_batched(kernel, z0[c : c + 1], num_warmup, num_samples, generators[c : c + 1],
-                             adaptation, thin, progress)
+                             adaptation, thin, progress, f"chain {c + 1}/{num_chains}")
                 for c in range(num_chains)
             ]
             return _concat_runs(runs, "sequential", parallel=False)

@@ -92,6 +92,8 @@ class TapeInterpreter(Interpreter):
         return _as_float64(super().param(node))
 
     def call(self, node: Node) -> Any:
+        if any(isinstance(a, DistSpec) for a in (*node.args, *(v for _, v in node.kwargs))):
+            raise Unsupported(f"call {node.target} takes a distribution argument")
         args = [self.resolve(a) for a in node.args]
         kwargs = {k: self.resolve(v) for k, v in node.kwargs}
         if not contains_var((args, list(kwargs.values()))):

@@ -27,25 +27,43 @@ def _recursive_checks(a: int, n: int) -> list[tuple[frozenset, int, int]]:
     return out
 
 
-def _plan_checks(start: int, stop: int) -> list[tuple[frozenset, int, int]]:
-    plan = uturn_module.check_plan(start, stop, torch.device("cpu"))
-    if plan is None:
-        return []
-    rows = zip(plan.xa.tolist(), plan.xb.tolist(), plan.hi.tolist(), plan.lo.tolist(),
-               strict=True)
-    # PSx[t + 1] = p#_t and rho = S_hi - S_lo with Sx[t + 2] = S_t: steps lo - 1 .. hi - 2.
-    return [(frozenset((xa - 1, xb - 1)), lo - 1, hi - 2) for xa, xb, hi, lo in rows]
+def _merge_checks(n: int) -> list[tuple[frozenset, int, int]]:
+    """The merge of a subtree of n steps with the old tree, in the same notation: the old tree
+    is "old" (its far end "far"), the junction point "a" = step -1; the merged tree's sum runs
+    from "old" to step n - 1, the old tree + first step from "old" to step 0."""
+    return [(frozenset(("far", n - 1)), "old", n - 1), (frozenset(("far", 0)), "old", 0),
+            (frozenset(("a", n - 1)), -1, n - 1)]
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, 6])
+def _plan_checks(start: int, stop: int, n: int) -> list[tuple[frozenset, int, int]]:
+    plan = uturn_module.check_plan(start, stop, n, torch.device("cpu"))
+    k = plan.hi.numel() // 2
+    assert torch.equal(plan.hi[:k], plan.hi[k:]) and torch.equal(plan.lo[:k], plan.lo[k:])
+    # Rows: V[t + 3] = p#_t, V[2] = p#_a, V[n + 3] = p#_far; S[t + 3] = rho_old + S_t, S[2] =
+    # rho_old, S[1] = rho_old - p_a, S[0] = 0: S[hi] - S[lo] sums steps lo - 2 .. hi - 3,
+    # from the junction point when lo = 1 and over the old tree too when lo = 0.
+    label = {2: "a", n + 3: "far"}
+    velocity = [label.get(x, x - 3) for x in plan.velocity.tolist()]
+    first = {0: "old", 1: -1}
+    checks = [(frozenset((velocity[i], velocity[i + k])), first.get(lo, lo - 2), hi - 3)
+              for i, (hi, lo) in enumerate(zip(plan.hi[:k].tolist(), plan.lo[:k].tolist(),
+                                               strict=True))]
+    ticks = plan.tick.flatten().tolist()
+    assert ticks[:k] == ticks[k : 2 * k] and ticks[2 * k :] == list(range(start, stop))
+    return checks
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 4, 6])
 def test_check_plan_matches_recursive_tree(depth):
     n = 1 << depth
-    expected = sorted(_recursive_checks(0, n), key=repr)
-    assert sorted(_plan_checks(0, n), key=repr) == expected
-    # Split into chunks, the plans still cover every check exactly once.
-    chunk = max(1, n // 4)
-    pieces = [c for s in range(0, n, chunk) for c in _plan_checks(s, s + chunk)]
+    expected = sorted(_recursive_checks(0, n) + _merge_checks(n), key=repr)
+    assert sorted(_plan_checks(0, n, n), key=repr) == expected
+    # Split into chunks, the plans still cover every check exactly once, the merge last.
+    chunk = max(2, n // 4)
+    pieces = [c for s in range(0, n, chunk) for c in _plan_checks(s, min(s + chunk, n), n)]
     assert sorted(pieces, key=repr) == expected
+    ticks = uturn_module.check_plan(0, n, n, torch.device("cpu")).tick.flatten().tolist()
+    assert ticks[: -n][-3:] == [n] * 3
 
 
 def _standard_normal(z):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ppl.inference.mcmc import HMC, MALA, NUTS, RWMH, Info, Slice, chain_generators, sample
-from ppl.inference.mcmc.runner import _Progress
 
 KERNELS = {
     "nuts": NUTS(),
@@ -170,15 +169,3 @@ def test_thread_count_restored_and_bad_arguments(gaussian5):
         sample(NUTS(), None, _init(1), 1, 1)
     with pytest.raises(ValueError, match="thin"):
         sample(NUTS(), gaussian5, _init(1), 1, 1, thin=0)
-
-
-def test_progress_bar_only_on_a_terminal(gaussian5, capsys, monkeypatch):
-    sample(RWMH(), gaussian5, _init(1), 3, 3, progress=True)
-    assert capsys.readouterr().err == ""
-    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
-    bar = _Progress(3, True)
-    bar.bar = None  # the plain fallback used without tqdm
-    for _ in range(3):
-        bar.update("sampling")
-    bar.close()
-    assert "sampling: 3/3" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""``SiteProgram``: what a few sites of a graph say, given every latent's value, batched over rows.
+
+A Gibbs update needs a handful of terms of the joint density, not all of them: the log
+densities of one site and of its children (the factors of its Markov blanket that involve it),
+or the parameters of those children for a conjugate update. A ``SiteProgram`` keeps only the
+nodes that the chosen sites read (stopping at latent values, which are given), compiles them
+to straight-line code with ``ppl.ir.codegen`` and runs it for one row of latent values,
+``torch.func.vmap``-ed over rows (chains, or chains times candidate values). Model code thus
+never sees the batch dimension.
+
+Each chosen site comes with a function ``fn(dist, value)`` whose (tensor or tuple of tensors)
+result is returned for that site: ``dist`` is the site's distribution for a sample or observe
+node and None for a factor (``value`` is its log weight) or a deterministic site.
+
+    >>> import torch
+    >>> from ppl import model, sample
+    >>> from ppl.stdlib import Normal
+    >>> @model
+    ... def m():
+    ...     x = sample("x", Normal(0.0, 1.0))
+    ...     sample("y", Normal(x, 1.0), obs=torch.tensor(0.5))
+    >>> program = SiteProgram(m.graph(), {"y": lambda d, v: d.log_prob(v)})
+    >>> program.latents, program({"x": torch.tensor([0.5, 1.5])})["y"].shape
+    (('x',), torch.Size([2]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ppl.ir import CodeGen, DistSpec, Graph, Node
+from ppl.ir.node import iter_refs
+
+SiteFn = Callable[[Distribution | None, Tensor], Any]
+
+__all__ = ["SiteFn", "SiteProgram"]
+
+
+def _pruned(graph: Graph, chosen: set[str]) -> Graph:
+    """The nodes that chosen nodes (by name) read, in order, ending with an empty output.
+
+    Latent (sample) nodes that are not chosen keep no arguments (their value is given), and
+    observe nodes that are not chosen keep only their value."""
+    need = set(chosen)
+    for node in reversed(graph.nodes):
+        if node.name not in need or (node.kind == "sample" and node.name not in chosen):
+            continue
+        value_only = node.kind == "observe" and node.name not in chosen
+        refs = iter_refs(node.args) if value_only else node.refs()
+        need.update(refs)
+    nodes = []
+    for node in graph.nodes:
+        if node.name in need and node.kind != "output":
+            if node.kind in ("sample", "observe") and node.name not in chosen:
+                node = node.replace(kwargs=())
+            nodes.append(node)
+    nodes.append(graph.output.replace(args=(None,)))
+    return graph.replace(nodes, attrs={})
+
+
+class _SiteCodeGen(CodeGen):
+    """``program(values)`` for one row: a dict address -> the chosen site's ``fn`` result."""
+
+    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn]):
+        super().__init__(graph, "site_program")
+        self.fns = fns
+
+    def prologue(self) -> None:
+        super().prologue()
+        self.emit("_out = {}")
+
+    def report(self, node: Node, with_dist: bool) -> None:
+        """Emit the chosen site's ``fn`` call (nothing for a site that is not chosen)."""
+        if node.address not in self.fns:
+            return
+        fn = self.const(self.fns[node.address], "fn")
+        dist = self.dist_expr(DistSpec(node.target, node.kwargs)) if with_dist else "None"
+        self.emit(f"_out[{node.address!r}] = {fn}({dist}, {self.var(node.name)})")
+
+    def node_sample(self, node: Node) -> None:
+        self.emit(f"{self.var(node.name)} = values[{node.address!r}]")
+        self.report(node, True)
+
+    def node_observe(self, node: Node) -> None:
+        super().node_observe(node)
+        self.report(node, True)
+
+    def node_factor(self, node: Node) -> None:
+        super().node_factor(node)
+        self.report(node, False)
+
+    def node_call(self, node: Node) -> None:
+        super().node_call(node)
+        self.report(node, False)
+
+    def node_output(self, node: Node) -> None:
+        self.emit("return _out")
+
+
+class SiteProgram:
+    """Evaluate ``fns[address](dist, value)`` for the chosen sites of ``graph``.
+
+    ``latents``: the addresses of the latent sites whose values the program reads. Calling
+    the program with ``values`` (address -> ``(rows, *site_shape)``, at least ``latents``)
+    returns address -> result with a leading ``rows`` dimension.
+    """
+
+    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn]):
+        chosen = {graph.site(address).name for address in fns}
+        pruned = _pruned(graph, chosen)
+        self.graph = pruned
+        self.latents: tuple[str, ...] = tuple(n.address for n in pruned.latent_nodes)
+        self.fn = _SiteCodeGen(pruned, dict(fns)).compile()
+        self._batched = torch.func.vmap(self.fn)
+
+    def __call__(self, values: Mapping[str, Tensor]) -> dict[str, Any]:
+        return self._batched({a: values[a] for a in self.latents})

@@ -1,0 +1,151 @@
+"""Posterior and prior predictive draws: run the model once per posterior draw, with the
+latents fixed to that draw and the observations drawn afresh.
+
+``predictive(model, posterior, *args, **kwargs)`` runs ``model(*args, **kwargs)`` for every
+kept draw of ``posterior``: latent sites take the draw's values (a posterior value for a
+site's name wins whether the posterior holds it as a latent or as a deterministic site, so
+results of reparameterizing passes such as ``noncenter`` work), observed sites are sampled
+from their distributions given those latents (their data is ignored), and deterministic
+sites are recomputed. It returns every sample and deterministic site:
+
+* for an MCMC ``Posterior``: ``(chains, draws, *site_shape)``;
+* for a ``WeightedPosterior``: ``(num_samples, *site_shape)`` over ``num_samples`` draws
+  resampled by the weights (default: as many as it holds);
+* for ``posterior=None``, the prior predictive: ``(num_samples, *site_shape)``.
+
+All draws run as one vectorized model run (the particle plate of ``ppl.vectorize``: the
+model must keep independent dimensions in plates or ``.to_event``); ``vectorized=False``
+runs the model once per draw instead, for models that do not vectorize (slower, same
+distribution, different random streams). Randomness comes from ``seed`` (the global torch
+RNG when None). The keyword names ``num_samples``, ``seed`` and ``vectorized`` belong to
+``predictive``; every other keyword goes to the model.
+
+    >>> import torch
+    >>> from ppl import model, sample, plate
+    >>> from ppl.stdlib import Normal
+    >>> @model
+    ... def m(y):
+    ...     mu = sample("mu", Normal(0.0, 1.0))
+    ...     with plate("data", len(y)):
+    ...         sample("y", Normal(mu, 0.5), obs=y)
+    >>> prior = predictive(m, None, torch.zeros(3), num_samples=100, seed=0)
+    >>> prior["y"].shape, prior["mu"].shape
+    (torch.Size([100, 3]), torch.Size([100]))
+
+A latent site the posterior has no draws of is drawn given the others, as a new quantity
+(e.g. ``y`` when the model is called with ``y=None``), except a site the posterior's graph
+summed out with the ``enumerate_discrete`` pass: that is an error, since drawing it from its
+prior, ignoring the data, would be wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .handlers import substitute, trace
+from .model import _seeded
+from .runtime import Message, Messenger
+from .trace import Site, Trace
+from .vectorize import batch_ndims, pilot_trace, vectorized_trace
+
+__all__ = ["predictive"]
+
+
+class unobserve(Messenger):
+    """Turn observed sample sites into random ones: their data is ignored and a value drawn."""
+
+    def process(self, msg: Message) -> None:
+        if msg.kind == "sample" and msg.is_observed and not msg.intervened:
+            msg.value = None
+            msg.is_observed = False
+
+
+def _posterior_draws(
+    posterior: Any, num_samples: int | None
+) -> tuple[dict[str, Tensor], tuple[int, ...]]:
+    """Flat draws ``{site: (N, *shape)}`` and the leading shape the results take."""
+    if posterior is None:
+        if num_samples is None:
+            raise ValueError("prior predictive (posterior=None) needs num_samples")
+        return {}, (num_samples,)
+    if hasattr(posterior, "log_weights"):  # a WeightedPosterior: resample by the weights
+        n = num_samples or posterior.num_samples
+        return posterior.resample(n), (n,)
+    if num_samples is not None:
+        raise ValueError(
+            "num_samples is for prior predictive and weighted posteriors; an MCMC posterior "
+            "gives one predictive draw per kept draw (thin its samples to use fewer)"
+        )
+    samples = posterior.samples
+    lead = tuple(next(iter(samples.values())).shape[:2])
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}, lead
+
+
+def _marginalized(posterior: Any) -> set[str]:
+    """Sites the posterior's graph summed out (recorded by the ``enumerate_discrete`` pass)."""
+    graph = getattr(posterior, "extra", {}).get("graph")
+    attrs = getattr(graph, "attrs", {}) or {}
+    return {site["address"] for app in attrs.get("enumerated", ()) for site in app["sites"]}
+
+
+def _check_latents(pilot: Trace, draws: dict[str, Tensor], marginalized: set[str]) -> None:
+    missing = [s.name for s in pilot.latent_sites()
+               if s.name in marginalized and s.name not in draws]
+    if missing:
+        raise ValueError(
+            f"the posterior has no draws of latent sites {missing}, which the enumerate_discrete "
+            "pass summed out; drawing them from their prior would be wrong, since the data "
+            "inform them. Sample them in the posterior (e.g. with a discrete Gibbs kernel)"
+        )
+
+
+def _aligned(value: Tensor, site: Site, ndims: int) -> Tensor:
+    """``(N, *site_shape)`` -> ``(N, 1, ..., *site_shape)`` so the draw axis sits at the
+    particle dim ``-(ndims + 1)`` left of the site's batch dims."""
+    pad = ndims - len(site.fn.batch_shape)
+    return value.reshape(value.shape[0], *([1] * pad), *value.shape[1:])
+
+
+def _run_once(fn: Callable, values: dict[str, Tensor], args: tuple,
+              kwargs: dict) -> dict[str, Tensor]:
+    """One run of ``fn`` with ``values`` substituted: its sample and deterministic values."""
+    tr = trace().get_trace(substitute(values)(fn), *args, **kwargs)
+    return {n: s.value for n, s in tr.sites.items() if s.kind in ("sample", "deterministic")}
+
+
+def predictive(
+    model: Callable,
+    posterior: Any = None,
+    *args,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    vectorized: bool = True,
+    **kwargs,
+) -> dict[str, Tensor]:
+    """Posterior (or, with ``posterior=None``, prior) predictive draws of every sample and
+    deterministic site of ``model(*args, **kwargs)``; see the module docstring for shapes."""
+    with _seeded(seed):
+        draws, lead = _posterior_draws(posterior, num_samples)
+        fn = unobserve()(model)
+        pilot = pilot_trace(fn, args, kwargs)
+        _check_latents(pilot, draws, _marginalized(posterior))
+        draws = {k: v for k, v in draws.items()
+                 if k in pilot.sites and pilot.sites[k].kind == "sample"}
+        total = 1
+        for size in lead:
+            total *= size
+        if vectorized:
+            ndims = batch_ndims(pilot)
+            fixed = {k: _aligned(v, pilot.sites[k], ndims) for k, v in draws.items()}
+            run = vectorized_trace(substitute(fixed)(fn), args, kwargs, total,
+                                   particle_dim=-(ndims + 1), pilot=pilot)
+            flat = run.values(observed=True)
+        else:
+            rows = [_run_once(fn, {k: v[i] for k, v in draws.items()}, args, kwargs)
+                    for i in range(total)]
+            flat = {k: torch.stack([row[k] for row in rows]) for k in rows[0]} if rows else {}
+    return {k: v.reshape(*lead, *v.shape[1:]) for k, v in flat.items()}
