@@ -124,12 +124,25 @@ class Elementwise(Prim):
             return _scale(tape, args[0], -1.0)
         if self.name == "div" and is_var(args[0]) and not is_var(args[1]):
             return _scale(tape, args[0], 1.0 / torch.as_tensor(args[1], dtype=torch.float64))
+        if self.name in ("add", "sub") and is_var(args[0]) and is_var(args[1]):
+            negated = _negated(tape, args[1])  # a + (-1 * b) is a - b, a - (-1 * b) is a + b
+            if negated is not None:
+                return tape.apply(SUB if self.name == "add" else ADD, args[0], negated)
+            if self.name == "add" and _negated(tape, args[0]) is not None:
+                return tape.apply(SUB, args[1], _negated(tape, args[0]))
+        if self.name == "mul" and is_var(args[0]) and is_var(args[1]):
+            for i in (0, 1):  # float a scalar factor outwards, where later ones can fold into it
+                scaled = _scaled(tape, args[i])
+                if scaled is not None and isinstance(scaled[1], float):
+                    return _scale(tape, tape.apply(MUL, scaled[0], args[1 - i]), scaled[1])
         if self.name == "mul" and is_var(args[0]) != is_var(args[1]):
             var, factor = (args[0], args[1]) if is_var(args[0]) else (args[1], args[0])
+            scaled = _scaled(tape, var)
+            if scaled is not None:
+                return _scale(tape, scaled[0], scaled[1] * factor)
             inner = tape.defining(var)
-            if inner is not None and inner.prim is MUL and not all(is_var(a) for a in inner.args):
-                inner_var, inner_factor = (inner.args[0], inner.args[1]) if is_var(inner.args[0]) else inner.args[::-1]
-                return _scale(tape, inner_var, inner_factor * factor)
+            if inner is not None and inner.prim is DIV and not is_var(inner.args[0]):
+                return tape.apply(DIV, inner.args[0] * factor, inner.args[1])  # (k / y) * c
         return None
 
     def vjp(self, tape, g, out, *args, **attrs):
@@ -148,6 +161,25 @@ def _is_number(value: Value, number: float) -> bool:
     if isinstance(value, torch.Tensor) and value.dim() == 0:
         value = value.item()
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == number
+
+
+def _scaled(tape: Tape, x: Var) -> tuple[Var, Value] | None:
+    """``(y, k)`` when ``x`` was recorded as ``y * k`` for a constant ``k``, else None."""
+    inner = tape.defining(x)
+    if inner is None or inner.prim is not MUL or is_var(inner.args[0]) == is_var(inner.args[1]):
+        return None
+    return (inner.args[0], inner.args[1]) if is_var(inner.args[0]) else (inner.args[1], inner.args[0])
+
+
+def _negated(tape: Tape, x: Var) -> Var | None:
+    """``y`` when ``x`` was recorded as ``y * -1.0``, else None."""
+    inner = tape.defining(x)
+    if inner is None or inner.prim is not MUL:
+        return None
+    for i in (0, 1):
+        if is_var(inner.args[i]) and _is_number(inner.args[1 - i], -1.0):
+            return inner.args[i]
+    return None
 
 
 def _scale(tape: Tape, x: Var, factor: Value) -> Value:
