@@ -44,7 +44,8 @@ __all__ = [
     "sample",
 ]
 
-from .conjugate import CONJUGATE_PRIORS, Conjugate, ConjugatePrior, Likelihood, conjugate_match  # noqa: E402
+from .conjugate import Conjugate, conjugate_match  # noqa: E402
+from .conjugate_priors import CONJUGATE_PRIORS, ConjugatePrior, Likelihood  # noqa: E402
 from .gibbs import DiscreteGibbs, GibbsUpdate  # noqa: E402
 from .kernel_update import KernelUpdate  # noqa: E402
 from .site_program import SiteProgram  # noqa: E402

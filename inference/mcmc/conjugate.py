@@ -1,31 +1,20 @@
 """Conjugate Gibbs updates: exact draws from a site's full conditional when the graph shows a
-conjugate pair.
+conjugate pair (the pairs and their posteriors: :mod:`ppl.inference.mcmc.conjugate_priors`).
 
-A latent ``theta`` gets a conjugate update when its prior family is in
-:data:`CONJUGATE_PRIORS` and every child in the graph (``random_dag`` successors: observe or
-sample nodes) uses it *directly* as one parameter of a matching likelihood: the parameter is
-``theta`` up to broadcasting (``expand``, ``broadcast_tensors``, a deterministic site), up to
-a power (``theta ** -0.5`` as a Normal scale is a precision), and for a Categorical up to the
+A latent ``theta`` gets a conjugate update when its prior family is in ``CONJUGATE_PRIORS``
+and every child in the graph (``random_dag`` successors: observe or sample nodes) uses it
+*directly* as one parameter of a matching likelihood: the parameter is ``theta`` up to
+broadcasting (``expand``, ``broadcast_tensors``, a deterministic site), up to a power
+(``theta ** -0.5`` as a Normal scale is a precision), and for a Categorical up to the
 normalization ``theta / theta.sum(-1, keepdim=True)``; no other parameter, nor the child's
 observed value, depends on ``theta``; no site involved is scaled (tempered or subsampled).
 Indexing (``locs[z]``) is not direct use: such a site is left to another kernel.
+``conjugate_match`` says which pair matched, or why none did.
 
-=================  ========================================  =============================
-prior              likelihood (parameter)                    posterior
-=================  ========================================  =============================
-Normal(m, s)       Normal(loc=theta, scale=sd)               Normal, precisions add
-Beta(a, b)         Bernoulli(probs=theta), Binomial(n, theta) Beta(a + sum y, b + sum(n - y))
-Gamma(a, b)        Poisson(rate=theta)                       Gamma(a + sum y, b + count)
-Gamma(a, b)        Normal(loc, scale=theta ** -0.5)           Gamma(a + count/2, b + SS/2)
-Dirichlet(alpha)   Categorical(probs=theta)                  Dirichlet(alpha + counts)
-=================  ========================================  =============================
-
-Each prior keeps its parameters in an additive form (:attr:`ConjugatePrior.natural`) and each
-likelihood adds its sufficient statistics (:attr:`Likelihood.stats`), summed over every
-dimension the child broadcasts ``theta`` along; ``Independent`` wrappers are looked through.
-The statistics are computed per chain by a :class:`~ppl.inference.mcmc.site_program.SiteProgram`
-over the site and its children. Add a pair by adding a ``Likelihood`` to a prior's tuple (or a
-new ``ConjugatePrior``) in ``CONJUGATE_PRIORS``.
+The prior's natural parameters and each child's sufficient statistics, summed over every
+dimension the child broadcasts ``theta`` along (``Independent`` wrappers are looked
+through), are computed per chain by a :class:`~ppl.inference.mcmc.site_program.SiteProgram`
+over the site and its children; their sum parameterizes the posterior draw.
 
     >>> import torch
     >>> from ppl import model, plate, sample
@@ -53,7 +42,6 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent
-from torch.nn.functional import one_hot
 
 from ppl.ir import DistSpec, Graph, Node, Ref
 from ppl.ir.analysis import random_dag
@@ -61,104 +49,12 @@ from ppl.ir.errors import IRError
 from ppl.ir.node import iter_refs
 from ppl.passes.rewriting import probe
 
+from .conjugate_priors import CONJUGATE_PRIORS, ConjugatePrior, Likelihood, Stats
 from .gibbs import Values
 from .rng import RNG, is_per_chain
 from .site_program import SiteProgram
 
-__all__ = [
-    "CONJUGATE_PRIORS",
-    "Conjugate",
-    "ConjugatePrior",
-    "Likelihood",
-    "conjugate_match",
-]
-
-Stats = tuple[Tensor, ...]
-
-
-@dataclass(frozen=True)
-class Likelihood:
-    """A child family whose parameter ``param`` is ``theta ** power``; ``stats(dist, value)``
-    are its additive contributions to the prior's natural parameters (elementwise, before
-    summing to ``theta``'s shape). ``normalized``: the parameter may also be ``theta``
-    divided by its sum over the last dim (the same value for a simplex-valued ``theta``)."""
-
-    family: str
-    param: str
-    stats: Callable[[Distribution, Tensor], Stats]
-    power: float = 1.0
-    normalized: bool = False
-
-
-@dataclass(frozen=True)
-class ConjugatePrior:
-    """A prior family: ``natural(dist)`` its parameters in additive form, ``draw(params,
-    generator)`` one draw from the posterior with the summed ``params``."""
-
-    family: str
-    natural: Callable[[Distribution], Stats]
-    draw: Callable[[Stats, torch.Generator], Tensor]
-    likelihoods: tuple[Likelihood, ...]
-
-
-def _gamma(concentration: Tensor, generator: torch.Generator) -> Tensor:
-    draw = torch._standard_gamma(concentration, generator=generator)
-    return draw.clamp(min=torch.finfo(draw.dtype).tiny)
-
-
-def _dirichlet(concentration: Tensor, generator: torch.Generator) -> Tensor:
-    gammas = _gamma(concentration, generator)
-    return gammas / gammas.sum(-1, keepdim=True)
-
-
-def _normal_draw(params: Stats, generator: torch.Generator) -> Tensor:
-    weighted_mean, precision = params
-    noise = torch.randn(precision.shape, generator=generator, dtype=precision.dtype)
-    return weighted_mean / precision + noise * precision.rsqrt()
-
-
-CONJUGATE_PRIORS: dict[str, ConjugatePrior] = {
-    "Normal": ConjugatePrior(
-        "Normal",
-        lambda d: (d.loc / d.scale**2, d.scale**-2),
-        _normal_draw,
-        (Likelihood("Normal", "loc",
-                    lambda d, y: (y / d.scale**2, torch.ones_like(y) / d.scale**2)),),
-    ),
-    "Beta": ConjugatePrior(
-        "Beta",
-        lambda d: (d.concentration1, d.concentration0),
-        lambda params, g: _dirichlet(torch.stack(params, -1), g)[..., 0],
-        (
-            Likelihood("Bernoulli", "probs", lambda d, y: (y, 1.0 - y)),
-            Likelihood("Binomial", "probs", lambda d, y: (y, d.total_count - y)),
-        ),
-    ),
-    "Gamma": ConjugatePrior(
-        "Gamma",
-        lambda d: (d.concentration, d.rate),
-        lambda params, g: _gamma(params[0], g) / params[1],
-        (
-            Likelihood("Poisson", "rate", lambda d, y: (y, torch.ones_like(y))),
-            Likelihood(
-                "Normal", "scale", lambda d, y: (0.5 * torch.ones_like(y), 0.5 * (y - d.loc) ** 2),
-                power=-0.5,
-            ),
-        ),
-    ),
-    "Dirichlet": ConjugatePrior(
-        "Dirichlet",
-        lambda d: (d.concentration,),
-        lambda params, g: _dirichlet(params[0], g),
-        (
-            Likelihood(
-                "Categorical", "probs",
-                lambda d, y: (one_hot(y.long(), d.probs.shape[-1]).to(d.probs.dtype),),
-                normalized=True,
-            ),
-        ),
-    ),
-}
+__all__ = ["Conjugate", "conjugate_match"]
 
 # -- detection from the graph -------------------------------------------------------------
 
@@ -212,6 +108,11 @@ def _projected(graph: Graph, node: Node):
     return source.args[k]
 
 
+def _number(arg) -> float | None:
+    """A literal Python number argument as a float, else None."""
+    return float(arg) if type(arg) in (int, float) else None
+
+
 def _trace(graph: Graph, arg) -> tuple[str, float, bool] | None:
     """``(latent node name, power, normalized)`` when ``arg`` is a latent's value raised to
     ``power`` up to broadcasting (and normalization over the last dim), else None."""
@@ -230,9 +131,9 @@ def _trace(graph: Graph, arg) -> tuple[str, float, bool] | None:
             arg = args[0]
         elif target in _POWERS:
             power, arg = power * _POWERS[target], args[0]
-        elif target in _POW and len(args) == 2 and type(args[1]) in (int, float):
+        elif target in _POW and len(args) == 2 and _number(args[1]) is not None:
             power, arg = power * args[1], args[0]
-        elif target in _RECIPROCAL and len(args) == 2 and args[1] == 1.0:
+        elif target in _RECIPROCAL and len(args) == 2 and _number(args[1]) == 1.0:
             power, arg = -power, args[0]
         elif target in _DIV and len(args) == 2 and _is_sum_of(graph, args[1], args[0]):
             normalized, arg = True, args[0]

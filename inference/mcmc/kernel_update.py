@@ -4,11 +4,12 @@ The block's sites are continuous latents; every other latent is conditioned on (
 ``condition`` pass turns it into an observation whose value is an input of the graph), and
 the graph is lowered with :class:`~ppl.inference.lowering.FlatModel`. Each chain has its own
 values of the other sites, so the flat log density is vmapped over chains with those values
-as per-chain data (``FlatModel.log_density_fn(z, data)`` for one position); the kernel must
-therefore evaluate every chain's row, in chain order, so NUTS runs with ``compact=False``
-(its compaction passes a subset of the chains). Before each
-transition the state's log density and gradient are recomputed when another block has moved
-since the last one (the kernel's cached values belong to the old conditional).
+as per-chain data (``FlatModel.log_density_fn(z, data)`` for one position, the autograd
+backend: the generated potential bakes inputs in as constants). The kernel must therefore
+evaluate every chain's row, in chain order, so NUTS runs with ``compact=False`` (its
+compaction passes a subset of the chains). Before each transition the state's log density
+and gradient are recomputed when another block has moved since the last one (the kernel's
+cached values belong to the old conditional).
 
 Warmup adapts the kernel's step size and metric with Stan's windowed scheme
 (:class:`~ppl.inference.mcmc.adaptation.WindowAdaptation`) during the first ``num_warmup``

@@ -209,6 +209,12 @@ class _Transition:
         self.hist_lw.append(sub.lw)
         return sub
 
+    def lw_steps(self) -> Tensor:
+        """``-H`` of all steps so far, in build order ``(steps, C)``."""
+        if len(self.hist_lw) > 1:
+            self.hist_lw[:] = [torch.cat(self.hist_lw)]
+        return self.hist_lw[0]
+
     def single(self, max_tree_depth: int) -> tuple[State, Info]:
         """The doublings of one chain: the choices are Python branches on Python numbers (the
         same comparisons of the same values as :meth:`batched`)."""
@@ -256,7 +262,9 @@ class _Transition:
         return self.finish(proposal, counts[0], counts[1], num_steps - 1)
 
     def batched(self, max_tree_depth: int, compact: bool) -> tuple[State, Info]:
-        """The doublings of several chains in lockstep, the choices as ``where`` masks."""
+        """The doublings of several chains in lockstep, the choices as ``where`` masks. The
+        proposal is kept as an index into the points in build order (the initial one, then
+        each subtree's steps) and gathered once at the end."""
         state = self.state
         z0, lp0, g0 = state.position, state.log_density, state.grad
         num_chains = z0.shape[0]
@@ -265,7 +273,8 @@ class _Transition:
         never, none = (_constant(v, torch.int64, device) for v in (_NEVER, -1))
         right = left = torch.stack((z0, self.p0, g0))
         rho, log_w = self.p0, self.lw0
-        prop_zg, prop_lpw = torch.stack((z0, g0)), torch.stack((lp0, self.lw0))
+        points_z, points_g, points_lp = [z0], [g0], [lp0.unsqueeze(0)]
+        proposal = torch.zeros(num_chains, dtype=torch.int64, device=device)
         forward_pre = (self.log_u[:_PREDRAWN_DOUBLINGS] < self.log_half).unsqueeze(-1)
         sign_pre = torch.where(forward_pre, one, minus_one)
         active = torch.ones(num_chains, dtype=torch.bool, device=device)
@@ -296,16 +305,17 @@ class _Transition:
             size = _constant(n, torch.int64, device)
             valid = first_bad >= size
             depth += valid
-            cum = torch.logcumsumexp(sub.lw, 0)
-            log_w_sub = cum[-1]
-            take = valid & (log_top < log_w_sub - log_w)
-            if bool(take.any()):
-                chosen = torch.where(log_u_steps < sub.lw - cum, column(0, n, device), none).amax(0)
-                sub_zg = torch.stack(sub.zs + sub.gs)[torch.stack((chosen, chosen + size)), chains]
-                sub_lpw = torch.stack((sub.lp, sub.lw))[:, chosen, chains]
-                prop_zg = torch.where(take.unsqueeze(-1), sub_zg, prop_zg)
-                prop_lpw = torch.where(take, sub_lpw, prop_lpw)
-            log_w = torch.logaddexp(log_w, log_w_sub)
+            points_z += sub.zs
+            points_g += sub.gs
+            points_lp.append(sub.lp)
+            if len(sub.zs) == n:  # else it was cut short: no chain takes it or goes on
+                cum = torch.logcumsumexp(sub.lw, 0)
+                log_w_sub = cum[-1]
+                take = valid & (log_top < log_w_sub - log_w)
+                points = column(n, 2 * n, device)  # the subtree's steps in build order
+                chosen = torch.where(log_u_steps < sub.lw - cum, points, none).amax(0)
+                proposal = torch.where(take, chosen, proposal)
+                log_w = torch.logaddexp(log_w, log_w_sub)
             active = first_bad == never
             if j + 1 == max_tree_depth or not bool(active.any()):
                 break
@@ -319,8 +329,11 @@ class _Transition:
         # Steps per doubling: up to the first failing one, none once finished.
         steps = torch.stack(first_bads).add_(1).clamp_(min=0)
         num_steps = torch.minimum(steps, _sizes(len(first_bads), device)).sum(0)
-        proposal = (*prop_zg.unbind(0), *prop_lpw.unbind(0))
-        return self.finish(proposal, num_steps, depth, (num_steps - 1).unsqueeze(0))
+        lw_points = torch.cat((self.lw0.unsqueeze(0), self.lw_steps()))
+        at = (proposal, chains)
+        picked = (torch.stack(points_z)[at], torch.stack(points_g)[at],
+                  torch.cat(points_lp)[at], lw_points[at])
+        return self.finish(picked, num_steps, depth, (num_steps - 1).unsqueeze(0))
 
     def finish(self, proposal: tuple[Tensor, ...], num_steps: Tensor, depth: Tensor,
                last: int | Tensor) -> tuple[State, Info]:
@@ -329,7 +342,7 @@ class _Transition:
         ``last`` step (an index, or ``(1, C)`` indices), from a running sum, so they do not
         depend on other chains' steps."""
         z, g, lp, lw = proposal
-        lw_all = torch.cat(self.hist_lw) if len(self.hist_lw) > 1 else self.hist_lw[0]
+        lw_all = self.lw_steps()
         metro = torch.cumsum((lw_all - self.lw0).clamp_(max=0.0).exp_(), 0)
         if isinstance(last, int):
             metro_last, lw_last = metro[last], lw_all[last]
