@@ -16,7 +16,14 @@ plain lockstep (``compact=False``), compaction (the default), ``chain_method="se
 step sizes differ by factors of 2 (``eps/2^c``: their trees differ in depth, so lockstep
 chains wait for the deepest).
 
-Run: ``.venv/bin/python bench/mcmc_kernels.py [--iterations 200] [--repeats 5]``.
+A first table isolates NUTS's own cost on a trivially cheap density (10-d and 30-d standard
+normal) at fixed step sizes, i.e. at tree depths 2 to 6: kernel overhead per leapfrog step
+(thread CPU time outside the density, per density call; the minimum over repeats, since
+other processes only ever add time) and torch calls per leapfrog step (counted with a
+``TorchFunctionMode``, the density's own four excluded: a load-independent measure).
+
+Run: ``.venv/bin/python bench/mcmc_kernels.py [--iterations 200] [--repeats 5]
+[--overhead-only]``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import statistics
 import time
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ppl.inference.mcmc import HMC, NUTS, chain_generators, sample
 
@@ -53,15 +61,16 @@ def logistic25(n: int = 5000, d: int = 25):
 
 
 class Timed:
-    """Wraps a log density, accumulating wall time spent inside it and the call count."""
+    """Wraps a log density, accumulating the time spent inside it (by ``clock``: wall time
+    by default) and the call count."""
 
-    def __init__(self, fn):
-        self.fn, self.seconds, self.calls = fn, 0.0, 0
+    def __init__(self, fn, clock=time.perf_counter):
+        self.fn, self.clock, self.seconds, self.calls = fn, clock, 0.0, 0
 
     def __call__(self, z):
-        start = time.perf_counter()
+        start = self.clock()
         out = self.fn(z)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         self.calls += 1
         return out
 
@@ -116,6 +125,46 @@ def measure(kernel, fn, dim, chains, iterations, repeats, method="batched", spre
     return [statistics.median(col) for col in zip(*rows, strict=True)]
 
 
+class _CountCalls(TorchFunctionMode):
+    """Counts torch calls (functions, methods, operators) made while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def nuts_overhead(dim, chains, step_size, iterations, repeats):
+    """NUTS on a standard normal with a fixed step size: (kernel overhead in us per leapfrog
+    step, torch calls per leapfrog step, leapfrog steps per transition)."""
+    fn, _ = normal100()
+    z0 = torch.randn(chains, dim, generator=torch.Generator().manual_seed(1),
+                     dtype=torch.float64)
+    times = []
+    for r in range(repeats):
+        timed = Timed(fn, clock=time.thread_time)
+        kernel = NUTS(timed, step_size=step_size)
+        state, gens = kernel.init(z0), chain_generators(100 + r, chains)
+        timed.seconds, timed.calls = 0.0, 0
+        start = time.thread_time()
+        for _ in range(iterations):
+            state, _ = kernel.step(gens, state)
+        times.append(((time.thread_time() - start - timed.seconds) / timed.calls * 1e6,
+                      timed.calls / iterations))
+    counted = Timed(fn)
+    kernel = NUTS(counted, step_size=step_size)
+    state, gens = kernel.init(z0), chain_generators(100, chains)
+    counted.calls = 0
+    with _CountCalls() as mode:
+        for _ in range(iterations):
+            state, _ = kernel.step(gens, state)
+    overhead = min(t for t, _ in times)
+    return overhead, mode.calls / counted.calls - 4, statistics.median(c for _, c in times)
+
+
 def density_threads(fn, dim, chains, threads, calls=300):
     torch.set_num_threads(threads)
     z = torch.randn(chains, dim, dtype=torch.float64) * 0.1
@@ -135,8 +184,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the NUTS overhead table on a cheap density")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(f"{'NUTS, standard normal':<22} {'eps':>5} {'chains':>6} {'steps/iter':>10} "
+          f"{'overhead us/step':>17} {'torch calls/step':>17}")
+    for dim in (10, 30):
+        for step_size in (1.0, 0.5, 0.2, 0.05):
+            iterations = max(20, round(args.iterations * step_size))
+            for chains in (1, 4):
+                over, calls, steps = nuts_overhead(dim, chains, step_size, iterations,
+                                                   args.repeats)
+                print(f"{f'D = {dim}':<22} {step_size:>5} {chains:>6} {steps:>10.1f} "
+                      f"{over:>17.1f} {calls:>17.1f}", flush=True)
+    if args.overhead_only:
+        return
+    print()
     header = (f"{'target':<11} {'config':<26} {'grads/s':>9} {'density%':>9} "
               f"{'overhead us/step':>17} {'steps/iter':>10} {'padding%':>9}")
     print(header)

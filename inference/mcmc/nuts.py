@@ -24,29 +24,34 @@ The acceptance statistic for step-size adaptation is the mean over all integrate
 
 Batching: all chains step in lockstep through the same doubling ``j`` and step ``k``, each
 with its own direction, step size, metric, masks and proposals. A chain that has finished its
-transition (or whose subtree died) waits, stepping with step size 0, until the deepest chain
-is done; with ``compact=True`` (the default) it is also left out of the log density calls.
-Measured in ``bench/mcmc_kernels.py``: when the chains need different depths, lockstep pads
-~25-55% of the chain-steps, which costs nothing for a cheap density (a call costs the same
-for 1 or 4 rows; batched still beats one chain after another by 2-3x) and is recovered by
-compaction for an expensive one (logistic regression, N = 5000: 1.85x the throughput of plain
-lockstep, 1.3x that of sequential chains); compaction costs 5-15% on cheap densities.
+transition (or whose subtree died) waits until the deepest chain is done: with
+``compact=True`` (the default) it is left out of the log density calls (its unused position
+drifts), else it steps with step size 0 and stays where it is. Measured in
+``bench/mcmc_kernels.py``: when the chains need different depths, lockstep pads ~25-55% of
+the chain-steps, which costs nothing for a cheap density (a call costs the same for 1 or 4
+rows; batched still beats one chain after another by 2-3x) and is recovered by compaction
+for an expensive one (logistic regression, N = 5000: 1.85x the throughput of plain lockstep,
+1.3x that of sequential chains); compaction costs 5-15% on cheap densities.
 
 Cost: on CPU a torch operation on small tensors costs 1.5-6 us here, comparable to a small
 model's whole gradient, so what a transition costs beyond the density is its number of torch
-operations. The leapfrog loop issues three per step (positions, momenta and gradients are
-kept per step, out of place, never copied). Everything else is computed once per *chunk* of
-steps, vectorized over the steps: velocities, energies, divergences, the running momentum
-sums (one ``cumsum``), and every U-turn check whose block ends in the chunk, including the
-three checks of the merge with the old tree, as one gather and one batched dot product
+operations (``bench/mcmc_kernels.py`` counts them). The leapfrog loop issues two per step: the
+closing half step of the momentum at one point and the opening one of the next are merged,
+and positions, half-step momenta and gradients are kept per step, out of place, never copied.
+Everything else is computed once per *chunk* of steps, vectorized over the steps: the
+points' momenta, velocities, energies, divergences, the running momentum sums (one
+``cumsum``) and every U-turn check whose block ends in the chunk, including the three checks
+of the merge with the old tree, as one gather and one batched dot product
 (:func:`~.uturn.check_plan`); a chain's first failing check or step is one ``amin``. A chunk
 is the whole subtree up to 16 steps, then a quarter of it. The checks are lazy but exact: a
 chain's subtree is cut at its first failing step, so the draws do not depend on the chunking;
 the steps integrated after a failure within the chunk are the price (they count in
 ``MCMCRun.num_grad_evals``, not in the chain's ``num_grad_evals``). Per doubling there is one
-synchronizing read (does any chain go on?) plus one when some chain may take the subtree's
-proposal, whose multinomial draw is then computed for all steps at once. With one chain the
-per-doubling choices are Python branches instead of ``where`` masks.
+synchronizing read (does any chain go on?); the multinomial draw within the subtree is
+computed for all its steps at once. With one chain the per-doubling choices are Python
+branches on Python numbers read from the tensors, and the proposal is a reference to one
+step; with several they are ``where`` masks, and the proposal is an index into all points
+of the transition in build order (kept until its end), gathered once.
 
 Randomness per chain and transition: one normal draw of ``D + 41`` numbers (the momentum, and
 through the normal CDF the uniforms of the first five doublings); deeper doublings draw
