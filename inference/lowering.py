@@ -67,7 +67,8 @@ class _FlatCodeGen(LogDensityCodeGen):
 
     signature = "z, data=None, params=None"
 
-    def __init__(self, graph: Graph, blocks: dict[str, LatentBlock], fn_name: str, returns_values: bool):
+    def __init__(self, graph: Graph, blocks: dict[str, LatentBlock], fn_name: str,
+                 returns_values: bool):
         super().__init__(graph, fn_name)
         self.blocks = blocks
         self.returns_values = returns_values
@@ -82,7 +83,8 @@ class _FlatCodeGen(LogDensityCodeGen):
         block, v = self.blocks[node.address], self.var(node.name)
         dist = self.dist_expr(DistSpec(node.target, node.kwargs))
         self.emit(f"_d = {dist}")
-        self.emit(f"_u = z[{block.offset}:{block.offset + block.size}].reshape({block.unconstrained_shape!r})")
+        piece = f"z[{block.offset}:{block.offset + block.size}]"
+        self.emit(f"_u = {piece}.reshape({block.unconstrained_shape!r})")
         self.emit("_t = _biject_to(_d.support)")
         self.emit(f"{v} = _t(_u)")
         self.add_term(node, f"_d.log_prob({v}).sum()")
@@ -108,7 +110,8 @@ class FlatModel:
         self.supports = supports
         self.dim = sum(b.size for b in blocks)
         by_address = {b.address: b for b in blocks}
-        self.log_density_fn: Callable = _FlatCodeGen(graph, by_address, "flat_log_density", False).compile()
+        self.log_density_fn: Callable = _FlatCodeGen(graph, by_address, "flat_log_density",
+                                                      False).compile()
         self.values_fn: Callable = _FlatCodeGen(graph, by_address, "flat_values", True).compile()
         self._batched = torch.func.vmap(self.log_density_fn)
         self._batched_values = torch.func.vmap(self.values_fn)

@@ -20,7 +20,9 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
     for shape in shapes:
         for i, size in enumerate(shape, start=rank - len(shape)):
             if size != 1 and result[i] not in (1, size):
-                raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} cannot be broadcast together")
+                raise RuntimeError(
+                    f"shapes {[tuple(s) for s in shapes]} cannot be broadcast together"
+                )
             if size != 1:
                 result[i] = size
     return tuple(result)

@@ -12,8 +12,13 @@ import ppl.stdlib
 
 # ppl.stdlib and ppl.inference live in their own folders (pyproject's package-dir), so each
 # package is walked from its own path.
-MODULES = sorted({info.name for package in (ppl, ppl.stdlib, ppl.inference)
-                  for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")})
+MODULES = sorted(
+    {
+        info.name
+        for package in (ppl, ppl.stdlib, ppl.inference)
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+    }
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

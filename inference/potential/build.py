@@ -60,9 +60,13 @@ def _uniform_as_float(value: Any, site_shape: tuple[int, ...]) -> Any:
     """A constant parameter whose entries are all equal (``Normal(zeros(8), ones(8))``) as one
     float, so ``x - 0.0`` and ``x / 1.0`` vanish; only where the site's value already carries
     the parameter's shape, so no broadcast is lost."""
-    if (isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 0
-            and broadcast_shapes(tuple(value.shape), site_shape) == tuple(site_shape)
-            and bool((value == value.reshape(-1)[0]).all())):
+    if (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.numel() > 0
+        and broadcast_shapes(tuple(value.shape), site_shape) == tuple(site_shape)
+        and bool((value == value.reshape(-1)[0]).all())
+    ):
         return float(value.reshape(-1)[0])
     return value
 
@@ -70,12 +74,16 @@ def _uniform_as_float(value: Any, site_shape: tuple[int, ...]) -> Any:
 class TapeInterpreter(Interpreter):
     """Evaluate a graph with position-dependent values as tape ``Var`` s; collect log terms."""
 
-    def __init__(self, graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]):
+    def __init__(
+        self, graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
+    ):
         super().__init__(graph)
         self.tape = Tape()
         self.blocks = {b.address: b for b in blocks}
         self.supports = supports
-        self.latents = {b.address: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)}
+        self.latents = {
+            b.address: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)
+        }
         self.terms: list[Value] = []
         self.constant = 0.0
 
@@ -119,19 +127,24 @@ class TapeInterpreter(Interpreter):
             return
         family, params = self._univariate(spec.family, params)
         if family not in LOG_PROBS:
-            raise Unsupported(f"no generated log density for family {family} (site {node.address!r})")
+            raise Unsupported(
+                f"no generated log density for family {family} (site {node.address!r})"
+            )
         value_shape = shape_of(value)
         if family not in EVENT_DIMS:
             params = {k: _uniform_as_float(v, value_shape) for k, v in params.items()}
         terms = LOG_PROBS[family](value, **params)
-        batch = value_shape[:len(value_shape) - EVENT_DIMS.get(family, 0)]
+        batch = value_shape[: len(value_shape) - EVENT_DIMS.get(family, 0)]
         full = broadcast_shapes(batch, *(shape_of(t) for t in terms))
         for term in terms:
             self.add_term(term, full, weight)
 
     def _params(self, spec: DistSpec) -> dict[str, Any]:
         """Resolved parameters; 0-d constants become Python floats so they fold and simplify."""
-        return {k: (v if isinstance(v, DistSpec) else _scalar_as_float(self.resolve(v))) for k, v in spec.params}
+        return {
+            k: (v if isinstance(v, DistSpec) else _scalar_as_float(self.resolve(v)))
+            for k, v in spec.params
+        }
 
     def _univariate(self, family: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Unwrap ``Independent`` (the total log density sums every dimension anyway)."""
@@ -149,10 +162,14 @@ class TapeInterpreter(Interpreter):
         if node.target == "Uniform":
             params = self._params(spec)
             bounds = (params["low"], params["high"])
-        elif contains_var(list(self._params(spec).values())) and _has_tensor_bounds(self.supports[node.address]):
+        elif contains_var(list(self._params(spec).values())) and _has_tensor_bounds(
+            self.supports[node.address]
+        ):
             raise Unsupported(f"support of {node.address!r} depends on other latents")
         block = self.blocks[node.address]
-        value, log_det = unconstrain(self.supports[node.address], self.latents[node.address], bounds)
+        value, log_det = unconstrain(
+            self.supports[node.address], self.latents[node.address], bounds
+        )
         value = P.reshape(value, block.shape)
         for term in log_det:
             self.add_term(term, block.unconstrained_shape)
@@ -180,11 +197,17 @@ class TapeInterpreter(Interpreter):
         for term in self.terms:
             log_density = term + log_density
         grads = self.tape.gradients(log_density, list(self.latents.values()))
-        parts = [g if is_var(g) else torch.broadcast_to(torch.as_tensor(g, dtype=torch.float64), b.unconstrained_shape)
-                 for g, b in zip(grads, self.blocks.values(), strict=True)]
+        parts = [
+            g
+            if is_var(g)
+            else torch.broadcast_to(torch.as_tensor(g, dtype=torch.float64), b.unconstrained_shape)
+            for g, b in zip(grads, self.blocks.values(), strict=True)
+        ]
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
-        prologue = ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}"
-                                         for var, b in zip(self.latents.values(), self.blocks.values(), strict=True)]
+        prologue = ["C = z.shape[0]"] + [
+            f"{var.name} = {_block_slice(b)}"
+            for var, b in zip(self.latents.values(), self.blocks.values(), strict=True)
+        ]
         return self.tape.compile([log_density, grad], ["z"], "potential", prologue)
 
 
@@ -198,10 +221,15 @@ def _block_slice(block: Any) -> str:
 
 
 def _has_tensor_bounds(support: constraints.Constraint) -> bool:
-    return any(isinstance(getattr(support, attr, None), torch.Tensor) for attr in ("lower_bound", "upper_bound"))
+    return any(
+        isinstance(getattr(support, attr, None), torch.Tensor)
+        for attr in ("lower_bound", "upper_bound")
+    )
 
 
-def build_potential(graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]) -> Callable:
+def build_potential(
+    graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
+) -> Callable:
     """The generated ``fn(z) -> (log_density, grad)`` of a (conditioned) graph, or
     ``Unsupported`` naming what the generated path cannot express."""
     return TapeInterpreter(graph, blocks, supports).compile()

@@ -57,7 +57,9 @@ def _mean(tape, x, dim=None, keepdim=False):
 
 
 def _reshape_to(tape, x, *shape):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
+    shape = (
+        shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)) else shape
+    )
     target = tuple(torch.empty(x.shape, dtype=torch.float64).reshape(shape).shape)
     return P.reshape(x, target)
 
@@ -65,22 +67,30 @@ def _reshape_to(tape, x, *shape):
 def _static_shape_op(method: str) -> Rule:
     """An op that only changes the shape (unsqueeze, squeeze, flatten...): a reshape whose
     target is computed once from the per-chain shape."""
+
     def rule(tape, x, *args, **kwargs):
-        target = tuple(getattr(torch.empty(x.shape, dtype=torch.float64), method)(*args, **kwargs).shape)
+        target = tuple(
+            getattr(torch.empty(x.shape, dtype=torch.float64), method)(*args, **kwargs).shape
+        )
         return P.reshape(x, target)
+
     return rule
 
 
 def _expand(tape, x, *sizes):
-    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)) else sizes
+    sizes = (
+        sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)) else sizes
+    )
     target = tuple(torch.empty(x.shape, dtype=torch.float64).expand(tuple(sizes)).shape)
     return x if target == x.shape else tape.apply(P.EXPAND, x, shape=target)
 
 
 def _broadcast_tensors(tape, *values):
     shape = broadcast_shapes(*(shape_of(v) for v in values))
-    return tuple(_expand(tape, v, shape) if is_var(v) else torch.broadcast_to(torch.as_tensor(v), shape)
-                 for v in values)
+    return tuple(
+        _expand(tape, v, shape) if is_var(v) else torch.broadcast_to(torch.as_tensor(v), shape)
+        for v in values
+    )
 
 
 def _getitem(tape, x, index):
@@ -117,8 +127,12 @@ def _cat(tape, parts, dim=0):
 def _stack(tape, parts, dim=0):
     rank = len(shape_of(parts[0])) + 1
     d = dim % rank
-    expanded = [P.reshape(p, shape_of(p)[:d] + (1,) + shape_of(p)[d:]) if is_var(p)
-                else torch.as_tensor(p, dtype=torch.float64).unsqueeze(d) for p in parts]
+    expanded = [
+        P.reshape(p, shape_of(p)[:d] + (1,) + shape_of(p)[d:])
+        if is_var(p)
+        else torch.as_tensor(p, dtype=torch.float64).unsqueeze(d)
+        for p in parts
+    ]
     return _cat(tape, expanded, d)
 
 
@@ -161,38 +175,92 @@ def _pow(tape, a, b):
 def _constant_like(fill: float | None) -> Rule:
     """``x.new_ones(size)``, ``torch.zeros_like(x)``...: a constant that depends on ``x`` only
     through its shape (``fill=None``: the value is the call's ``fill_value`` argument)."""
+
     def rule(tape, x, *args, **kwargs):
         kwargs.pop("dtype", None), kwargs.pop("device", None), kwargs.pop("requires_grad", None)
         args = list(args)
         size = shape_of(x) if not args or fill is None and len(args) == 1 else args.pop(0)
         value = fill if fill is not None else (args.pop(0) if args else kwargs.pop("fill_value"))
         return torch.full(tuple(size), float(value), dtype=torch.float64)
+
     return rule
 
 
-_SWAPPED = {"radd": "add", "rsub": "sub", "rmul": "mul", "rtruediv": "truediv", "rdiv": "truediv",
-            "rpow": "pow", "rmatmul": "matmul"}
+_SWAPPED = {
+    "radd": "add",
+    "rsub": "sub",
+    "rmul": "mul",
+    "rtruediv": "truediv",
+    "rdiv": "truediv",
+    "rpow": "pow",
+    "rmatmul": "matmul",
+}
 
 CALL_RULES: dict[str, Rule] = {
     "identity": lambda tape, x: x,
-    "add": _binary(P.ADD), "sub": _binary(P.SUB), "mul": _binary(P.MUL), "truediv": _binary(P.DIV),
-    "div": _binary(P.DIV), "pow": _pow, "matmul": _binary(P.MATMUL), "mv": _binary(P.MATMUL),
-    "mm": _binary(P.MATMUL), "dot": _binary(P.MATMUL), "neg": _unary(P.NEG), "negative": _unary(P.NEG),
-    "exp": _unary(P.EXP), "log": _unary(P.LOG), "log1p": _unary(P.LOG1P), "expm1": _unary(P.EXPM1),
-    "sqrt": _unary(P.SQRT), "square": _unary(P.SQUARE), "abs": _unary(P.ABS), "sigmoid": _unary(P.SIGMOID),
-    "expit": _unary(P.SIGMOID), "logsigmoid": _unary(P.LOGSIGMOID), "softplus": _unary(P.SOFTPLUS),
-    "tanh": _unary(P.TANH), "sin": _unary(P.SIN), "cos": _unary(P.COS), "reciprocal": _unary(P.RECIPROCAL),
-    "lgamma": _unary(P.LGAMMA), "gammaln": _unary(P.LGAMMA), "digamma": _unary(P.DIGAMMA),
-    "erf": _unary(P.ERF), "sum": _sum, "mean": _mean, "reshape": _reshape_to, "view": _reshape_to,
-    "flatten": _static_shape_op("flatten"), "unsqueeze": _static_shape_op("unsqueeze"),
-    "squeeze": _static_shape_op("squeeze"), "expand": _expand, "broadcast_to": _expand,
-    "broadcast_tensors": _broadcast_tensors, "getitem": _getitem, "permute": _permute,
-    "transpose": _transpose, "t": _transpose, "attr": _attr, "cat": _cat, "concat": _cat, "stack": _stack,
-    "cumsum": _cumsum, "logsumexp": _logsumexp, "log_softmax": _log_softmax, "softmax": _softmax,
-    "new_ones": _constant_like(1.0), "new_zeros": _constant_like(0.0), "ones_like": _constant_like(1.0),
-    "zeros_like": _constant_like(0.0), "full_like": _constant_like(None),
-    "to": _to, "type_as": lambda tape, x, other: _to(tape, x, getattr(other, "dtype", None)),
-    "double": lambda tape, x: x, "float": lambda tape, x: x, "where": _where,
+    "add": _binary(P.ADD),
+    "sub": _binary(P.SUB),
+    "mul": _binary(P.MUL),
+    "truediv": _binary(P.DIV),
+    "div": _binary(P.DIV),
+    "pow": _pow,
+    "matmul": _binary(P.MATMUL),
+    "mv": _binary(P.MATMUL),
+    "mm": _binary(P.MATMUL),
+    "dot": _binary(P.MATMUL),
+    "neg": _unary(P.NEG),
+    "negative": _unary(P.NEG),
+    "exp": _unary(P.EXP),
+    "log": _unary(P.LOG),
+    "log1p": _unary(P.LOG1P),
+    "expm1": _unary(P.EXPM1),
+    "sqrt": _unary(P.SQRT),
+    "square": _unary(P.SQUARE),
+    "abs": _unary(P.ABS),
+    "sigmoid": _unary(P.SIGMOID),
+    "expit": _unary(P.SIGMOID),
+    "logsigmoid": _unary(P.LOGSIGMOID),
+    "softplus": _unary(P.SOFTPLUS),
+    "tanh": _unary(P.TANH),
+    "sin": _unary(P.SIN),
+    "cos": _unary(P.COS),
+    "reciprocal": _unary(P.RECIPROCAL),
+    "lgamma": _unary(P.LGAMMA),
+    "gammaln": _unary(P.LGAMMA),
+    "digamma": _unary(P.DIGAMMA),
+    "erf": _unary(P.ERF),
+    "sum": _sum,
+    "mean": _mean,
+    "reshape": _reshape_to,
+    "view": _reshape_to,
+    "flatten": _static_shape_op("flatten"),
+    "unsqueeze": _static_shape_op("unsqueeze"),
+    "squeeze": _static_shape_op("squeeze"),
+    "expand": _expand,
+    "broadcast_to": _expand,
+    "broadcast_tensors": _broadcast_tensors,
+    "getitem": _getitem,
+    "permute": _permute,
+    "transpose": _transpose,
+    "t": _transpose,
+    "attr": _attr,
+    "cat": _cat,
+    "concat": _cat,
+    "stack": _stack,
+    "cumsum": _cumsum,
+    "logsumexp": _logsumexp,
+    "log_softmax": _log_softmax,
+    "softmax": _softmax,
+    "new_ones": _constant_like(1.0),
+    "new_zeros": _constant_like(0.0),
+    "ones_like": _constant_like(1.0),
+    "zeros_like": _constant_like(0.0),
+    "full_like": _constant_like(None),
+    "to": _to,
+    "type_as": lambda tape, x, other: _to(tape, x, getattr(other, "dtype", None)),
+    "double": lambda tape, x: x,
+    "float": lambda tape, x: x,
+    "where": _where,
     **{op: _binary(prim) for op, prim in P.COMPARISONS.items()},
 }
 

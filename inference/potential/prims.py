@@ -83,14 +83,18 @@ def sum_to(tape: Tape, x: Value, logical: tuple[int, ...], target: tuple[int, ..
     """``x`` broadcast to ``logical`` and summed down to ``target`` (unbroadcasting)."""
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return x * math.prod(logical) / math.prod(target) if logical != target else x
-    if tuple(logical) == tuple(target) or (shape_of(x) == tuple(target) and _no_reduction(logical, target)):
+    if tuple(logical) == tuple(target) or (
+        shape_of(x) == tuple(target) and _no_reduction(logical, target)
+    ):
         return x
     return tape.apply(SUM_TO, x, logical=tuple(logical), target=tuple(target))
 
 
 def _no_reduction(logical, target) -> bool:
     pad = (1,) * (len(logical) - len(target)) + tuple(target)
-    return len(logical) == len(target) and all(t == o or o == 1 for t, o in zip(pad, logical, strict=True))
+    return len(logical) == len(target) and all(
+        t == o or o == 1 for t, o in zip(pad, logical, strict=True)
+    )
 
 
 def materialize(tape: Tape, g: Value, shape: tuple[int, ...]) -> Value:
@@ -149,12 +153,19 @@ class Elementwise(Prim):
         if self._vjp_rule is None:
             return (None,) * len(args)
         contributions = self._vjp_rule(g, out, *args)
-        return tuple(None if c is None or not is_var(a) else sum_to(tape, c, out.shape, shape_of(a))
-                     for a, c in zip(args, contributions, strict=True))
+        return tuple(
+            None if c is None or not is_var(a) else sum_to(tape, c, out.shape, shape_of(a))
+            for a, c in zip(args, contributions, strict=True)
+        )
 
 
-_IDENTITIES = {"add": (0.0, (0, 1)), "sub": (0.0, (1,)), "mul": (1.0, (0, 1)), "div": (1.0, (1,)),
-               "pow": (1.0, (1,))}
+_IDENTITIES = {
+    "add": (0.0, (0, 1)),
+    "sub": (0.0, (1,)),
+    "mul": (1.0, (0, 1)),
+    "div": (1.0, (1,)),
+    "pow": (1.0, (1,)),
+}
 
 
 def _is_number(value: Value, number: float) -> bool:
@@ -168,7 +179,9 @@ def _scaled(tape: Tape, x: Var) -> tuple[Var, Value] | None:
     inner = tape.defining(x)
     if inner is None or inner.prim is not MUL or is_var(inner.args[0]) == is_var(inner.args[1]):
         return None
-    return (inner.args[0], inner.args[1]) if is_var(inner.args[0]) else (inner.args[1], inner.args[0])
+    return (
+        (inner.args[0], inner.args[1]) if is_var(inner.args[0]) else (inner.args[1], inner.args[0])
+    )
 
 
 def _negated(tape: Tape, x: Var) -> Var | None:
@@ -191,7 +204,11 @@ def _scale(tape: Tape, x: Var, factor: Value) -> Value:
 
 
 def _t(value):  # a constant as a tensor, for torch functions that refuse Python numbers
-    return value if isinstance(value, torch.Tensor) or is_var(value) else torch.tensor(float(value), dtype=torch.float64)
+    return (
+        value
+        if isinstance(value, torch.Tensor) or is_var(value)
+        else torch.tensor(float(value), dtype=torch.float64)
+    )
 
 
 ADD = Elementwise("add", lambda a, b: a + b, "{} + {}", lambda g, o, a, b: (g, g))
@@ -199,52 +216,106 @@ SUB = Elementwise("sub", lambda a, b: a - b, "{} - {}", lambda g, o, a, b: (g, -
 MUL = Elementwise("mul", lambda a, b: a * b, "{} * {}", lambda g, o, a, b: (g * b, g * a))
 DIV = Elementwise("div", lambda a, b: a / b, "{} / {}", lambda g, o, a, b: (g / b, -g * o / b))
 NEG = Elementwise("neg", lambda a: -a, "-{}", lambda g, o, a: (-g,))
-POW = Elementwise("pow", lambda a, b: a**b, "{} ** {}",
-                  lambda g, o, a, b: (g * b * a ** (b - 1), g * o * log(a) if is_var(b) else None))
+POW = Elementwise(
+    "pow",
+    lambda a, b: a**b,
+    "{} ** {}",
+    lambda g, o, a, b: (g * b * a ** (b - 1), g * o * log(a) if is_var(b) else None),
+)
 EXP = Elementwise("exp", lambda a: torch.exp(_t(a)), "torch.exp({})", lambda g, o, a: (g * o,))
 LOG = Elementwise("log", lambda a: torch.log(_t(a)), "torch.log({})", lambda g, o, a: (g / a,))
-LOG1P = Elementwise("log1p", lambda a: torch.log1p(_t(a)), "torch.log1p({})", lambda g, o, a: (g / (1.0 + a),))
-EXPM1 = Elementwise("expm1", lambda a: torch.expm1(_t(a)), "torch.expm1({})", lambda g, o, a: (g * (o + 1.0),))
-SQRT = Elementwise("sqrt", lambda a: torch.sqrt(_t(a)), "torch.sqrt({})", lambda g, o, a: (g * 0.5 / o,))
-SQUARE = Elementwise("square", lambda a: torch.square(_t(a)), "torch.square({})", lambda g, o, a: (g * 2.0 * a,))
-ABS = Elementwise("abs", lambda a: torch.abs(_t(a)), "torch.abs({})", lambda g, o, a: (g * sign(a),))
+LOG1P = Elementwise(
+    "log1p", lambda a: torch.log1p(_t(a)), "torch.log1p({})", lambda g, o, a: (g / (1.0 + a),)
+)
+EXPM1 = Elementwise(
+    "expm1", lambda a: torch.expm1(_t(a)), "torch.expm1({})", lambda g, o, a: (g * (o + 1.0),)
+)
+SQRT = Elementwise(
+    "sqrt", lambda a: torch.sqrt(_t(a)), "torch.sqrt({})", lambda g, o, a: (g * 0.5 / o,)
+)
+SQUARE = Elementwise(
+    "square", lambda a: torch.square(_t(a)), "torch.square({})", lambda g, o, a: (g * 2.0 * a,)
+)
+ABS = Elementwise(
+    "abs", lambda a: torch.abs(_t(a)), "torch.abs({})", lambda g, o, a: (g * sign(a),)
+)
 SIGN = Elementwise("sign", lambda a: torch.sign(_t(a)), "torch.sign({})")
-SIGMOID = Elementwise("sigmoid", lambda a: torch.sigmoid(_t(a)), "torch.sigmoid({})",
-                      lambda g, o, a: (g * o * (1.0 - o),))
-LOGSIGMOID = Elementwise("logsigmoid", lambda a: torch.nn.functional.logsigmoid(_t(a)),
-                         "torch.nn.functional.logsigmoid({})", lambda g, o, a: (g * sigmoid(-a),))
-SOFTPLUS = Elementwise("softplus", lambda a: torch.nn.functional.softplus(_t(a)),
-                       "torch.nn.functional.softplus({})", lambda g, o, a: (g * sigmoid(a),))
-TANH = Elementwise("tanh", lambda a: torch.tanh(_t(a)), "torch.tanh({})", lambda g, o, a: (g * (1.0 - o * o),))
+SIGMOID = Elementwise(
+    "sigmoid",
+    lambda a: torch.sigmoid(_t(a)),
+    "torch.sigmoid({})",
+    lambda g, o, a: (g * o * (1.0 - o),),
+)
+LOGSIGMOID = Elementwise(
+    "logsigmoid",
+    lambda a: torch.nn.functional.logsigmoid(_t(a)),
+    "torch.nn.functional.logsigmoid({})",
+    lambda g, o, a: (g * sigmoid(-a),),
+)
+SOFTPLUS = Elementwise(
+    "softplus",
+    lambda a: torch.nn.functional.softplus(_t(a)),
+    "torch.nn.functional.softplus({})",
+    lambda g, o, a: (g * sigmoid(a),),
+)
+TANH = Elementwise(
+    "tanh", lambda a: torch.tanh(_t(a)), "torch.tanh({})", lambda g, o, a: (g * (1.0 - o * o),)
+)
 SIN = Elementwise("sin", lambda a: torch.sin(_t(a)), "torch.sin({})", lambda g, o, a: (g * cos(a),))
-COS = Elementwise("cos", lambda a: torch.cos(_t(a)), "torch.cos({})", lambda g, o, a: (-g * sin(a),))
-RECIPROCAL = Elementwise("reciprocal", lambda a: torch.reciprocal(_t(a)), "torch.reciprocal({})",
-                         lambda g, o, a: (-g * o * o,))
-TRIGAMMA = Elementwise("trigamma", lambda a: torch.special.polygamma(1, _t(a)),
-                       "torch.special.polygamma(1, {})")
-DIGAMMA = Elementwise("digamma", lambda a: torch.special.digamma(_t(a)), "torch.special.digamma({})",
-                      lambda g, o, a: (g * trigamma(a),))
-LGAMMA = Elementwise("lgamma", lambda a: torch.lgamma(_t(a)), "torch.lgamma({})",
-                     lambda g, o, a: (g * digamma(a),))
-ERF = Elementwise("erf", lambda a: torch.erf(_t(a)), "torch.erf({})",
-                  lambda g, o, a: (g * (2.0 / math.sqrt(math.pi)) * exp(-a * a),))
+COS = Elementwise(
+    "cos", lambda a: torch.cos(_t(a)), "torch.cos({})", lambda g, o, a: (-g * sin(a),)
+)
+RECIPROCAL = Elementwise(
+    "reciprocal",
+    lambda a: torch.reciprocal(_t(a)),
+    "torch.reciprocal({})",
+    lambda g, o, a: (-g * o * o,),
+)
+TRIGAMMA = Elementwise(
+    "trigamma", lambda a: torch.special.polygamma(1, _t(a)), "torch.special.polygamma(1, {})"
+)
+DIGAMMA = Elementwise(
+    "digamma",
+    lambda a: torch.special.digamma(_t(a)),
+    "torch.special.digamma({})",
+    lambda g, o, a: (g * trigamma(a),),
+)
+LGAMMA = Elementwise(
+    "lgamma", lambda a: torch.lgamma(_t(a)), "torch.lgamma({})", lambda g, o, a: (g * digamma(a),)
+)
+ERF = Elementwise(
+    "erf",
+    lambda a: torch.erf(_t(a)),
+    "torch.erf({})",
+    lambda g, o, a: (g * (2.0 / math.sqrt(math.pi)) * exp(-a * a),),
+)
 MAXIMUM = Elementwise("maximum", lambda a, b: torch.maximum(_t(a), _t(b)), "torch.maximum({}, {})")
-WHERE = Elementwise("where", lambda c, a, b: torch.where(c, _t(a), _t(b)), "torch.where({}, {}, {})",
-                    lambda g, o, c, a, b: (None, where(c, g, 0.0), where(c, 0.0, g)))
-COMPARISONS = {op: Elementwise(op, getattr(torch, op), f"torch.{op}({{}}, {{}})")
-               for op in ("lt", "le", "gt", "ge", "eq", "ne")}
+WHERE = Elementwise(
+    "where",
+    lambda c, a, b: torch.where(c, _t(a), _t(b)),
+    "torch.where({}, {}, {})",
+    lambda g, o, c, a, b: (None, where(c, g, 0.0), where(c, 0.0, g)),
+)
+COMPARISONS = {
+    op: Elementwise(op, getattr(torch, op), f"torch.{op}({{}}, {{}})")
+    for op in ("lt", "le", "gt", "ge", "eq", "ne")
+}
 
 
 def _unary(prim):
     def apply(x: Value) -> Value:
         return x.tape.apply(prim, x) if is_var(x) else prim.evaluate(x)
+
     apply.__name__ = prim.name
     return apply
 
 
 exp, log, log1p, sigmoid, sign, sin, cos, trigamma, digamma = map(
-    _unary, (EXP, LOG, LOG1P, SIGMOID, SIGN, SIN, COS, TRIGAMMA, DIGAMMA))
-lgamma, softplus, logsigmoid, square, expm1 = map(_unary, (LGAMMA, SOFTPLUS, LOGSIGMOID, SQUARE, EXPM1))
+    _unary, (EXP, LOG, LOG1P, SIGMOID, SIGN, SIN, COS, TRIGAMMA, DIGAMMA)
+)
+lgamma, softplus, logsigmoid, square, expm1 = map(
+    _unary, (LGAMMA, SOFTPLUS, LOGSIGMOID, SQUARE, EXPM1)
+)
 
 
 def where(cond: Value, a: Value, b: Value) -> Value:
@@ -263,7 +334,11 @@ class Sum(Prim):
     name = "sum"
 
     def fn(self, x, dims=None, keepdim=False):
-        return torch.as_tensor(x).sum(dims, keepdim=keepdim) if dims is not None else torch.as_tensor(x).sum()
+        return (
+            torch.as_tensor(x).sum(dims, keepdim=keepdim)
+            if dims is not None
+            else torch.as_tensor(x).sum()
+        )
 
     def emit(self, tape, out, x, dims=None, keepdim=False):
         dims = tuple(range(x.ndim)) if dims is None else dims
@@ -284,7 +359,9 @@ class SumTo(Prim):
     name = "sum_to"
 
     def fn(self, x, logical, target):
-        return torch.broadcast_to(torch.as_tensor(x, dtype=torch.float64), logical).sum_to_size(target)
+        return torch.broadcast_to(torch.as_tensor(x, dtype=torch.float64), logical).sum_to_size(
+            target
+        )
 
     def emit(self, tape, out, x, logical, target):
         rank, lead = len(logical), len(logical) - len(target)
@@ -369,15 +446,19 @@ class ScatterAdd(Prim):
 
     def fn(self, g, positions, shape):
         out = torch.zeros(math.prod(shape), dtype=torch.float64)
-        return out.index_add_(0, positions.reshape(-1), torch.as_tensor(g).reshape(-1)).reshape(shape)
+        return out.index_add_(0, positions.reshape(-1), torch.as_tensor(g).reshape(-1)).reshape(
+            shape
+        )
 
     def infer(self, g, positions, shape):
         return tuple(shape), torch.float64
 
     def emit(self, tape, out, g, positions, shape):
         flat_positions = tape.const(positions.reshape(-1))
-        return (f"{g.name}.new_zeros((C, {math.prod(shape)})).index_add_(1, {flat_positions}, "
-                f"{g.name}.reshape(C, -1)).reshape({(-1, *shape)!r})")
+        return (
+            f"{g.name}.new_zeros((C, {math.prod(shape)})).index_add_(1, {flat_positions}, "
+            f"{g.name}.reshape(C, -1)).reshape({(-1, *shape)!r})"
+        )
 
 
 class MatMul(Prim):
@@ -415,9 +496,15 @@ class MatMul(Prim):
                 grad_a = tape.apply(MATMUL, g, transpose(b))
         if is_var(b):
             if ra == 1:
-                grad_b = g * a if rb == 1 else reshape(a, (shape_of(a)[0], 1)) * reshape(g, (1, out.shape[-1]))
+                grad_b = (
+                    g * a
+                    if rb == 1
+                    else reshape(a, (shape_of(a)[0], 1)) * reshape(g, (1, out.shape[-1]))
+                )
             else:
-                grad_b = tape.apply(MATMUL, g, a) if rb == 1 else tape.apply(MATMUL, transpose(a), g)
+                grad_b = (
+                    tape.apply(MATMUL, g, a) if rb == 1 else tape.apply(MATMUL, transpose(a), g)
+                )
         return grad_a, grad_b
 
 
@@ -437,7 +524,10 @@ class Concat(Prim):
         return torch.cat([torch.as_tensor(p, dtype=torch.float64) for p in parts], dim)
 
     def emit(self, tape, out, parts, dim):
-        items = [p.name if is_var(p) else f"{tape.const(p)}.expand(C, *{tuple(p.shape)!r})" for p in parts]
+        items = [
+            p.name if is_var(p) else f"{tape.const(p)}.expand(C, *{tuple(p.shape)!r})"
+            for p in parts
+        ]
         return f"torch.cat([{', '.join(items)}], {dim % out.ndim + 1})"
 
     def vjp(self, tape, g, out, parts, dim):
@@ -445,7 +535,9 @@ class Concat(Prim):
         axis, start, contributions = dim % out.ndim, 0, []
         for p in parts:
             size = shape_of(p)[axis]
-            contributions.append(tape.apply(NARROW, g, dim=axis, start=start, length=size) if is_var(p) else None)
+            contributions.append(
+                tape.apply(NARROW, g, dim=axis, start=start, length=size) if is_var(p) else None
+            )
             start += size
         return (contributions,)
 
@@ -511,10 +603,14 @@ class LogSumExp(Prim):
         return torch.logsumexp(torch.as_tensor(x), dim, keepdim=keepdim)
 
     def emit(self, tape, out, x, dim, keepdim=False):
-        return f"torch.logsumexp({x.name}, {_batched_dims(_dims(dim), x.ndim)!r}, keepdim={keepdim})"
+        return (
+            f"torch.logsumexp({x.name}, {_batched_dims(_dims(dim), x.ndim)!r}, keepdim={keepdim})"
+        )
 
     def vjp(self, tape, g, out, x, dim, keepdim=False):
-        kept = tuple(1 if i in {d % x.ndim for d in _dims(dim)} else n for i, n in enumerate(x.shape))
+        kept = tuple(
+            1 if i in {d % x.ndim for d in _dims(dim)} else n for i, n in enumerate(x.shape)
+        )
         g_kept = reshape(materialize(tape, g, out.shape), kept)
         out_kept = reshape(out, kept)
         return (g_kept * exp(x - out_kept),)
@@ -541,13 +637,22 @@ def _dims(dim) -> tuple[int, ...]:
 SUM, SUM_TO, EXPAND, RESHAPE, PERMUTE = Sum(), SumTo(), Expand(), Reshape(), Permute()
 GATHER, SCATTER_ADD, MATMUL, CAT, NARROW = Gather(), ScatterAdd(), MatMul(), Concat(), Narrow()
 COLUMNS = Columns()
-CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = CumSum(), ReverseCumSum(), LogSumExp(), LogSoftmax()
+CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = (
+    CumSum(),
+    ReverseCumSum(),
+    LogSumExp(),
+    LogSoftmax(),
+)
 
 
 def reshape(x: Value, shape: tuple[int, ...]) -> Value:
     if shape_of(x) == tuple(shape):
         return x
-    return x.tape.apply(RESHAPE, x, shape=tuple(shape)) if is_var(x) else torch.as_tensor(x).reshape(shape)
+    return (
+        x.tape.apply(RESHAPE, x, shape=tuple(shape))
+        if is_var(x)
+        else torch.as_tensor(x).reshape(shape)
+    )
 
 
 def sum_all(x: Value) -> Value:

@@ -55,16 +55,35 @@ class Var:
 
         return self.tape.apply(getattr(prims, prim_name), *args)
 
-    def __add__(self, other): return self._op("ADD", self, other)
-    def __radd__(self, other): return self._op("ADD", other, self)
-    def __sub__(self, other): return self._op("SUB", self, other)
-    def __rsub__(self, other): return self._op("SUB", other, self)
-    def __mul__(self, other): return self._op("MUL", self, other)
-    def __rmul__(self, other): return self._op("MUL", other, self)
-    def __truediv__(self, other): return self._op("DIV", self, other)
-    def __rtruediv__(self, other): return self._op("DIV", other, self)
-    def __neg__(self): return self._op("NEG", self)
-    def __pow__(self, other): return self._op("POW", self, other)
+    def __add__(self, other):
+        return self._op("ADD", self, other)
+
+    def __radd__(self, other):
+        return self._op("ADD", other, self)
+
+    def __sub__(self, other):
+        return self._op("SUB", self, other)
+
+    def __rsub__(self, other):
+        return self._op("SUB", other, self)
+
+    def __mul__(self, other):
+        return self._op("MUL", self, other)
+
+    def __rmul__(self, other):
+        return self._op("MUL", other, self)
+
+    def __truediv__(self, other):
+        return self._op("DIV", self, other)
+
+    def __rtruediv__(self, other):
+        return self._op("DIV", other, self)
+
+    def __neg__(self):
+        return self._op("NEG", self)
+
+    def __pow__(self, other):
+        return self._op("POW", self, other)
 
 
 def is_var(value: Value) -> bool:
@@ -108,7 +127,9 @@ def _vars(value: Value):
             yield from _vars(v)
 
 
-def _accumulate(adjoints: dict[str, Value], args: Sequence[Value], contributions: Sequence[Value]) -> None:
+def _accumulate(
+    adjoints: dict[str, Value], args: Sequence[Value], contributions: Sequence[Value]
+) -> None:
     """Add each contribution to its argument's adjoint (list arguments get a list)."""
     for arg, contribution in zip(args, contributions, strict=True):
         if contribution is None:
@@ -200,8 +221,9 @@ class Tape:
         """Source text for a constant: a literal for numbers, a bound global otherwise."""
         if isinstance(value, bool) or value is None or isinstance(value, int):
             return repr(value)
-        if isinstance(value, float) or (isinstance(value, torch.Tensor) and value.dim() == 0
-                                        and value.is_floating_point()):
+        if isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point()
+        ):
             # a bound 0-d tensor: cheaper per op than a Python float, which torch wraps per call
             return self._scalar(float(value))
         key = id(value)
@@ -219,13 +241,22 @@ class Tape:
             self.namespace[name] = torch.tensor(number, dtype=torch.float64)
         return self._const_names[key]
 
-    def source(self, outputs: Sequence[Value], input_names: Sequence[str], fn_name: str = "potential",
-               prologue: Sequence[str] = ()) -> str:
+    def source(
+        self,
+        outputs: Sequence[Value],
+        input_names: Sequence[str],
+        fn_name: str = "potential",
+        prologue: Sequence[str] = (),
+    ) -> str:
         lines = [f"def {fn_name}({', '.join(input_names)}):", *("    " + line for line in prologue)]
         for instr in self.live(outputs):
             expr = instr.prim.emit(self, instr.out, *instr.args, **instr.attrs)
             lines.append(f"    {instr.out.name} = {expr}")
-        lines.append("    return " + ", ".join(self.ref(o) for o in outputs) + ("," if len(outputs) == 1 else ""))
+        lines.append(
+            "    return "
+            + ", ".join(self.ref(o) for o in outputs)
+            + ("," if len(outputs) == 1 else "")
+        )
         return "\n".join(lines) + "\n"
 
     def ref(self, value: Value) -> str:
@@ -233,10 +264,16 @@ class Tape:
         if is_var(value):
             return value.name
         value = torch.as_tensor(value, dtype=torch.float64)
-        return f"torch.as_tensor({self.const(value)}, dtype=torch.float64).expand(C, *{tuple(value.shape)!r})"
+        as_tensor = f"torch.as_tensor({self.const(value)}, dtype=torch.float64)"
+        return f"{as_tensor}.expand(C, *{tuple(value.shape)!r})"
 
-    def compile(self, outputs: Sequence[Value], input_names: Sequence[str], fn_name: str = "potential",
-                prologue: Sequence[str] = ()) -> Callable:
+    def compile(
+        self,
+        outputs: Sequence[Value],
+        input_names: Sequence[str],
+        fn_name: str = "potential",
+        prologue: Sequence[str] = (),
+    ) -> Callable:
         src = self.source(outputs, input_names, fn_name, prologue)
         exec(compile(src, f"<ppl generated {fn_name}>", "exec"), self.namespace)
         fn = self.namespace[fn_name]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
 from ppl.primitives import as_tensor

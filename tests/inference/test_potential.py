@@ -132,8 +132,13 @@ def matrix_ops(x):
 
 
 CASES = {
-    "eight_schools": (eight_schools, (torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18]),
-                                      torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12]))),
+    "eight_schools": (
+        eight_schools,
+        (
+            torch.tensor([15.0, 10, 16, 11, 9, 11, 10, 18]),
+            torch.tensor([28.0, 8, -3, 7, -1, 1, 18, 12]),
+        ),
+    ),
     "logistic": (logistic, (X, Y_BIN)),
     "varying_intercept": (varying_intercept, (GROUP, X, Y)),
     "ar2": (ar2, (Y,)),
@@ -146,7 +151,9 @@ CASES = {
 
 
 def assert_same_potential(flat: FlatModel, chains: int = 3, seed: int = 0) -> None:
-    z = torch.randn(chains, flat.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = torch.randn(
+        chains, flat.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     log_p, grad = flat.log_density_and_grad(z)
     ref_log_p, ref_grad = flat.autograd_log_density_and_grad(z)
     assert log_p.shape == (chains,) and grad.shape == (chains, flat.dim)
@@ -199,9 +206,27 @@ def model_specs(draw):
         observed = draw(st.booleans())
         family = draw(st.sampled_from(CONTINUOUS + (["Bernoulli", "Poisson"] if observed else [])))
         parents = draw(st.lists(st.sampled_from(range(i)), max_size=2, unique=True)) if i else []
-        sites.append({"name": f"s{i}", "family": family, "parents": parents, "observed": observed,
-                      "plate": draw(st.sampled_from([None, 2, 3]))})
+        sites.append(
+            {
+                "name": f"s{i}",
+                "family": family,
+                "parents": parents,
+                "observed": observed,
+                "plate": draw(st.sampled_from([None, 2, 3])),
+            }
+        )
     return sites
+
+
+RANDOM_FAMILIES = {
+    "Normal": lambda signal: Normal(signal, 1.5),
+    "Gamma": lambda signal: Gamma(torch.exp(0.1 * signal) + 0.5, 1.0),
+    "Beta": lambda signal: Beta(torch.sigmoid(signal) + 0.5, 1.5),
+    "HalfCauchy": lambda signal: HalfCauchy(torch.nn.functional.softplus(signal) + 0.1),
+    "StudentT": lambda signal: StudentT(4.0, signal, 2.0),
+    "Bernoulli": lambda signal: Bernoulli(logits=signal),
+    "Poisson": lambda signal: Poisson(torch.exp(0.2 * signal)),
+}
 
 
 def spec_model(sites, data):
@@ -211,16 +236,10 @@ def spec_model(sites, data):
     def random_model():
         values = {}
         for site in sites:
-            signal = sum((values[sites[j]["name"]].mean() for j in site["parents"]), torch.tensor(0.0))
-            dist = {
-                "Normal": lambda: Normal(signal, 1.5),
-                "Gamma": lambda: Gamma(torch.exp(0.1 * signal) + 0.5, 1.0),
-                "Beta": lambda: Beta(torch.sigmoid(signal) + 0.5, 1.5),
-                "HalfCauchy": lambda: HalfCauchy(torch.nn.functional.softplus(signal) + 0.1),
-                "StudentT": lambda: StudentT(4.0, signal, 2.0),
-                "Bernoulli": lambda: Bernoulli(logits=signal),
-                "Poisson": lambda: Poisson(torch.exp(0.2 * signal)),
-            }[site["family"]]()
+            signal = sum(
+                (values[sites[j]["name"]].mean() for j in site["parents"]), torch.tensor(0.0)
+            )
+            dist = RANDOM_FAMILIES[site["family"]](signal)
             obs = data.get(site["name"])
             if site["plate"] is None:
                 values[site["name"]] = sample(site["name"], dist, obs=obs)
@@ -253,21 +272,35 @@ FAMILY_CASES = {
     "LogNormal": (lambda a, b: LogNormal(a, POSITIVE(b)), torch.tensor([0.3, 2.0])),
     "Cauchy": (lambda a, b: Cauchy(a, POSITIVE(b)), torch.tensor([0.3, -4.0])),
     "HalfCauchy": (lambda a, b: HalfCauchy(POSITIVE(a * b)), torch.tensor([0.3, 4.0])),
-    "StudentT": (lambda a, b: StudentT(POSITIVE(a) + 1.0, b, POSITIVE(a - b)), torch.tensor([0.3, -4.0])),
+    "StudentT": (
+        lambda a, b: StudentT(POSITIVE(a) + 1.0, b, POSITIVE(a - b)),
+        torch.tensor([0.3, -4.0]),
+    ),
     "Laplace": (lambda a, b: Laplace(a, POSITIVE(b)), torch.tensor([0.3, -4.0])),
     "Exponential": (lambda a, b: Exponential(POSITIVE(a + b)), torch.tensor([0.3, 4.0])),
     "Gamma": (lambda a, b: Gamma(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 4.0])),
     "InverseGamma": (lambda a, b: InverseGamma(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 4.0])),
     "Beta": (lambda a, b: Beta(POSITIVE(a), POSITIVE(b)), torch.tensor([0.3, 0.9])),
     "Uniform": (lambda a, b: Uniform(a - 5.0, POSITIVE(b) + 5.0), torch.tensor([0.3, -0.9])),
-    "Bernoulli(probs)": (lambda a, b: Bernoulli(probs=torch.sigmoid(a - b)), torch.tensor([0.0, 1.0])),
+    "Bernoulli(probs)": (
+        lambda a, b: Bernoulli(probs=torch.sigmoid(a - b)),
+        torch.tensor([0.0, 1.0]),
+    ),
     "Bernoulli(logits)": (lambda a, b: Bernoulli(logits=a - b), torch.tensor([0.0, 1.0])),
-    "Binomial(probs)": (lambda a, b: Binomial(7, probs=torch.sigmoid(a * b)), torch.tensor([0.0, 5.0])),
+    "Binomial(probs)": (
+        lambda a, b: Binomial(7, probs=torch.sigmoid(a * b)),
+        torch.tensor([0.0, 5.0]),
+    ),
     "Binomial(logits)": (lambda a, b: Binomial(7, logits=a * b), torch.tensor([0.0, 5.0])),
     "Poisson": (lambda a, b: Poisson(POSITIVE(a + b)), torch.tensor([0.0, 5.0])),
-    "Categorical(probs)": (lambda a, b: Categorical(probs=POSITIVE(torch.stack([a, b, a + b], -1))),
-                           torch.tensor([0, 2])),
-    "Categorical(logits)": (lambda a, b: Categorical(logits=torch.stack([a, b, a * b], -1)), torch.tensor([1, 2])),
+    "Categorical(probs)": (
+        lambda a, b: Categorical(probs=POSITIVE(torch.stack([a, b, a + b], -1))),
+        torch.tensor([0, 2]),
+    ),
+    "Categorical(logits)": (
+        lambda a, b: Categorical(logits=torch.stack([a, b, a * b], -1)),
+        torch.tensor([1, 2]),
+    ),
 }
 
 
