@@ -67,9 +67,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     repeats = parser.parse_args().repeats
     torch.set_num_threads(1)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} torch thread(s), "
           f"torch {torch.__version__}, python {platform.python_version()}")
-    print(f"{'model':14s} {'nodes':>6s} {'trace ms':>10s} {'trace-path us':>14s} {'generated us':>14s} {'speedup':>9s}")
+    print(f"{'model':14s} {'nodes':>6s} {'trace ms':>10s} "
+          f"{'trace-path us':>14s} {'generated us':>14s} {'speedup':>9s}")
     report("eight_schools", eight_schools, (SIGMA,), {"y": Y}, repeats)
     y = torch.cumsum(torch.randn(100, generator=torch.Generator().manual_seed(0)), 0)
     report("state_space100", state_space, (y,), {}, repeats)

@@ -27,7 +27,8 @@ def eight_schools(sigma, y=None):
 def main(short: bool = False) -> None:
     prior = eight_schools.sample(SIGMA, seed=0, num_samples=2_000)
     spread = prior["y"].abs().quantile(0.9)
-    print(f"prior predictive: 90% of |y| below {float(spread):.1f} (observed max {float(Y.abs().max()):.0f})")
+    print(f"prior predictive: 90% of |y| below {float(spread):.1f} "
+          f"(observed max {float(Y.abs().max()):.0f})")
 
     result = infer(eight_schools, SIGMA, y=Y, seed=0,
                    method=Importance(num_samples=5_000 if short else 100_000))

@@ -48,7 +48,9 @@ class Importance:
     num_samples: int = 1000
     guide: Model | Callable | None = None
 
-    def run(self, model: Model, args: tuple, kwargs: dict, *, passes: Sequence[Callable] = ()) -> WeightedPosterior:
+    def run(
+        self, model: Model, args: tuple, kwargs: dict, *, passes: Sequence[Callable] = ()
+    ) -> WeightedPosterior:
         if passes:
             raise ValueError(
                 "Importance runs on the trace path and cannot apply graph passes; "

@@ -26,7 +26,9 @@ class InferenceMethod(Protocol):
     applies them before lowering, one that runs on the trace path must refuse them.
     """
 
-    def run(self, model: Model, args: tuple, kwargs: dict, *, passes: Sequence[Callable]) -> Any: ...
+    def run(
+        self, model: Model, args: tuple, kwargs: dict, *, passes: Sequence[Callable]
+    ) -> Any: ...
 
 
 def infer(
@@ -41,6 +43,8 @@ def infer(
     if not isinstance(model, Model):
         model = Model(model)
     if not isinstance(method, InferenceMethod):
-        raise TypeError(f"method must have a run(model, args, kwargs, *, passes) method, got {method!r}")
+        raise TypeError(
+            f"method must have a run(model, args, kwargs, *, passes) method, got {method!r}"
+        )
     with _seeded(seed):
         return method.run(model, args, kwargs, passes=tuple(passes))

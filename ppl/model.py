@@ -66,7 +66,9 @@ class Model:
             )
         unknown = sorted(set(values) - set(tr.sites))
         if unknown:
-            raise ModelError(f"log_density got values for {unknown}, which are not sites of {self!r}")
+            raise ModelError(
+                f"log_density got values for {unknown}, which are not sites of {self!r}"
+            )
         return tr.log_joint()
 
     def graph(self, *args, **kwargs):
@@ -81,7 +83,8 @@ class Model:
         key = _signature_key(args, kwargs)
         cached = self._graphs.get(key) if key is not None else None
         if cached is not None:
-            return cached.replace(data={**cached.data, **_input_bindings(cached, self.fn, args, kwargs)})
+            bindings = _input_bindings(cached, self.fn, args, kwargs)
+            return cached.replace(data={**cached.data, **bindings})
         graph = trace_graph(self, *args, **kwargs)
         if key is not None and not graph.attrs.get("reads_data"):
             self._graphs[key] = graph
@@ -101,7 +104,10 @@ def _signature_key(args: tuple, kwargs: dict) -> tuple | None:
         raise TypeError
 
     try:
-        return (tuple(describe(a) for a in args), tuple(sorted((k, describe(v)) for k, v in kwargs.items())))
+        return (
+            tuple(describe(a) for a in args),
+            tuple(sorted((k, describe(v)) for k, v in kwargs.items())),
+        )
     except TypeError:
         return None
 
@@ -111,8 +117,11 @@ def _input_bindings(graph, fn: Callable, args: tuple, kwargs: dict) -> dict[str,
     bound = inspect.signature(fn).bind(*args, **kwargs)
     out = {}
     for pname, value in bound.arguments.items():
-        tensors = [value] if isinstance(value, torch.Tensor) else [
-            v for v in (value if isinstance(value, (list, tuple)) else ()) if isinstance(v, torch.Tensor)]
+        if isinstance(value, torch.Tensor):
+            tensors = [value]
+        else:
+            items = value if isinstance(value, (list, tuple)) else ()
+            tensors = [v for v in items if isinstance(v, torch.Tensor)]
         for i, tensor in enumerate(tensors):
             name = pname if isinstance(value, torch.Tensor) else f"{pname}_{i}"
             if name in graph:

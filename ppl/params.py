@@ -40,7 +40,9 @@ def _init_value(name: str, init: Any, constraint: constraints.Constraint) -> tor
     return value
 
 
-def get_param(name: str, init: Any = None, constraint: constraints.Constraint = constraints.real) -> torch.Tensor:
+def get_param(
+    name: str, init: Any = None, constraint: constraints.Constraint = constraints.real
+) -> torch.Tensor:
     """The constrained value of ``name``, creating it from ``init`` on first use."""
     if name not in _UNCONSTRAINED:
         value = _init_value(name, init, constraint)

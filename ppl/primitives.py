@@ -50,7 +50,9 @@ def as_tensor(value: Any) -> torch.Tensor:
     return tensor.to(torch.get_default_dtype()) if not tensor.is_floating_point() else tensor
 
 
-def sample(name: str, fn: Distribution, obs: Any = None, *, infer: dict | None = None) -> torch.Tensor:
+def sample(
+    name: str, fn: Distribution, obs: Any = None, *, infer: dict | None = None
+) -> torch.Tensor:
     """A random choice at address ``name``: drawn from ``fn``, or fixed to ``obs`` if given."""
     check_distribution(name, fn)
     value = None if obs is None else as_tensor(obs)
@@ -106,8 +108,8 @@ def check_value_shape(msg: Message) -> None:
     if not fits:
         plates = ", ".join(f"{f.name!r} (size {f.subsample_size}, dim {f.dim})" for f in msg.plates)
         raise ShapeError(
-            f"sample site {msg.name!r}: value of shape {got} does not broadcast to the site's shape "
-            f"{expected} (batch {tuple(dist.batch_shape)} + event {tuple(dist.event_shape)})"
+            f"sample site {msg.name!r}: value of shape {got} does not broadcast to the site's "
+            f"shape {expected} (batch {tuple(dist.batch_shape)} + event {tuple(dist.event_shape)})"
             + (f" inside plates {plates}" if plates else "")
             + "; wrap the site in a plate of the data's size, or use .to_event(n) for "
             "dimensions that form one event"
@@ -175,14 +177,20 @@ class plate(Messenger):
     without vectorizing (a sequential plate).
     """
 
-    def __init__(self, name: str, size: int, subsample_size: int | None = None, dim: int | None = None):
+    def __init__(
+        self, name: str, size: int, subsample_size: int | None = None, dim: int | None = None
+    ):
         self.name = name
         self.size = int(size)
         self.subsample_size = self.size if subsample_size is None else int(subsample_size)
         if not 0 < self.subsample_size <= self.size:
-            raise ModelError(f"plate {name!r}: subsample_size {subsample_size} must be in 1..{size}")
+            raise ModelError(
+                f"plate {name!r}: subsample_size {subsample_size} must be in 1..{size}"
+            )
         if dim is not None and dim >= 0:
-            raise ModelError(f"plate {name!r}: dim must be negative (counted from the right), got {dim}")
+            raise ModelError(
+                f"plate {name!r}: dim must be negative (counted from the right), got {dim}"
+            )
         self.dim = dim
         self._frame: PlateFrame | None = None
         self.indices: torch.Tensor | None = None
@@ -191,7 +199,9 @@ class plate(Messenger):
         taken = {h._frame.dim for h in active_handlers() if isinstance(h, plate) and h._frame}
         if self.dim is not None:
             if self.dim in taken:
-                raise ModelError(f"plate {self.name!r}: dim {self.dim} is already used by an enclosing plate")
+                raise ModelError(
+                    f"plate {self.name!r}: dim {self.dim} is already used by an enclosing plate"
+                )
             return self.dim
         dim = -1
         while dim in taken:

@@ -84,7 +84,9 @@ class Trace:
         return len(self.sites)
 
     def __repr__(self) -> str:
-        kinds = ", ".join(f"{n}:{s.kind}{'(obs)' if s.is_observed else ''}" for n, s in self.sites.items())
+        kinds = ", ".join(
+            f"{n}:{s.kind}{'(obs)' if s.is_observed else ''}" for n, s in self.sites.items()
+        )
         return f"Trace({kinds})"
 
     def values(self, kinds: tuple[str, ...] = ("sample", "deterministic")) -> dict[str, Any]:

@@ -52,7 +52,9 @@ class VectorizedRun:
         ``observed=False`` leaves out observed and intervened sites (the data)."""
         out = {}
         for name, site in self.trace.sites.items():
-            if site.kind == "deterministic" or (site.kind == "sample" and (observed or site.is_latent)):
+            if site.kind == "deterministic" or (
+                site.kind == "sample" and (observed or site.is_latent)
+            ):
                 out[name] = self.unbatch(name, site.value)
         return out
 
@@ -86,5 +88,7 @@ def vectorized_trace(
         particle_dim = -(batch_ndims(pilot) + 1)
     with plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
         tr = trace().get_trace(fn, *args, **kwargs)
-    shapes = {n: torch.as_tensor(s.value).shape for n, s in pilot.sites.items() if s.value is not None}
+    shapes = {
+        n: torch.as_tensor(s.value).shape for n, s in pilot.sites.items() if s.value is not None
+    }
     return VectorizedRun(tr, num_particles, particle_dim, shapes)

@@ -103,8 +103,10 @@ class CodeGen:
 
     def node_param(self, node: Node) -> None:
         constraint = self.const(node.kwarg_dict.get("constraint"))
-        self.emit(f"{self.var(node.name)} = params[{node.address!r}] if params is not None and "
-                  f"{node.address!r} in params else _get_param({node.address!r}, None, {constraint})")
+        self.emit(
+            f"{self.var(node.name)} = params[{node.address!r}] if params is not None and "
+            f"{node.address!r} in params else _get_param({node.address!r}, None, {constraint})"
+        )
 
     def node_call(self, node: Node) -> None:
         self.emit(f"{self.var(node.name)} = {self.call_expr(node)}")
@@ -158,12 +160,14 @@ class LogDensityCodeGen(CodeGen):
     def node_sample(self, node: Node) -> None:
         v = self.var(node.name)
         self.emit(f"{v} = values[{node.address!r}]")
-        self.add_term(node, f"{self.dist_expr(DistSpec(node.target, node.kwargs))}.log_prob({v}).sum()")
+        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
+        self.add_term(node, f"{dist}.log_prob({v}).sum()")
 
     def node_observe(self, node: Node) -> None:
         super().node_observe(node)
         v = self.var(node.name)
-        self.add_term(node, f"{self.dist_expr(DistSpec(node.target, node.kwargs))}.log_prob({v}).sum()")
+        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
+        self.add_term(node, f"{dist}.log_prob({v}).sum()")
 
     def node_factor(self, node: Node) -> None:
         super().node_factor(node)

@@ -190,7 +190,10 @@ def lint(graph: Graph) -> None:
                 raise IRError(f"{where}: uses %{ref} before it is defined")
         if node.address is not None:
             if node.address in addresses:
-                raise IRError(f"{where}: address {node.address!r} already used by node {addresses[node.address]!r}")
+                raise IRError(
+                    f"{where}: address {node.address!r} already used by node "
+                    f"{addresses[node.address]!r}"
+                )
             addresses[node.address] = node.name
         if node.kind in ("sample", "observe", "param", "factor") and node.address is None:
             raise IRError(f"{where}: a {node.kind} node needs an address")
@@ -238,7 +241,9 @@ class GraphBuilder:
         meta = meta or Meta()
         if address is not None:
             meta = Meta(meta.shape, meta.dtype, meta.plates, address, meta.source, meta.attrs)
-        hint = name or meta.address or (target.rsplit(".", 1)[-1].strip("_") if kind == "call" else target)
+        hint = name or meta.address or (
+            target.rsplit(".", 1)[-1].strip("_") if kind == "call" else target
+        )
         node_name = self.fresh(hint if kind != "output" else "output")
         self.nodes.append(Node(node_name, kind, target, tuple(args), tuple(kwargs), meta))
         return Ref(node_name)

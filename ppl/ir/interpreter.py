@@ -38,8 +38,10 @@ from .ops import resolve_op
 
 def build_distribution(spec: DistSpec, resolve) -> Distribution:
     """Instantiate a ``DistSpec``, resolving refs (and nested specs) with ``resolve``."""
-    params = {k: (build_distribution(v, resolve) if isinstance(v, DistSpec) else map_refs(v, resolve))
-              for k, v in spec.params}
+    params = {
+        k: build_distribution(v, resolve) if isinstance(v, DistSpec) else map_refs(v, resolve)
+        for k, v in spec.params
+    }
     return get_family(spec.family).build(**params)
 
 
@@ -122,7 +124,8 @@ class Interpreter:
 
 
 class Simulate(Interpreter):
-    """Draw from the prior; ``run()`` returns the values of all sample/observe/deterministic sites."""
+    """Draw from the prior; ``run()`` returns the values of all sample/observe/deterministic
+    sites."""
 
     def sample(self, node: Node) -> torch.Tensor:
         return draw(self.distribution(node))

@@ -20,7 +20,8 @@ every random and param node carries its address in ``meta.address`` as well. An 
 of ``Independent``), or a literal: None, bool, int, float, str, a small tensor, a dtype, a
 slice, Ellipsis, a constraint, or a tuple/list of arguments.
 
-    >>> n = Node("mu", "sample", "Normal", kwargs=(("loc", 0.0), ("scale", 5.0)), meta=Meta(address="mu"))
+    >>> n = Node("mu", "sample", "Normal", kwargs=(("loc", 0.0), ("scale", 5.0)),
+    ...          meta=Meta(address="mu"))
     >>> n.is_random, n.address
     (True, 'mu')
 """

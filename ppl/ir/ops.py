@@ -123,7 +123,9 @@ _TENSOR_ATTRS = frozenset({"T", "mT", "H", "mH", "real", "imag"})
 def attr(x: torch.Tensor, name: str) -> torch.Tensor:
     """A tensor-valued attribute such as ``x.T`` (only these: T, mT, H, mH, real, imag)."""
     if name not in _TENSOR_ATTRS:
-        raise IRError(f"attribute {name!r} is not allowed in a graph; allowed: {sorted(_TENSOR_ATTRS)}")
+        raise IRError(
+            f"attribute {name!r} is not allowed in a graph; allowed: {sorted(_TENSOR_ATTRS)}"
+        )
     return getattr(x, name)
 
 

@@ -176,14 +176,21 @@ class _RecordingMode(TorchFunctionMode):
         if not tracked:
             if is_random_op(func):
                 raise IRError(
-                    f"torch.{fname} called inside the model at {_user_line()}: randomness in a model "
-                    "must come from sample sites (e.g. sample('eps', Normal(0, 1)))"
+                    f"torch.{fname} called inside the model at {_user_line()}: randomness in a "
+                    "model must come from sample sites (e.g. sample('eps', Normal(0, 1)))"
                 )
             return func(*args, **kwargs)
-        if fname == "__setitem__" or (fname.endswith("_") and not fname.endswith("__")) or fname in _INPLACE_DUNDERS:
+        if (
+            fname == "__setitem__"
+            or (fname.endswith("_") and not fname.endswith("__"))
+            or fname in _INPLACE_DUNDERS
+        ):
             return self._inplace(func, fname, args, kwargs)
         if "out" in kwargs:
-            raise IRError(f"{fname}(..., out=...) at {_user_line()} cannot be traced; assign the result instead")
+            raise IRError(
+                f"{fname}(..., out=...) at {_user_line()} cannot be traced; "
+                "assign the result instead"
+            )
         result = func(*args, **kwargs)
         if not any(True for _ in _tensors_in(result)):
             return result  # shapes, sizes, dtypes: the graph specializes on them
@@ -204,7 +211,9 @@ class _RecordingMode(TorchFunctionMode):
         result = func(*args)
         attr_name = getattr(getattr(func, "__self__", None), "__name__", "")
         if isinstance(result, torch.Tensor) and self.rec.any_tracked(args):
-            return self._emit("ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, self.rec.deps(args))
+            return self._emit(
+                "ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, self.rec.deps(args)
+            )
         return result
 
     def _inplace(self, func, fname, args, kwargs):
@@ -226,7 +235,9 @@ class _RecordingMode(TorchFunctionMode):
         arg_ir = tuple(rec.to_arg(a) for a in call_args)
         kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
         func(*args, **kwargs)  # mutate the concrete tensor so later code sees the right value
-        ref = rec.builder.add("call", op, arg_ir, kwarg_ir, meta=tensor_meta(target_tensor, source=_user_line()))
+        ref = rec.builder.add(
+            "call", op, arg_ir, kwarg_ir, meta=tensor_meta(target_tensor, source=_user_line())
+        )
         rec.track(target_tensor, ref, deps)
         return target_tensor if fname != "__setitem__" else None
 
@@ -235,8 +246,8 @@ class _RecordingMode(TorchFunctionMode):
         name = op_name(func)
         if name is None:
             raise IRError(
-                f"operation {getattr(func, '__qualname__', func)!r} at {_user_line()} is not on the "
-                "graph IR's allow-list (ppl.ir.ops), so this model cannot be traced"
+                f"operation {getattr(func, '__qualname__', func)!r} at {_user_line()} is not on "
+                "the graph IR's allow-list (ppl.ir.ops), so this model cannot be traced"
             )
         deps = rec.deps(args) | rec.deps(kwargs)
         arg_ir = tuple(rec.to_arg(a) for a in args)
@@ -246,14 +257,18 @@ class _RecordingMode(TorchFunctionMode):
     def _emit(self, name, arg_ir, kwarg_ir, result, deps):
         rec = self.rec
         if isinstance(result, torch.Tensor):
-            ref = rec.builder.add("call", name, arg_ir, kwarg_ir, meta=tensor_meta(result, source=_user_line()))
+            ref = rec.builder.add(
+                "call", name, arg_ir, kwarg_ir, meta=tensor_meta(result, source=_user_line())
+            )
             rec.track(result, ref, deps)
             return result
         if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
             ref = rec.builder.add("call", name, arg_ir, kwarg_ir, meta=Meta(source=_user_line()))
             rec.random_deps[ref.name] = deps
             for i, item in enumerate(result):
-                item_ref = rec.builder.add("call", "ppl.getitem", (ref, i), meta=tensor_meta(item), name=f"{ref.name}_{i}")
+                item_ref = rec.builder.add(
+                    "call", "ppl.getitem", (ref, i), meta=tensor_meta(item), name=f"{ref.name}_{i}"
+                )
                 rec.track(item, item_ref, deps)
             return result
         return result
@@ -291,7 +306,9 @@ class GraphTracer(Messenger):
             return  # a do()-fixed value is a constant of the graph
         spec = rec.dist_spec(msg.fn, msg.name)
         if msg.is_observed:
-            ref = rec.builder.add("observe", spec.family, (rec.to_arg(msg.value),), spec.params, meta=meta)
+            ref = rec.builder.add(
+                "observe", spec.family, (rec.to_arg(msg.value),), spec.params, meta=meta
+            )
             rec.track(msg.value, ref, rec.deps(msg.value))
         else:
             ref = rec.builder.add("sample", spec.family, (), spec.params, meta=meta)
@@ -307,14 +324,17 @@ def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
     scale = msg.scale
     if isinstance(scale, torch.Tensor):
         if scale.numel() != 1:
-            raise IRError(f"site {msg.name!r}: a tensor scale of shape {tuple(scale.shape)} cannot be traced")
+            raise IRError(
+                f"site {msg.name!r}: a tensor scale of shape {tuple(scale.shape)} "
+                "cannot be traced"
+            )
         scale = float(scale)
     if scale != 1.0:
         meta = meta.with_attr("scale", float(scale))
     if any(f.subsample_size < f.size for f in msg.plates):
         raise IRError(
-            f"site {msg.name!r} is in a subsampled plate; subsampling draws random indices each run, "
-            "which a static graph cannot hold yet (use the trace path, or the subsample pass)"
+            f"site {msg.name!r} is in a subsampled plate; subsampling draws random indices each "
+            "run, which a static graph cannot hold yet (use the trace path, or the subsample pass)"
         )
     for key, value in sorted(msg.infer.items()):
         if isinstance(value, (bool, int, float, str)) or value is None:

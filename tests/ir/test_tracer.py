@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppl import deterministic, factor, model, plate, sample
+from ppl import factor, model, plate, sample
 from ppl.ir import (
     DynamicModelError,
     Generate,
@@ -16,37 +16,10 @@ from ppl.ir import (
     compile_log_density,
     trace_graph,
 )
-from ppl.stdlib import Bernoulli, Beta, Categorical, Dirichlet, Gamma, HalfCauchy, Normal
-
-Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-@model
-def eight_schools(sigma, y=None):
-    mu = sample("mu", Normal(0.0, 5.0))
-    tau = sample("tau", HalfCauchy(5.0))
-    with plate("schools", len(sigma)):
-        theta = sample("theta", Normal(mu, tau))
-        sample("y", Normal(theta, sigma), obs=y)
-    return deterministic("theta_scaled", theta / sigma)
-
-
-@model
-def logistic(x, y):
-    w = sample("w", Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
-    b = sample("b", Normal(0.0, 1.0))
-    with plate("data", x.shape[0]):
-        sample("y", Bernoulli(logits=x @ w + b), obs=y)
-
-
-@model
-def mixture(data):
-    weights = sample("weights", Dirichlet(torch.ones(2)))
-    locs = sample("locs", Normal(torch.tensor([-1.0, 1.0]), 1.0).to_event(1))
-    with plate("data", len(data)):
-        z = sample("z", Categorical(weights))
-        sample("x", Normal(locs[z], 0.5), obs=data)
+from ppl.stdlib import Bernoulli, Beta, Categorical, Gamma, HalfCauchy, Normal
+from ppl.stdlib.reference_models import EIGHT_SCHOOLS_SIGMA as SIGMA
+from ppl.stdlib.reference_models import EIGHT_SCHOOLS_Y as Y
+from ppl.stdlib.reference_models import eight_schools, logistic, mixture
 
 
 @model
@@ -105,7 +78,8 @@ def test_simulate_and_generate():
     full = {"mu": values["mu"], "tau": values["tau"], "theta": values["theta"]}
     prior_of_drawn = (HalfCauchy(5.0).log_prob(full["tau"])
                       + Normal(full["mu"], full["tau"]).log_prob(full["theta"]).sum())
-    assert torch.allclose(log_weight, eight_schools.log_density(full, SIGMA, y=Y) - prior_of_drawn, atol=1e-5)
+    expected = eight_schools.log_density(full, SIGMA, y=Y) - prior_of_drawn
+    assert torch.allclose(log_weight, expected, atol=1e-5)
 
 
 def test_generated_source_is_straight_line():
@@ -193,7 +167,9 @@ def model_specs(draw):
     for i in range(draw(st.integers(1, 5))):
         family = draw(st.sampled_from(FAMILIES))
         earlier = [j for j, s in enumerate(sites) if s["family"] in ("Normal", "Gamma", "Beta")]
-        parents = draw(st.lists(st.sampled_from(earlier), max_size=2, unique=True)) if earlier else []
+        parents = (
+            draw(st.lists(st.sampled_from(earlier), max_size=2, unique=True)) if earlier else []
+        )
         sites.append({
             "name": f"s{i}",
             "family": family,
@@ -212,7 +188,10 @@ def spec_model(sites, sizes, data):
     def random_model():
         values = {}
         for site in sites:
-            signal = sum((values[sites[j]["name"]].float().mean() for j in site["parents"]), torch.tensor(0.0))
+            signal = sum(
+                (values[sites[j]["name"]].float().mean() for j in site["parents"]),
+                torch.tensor(0.0),
+            )
             family = site["family"]
             if family == "Normal":
                 dist = Normal(signal, 1.0)

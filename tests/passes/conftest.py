@@ -12,7 +12,6 @@ from ppl.stdlib import (
     Categorical,
     Dirichlet,
     Gamma,
-    HalfCauchy,
     HalfNormal,
     Laplace,
     LKJCholesky,
@@ -20,19 +19,15 @@ from ppl.stdlib import (
     Normal,
     Uniform,
 )
-
-Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-@model
-def eight_schools(sigma, y=None):
-    mu = sample("mu", Normal(0.0, 5.0))
-    tau = sample("tau", HalfCauchy(5.0))
-    with plate("schools", len(sigma)):
-        theta = sample("theta", Normal(mu, tau))
-        sample("y", Normal(theta, sigma), obs=y)
-    return deterministic("theta_scaled", theta / sigma)
+from ppl.stdlib.reference_models import (
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    LOGISTIC_DATA,
+    MIXTURE_DATA,
+    eight_schools,
+    logistic,
+    mixture,
+)
 
 
 @model
@@ -46,23 +41,6 @@ def constrained(x):
     corr = sample("corr", LKJCholesky(3, 2.0))
     loc = u * p + w[0] + corr[1, 0]
     sample("x", Normal(loc, 1.0 / rate), obs=x)
-
-
-@model
-def logistic(x, y):
-    w = sample("w", Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
-    b = sample("b", Normal(0.0, 1.0))
-    with plate("data", x.shape[0]):
-        sample("y", Bernoulli(logits=x @ w + b), obs=y)
-
-
-@model
-def mixture(data):
-    weights = sample("weights", Dirichlet(torch.ones(2)))
-    locs = sample("locs", Normal(torch.tensor([-1.0, 1.0]), 1.0).to_event(1))
-    with plate("data", len(data)):
-        z = sample("z", Categorical(weights))
-        sample("x", Normal(locs[z], 0.5), obs=data)
 
 
 @model
@@ -96,8 +74,8 @@ def funnel():
 
 
 ZOO = SimpleNamespace(
-    Y=Y,
-    SIGMA=SIGMA,
+    Y=EIGHT_SCHOOLS_Y,
+    SIGMA=EIGHT_SCHOOLS_SIGMA,
     eight_schools=eight_schools,
     constrained=constrained,
     logistic=logistic,
@@ -105,11 +83,8 @@ ZOO = SimpleNamespace(
     hmm=hmm,
     two_bernoullis=two_bernoullis,
     funnel=funnel,
-    logistic_data=(
-        torch.randn(6, 2, generator=torch.Generator().manual_seed(1)),
-        torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
-    ),
-    mixture_data=torch.tensor([-1.2, -0.8, 0.9, 1.4, 0.1]),
+    logistic_data=LOGISTIC_DATA,
+    mixture_data=MIXTURE_DATA,
     hmm_data=torch.tensor([-0.9, 0.2, 1.3]),
 )
 
