@@ -27,7 +27,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ppl stdlib inference tests examples bench
 
+# The peers (NumPyro, Pyro) come from the optional `bench` extra; torch stays as installed.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/nuts.py
 
 clean:
