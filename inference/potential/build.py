@@ -40,7 +40,7 @@ from ppl.shapes import broadcast_shapes
 
 from . import prims as P
 from .calls import call_rule
-from .families import EVENT_DIMS, LOG_PROBS, unconstrain
+from .families import EVENT_DIMS, LOG_PROBS, VECTOR_PARAMETER_FAMILIES, unconstrain
 from .tape import Tape, Unsupported, Value, contains_var, is_var, shape_of
 
 
@@ -56,15 +56,31 @@ def _scalar_as_float(value: Any) -> Any:
     return value
 
 
-def _uniform_as_float(value: Any, site_shape: tuple[int, ...]) -> Any:
-    """A constant parameter whose entries are all equal (``Normal(zeros(8), ones(8))``) as one
-    float, so ``x - 0.0`` and ``x / 1.0`` vanish; only where the site's value already carries
-    the parameter's shape, so no broadcast is lost."""
+def _unbroadcast(tape: Tape, value: Any, site_shape: tuple[int, ...]) -> Any:
+    """A parameter without the broadcasting that the site's value already carries: a
+    constant whose entries are all equal (``Normal(zeros(8), ones(8))``) becomes one float,
+    so ``x - 0.0`` and ``x / 1.0`` vanish, and a batched parameter expanded to the site's
+    shape (``broadcast_all`` in a distribution's constructor) is used unexpanded, so
+    ``log(scale)`` runs once, not once per data point."""
+
+    def fits(shape: tuple[int, ...]) -> bool:
+        return broadcast_shapes(tuple(shape), site_shape) == tuple(site_shape)
+
+    if is_var(value):
+        inner = tape.defining(value)
+        while (
+            inner is not None
+            and inner.prim is P.EXPAND
+            and is_var(inner.args[0])
+            and fits(inner.args[0].shape)
+        ):
+            value, inner = inner.args[0], tape.defining(inner.args[0])
+        return value
     if (
         isinstance(value, torch.Tensor)
         and value.is_floating_point()
         and value.numel() > 0
-        and broadcast_shapes(tuple(value.shape), site_shape) == tuple(site_shape)
+        and fits(tuple(value.shape))
         and bool((value == value.reshape(-1)[0]).all())
     ):
         return float(value.reshape(-1)[0])
@@ -131,8 +147,8 @@ class TapeInterpreter(Interpreter):
                 f"no generated log density for family {family} (site {node.address!r})"
             )
         value_shape = shape_of(value)
-        if family not in EVENT_DIMS:
-            params = {k: _uniform_as_float(v, value_shape) for k, v in params.items()}
+        if family not in VECTOR_PARAMETER_FAMILIES:
+            params = {k: _unbroadcast(self.tape, v, value_shape) for k, v in params.items()}
         terms = LOG_PROBS[family](value, **params)
         batch = value_shape[: len(value_shape) - EVENT_DIMS.get(family, 0)]
         full = broadcast_shapes(batch, *(shape_of(t) for t in terms))

@@ -46,7 +46,13 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
 LOG_PI = math.log(math.pi)
 
-__all__ = ["EVENT_DIMS", "LOG_PROBS", "unconstrain", "unconstrained_shape"]
+__all__ = [
+    "EVENT_DIMS",
+    "LOG_PROBS",
+    "VECTOR_PARAMETER_FAMILIES",
+    "unconstrain",
+    "unconstrained_shape",
+]
 
 
 def _standardized(x: Value, loc: Value, scale: Value) -> Value:
@@ -211,6 +217,8 @@ LOG_PROBS: dict[str, Callable[..., list]] = {
     "ImproperUniform": improper_uniform,
 }
 EVENT_DIMS = {"MultivariateNormal": 1}  # value dims a family's log density sums itself
+# families whose parameters carry dimensions the value does not (a probability vector...)
+VECTOR_PARAMETER_FAMILIES = {"MultivariateNormal", "Categorical"}
 
 
 ELEMENTWISE_SUPPORTS = (

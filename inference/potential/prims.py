@@ -126,6 +126,14 @@ class Elementwise(Prim):
                     return args[1 - i]
         if self.name == "neg":
             return _scale(tape, args[0], -1.0)
+        if self.name == "log":  # log(exp(u)) is u: a positive parameter's log density term
+            inner = tape.defining(args[0])
+            if inner is not None and inner.prim is EXP:
+                return inner.args[0]
+        if self.name == "div" and is_var(args[0]) and is_var(args[1]):
+            scaled = _scaled(tape, args[0])  # (r * k) / y is (r / y) * k
+            if scaled is not None and isinstance(scaled[1], float):
+                return _scale(tape, tape.apply(DIV, scaled[0], args[1]), scaled[1])
         if self.name == "div" and is_var(args[0]) and not is_var(args[1]):
             return _scale(tape, args[0], 1.0 / torch.as_tensor(args[1], dtype=torch.float64))
         if self.name in ("add", "sub") and is_var(args[0]) and is_var(args[1]):
