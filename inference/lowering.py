@@ -2,8 +2,12 @@
 
 The MCMC kernels see one float64 tensor ``z`` of shape ``(chains, dim)``. Each latent's
 unconstrained block is a slice of ``z`` (in graph order), mapped into the site's support
-with ``biject_to(support)``, with ``log|det J|`` added. Two implementations:
+with ``biject_to(support)``, with ``log|det J|`` added. Three implementations:
 
+- **native** (``ppl.inference.native``): the potential below emitted as C and compiled
+  (once per model structure, cached on disk), evaluated chain by chain in one foreign call;
+  NUTS then runs whole transitions in C too. Used when the graph is generated and the
+  machine has a C compiler; CUDA positions take the generated torch function;
 - **generated** (``ppl.inference.potential``): the log density and its gradient as one
   straight-line batched function with no autograd and no ``Distribution`` objects; used
   whenever every operation and family of the graph has a rule;
@@ -11,7 +15,7 @@ with ``biject_to(support)``, with ``log|det J|`` added. Two implementations:
   generated per position, batched with ``torch.func.vmap`` and differentiated by one
   autograd pass; it handles every graph, e.g. supports whose bounds are other latents.
 
-``backend`` says which one runs, and ``fallback_reason`` why the generated path was refused.
+``backend`` says which one runs, and ``fallback_reason`` why a faster one was refused.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -39,7 +43,8 @@ from ppl.ir import Graph, Simulate
 from ppl.ir.codegen import LogDensityCodeGen
 from ppl.ir.node import DistSpec, Node
 
-from .potential import Unsupported, build_potential
+from .native import NativePotential
+from .potential import Unsupported, lower_potential, torch_potential
 from .potential.families import unconstrained_shape
 
 
@@ -98,6 +103,9 @@ class _FlatCodeGen(LogDensityCodeGen):
         self.emit(f"return {{{items}}}")
 
 
+BACKENDS = ("auto", "native", "generated", "autograd")
+
+
 class FlatModel:
     """A graph's posterior as a function of one unconstrained vector per chain."""
 
@@ -117,16 +125,22 @@ class FlatModel:
         self._batched_values = torch.func.vmap(self.values_fn)
         self.backend, self.fallback_reason = "autograd", None
         self._generated: Callable | None = None
-        if backend not in ("auto", "generated", "autograd"):
-            raise ValueError(f"backend must be 'auto', 'generated' or 'autograd', not {backend!r}")
-        if backend != "autograd":
-            try:
-                self._generated = build_potential(graph, blocks, supports)
-                self.backend = "generated"
-            except Unsupported as refusal:
-                if backend == "generated":
-                    raise
-                self.fallback_reason = str(refusal)
+        self.native: NativePotential | None = None
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if backend == "autograd":
+            return
+        try:
+            lowered = lower_potential(graph, blocks, supports)
+            self._generated = torch_potential(lowered)
+            self.backend = "generated"
+            if backend in ("auto", "native"):
+                self.native = NativePotential.from_lowered(lowered)
+                self.backend = "native"
+        except Unsupported as refusal:
+            if backend != "auto":
+                raise
+            self.fallback_reason = str(refusal)
 
     @classmethod
     def from_graph(cls, graph: Graph, backend: str = "auto") -> FlatModel:
@@ -146,9 +160,17 @@ class FlatModel:
     def log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z (chains, dim)`` -> ``(log density (chains,), gradient (chains, dim))``, float64."""
         z = z.to(self.dtype)
+        if self.native is not None and z.device.type == "cpu":
+            return self.native(z)
         if self._generated is not None:
             return self._generated(z)
         return self.autograd_log_density_and_grad(z)
+
+    @property
+    def potential(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """The fastest ``z -> (log density, grad)`` for CPU samplers: the native potential
+        (whose ``.native`` lets NUTS run whole transitions in C) when there is one."""
+        return self.native if self.native is not None else self.log_density_and_grad
 
     def autograd_log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference path: one reverse pass through the vmapped forward (measured on
@@ -162,7 +184,7 @@ class FlatModel:
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         if self._generated is not None:
-            return self._generated(z.to(self.dtype))[0]
+            return self.log_density_and_grad(z)[0]
         return self._batched(z.to(self.dtype))
 
     def constrained_values(self, z: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -113,7 +113,7 @@ class MCMC:
         init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed))
         options = {"adapt": self.adapt, "thin": self.thin, "progress_bar": self.progress_bar,
                    **self.options}
-        result = mcmc.sample(self.kernel, flat.log_density_and_grad, init, self.num_warmup,
+        result = mcmc.sample(self.kernel, flat.potential, init, self.num_warmup,
                              self.num_samples, seed=seed, chain_method=self.chain_method, **options)
         draws = result.draws.to(init.dtype)
         chains, num = draws.shape[:2]

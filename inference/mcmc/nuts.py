@@ -102,7 +102,17 @@ class NUTS(KernelBase):
     target_accept: ClassVar[float | None] = 0.8
 
     def step(self, rng: RNG, state: State) -> tuple[State, Info]:
-        """One NUTS transition for every chain."""
+        """One NUTS transition for every chain: in C when the log density function has a
+        compiled form (``fn.native``, e.g. a model's ``FlatModel.potential``) and the chains
+        are on the CPU, else in torch."""
+        native = getattr(self.fn, "native", None)
+        if native is not None and state.position.device.type == "cpu":
+            state, info = native.nuts_transition(rng, state, self.max_tree_depth,
+                                                 self.divergence_threshold)
+            count = getattr(self.fn, "count", None)
+            if count is not None:
+                count(int(info.num_grad_evals.sum()))
+            return state, info
         with torch.no_grad():
             return nuts_transition(
                 self.fn, rng, state, self.max_tree_depth, self.divergence_threshold, self.compact

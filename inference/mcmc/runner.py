@@ -79,10 +79,15 @@ class MCMCRun:
 
 
 class _CountingFn:
-    """Wraps a log density function, counting calls and rows."""
+    """Wraps a log density function, counting calls and rows (``count`` adds the rows a
+    native kernel evaluated in C, through the function's ``native`` form, forwarded here)."""
 
     def __init__(self, fn: LogDensityFn) -> None:
         self.fn, self.calls, self.rows = fn, 0, 0
+        self.native = getattr(fn, "native", None)
+
+    def count(self, rows: int) -> None:
+        self.rows += rows
 
     def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
         self.calls += 1

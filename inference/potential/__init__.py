@@ -4,7 +4,7 @@
 ``Unsupported``; :class:`ppl.inference.lowering.FlatModel` uses it and falls back to autograd.
 """
 
-from .build import build_potential
+from .build import Lowered, build_potential, lower_potential, torch_potential
 from .tape import Unsupported
 
-__all__ = ["Unsupported", "build_potential"]
+__all__ = ["Lowered", "Unsupported", "build_potential", "lower_potential", "torch_potential"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.distributions import constraints
@@ -41,7 +41,7 @@ from ppl.shapes import broadcast_shapes
 from . import prims as P
 from .calls import call_rule
 from .families import EVENT_DIMS, LOG_PROBS, VECTOR_PARAMETER_FAMILIES, unconstrain
-from .tape import Tape, Unsupported, Value, contains_var, is_var, shape_of
+from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
 
 def _as_float64(value: Any) -> Any:
@@ -207,7 +207,8 @@ class TapeInterpreter(Interpreter):
         return None
 
     # -- assembly --------------------------------------------------------------------------
-    def compile(self) -> Callable:
+    def lower(self) -> Lowered:
+        """Run the graph on the tape and record the gradient: what every emitter needs."""
         self.run()
         log_density: Value = self.constant
         for term in self.terms:
@@ -220,11 +221,19 @@ class TapeInterpreter(Interpreter):
             for g, b in zip(grads, self.blocks.values(), strict=True)
         ]
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
-        prologue = ["C = z.shape[0]"] + [
-            f"{var.name} = {_block_slice(b)}"
-            for var, b in zip(self.latents.values(), self.blocks.values(), strict=True)
-        ]
-        return self.tape.compile([log_density, grad], ["z"], "potential", prologue)
+        inputs = list(zip(self.latents.values(), self.blocks.values(), strict=True))
+        return Lowered(self.tape, log_density, grad, inputs)
+
+
+class Lowered(NamedTuple):
+    """A potential on the tape: the scalar-per-chain ``log_density``, the flat ``grad`` (a
+    ``COLUMNS`` value of per-chain shape ``(D,)``) and each latent's input ``Var`` with its
+    block (offset and size in ``z``)."""
+
+    tape: Tape
+    log_density: Value
+    grad: Value
+    inputs: list[tuple[Var, Any]]
 
 
 def _block_slice(block: Any) -> str:
@@ -248,4 +257,18 @@ def build_potential(
 ) -> Callable:
     """The generated ``fn(z) -> (log_density, grad)`` of a (conditioned) graph, or
     ``Unsupported`` naming what the generated path cannot express."""
-    return TapeInterpreter(graph, blocks, supports).compile()
+    return torch_potential(lower_potential(graph, blocks, supports))
+
+
+def torch_potential(low: Lowered) -> Callable:
+    """The lowered potential as generated straight-line torch code."""
+    prologue = ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}" for var, b in low.inputs]
+    return low.tape.compile([low.log_density, low.grad], ["z"], "potential", prologue)
+
+
+def lower_potential(
+    graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
+) -> Lowered:
+    """The potential and its gradient recorded on a tape, for emitters other than torch's
+    (``Unsupported`` as for :func:`build_potential`)."""
+    return TapeInterpreter(graph, blocks, supports).lower()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from ppl import deterministic, factor, model, plate, sample
 from ppl.inference.lowering import FlatModel
+from ppl.inference.native import compiler_available
 from ppl.inference.potential import Unsupported
 from ppl.stdlib import (
     Bernoulli,
@@ -161,11 +162,17 @@ def assert_same_potential(flat: FlatModel, chains: int = 3, seed: int = 0) -> No
     torch.testing.assert_close(grad, ref_grad, rtol=1e-6, atol=1e-6)
 
 
+# Both emitters of the tape: straight-line torch, and C (when the machine has a compiler).
+BACKENDS = ["generated", pytest.param("native", marks=pytest.mark.skipif(
+    not compiler_available(), reason="no C compiler on this machine"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_generated_matches_autograd(name):
+def test_generated_matches_autograd(name, backend):
     m, args = CASES[name]
-    flat = FlatModel.from_graph(m.graph(*args))
-    assert flat.backend == "generated", flat.fallback_reason
+    flat = FlatModel.from_graph(m.graph(*args), backend=backend)
+    assert flat.backend == backend
     for chains, seed in ((1, 0), (4, 1)):
         assert_same_potential(flat, chains, seed)
 
@@ -176,9 +183,10 @@ def test_generated_code_is_straight_line():
     assert "for " not in source and "backward" not in source and "log_prob" not in source
 
 
-def test_uniform_with_random_bounds_is_generated():
-    flat = FlatModel.from_graph(random_bounds.graph())
-    assert flat.backend == "generated", flat.fallback_reason
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_uniform_with_random_bounds_is_generated(backend):
+    flat = FlatModel.from_graph(random_bounds.graph(), backend=backend)
+    assert flat.backend == backend
     assert_same_potential(flat)
 
 
@@ -250,16 +258,17 @@ def spec_model(sites, data):
     return random_model
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model_specs(), st.integers(0, 2**16))
-def test_random_models_generated_matches_autograd(sites, seed):
+def test_random_models_generated_matches_autograd(backend, sites, seed):
     prior = spec_model([{**s, "observed": False} for s in sites], {}).sample(seed=seed)
     data = {s["name"]: prior[s["name"]] for s in sites if s["observed"]}
     graph = spec_model(sites, data).graph()
     if not graph.latent_nodes:
         return
-    flat = FlatModel.from_graph(graph)
-    assert flat.backend == "generated", flat.fallback_reason
+    flat = FlatModel.from_graph(graph, backend=backend)
+    assert flat.backend == backend
     assert_same_potential(flat, chains=2, seed=seed)
 
 
@@ -304,8 +313,9 @@ FAMILY_CASES = {
 }
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(FAMILY_CASES))
-def test_every_family_with_random_parameters(name):
+def test_every_family_with_random_parameters(name, backend):
     make, observed = FAMILY_CASES[name]
 
     @model
@@ -315,6 +325,6 @@ def test_every_family_with_random_parameters(name):
             b = sample("b", Normal(0.5, 1.0))
             sample("x", make(a, b), obs=observed)
 
-    flat = FlatModel.from_graph(m.graph())
-    assert flat.backend == "generated", flat.fallback_reason
+    flat = FlatModel.from_graph(m.graph(), backend=backend)
+    assert flat.backend == backend
     assert_same_potential(flat, chains=3, seed=7)

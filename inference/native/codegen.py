@@ -1,0 +1,553 @@
+"""Emit a potential recorded on the tape as one C function of a single chain's position.
+
+:func:`emit_potential` turns a :class:`~ppl.inference.potential.Lowered` potential into C
+source that defines::
+
+    #define PPL_DIM D
+    void ppl_bind(const void *const *constants);      /* the tensor constants, in order */
+    static double ppl_potential(const double *z, double *grad);   /* log p(z), writes grad */
+    void ppl_potential_batch(long C, const double *z, double *lp, double *grad);
+
+Every tape value becomes a buffer of its per-chain shape (a plain ``double`` when it is a
+scalar), each instruction a loop nest over its output with the broadcasting strides worked
+out here, so the C has no shape logic at run time. Tensor constants (data, indices) are not
+embedded: they are bound by pointer through ``ppl_bind``, so models that differ only in
+their data share one compiled library. An instruction without a C rule raises
+``Unsupported``, and the caller keeps the torch potential.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+from ppl.inference.potential import Lowered, Unsupported
+from ppl.inference.potential import prims as P
+from ppl.inference.potential.tape import Instr, Value, Var, is_var, shape_of
+
+__all__ = ["CSource", "emit_potential"]
+
+
+@dataclass
+class CSource:
+    """Generated C and the tensors its ``ppl_bind`` table must point at, in order."""
+
+    text: str
+    constants: list[torch.Tensor]
+    dim: int
+
+
+# C spellings of the elementwise primitives; {0}, {1}, {2} are the operands.
+_ELEMENTWISE = {
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "neg": "-{0}",
+    "pow": "pow({0}, {1})",
+    "exp": "ppl_exp({0})",
+    "log": "ppl_log({0})",
+    "log1p": "ppl_log1p({0})",
+    "expm1": "expm1({0})",
+    "sqrt": "sqrt({0})",
+    "square": "ppl_square({0})",
+    "abs": "fabs({0})",
+    "sign": "ppl_sign({0})",
+    "sigmoid": "ppl_sigmoid({0})",
+    "logsigmoid": "ppl_logsigmoid({0})",
+    "softplus": "ppl_softplus({0})",
+    "tanh": "tanh({0})",
+    "sin": "sin({0})",
+    "cos": "cos({0})",
+    "reciprocal": "1.0 / {0}",
+    "trigamma": "ppl_trigamma({0})",
+    "digamma": "ppl_digamma({0})",
+    "lgamma": "lgamma({0})",
+    "erf": "erf({0})",
+    "maximum": "ppl_maximum({0}, {1})",
+    "where": "({0} != 0.0 ? {1} : {2})",
+    "lt": "(double)({0} < {1})",
+    "le": "(double)({0} <= {1})",
+    "gt": "(double)({0} > {1})",
+    "ge": "(double)({0} >= {1})",
+    "eq": "(double)({0} == {1})",
+    "ne": "(double)({0} != {1})",
+}
+
+def _prelude() -> str:
+    """The scalar helpers every generated potential includes (``scalar.h``)."""
+    return resources.files(__package__).joinpath("scalar.h").read_text()
+
+
+def _literal(value: float) -> str:
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "(-INFINITY)"
+    return f"{value!r}" if "." in repr(value) or "e" in repr(value) else f"{value!r}.0"
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return strides[::-1]
+
+
+@dataclass
+class _Emitter:
+    """Emission state: the declared buffers, the bound constants and the body lines."""
+
+    constants: list[torch.Tensor] = field(default_factory=list)
+    declared: dict[str, str] = field(default_factory=dict)  # var name -> C declaration
+    lines: list[str] = field(default_factory=list)
+    _constant_names: dict[int, str] = field(default_factory=dict)
+    _counter: int = 0
+
+    # -- operands --------------------------------------------------------------------------
+    def constant(self, value: torch.Tensor) -> str:
+        """The C name of a bound tensor constant, flattened (float64, or int64 for indices).
+        Keyed by identity: the tape keeps every constant alive, so ids are not reused."""
+        key = id(value)
+        if key not in self._constant_names:
+            flat = value.detach().reshape(-1)
+            if value.dtype in (torch.int64, torch.int32):
+                data, ctype = flat.to(torch.int64).contiguous(), "int64_t"
+            else:
+                data, ctype = flat.to(torch.float64).contiguous(), "double"
+            name = f"K{len(self.constants)}"
+            self.constants.append(data)
+            self._constant_names[key] = name
+            self.lines.insert(0, f"    const {ctype} *{name} = (const {ctype} *)ppl_K"
+                                 f"[{len(self.constants) - 1}];")
+        return self._constant_names[key]
+
+    def at(self, value: Value, index: str) -> str:
+        """``value`` at flat index ``index`` of its own contiguous layout."""
+        if is_var(value):
+            return value.name if value.ndim == 0 else f"{value.name}[{index}]"
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            return f"{self.constant(value)}[{index}]"
+        return _literal(float(torch.as_tensor(value, dtype=torch.float64).reshape(-1)[0]))
+
+    def fresh(self, prefix: str = "i") -> str:
+        self._counter += 1
+        return f"{prefix}{self._counter}"
+
+    # -- buffers ---------------------------------------------------------------------------
+    def declare(self, var: Var) -> None:
+        if var.ndim == 0:
+            self.declared[var.name] = f"double {var.name};"
+        else:
+            size = max(1, math.prod(var.shape))
+            self.declared[var.name] = f"static _Thread_local double {var.name}[{size}];"
+
+    def alias(self, var: Var, source: Var) -> None:
+        """``var`` shares ``source``'s buffer (same contiguous data, another shape)."""
+        if source.ndim == 0 or var.ndim == 0:
+            self.declare(var)
+            self.emit(f"{self.at(var, '0')} = {self.at(source, '0')};")
+        else:
+            self.declared[var.name] = f"const double *{var.name};"
+            self.emit(f"{var.name} = {source.name};")
+
+    def emit(self, line: str, depth: int = 0) -> None:
+        self.lines.append("    " * (depth + 1) + line)
+
+    # -- loop nests ------------------------------------------------------------------------
+    def loops(self, shape: Sequence[int], body: Callable[[list[str], int], None]) -> None:
+        """A loop nest over ``shape``; ``body(indices, depth)`` emits the innermost lines."""
+        indices = []
+        for depth, n in enumerate(shape):
+            i = self.fresh()
+            indices.append(i)
+            self.emit(f"for (long {i} = 0; {i} < {n}; {i}++) {{", depth)
+        body(indices, len(shape))
+        for depth in reversed(range(len(shape))):
+            self.emit("}", depth)
+
+    @staticmethod
+    def offset(shape: Sequence[int], indices: Sequence[str], out_rank: int) -> str:
+        """Flat offset into a contiguous operand of ``shape`` broadcast against an output of
+        rank ``out_rank`` looped over by ``indices`` (broadcast dimensions contribute 0)."""
+        lead = out_rank - len(shape)
+        terms = []
+        for d, (n, stride) in enumerate(zip(shape, _strides(shape), strict=True)):
+            if n != 1:
+                term = indices[lead + d]
+                terms.append(term if stride == 1 else f"{term} * {stride}")
+        return " + ".join(terms) or "0"
+
+
+def _elementwise(em: _Emitter, instr: Instr) -> None:
+    out, args = instr.out, instr.args
+    template = _ELEMENTWISE.get(instr.prim.name)
+    if template is None:
+        raise Unsupported(f"no C rule for {instr.prim.name}")
+    em.declare(out)
+    size = math.prod(out.shape)
+    flat = all(math.prod(shape_of(a)) in (1, size) for a in args)
+    if flat:  # every operand is full-size or a single value: one flat loop
+        i = em.fresh() if size > 1 else "0"
+        exprs = [em.at(a, i if math.prod(shape_of(a)) == size else "0") for a in args]
+        rhs = template.format(*exprs)
+        if size == 1:
+            em.emit(f"{em.at(out, '0')} = {rhs};")
+        else:
+            em.emit("#pragma omp simd")
+            em.emit(f"for (long {i} = 0; {i} < {size}; {i}++) {out.name}[{i}] = {rhs};")
+        return
+
+    def body(indices, depth):
+        exprs = [em.at(a, em.offset(shape_of(a), indices, out.ndim)) for a in args]
+        em.emit(f"{out.name}[{em.offset(out.shape, indices, out.ndim)}] = "
+                f"{template.format(*exprs)};", depth)
+
+    em.loops(out.shape, body)
+
+
+def _reduce_sum(em: _Emitter, out: Var, x: Value, loop_shape: Sequence[int],
+                x_shape: Sequence[int], kept: Sequence[bool], factor: float = 1.0) -> None:
+    """``out = factor * sum of x over the loop dimensions not kept``; ``x`` (of ``x_shape``,
+    right-aligned and broadcast to ``loop_shape``) is visited once per loop index, ``out``
+    is contiguous over the kept dimensions (in order)."""
+    em.declare(out)
+    out_shape = [n for n, k in zip(loop_shape, kept, strict=True) if k]
+    if not any(kept):  # a full reduction into one scalar: a vectorizable accumulation
+        acc = em.fresh("acc")
+        size = math.prod(loop_shape)
+        em.emit(f"double {acc} = 0.0;")
+        if tuple(x_shape) == tuple(loop_shape) or len(loop_shape) <= 1:
+            i = em.fresh()
+            idx = i if math.prod(x_shape) == size else "0"
+            em.emit("#pragma omp simd reduction(+:" + acc + ")")
+            em.emit(f"for (long {i} = 0; {i} < {size}; {i}++) {acc} += {em.at(x, idx)};")
+        else:
+            em.loops(loop_shape, lambda ix, d: em.emit(
+                f"{acc} += {em.at(x, em.offset(x_shape, ix, len(loop_shape)))};", d))
+        scale = f" * {_literal(factor)}" if factor != 1.0 else ""
+        em.emit(f"{em.at(out, '0')} = {acc}{scale};")
+        return
+    size = math.prod(out_shape)
+    em.emit(f"memset({out.name}, 0, sizeof(double) * {size});")
+    out_strides = iter(_strides(out_shape))
+    strides = [next(out_strides) if k else 0 for k in kept]
+
+    def body(indices, depth):
+        target = " + ".join(f"{i} * {s}" for i, s in zip(indices, strides, strict=True) if s)
+        value = em.at(x, em.offset(x_shape, indices, len(loop_shape)))
+        em.emit(f"{out.name}[{target or '0'}] += {value};", depth)
+
+    em.loops(loop_shape, body)
+    if factor != 1.0:
+        i = em.fresh()
+        em.emit(f"for (long {i} = 0; {i} < {size}; {i}++) {out.name}[{i}] *= {_literal(factor)};")
+
+
+def _sum(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    dims = instr.attrs.get("dims")
+    shape = shape_of(x)
+    reduced = set(range(len(shape))) if dims is None else {d % len(shape) for d in dims}
+    _reduce_sum(em, instr.out, x, shape, shape, [d not in reduced for d in range(len(shape))])
+
+
+def _sum_to(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    logical, target = instr.attrs["logical"], instr.attrs["target"]
+    rank, lead = len(logical), len(logical) - len(target)
+    x_shape = (1,) * (rank - len(shape_of(x))) + tuple(shape_of(x))
+    loop, kept, factor = [], [], 1.0
+    for d in range(rank):
+        summed = d < lead or target[d - lead] == 1
+        if summed and x_shape[d] == 1:  # a broadcast dimension summed away: a factor
+            factor *= logical[d]
+            loop.append(1)
+        else:
+            loop.append(logical[d])
+        kept.append(not summed)
+    _reduce_sum(em, instr.out, x, loop, x_shape, kept, factor)
+
+
+def _expand(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    out = instr.out
+    em.declare(out)
+    em.loops(out.shape, lambda ix, d: em.emit(
+        f"{out.name}[{em.offset(out.shape, ix, out.ndim)}] = "
+        f"{em.at(x, em.offset(shape_of(x), ix, out.ndim))};", d))
+
+
+def _reshape(em: _Emitter, instr: Instr) -> None:
+    em.alias(instr.out, instr.args[0])
+
+
+def _permute(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    perm, out = instr.attrs["perm"], instr.out
+    em.declare(out)
+    x_strides = _strides(x.shape)
+
+    def body(indices, depth):
+        source = " + ".join(f"{indices[o]} * {x_strides[p]}" for o, p in enumerate(perm))
+        em.emit(f"{out.name}[{em.offset(out.shape, indices, out.ndim)}] = {x.name}[{source}];",
+                depth)
+
+    em.loops(out.shape, body)
+
+
+def _gather(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    positions, out = instr.attrs["positions"], instr.out
+    em.declare(out)
+    where = em.constant(positions)
+    i = em.fresh()
+    em.emit(f"for (long {i} = 0; {i} < {positions.numel()}; {i}++) "
+            f"{em.at(out, i)} = {em.at(x, f'{where}[{i}]')};")
+
+
+def _scatter_add(em: _Emitter, instr: Instr) -> None:
+    (g,) = instr.args
+    positions, out = instr.attrs["positions"], instr.out
+    em.declare(out)
+    size = max(1, math.prod(out.shape))
+    where = em.constant(positions)
+    if out.ndim:
+        em.emit(f"memset({out.name}, 0, sizeof(double) * {size});")
+    else:
+        em.emit(f"{out.name} = 0.0;")
+    i = em.fresh()
+    em.emit(f"for (long {i} = 0; {i} < {positions.numel()}; {i}++) "
+            f"{em.at(out, f'{where}[{i}]')} += {em.at(g, i)};")
+
+
+def _matmul(em: _Emitter, instr: Instr) -> None:
+    """``out (m, n) = a (m, k) @ b (k, n)``, vectors as a row (``a``) or a column (``b``);
+    a dot product per output when ``n == 1`` (vectorized reduction), else the ``i, k, j``
+    order whose inner loop runs along contiguous rows of ``b`` and ``out``."""
+    a, b = instr.args
+    out = instr.out
+    sa, sb = shape_of(a), shape_of(b)
+    if len(sa) not in (1, 2) or len(sb) not in (1, 2):
+        raise Unsupported(f"matmul of per-chain shapes {sa} and {sb}")
+    m, k = (1, sa[0]) if len(sa) == 1 else sa
+    n = 1 if len(sb) == 1 else sb[1]
+    em.declare(out)
+    i, kk, j, acc = em.fresh(), em.fresh(), em.fresh(), em.fresh("acc")
+    if n == 1:
+        em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) {{")
+        em.emit(f"double {acc} = 0.0;", 1)
+        em.emit(f"#pragma omp simd reduction(+:{acc})", 1)
+        em.emit(f"for (long {kk} = 0; {kk} < {k}; {kk}++) "
+                f"{acc} += {em.at(a, f'{i} * {k} + {kk}')} * {em.at(b, kk)};", 1)
+        em.emit(f"{em.at(out, i)} = {acc};", 1)
+        em.emit("}")
+        return
+    em.emit(f"memset({out.name}, 0, sizeof(double) * {m * n});")
+    em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) {{")
+    em.emit(f"for (long {kk} = 0; {kk} < {k}; {kk}++) {{", 1)
+    em.emit(f"const double {acc} = {em.at(a, f'{i} * {k} + {kk}')};", 2)
+    em.emit("#pragma omp simd", 2)
+    em.emit(f"for (long {j} = 0; {j} < {n}; {j}++) "
+            f"{out.name}[{i} * {n} + {j}] += {acc} * {em.at(b, f'{kk} * {n} + {j}')};", 2)
+    em.emit("}", 1)
+    em.emit("}")
+
+
+def _outer_inner(shape: Sequence[int], dim: int) -> tuple[int, int, int]:
+    return math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
+
+
+def _copy_block(em: _Emitter, dst: str, src: Value, outer: int, width: int, dst_row: int,
+                dst_start: int) -> None:
+    """``dst[o * dst_row + dst_start + t] = src[o * width + t]`` for every ``o``, ``t``."""
+    o, t = em.fresh(), em.fresh()
+    em.emit(f"for (long {o} = 0; {o} < {outer}; {o}++)")
+    em.emit(f"for (long {t} = 0; {t} < {width}; {t}++) "
+            f"{dst}[{o} * {dst_row} + {dst_start} + {t}] = {em.at(src, f'{o} * {width} + {t}')};",
+            1)
+
+
+def _concat(em: _Emitter, instr: Instr) -> None:
+    (parts,) = instr.args
+    out = instr.out
+    dim = instr.attrs["dim"] % out.ndim
+    em.declare(out)
+    outer, total, inner = _outer_inner(out.shape, dim)
+    start = 0
+    for part in parts:
+        size = shape_of(part)[dim]
+        _copy_block(em, out.name, part, outer, size * inner, total * inner, start * inner)
+        start += size
+
+
+def _columns(em: _Emitter, instr: Instr) -> None:
+    (parts,) = instr.args
+    out = instr.out
+    em.declare(out)
+    start = 0
+    for part in parts:
+        size = max(1, math.prod(shape_of(part)))
+        _copy_block(em, out.name, part, 1, size, 0, start)
+        start += size
+
+
+def _narrow(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    out = instr.out
+    dim, start, length = instr.attrs["dim"] % x.ndim, instr.attrs["start"], instr.attrs["length"]
+    em.declare(out)
+    outer, size, inner = _outer_inner(x.shape, dim)
+    o, t = em.fresh(), em.fresh()
+    em.emit(f"for (long {o} = 0; {o} < {outer}; {o}++)")
+    em.emit(f"for (long {t} = 0; {t} < {length * inner}; {t}++) "
+            f"{out.name}[{o} * {length * inner} + {t}] = "
+            f"{x.name}[{o} * {size * inner} + {start * inner} + {t}];", 1)
+
+
+def _cumsum(em: _Emitter, instr: Instr, reverse: bool = False) -> None:
+    (x,) = instr.args
+    out = instr.out
+    dim = instr.attrs["dim"] % x.ndim
+    em.declare(out)
+    outer, size, inner = _outer_inner(x.shape, dim)
+    o, t, s = em.fresh(), em.fresh(), em.fresh()
+    steps = f"long {s} = {size - 1}; {s} >= 0; {s}--" if reverse else \
+        f"long {s} = 0; {s} < {size}; {s}++"
+    em.emit(f"for (long {o} = 0; {o} < {outer}; {o}++)")
+    em.emit(f"for (long {t} = 0; {t} < {inner}; {t}++) {{", 1)
+    em.emit("double run = 0.0;", 2)
+    em.emit(f"for ({steps}) {{", 2)
+    cell = f"{o} * {size * inner} + {s} * {inner} + {t}"
+    em.emit(f"run += {x.name}[{cell}]; {out.name}[{cell}] = run;", 3)
+    em.emit("}", 2)
+    em.emit("}", 1)
+
+
+def _log_sum_exp(em: _Emitter, x: Var, dims: Sequence[int], out: Var | None,
+                 subtract_into: str | None = None) -> None:
+    """``logsumexp`` of ``x`` over ``dims`` into ``out`` (laid out as the kept dimensions);
+    with ``subtract_into``, ``x - logsumexp`` (``log_softmax``) into that full buffer."""
+    reduced = {d % x.ndim for d in dims}
+    kept_dims = [d for d in range(x.ndim) if d not in reduced]
+    red_dims = sorted(reduced)
+    strides = _strides(x.shape)
+    kept_shape = [x.shape[d] for d in kept_dims]
+    red_shape = [x.shape[d] for d in red_dims]
+
+    def outer_body(kept_ix, depth):
+        base = " + ".join(f"{i} * {strides[d]}" for i, d in zip(kept_ix, kept_dims,
+                                                                  strict=True)) or "0"
+        m, total, lse = em.fresh("m"), em.fresh("acc"), em.fresh("lse")
+        em.emit(f"double {m} = -INFINITY, {total} = 0.0, {lse};", depth)
+
+        def cell(red_ix, name=x.name):
+            inner = " + ".join(f"{i} * {strides[d]}" for i, d in zip(red_ix, red_dims,
+                                                                       strict=True)) or "0"
+            return f"{name}[{base} + {inner}]"
+
+        nest(red_shape, lambda ix, d: em.emit(f"if ({cell(ix)} > {m} || isnan({cell(ix)})) "
+                                              f"{m} = {cell(ix)};", d), depth)
+        em.emit(f"if (isinf({m})) {lse} = {m}; else {{", depth)
+        nest(red_shape, lambda ix, d: em.emit(f"{total} += exp({cell(ix)} - {m});", d), depth + 1)
+        em.emit(f"{lse} = {m} + log({total}); }}", depth + 1)
+        if out is not None:
+            flat = em.offset(kept_shape, kept_ix, len(kept_shape))
+            em.emit(f"{em.at(out, flat)} = {lse};", depth)
+        if subtract_into is not None:
+            nest(red_shape, lambda ix, d: em.emit(
+                f"{cell(ix, subtract_into)} = {cell(ix)} - {lse};", d), depth)
+
+    def nest(shape, body, depth):
+        indices = []
+        for k, n in enumerate(shape):
+            i = em.fresh()
+            indices.append(i)
+            em.emit(f"for (long {i} = 0; {i} < {n}; {i}++) {{", depth + k)
+        body(indices, depth + len(shape))
+        for k in reversed(range(len(shape))):
+            em.emit("}", depth + k)
+
+    nest(kept_shape, outer_body, 0)
+
+
+def _logsumexp(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    dim = instr.attrs["dim"]
+    em.declare(instr.out)
+    _log_sum_exp(em, x, dim if isinstance(dim, (tuple, list)) else (dim,), instr.out)
+
+
+def _log_softmax(em: _Emitter, instr: Instr) -> None:
+    (x,) = instr.args
+    em.declare(instr.out)
+    _log_sum_exp(em, x, (instr.attrs["dim"],), None, subtract_into=instr.out.name)
+
+
+_RULES: dict[str, Callable[[_Emitter, Instr], None]] = {
+    "sum": _sum,
+    "sum_to": _sum_to,
+    "expand": _expand,
+    "reshape": _reshape,
+    "permute": _permute,
+    "gather": _gather,
+    "scatter_add": _scatter_add,
+    "matmul": _matmul,
+    "cat": _concat,
+    "columns": _columns,
+    "narrow": _narrow,
+    "cumsum": _cumsum,
+    "reverse_cumsum": lambda em, instr: _cumsum(em, instr, reverse=True),
+    "logsumexp": _logsumexp,
+    "log_softmax": _log_softmax,
+}
+
+
+def emit_potential(lowered: Lowered) -> CSource:
+    """C source of ``lowered``'s log density and gradient for one chain (see the module
+    docstring), or ``Unsupported`` naming the first instruction without a C rule."""
+    tape, log_density, grad = lowered.tape, lowered.log_density, lowered.grad
+    dim = sum(block.size for _, block in lowered.inputs)
+    if dim == 0:
+        raise Unsupported("no latent dimensions")
+    em = _Emitter()
+    for var, block in lowered.inputs:
+        if var.ndim == 0:
+            em.declared[var.name] = f"double {var.name};"
+            em.emit(f"{var.name} = z[{block.offset}];")
+        else:
+            em.declared[var.name] = f"const double *{var.name};"
+            em.emit(f"{var.name} = z + {block.offset};")
+    for instr in tape.live([log_density, grad]):
+        if instr.out.dtype not in (torch.float64, torch.bool):
+            raise Unsupported(f"{instr.prim.name} yields {instr.out.dtype}")
+        if isinstance(instr.prim, P.Elementwise):
+            _elementwise(em, instr)
+        elif instr.prim.name in _RULES:
+            _RULES[instr.prim.name](em, instr)
+        else:
+            raise Unsupported(f"no C rule for {instr.prim.name}")
+    i = em.fresh()
+    em.emit(f"for (long {i} = 0; {i} < PPL_DIM; {i}++) grad[{i}] = {em.at(grad, i)};")
+    em.emit(f"return {em.at(log_density, '0')};")
+    declarations = ["    " + d for d in em.declared.values()]
+    text = "\n".join([
+        f"#define PPL_DIM {dim}",
+        _prelude(),
+        "static double ppl_potential(const double *restrict z, double *restrict grad) {",
+        *declarations,
+        *em.lines,
+        "}",
+        "",
+        "void ppl_potential_batch(long C, const double *z, double *lp, double *grad) {",
+        "    for (long c = 0; c < C; c++)",
+        "        lp[c] = ppl_potential(z + c * PPL_DIM, grad + c * PPL_DIM);",
+        "}",
+        "",
+    ])
+    return CSource(text, em.constants, dim)
