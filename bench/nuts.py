@@ -66,6 +66,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -281,6 +282,10 @@ class PplAdapter(Adapter):
     def sampler(self, bench: Benchmark, data: Data, config: RunConfig) -> Sampler:
         from ppl import infer, model
         from ppl.inference.mcmc_method import NUTS
+
+        # An empty cache of compiled models, so the cold run pays for compiling its C (as
+        # the peers' cold runs pay for JIT compilation); the warm run reuses the library.
+        os.environ["PPL_CACHE_DIR"] = tempfile.mkdtemp(prefix="ppl-bench-")
 
         ppl_model = model(bench.build(self.namespace()))  # a new Model: no cached graph
         method = NUTS(num_warmup=config.num_warmup, num_samples=config.num_samples,

@@ -147,10 +147,14 @@ def _rank_normalize_flat(x: Tensor) -> Tensor:
     m, n, k = x.shape
     s = m * n
     pooled = _pooled(x).T.contiguous()  # (K, S)
-    srt = torch.sort(pooled, dim=-1).values
-    left = torch.searchsorted(srt, pooled, side="left")
-    right = torch.searchsorted(srt, pooled, side="right")
-    rank = (left + right + 1).to(torch.float64) / 2.0  # average 1-based rank of ties
+    srt, order = torch.sort(pooled, dim=-1)
+    if bool((srt[:, 1:] > srt[:, :-1]).all()):  # no ties: the rank is the sorted position
+        positions = torch.arange(1, s + 1, dtype=torch.float64).expand_as(pooled)
+        rank = torch.empty_like(pooled).scatter_(-1, order, positions)
+    else:
+        left = torch.searchsorted(srt, pooled, side="left")
+        right = torch.searchsorted(srt, pooled, side="right")
+        rank = (left + right + 1).to(torch.float64) / 2.0  # average 1-based rank of ties
     z = torch.special.ndtri((rank - 0.375) / (s + 0.25))
     return z.T.reshape(m, n, k)
 

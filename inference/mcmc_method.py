@@ -116,9 +116,10 @@ class MCMC:
         result = mcmc.sample(self.kernel, flat.potential, init, self.num_warmup,
                              self.num_samples, seed=seed, chain_method=self.chain_method, **options)
         draws = result.draws.to(init.dtype)
-        chains, num = draws.shape[:2]
-        values = flat.constrained_values(draws.reshape(chains * num, -1))
-        samples = {k: v.reshape(chains, num, *v.shape[1:]) for k, v in values.items()}
+        # Chain by chain: torch's vectorized kernels round a batch's tail differently, and
+        # chain c must not depend on how many chains ran beside it.
+        per_chain = [flat.constrained_values(chain) for chain in draws]
+        samples = {k: torch.stack([v[k] for v in per_chain]) for k in per_chain[0]}
         info = {name: getattr(result.info, name) for name in result.info._fields}
         extra = {"step_size": result.step_size, "inverse_mass_matrix": result.inverse_mass_matrix,
                  "num_grad_evals": result.num_grad_evals, "warmup_time": result.warmup_time,

@@ -196,12 +196,15 @@ def _check(name: str, value, min_dim: int, what: str) -> Tensor:
 
 
 def _mcmc_rows(
-    name: str, x: Tensor, probs: Tensor, labels: list[str]
+    sites: Mapping[str, Tensor], probs: Tensor, labels: list[str]
 ) -> dict[str, dict[str, float]]:
-    m, n, shape = x.shape[0], x.shape[1], x.shape[2:]
-    names = _element_names(name, shape)
+    """Rows of every element of every site's ``(chains, draws, *shape)`` draws, computed on
+    all elements at once (the diagnostics cost per call, not per element)."""
+    names = [nm for name, x in sites.items() for nm in _element_names(name, x.shape[2:])]
     if not names:
         return {}
+    x = torch.cat([x.reshape(x.shape[0], x.shape[1], -1) for x in sites.values()], dim=-1)
+    m, n = x.shape[0], x.shape[1]
     flat = x.reshape(m * n, -1)
     stats = {
         "mean": flat.mean(dim=0),
@@ -279,15 +282,14 @@ def summarize(
     rows: dict[str, dict[str, float]] = {}
 
     if weights is None:
-        shapes = set()
-        for name, value in samples.items():
-            x = _check(name, value, 2, "MCMC draws shaped (chains, draws, *site_shape)")
-            shapes.add(tuple(x.shape[:2]))
-            rows.update(_mcmc_rows(name, x, probs, labels))
+        checked = {name: _check(name, value, 2, "MCMC draws shaped (chains, draws, *site_shape)")
+                   for name, value in samples.items()}
+        shapes = {tuple(x.shape[:2]) for x in checked.values()}
         if len(shapes) > 1:
             raise ValueError(
                 f"sites disagree on (chains, draws): {sorted(shapes)}; pass draws from one run"
             )
+        rows.update(_mcmc_rows(checked, probs, labels))
         chains, draws = next(iter(shapes)) if shapes else (0, 0)
         columns = [*_STAT_COLUMNS, *labels, *_MCMC_COLUMNS]
         return Summary(

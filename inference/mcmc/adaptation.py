@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Info, State
+from .base import Info, State, stack_infos
 from .integrators import (
     LogDensityFn,
     kinetic_energy,
@@ -52,6 +52,7 @@ __all__ = [
     "find_reasonable_step_size",
     "WindowAdaptation",
     "AdaptationState",
+    "StepAdaptation",
 ]
 
 
@@ -263,24 +264,94 @@ class WindowAdaptation:
                 da, info.accept_prob, astate.target_accept, self.gamma, self.t0, self.kappa
             )
             state = state._replace(step_size=da.log_step.exp())
-        evals = astate.search_evals
-        for start, end in astate.windows:
-            if start <= iteration < end:
-                if welford is None:
-                    num_chains, dim = state.position.shape
-                    welford = welford_init(num_chains, dim, state.metric.dense, state.position)
-                welford = welford_update(welford, state.position)
-                if iteration == end - 1:
-                    state = state._replace(metric=make_metric(regularized_covariance(welford)))
-                    welford = None
-                    if da is not None:
-                        if getattr(kernel, "step_size_search", False):
-                            state, more = find_reasonable_step_size(
-                                kernel.log_density_fn, rng, state, self.max_step_size_search
-                            )
-                            evals = evals + more
-                        da = dual_averaging_init(state.step_size)
-                break
+        if _window_at(astate, iteration) is not None:
+            if welford is None:
+                welford = _new_welford(state)
+            welford = welford_update(welford, state.position)
+        astate = astate._replace(dual_averaging=da, welford=welford)
+        return self._after(kernel, rng, iteration, state, astate)
+
+    def _after(self, kernel, rng: RNG, iteration: int, state: State,
+               astate: AdaptationState) -> tuple[State, AdaptationState]:
+        """The end of iteration ``iteration``: at a window's end the regularized estimate
+        becomes the metric, the step size is searched anew and dual averaging restarts; at
+        the end of warmup the step size becomes the dual-averaging average."""
+        da, welford, evals = astate.dual_averaging, astate.welford, astate.search_evals
+        window = _window_at(astate, iteration)
+        if window is not None and iteration == window[1] - 1:
+            state = state._replace(metric=make_metric(regularized_covariance(welford)))
+            welford = None
+            if da is not None:
+                if getattr(kernel, "step_size_search", False):
+                    state, more = find_reasonable_step_size(
+                        kernel.log_density_fn, rng, state, self.max_step_size_search
+                    )
+                    evals = evals + more
+                da = dual_averaging_init(state.step_size)
         if da is not None and iteration == astate.num_warmup - 1:
             state = state._replace(step_size=da.log_step_avg.exp())
         return state, astate._replace(dual_averaging=da, welford=welford, search_evals=evals)
+
+    def stretches(self, astate: AdaptationState, longest: int | None = None
+                  ) -> list[tuple[int, int]]:
+        """Warmup iterations ``[start, stop)`` cut at every window's start and end (so that
+        within one the same adaptation applies throughout, see :meth:`run`), and into pieces
+        of at most ``longest`` iterations."""
+        cuts = {0, astate.num_warmup}
+        for start, end in astate.windows:
+            cuts.update((start, end))
+        edges = sorted(c for c in cuts if 0 <= c <= astate.num_warmup)
+        pieces = []
+        for start, stop in zip(edges, edges[1:], strict=False):
+            step = longest or stop - start
+            pieces += [(a, min(a + step, stop)) for a in range(start, stop, step)]
+        return pieces
+
+    def run(self, kernel, rng: RNG, start: int, stop: int, state: State,
+            astate: AdaptationState) -> tuple[State, Info, AdaptationState]:
+        """Warmup iterations ``start .. stop - 1`` (one of :meth:`stretches`): transitions,
+        each followed by :meth:`update`. A kernel with ``adaptive_steps`` (NUTS in C) runs
+        them with the per-iteration adaptation in one call; the infos come back as
+        ``(C, stop - start)``."""
+        adaptive = getattr(kernel, "adaptive_steps", None)
+        if adaptive is not None:
+            welford = astate.welford
+            if welford is None and _window_at(astate, start) is not None:
+                welford = _new_welford(state)
+            plan = StepAdaptation(astate.dual_averaging, welford, astate.target_accept,
+                                  self.gamma, self.t0, self.kappa)
+            done = adaptive(rng, state, stop - start, plan)
+            if done is not None:
+                state, info, plan = done
+                astate = astate._replace(dual_averaging=plan.dual_averaging,
+                                         welford=plan.welford)
+                state, astate = self._after(kernel, rng, stop - 1, state, astate)
+                return state, info, astate
+        infos = []
+        for iteration in range(start, stop):
+            state, info = kernel.step(rng, state)
+            state, astate = self.update(kernel, rng, iteration, state, info, astate)
+            infos.append(info)
+        return state, stack_infos(infos), astate
+
+
+class StepAdaptation(NamedTuple):
+    """What adapts from one warmup transition to the next, for kernels that run several at
+    once (``adaptive_steps``): dual averaging (None: the step size stays) towards
+    ``target`` with its constants, and the current window's estimator (None: outside)."""
+
+    dual_averaging: DualAveraging | None
+    welford: Welford | None
+    target: float | None
+    gamma: float
+    t0: float
+    kappa: float
+
+
+def _window_at(astate: AdaptationState, iteration: int) -> tuple[int, int] | None:
+    return next(((a, b) for a, b in astate.windows if a <= iteration < b), None)
+
+
+def _new_welford(state: State) -> Welford:
+    num_chains, dim = state.position.shape
+    return welford_init(num_chains, dim, state.metric.dense, state.position)

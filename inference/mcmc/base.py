@@ -31,7 +31,7 @@ from torch import Tensor
 from .integrators import LogDensityFn, Metric, make_metric
 from .rng import RNG
 
-__all__ = ["State", "Info", "Kernel", "KernelBase", "make_info"]
+__all__ = ["State", "Info", "Kernel", "KernelBase", "make_info", "stack_infos"]
 
 
 class State(NamedTuple):
@@ -79,6 +79,13 @@ def make_info(
     if tree_depth is None:
         tree_depth = torch.zeros_like(num_grad_evals)
     return Info(accept_prob, divergent, energy, num_grad_evals, tree_depth, step_size)
+
+
+def stack_infos(infos: list[Info]) -> Info:
+    """Per-transition infos ``(C,)`` stacked along a new draw dimension: ``(C, len(infos))``."""
+    if not infos:
+        raise ValueError("no transitions to stack")
+    return Info(*(torch.stack(field, dim=1) for field in zip(*infos, strict=True)))
 
 
 @runtime_checkable
@@ -147,6 +154,17 @@ class KernelBase:
             return State(
                 z, log_density.clone(), grad.clone(), step_size, self._initial_metric(z, dim)
             )
+
+    def steps(self, rng: RNG, state: State, num_steps: int) -> tuple[State, Info, Tensor]:
+        """``num_steps`` transitions with the state's step size and metric fixed: the final
+        state, the infos ``(C, num_steps)`` and the positions ``(C, num_steps, D)``. Kernels
+        that run a stretch of transitions in one go (NUTS in C) override it."""
+        infos, positions = [], []
+        for _ in range(num_steps):
+            state, info = self.step(rng, state)
+            infos.append(info)
+            positions.append(state.position.clone())  # kernels may update it in place
+        return state, stack_infos(infos), torch.stack(positions, 1)
 
     def _initial_metric(self, z: Tensor, dim: int) -> Metric:
         num_chains = z.shape[0]

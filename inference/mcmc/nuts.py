@@ -77,6 +77,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from .adaptation import StepAdaptation
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, Metric, sample_momentum, sharp
 from .rng import RNG, rand, randn
@@ -109,14 +110,42 @@ class NUTS(KernelBase):
         if native is not None and state.position.device.type == "cpu":
             state, info = native.nuts_transition(rng, state, self.max_tree_depth,
                                                  self.divergence_threshold)
-            count = getattr(self.fn, "count", None)
-            if count is not None:
-                count(int(info.num_grad_evals.sum()))
+            self._count(info)
             return state, info
         with torch.no_grad():
             return nuts_transition(
                 self.fn, rng, state, self.max_tree_depth, self.divergence_threshold, self.compact
             )
+
+    def steps(self, rng: RNG, state: State, num_steps: int) -> tuple[State, Info, Tensor]:
+        """``num_steps`` transitions with fixed step size and metric: in one C call when the
+        log density function has a compiled form (see :meth:`step`), else one by one."""
+        native = getattr(self.fn, "native", None)
+        if native is None or state.position.device.type != "cpu":
+            return super().steps(rng, state, num_steps)
+        state, info, draws = native.nuts_run(rng, state, num_steps, self.max_tree_depth,
+                                             self.divergence_threshold)
+        self._count(info)
+        return state, info, draws
+
+    def adaptive_steps(self, rng: RNG, state: State, num_steps: int, plan: StepAdaptation
+                       ) -> tuple[State, Info, StepAdaptation] | None:
+        """``num_steps`` warmup transitions with the adaptation between them (``plan``) in one
+        C call, when the log density function has a compiled form; None otherwise (the
+        caller then steps and adapts one transition at a time)."""
+        native = getattr(self.fn, "native", None)
+        if native is None or state.position.device.type != "cpu":
+            return None
+        state, info, plan = native.nuts_warmup(rng, state, num_steps, plan, self.max_tree_depth,
+                                               self.divergence_threshold)
+        self._count(info)
+        return state, info, plan
+
+    def _count(self, info: Info) -> None:
+        """Report the gradients evaluated in C to a counting wrapper (``sample``'s)."""
+        count = getattr(self.fn, "count", None)
+        if count is not None:
+            count(int(info.num_grad_evals.sum()))
 
 
 # The predrawn uniforms, as rows of one (_PREDRAWN, C) block: the directions of doublings

@@ -21,7 +21,6 @@ core is busy; measured in ``bench/mcmc_kernels.py``) and restored afterwards.
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import pickle
@@ -95,11 +94,66 @@ class _CountingFn:
         return self.fn(z)
 
 
-def _stack_infos(infos: list[Info], like: Info | None, num_chains: int) -> Info:
-    if infos:
-        return Info(*(torch.stack(field, dim=1) for field in zip(*infos, strict=True)))
-    assert like is not None
-    return Info(*(t.new_empty((num_chains, 0)) for t in like))
+def _no_infos(like: Info) -> Info:
+    """Infos of zero iterations, with the dtypes of ``like`` ``(C, n)``."""
+    return Info(*(field[:, :0] for field in like))
+
+
+def _concat_infos(blocks: list[Info]) -> Info | None:
+    if not blocks:
+        return None
+    return Info(*(torch.cat(fields, dim=1) for fields in zip(*blocks, strict=True)))
+
+
+def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_warmup: int,
+                  adaptation: WindowAdaptation | None, line: ProgressLine | None
+                  ) -> tuple[State, Info | None]:
+    """The warmup iterations: with adaptation, the stretches between its events (see
+    ``WindowAdaptation.run``; cut finer with a progress line); without, plain transitions."""
+    if adaptation is None:
+        state, info, _ = _sampling_phase(kernel, generators, state, num_warmup, 1, line)
+        return state, info
+    blocks = []
+    if num_warmup > 0:
+        state, astate = adaptation.init(kernel, generators, state, num_warmup)
+        longest = None if line is None else max(1, num_warmup // 50)
+        for start, stop in adaptation.stretches(astate, longest):
+            state, info, astate = adaptation.run(kernel, generators, start, stop, state, astate)
+            blocks.append(info)
+            if line is not None:
+                for divergent in info.divergent.sum(0):
+                    line.update(divergent)
+    return state, _concat_infos(blocks)
+
+
+def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num_samples: int,
+                    thin: int, line: ProgressLine | None) -> tuple[State, Info | None, Tensor]:
+    """The kept iterations, through ``kernel.steps`` (a kernel may run them in one call): in
+    one stretch, or in stretches of about a second's worth of transitions with a progress
+    line. Returns the final state, the infos and draws of every ``thin``-th iteration."""
+    steps = getattr(kernel, "steps", None)
+    stretch = num_samples if line is None else max(1, num_samples // 50)
+    infos, positions = [], []
+    done = 0
+    while done < num_samples:
+        n = min(stretch, num_samples - done)
+        if steps is None:
+            state, info = kernel.step(generators, state)
+            info, drawn = Info(*(f.unsqueeze(1) for f in info)), state.position.unsqueeze(1)
+            n = 1
+        else:
+            state, info, drawn = steps(generators, state, n)
+        keep = slice((thin - done % thin) % thin, None, thin)  # global iterations i % thin == 0
+        infos.append(Info(*(f[:, keep] for f in info)))
+        positions.append(drawn[:, keep].clone() if steps is None else drawn[:, keep])
+        if line is not None:
+            for divergent in info.divergent.sum(0):
+                line.update(divergent)
+        done += n
+    if not infos:
+        return state, None, state.position.new_empty((state.position.shape[0], 0,
+                                                      state.position.shape[1]))
+    return state, _concat_infos(infos), torch.cat(positions, dim=1)
 
 
 def _run_batched(
@@ -115,7 +169,6 @@ def _run_batched(
 ) -> MCMCRun:
     counter = _CountingFn(kernel.log_density_fn)
     kernel = kernel.bind(counter)
-    num_chains = z0.shape[0]
     line = ProgressLine(num_warmup + num_samples, num_warmup, label=label) if progress else None
     with torch.no_grad():
         start = time.perf_counter()
@@ -127,38 +180,20 @@ def _run_batched(
                 f"(values {state.log_density[bad].tolist()}); choose initial positions inside "
                 "the support, e.g. uniform(-2, 2) on the unconstrained space"
             )
-        astate = None
-        if adaptation is not None and num_warmup > 0:
-            state, astate = adaptation.init(kernel, generators, state, num_warmup)
-        warm_infos: list[Info] = []
-        for i in range(num_warmup):
-            state, info = kernel.step(generators, state)
-            if astate is not None:
-                state, astate = adaptation.update(kernel, generators, i, state, info, astate)
-            warm_infos.append(info)
-            if line is not None:
-                line.update(info.divergent.sum())
+        state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation, line)
         warm_end = time.perf_counter()
-        kept = math.ceil(num_samples / thin)
-        draws = z0.new_empty((num_chains, kept, z0.shape[1]))
-        infos: list[Info] = []
-        for i in range(num_samples):
-            state, info = kernel.step(generators, state)
-            if i % thin == 0:
-                draws[:, i // thin] = state.position
-                infos.append(info)
-            if line is not None:
-                line.update(info.divergent.sum())
+        state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin, line)
         end = time.perf_counter()
     if line is not None:
         line.close()
-    template = infos[0] if infos else (warm_infos[0] if warm_infos else None)
-    if template is None:
-        _, template = kernel.step(generators, state)
+    template = next((i for i in (warm_info, info) if i is not None), None)
+    if template is None:  # dtypes for the empty infos of a run without iterations
+        _, step_info = kernel.step(generators, state)
+        template = Info(*(field.unsqueeze(1) for field in step_info))
     return MCMCRun(
         draws=draws,
-        info=_stack_infos(infos, template, num_chains),
-        warmup_info=_stack_infos(warm_infos, template, num_chains),
+        info=info if info is not None else _no_infos(template),
+        warmup_info=warm_info if warm_info is not None else _no_infos(template),
         step_size=state.step_size,
         inverse_mass_matrix=state.metric.inverse_mass,
         num_grad_evals=counter.rows,

@@ -29,6 +29,8 @@ from ppl.inference.potential import Lowered, Unsupported
 from ppl.inference.potential import prims as P
 from ppl.inference.potential.tape import Instr, Value, Var, is_var, shape_of
 
+from .fusion import FusedLoop, is_full_sum, schedule
+
 __all__ = ["CSource", "emit_potential"]
 
 
@@ -83,6 +85,11 @@ def _prelude() -> str:
     return resources.files(__package__).joinpath("scalar.h").read_text()
 
 
+#: Data constants at least this large whose values are all exact in float32 are stored as
+#: float32 (a data matrix read once per gradient is the memory-bound part of a large model).
+_SINGLE_MIN = 4096
+
+
 def _literal(value: float) -> str:
     if math.isnan(value):
         return "NAN"
@@ -107,19 +114,25 @@ class _Emitter:
     declared: dict[str, str] = field(default_factory=dict)  # var name -> C declaration
     lines: list[str] = field(default_factory=list)
     _constant_names: dict[int, str] = field(default_factory=dict)
+    _keep: list[torch.Tensor] = field(default_factory=list)
     _counter: int = 0
 
     # -- operands --------------------------------------------------------------------------
     def constant(self, value: torch.Tensor) -> str:
         """The C name of a bound tensor constant, flattened (float64, or int64 for indices).
-        Keyed by identity: the tape keeps every constant alive, so ids are not reused."""
+        Keyed by identity (kept alive here, so that an id is never reused)."""
         key = id(value)
         if key not in self._constant_names:
+            self._keep.append(value)  # its id stays its own while this emitter lives
             flat = value.detach().reshape(-1)
             if value.dtype in (torch.int64, torch.int32):
                 data, ctype = flat.to(torch.int64).contiguous(), "int64_t"
             else:
                 data, ctype = flat.to(torch.float64).contiguous(), "double"
+                single = data.to(torch.float32)
+                if data.numel() >= _SINGLE_MIN and bool((single.to(torch.float64) == data).all()):
+                    # exactly representable: half the memory traffic, the same numbers
+                    data, ctype = single, "float"
             name = f"K{len(self.constants)}"
             self.constants.append(data)
             self._constant_names[key] = name
@@ -184,11 +197,45 @@ class _Emitter:
         return " + ".join(terms) or "0"
 
 
+def _fused_loop(em: _Emitter, loop: FusedLoop) -> None:
+    """One loop for a :class:`~.fusion.FusedLoop`: each map's value a local of the body
+    (written out when read after the loop), each full sum an accumulator."""
+    i = em.fresh()
+    accumulators = {instr.out.name: em.fresh("acc") for instr in loop.instrs
+                    if is_full_sum(instr)}
+    for acc in accumulators.values():
+        em.emit(f"double {acc} = 0.0;")
+    reduction = f" reduction(+:{', '.join(accumulators.values())})" if accumulators else ""
+    em.emit(f"#pragma omp simd{reduction}")
+    em.emit(f"for (long {i} = 0; {i} < {loop.size}; {i}++) {{")
+    local: dict[str, str] = {}
+
+    def ref(value: Value) -> str:
+        if is_var(value) and value.name in local:
+            return local[value.name]
+        return em.at(value, i if math.prod(shape_of(value)) == loop.size else "0")
+
+    for instr in loop.instrs:
+        name = instr.out.name
+        if name in accumulators:
+            em.emit(f"{accumulators[name]} += {ref(instr.args[0])};", 1)
+            continue
+        local[name] = em.fresh("t")
+        expr = _ELEMENTWISE[instr.prim.name].format(*(ref(a) for a in instr.args))
+        em.emit(f"const double {local[name]} = {expr};", 1)
+        if name in loop.stored:
+            em.declare(instr.out)
+            em.emit(f"{name}[{i}] = {local[name]};", 1)
+    em.emit("}")
+    for instr in loop.instrs:
+        if instr.out.name in accumulators:
+            em.declare(instr.out)
+            em.emit(f"{em.at(instr.out, '0')} = {accumulators[instr.out.name]};")
+
+
 def _elementwise(em: _Emitter, instr: Instr) -> None:
     out, args = instr.out, instr.args
-    template = _ELEMENTWISE.get(instr.prim.name)
-    if template is None:
-        raise Unsupported(f"no C rule for {instr.prim.name}")
+    template = _ELEMENTWISE[instr.prim.name]
     em.declare(out)
     size = math.prod(out.shape)
     flat = all(math.prod(shape_of(a)) in (1, size) for a in args)
@@ -523,15 +570,21 @@ def emit_potential(lowered: Lowered) -> CSource:
         else:
             em.declared[var.name] = f"const double *{var.name};"
             em.emit(f"{var.name} = z + {block.offset};")
-    for instr in tape.live([log_density, grad]):
+    live = tape.live([log_density, grad])
+    for instr in live:
         if instr.out.dtype not in (torch.float64, torch.bool):
             raise Unsupported(f"{instr.prim.name} yields {instr.out.dtype}")
-        if isinstance(instr.prim, P.Elementwise):
-            _elementwise(em, instr)
-        elif instr.prim.name in _RULES:
-            _RULES[instr.prim.name](em, instr)
-        else:
+        if not isinstance(instr.prim, P.Elementwise) and instr.prim.name not in _RULES:
             raise Unsupported(f"no C rule for {instr.prim.name}")
+        if isinstance(instr.prim, P.Elementwise) and instr.prim.name not in _ELEMENTWISE:
+            raise Unsupported(f"no C rule for {instr.prim.name}")
+    for item in schedule(live, [log_density, grad]):
+        if isinstance(item, FusedLoop):
+            _fused_loop(em, item)
+        elif isinstance(item.prim, P.Elementwise):
+            _elementwise(em, item)
+        else:
+            _RULES[item.prim.name](em, item)
     i = em.fresh()
     em.emit(f"for (long {i} = 0; {i} < PPL_DIM; {i}++) grad[{i}] = {em.at(grad, i)};")
     em.emit(f"return {em.at(log_density, '0')};")

@@ -64,11 +64,11 @@ def compile_library(source: str) -> ctypes.CDLL:
     if cc is None:
         raise CompileError("no C compiler found (set $CC, or install cc/gcc/clang)")
     key = hashlib.sha256("\0".join((cc, *FLAGS, source)).encode()).hexdigest()[:32]
-    if key in _LOADED:
-        return _LOADED[key]
     directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"ppl_{key}.so"
+    if str(target) in _LOADED:
+        return _LOADED[str(target)]
+    directory.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             src = Path(tmp) / "module.c"
@@ -79,5 +79,5 @@ def compile_library(source: str) -> ctypes.CDLL:
             if done.returncode != 0:
                 raise CompileError(f"{cc} failed on generated code:\n{done.stderr[-4000:]}")
             os.replace(out, target)  # atomic: concurrent builders of one model agree
-    _LOADED[key] = ctypes.CDLL(str(target))
-    return _LOADED[key]
+    _LOADED[str(target)] = ctypes.CDLL(str(target))
+    return _LOADED[str(target)]

@@ -25,9 +25,9 @@
  *   - accept_prob is Stan's accept_stat: the mean of min(1, exp(H0 - H)) over every leapfrog
  *     point integrated, including those of a discarded subtree.
  *
- * Randomness: the momentum p0 comes from the caller (so the mass matrix factor stays in
- * Python); the directions and sampling uniforms come from xoshiro256** seeded by splitmix64
- * from seeds[c]. Chain c only reads its own inputs, so it is bitwise the same in any batch.
+ * Randomness: the momentum p0 comes from the caller (ppl_nuts, used while adaptation changes
+ * the metric between transitions) or from the chain's stream (ppl_nuts_run); the directions
+ * and sampling uniforms come from xoshiro256** seeded by splitmix64 from seeds[c]. Chain c only reads its own inputs, so it is bitwise the same in any batch.
  *
  * Every name at file scope starts with nuts_ (or NUTS_), so as not to clash with the
  * generated code it is compiled with.
@@ -84,6 +84,18 @@ static uint64_t nuts_rng_next(nuts_rng *rng)
 static double nuts_uniform(nuts_rng *rng)
 {
     return (double)(nuts_rng_next(rng) >> 11) * 0x1.0p-53;
+}
+
+/* D standard normals (Box-Muller, both of each pair used; 1 - u keeps log away from 0). */
+static void nuts_normals(nuts_rng *rng, double *out)
+{
+    for (int i = 0; i < PPL_DIM; i += 2) {
+        double r = sqrt(-2.0 * log(1.0 - nuts_uniform(rng)));
+        double angle = 6.283185307179586 * nuts_uniform(rng);
+        out[i] = r * cos(angle);
+        if (i + 1 < PPL_DIM)
+            out[i + 1] = r * sin(angle);
+    }
 }
 
 /* ---------------------------------------------------------------- the tree's pieces */
@@ -339,15 +351,70 @@ static int nuts_doublings(nuts_chain *ch, double step_size, int max_depth)
 
 int ppl_nuts_abi(void) { return PPL_NUTS_ABI; }
 
-/* One NUTS transition for each of num_chains chains (see the top of the file). Arrays are
- * row-major float64: z0, g0, p0, z, g (C, D); lp0, step_size, lp, accept_prob, energy (C,);
- * inv_mass (C, D), or (C, D, D) when dense. Returns 0, or -1 when out of memory (then
- * nothing is written). */
-int ppl_nuts(long num_chains, const double *z0, const double *lp0, const double *g0,
-             const double *p0, const double *step_size, const double *inv_mass, int dense,
-             const uint64_t *seeds, int max_depth, double divergence_threshold, double *z,
-             double *lp, double *g, double *accept_prob, uint8_t *divergent, double *energy,
-             int64_t *num_steps, int64_t *tree_depth)
+/* ---------------------------------------------------------------- warmup adaptation */
+
+/* Stan's warmup adaptation carried across transitions (the windows' schedule, the metric
+ * updates and step-size searches at their ends stay in Python, which calls in between).
+ * Per chain c: the dual averaging state dual_averaging[4c .. 4c + 3] = (log step, its
+ * running average, h_bar, mu) after da_count updates (NULL: the step size stays fixed), and
+ * the Welford estimate of the current window, welford_mean (C, D) and welford_m2 (C, D) or
+ * (C, D, D), after welford_count draws (NULL: outside a window). */
+typedef struct {
+    double *dual_averaging;
+    long da_count;
+    double target, gamma, t0, kappa;
+    double *welford_mean, *welford_m2;
+    long welford_count;
+} ppl_adaptation;
+
+/* One dual averaging step (Hoffman & Gelman 2014) after update number m of the chain's
+ * state da with acceptance statistic accept (NaN counts as 0); returns the next step size. */
+static double nuts_dual_averaging(const ppl_adaptation *a, double *da, long m, double accept)
+{
+    accept = isnan(accept) ? 0.0 : (accept > 1.0 ? 1.0 : accept);
+    double eta = 1.0 / ((double)m + a->t0);
+    da[2] = (1.0 - eta) * da[2] + eta * (a->target - accept);
+    da[0] = da[3] - sqrt((double)m) / a->gamma * da[2];
+    double weight = pow((double)m, -a->kappa);
+    da[1] = weight * da[0] + (1.0 - weight) * da[1];
+    return exp(da[0]);
+}
+
+/* Add draw x as number n of the chain's Welford (co)variance estimate (mean, m2). */
+static void nuts_welford(double *mean, double *m2, int dense, long n, const double *x)
+{
+    double delta[PPL_DIM];
+    for (int i = 0; i < PPL_DIM; i++) {
+        delta[i] = x[i] - mean[i];
+        mean[i] += delta[i] / (double)n;
+    }
+    for (int i = 0; i < PPL_DIM; i++) {
+        double after = x[i] - mean[i];
+        if (!dense)
+            m2[i] += delta[i] * after;
+        else
+            for (int j = 0; j < PPL_DIM; j++)
+                m2[(size_t)i * PPL_DIM + j] += after * delta[j];
+    }
+}
+
+/* num_iter transitions of each of num_chains chains, in one call: the sampling phase (adapt
+ * NULL: step size and metric fixed) or a stretch of warmup (adapt: see ppl_adaptation).
+ * With p0 given (num_iter must be 1) it is the initial momentum; else C draws each
+ * transition's momentum p = F xi from its own stream, with F the factor of the mass matrix
+ * (F F^T = M: mass_sqrt, (C, D) diagonal or (C, D, D)). Per transition t of chain c, row
+ * c * num_iter + t of: draws (D values), accept_prob, divergent, energy, num_steps,
+ * tree_depth and step_used (unless NULL). The final state goes to z (unless NULL: it is the
+ * last draw), lp and g (C rows). Arrays are row-major float64 except the flags (uint8) and
+ * counts (int64); inv_mass is (C, D), or (C, D, D) when dense. Returns 0, or -1 when out
+ * of memory (then nothing is written). */
+int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double *lp0,
+                 const double *g0, const double *p0, const double *mass_sqrt,
+                 const double *step_size, const double *inv_mass, int dense,
+                 const uint64_t *seeds, int max_depth, double divergence_threshold,
+                 const ppl_adaptation *adapt, double *draws, double *z, double *lp, double *g,
+                 double *accept_prob, uint8_t *divergent, double *energy, int64_t *num_steps,
+                 int64_t *tree_depth, double *step_used)
 {
     const size_t dim = PPL_DIM;
     nuts_chain *ch = malloc(sizeof *ch);
@@ -361,23 +428,67 @@ int ppl_nuts(long num_chains, const double *z0, const double *lp0, const double 
     ch->dense = dense;
     ch->threshold = divergence_threshold;
     size_t metric_size = dense ? dim * dim : dim;
+    double *da_all = adapt ? adapt->dual_averaging : NULL;
+    double *mean_all = adapt ? adapt->welford_mean : NULL;
+    double xi[PPL_DIM], p[PPL_DIM], g_now[PPL_DIM];
     for (long c = 0; c < num_chains; c++) {
         size_t row = (size_t)c * dim;
         ch->inv_mass = inv_mass + (size_t)c * metric_size;
+        const double *factor = mass_sqrt ? mass_sqrt + (size_t)c * metric_size : NULL;
+        double *da = da_all ? da_all + 4 * c : NULL;
+        double eps = step_size[c];
         nuts_rng_seed(&ch->rng, seeds[c]);
-        nuts_start(ch, z0 + row, lp0[c], g0 + row, p0 + row);
-        int depth = nuts_doublings(ch, step_size[c], max_depth);
+        const double *z_now = z0 + row;
+        double lp_now = lp0[c];
+        memcpy(g_now, g0 + row, sizeof g_now);
+        for (long t = 0; t < num_iter; t++) {
+            if (p0) {
+                memcpy(p, p0 + row, sizeof p);
+            } else {
+                nuts_normals(&ch->rng, xi);
+                for (size_t i = 0; i < dim; i++)
+                    p[i] = dense ? nuts_dot(factor + i * dim, xi) : factor[i] * xi[i];
+            }
+            nuts_start(ch, z_now, lp_now, g_now, p);
+            int depth = nuts_doublings(ch, eps, max_depth);
 
-        memcpy(z + row, ch->sample.z, sizeof ch->sample.z);
-        memcpy(g + row, ch->sample.g, sizeof ch->sample.g);
-        lp[c] = ch->sample.lp;
-        energy[c] = ch->sample.h;
-        accept_prob[c] = ch->num_steps ? ch->sum_metro / (double)ch->num_steps : 0.0;
-        divergent[c] = (uint8_t)ch->divergent;
-        num_steps[c] = ch->num_steps;
-        tree_depth[c] = depth;
+            size_t k = (size_t)(c * num_iter + t);
+            memcpy(draws + k * dim, ch->sample.z, sizeof ch->sample.z);
+            energy[k] = ch->sample.h;
+            accept_prob[k] = ch->num_steps ? ch->sum_metro / (double)ch->num_steps : 0.0;
+            divergent[k] = (uint8_t)ch->divergent;
+            num_steps[k] = ch->num_steps;
+            tree_depth[k] = depth;
+            if (step_used)
+                step_used[k] = eps;
+            z_now = draws + k * dim;
+            memcpy(g_now, ch->sample.g, sizeof g_now);
+            lp_now = ch->sample.lp;
+            if (da)
+                eps = nuts_dual_averaging(adapt, da, adapt->da_count + t + 1, accept_prob[k]);
+            if (mean_all)
+                nuts_welford(mean_all + row, adapt->welford_m2 + (size_t)c * metric_size, dense,
+                             adapt->welford_count + t + 1, z_now);
+        }
+        if (z)
+            memcpy(z + row, z_now, sizeof g_now);
+        memcpy(g + row, g_now, sizeof g_now);
+        lp[c] = lp_now;
     }
     free(halves);
     free(ch);
     return 0;
+}
+
+/* One NUTS transition for each of num_chains chains (see the top of the file) from the
+ * momenta p0 (C, D): ppl_nuts_run with num_iter 1, the new positions written to z. */
+int ppl_nuts(long num_chains, const double *z0, const double *lp0, const double *g0,
+             const double *p0, const double *step_size, const double *inv_mass, int dense,
+             const uint64_t *seeds, int max_depth, double divergence_threshold, double *z,
+             double *lp, double *g, double *accept_prob, uint8_t *divergent, double *energy,
+             int64_t *num_steps, int64_t *tree_depth)
+{
+    return ppl_nuts_run(num_chains, 1, z0, lp0, g0, p0, NULL, step_size, inv_mass, dense,
+                        seeds, max_depth, divergence_threshold, NULL, z, NULL, lp, g,
+                        accept_prob, divergent, energy, num_steps, tree_depth, NULL);
 }

@@ -13,13 +13,14 @@ import ctypes
 
 import torch
 
+from ppl.inference.mcmc.adaptation import StepAdaptation
 from ppl.inference.mcmc.base import Info, State
 from ppl.inference.mcmc.rng import RNG
 from ppl.inference.potential import Lowered, Unsupported
 
 from .codegen import CSource, emit_potential
 from .compiler import compiler_available
-from .nuts import native_nuts_transition, nuts_source
+from .nuts import native_nuts_run, native_nuts_transition, native_nuts_warmup, nuts_source
 
 __all__ = ["NativePotential"]
 
@@ -69,6 +70,19 @@ class NativePotential:
         """One NUTS transition of every chain, in C (see :mod:`.nuts`)."""
         return native_nuts_transition(self.library, rng, state, max_tree_depth,
                                       divergence_threshold)
+
+    def nuts_run(self, rng: RNG, state: State, num_iter: int, max_tree_depth: int,
+                 divergence_threshold: float) -> tuple[State, Info, torch.Tensor]:
+        """``num_iter`` NUTS transitions of every chain in one C call (see :mod:`.nuts`)."""
+        return native_nuts_run(self.library, rng, state, num_iter, max_tree_depth,
+                               divergence_threshold)
+
+    def nuts_warmup(self, rng: RNG, state: State, num_iter: int, plan: StepAdaptation,
+                    max_tree_depth: int, divergence_threshold: float
+                    ) -> tuple[State, Info, StepAdaptation]:
+        """``num_iter`` warmup transitions with their adaptation, in one C call."""
+        return native_nuts_warmup(self.library, rng, state, num_iter, plan, max_tree_depth,
+                                  divergence_threshold)
 
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = z.detach().to(torch.float64).contiguous()
