@@ -27,7 +27,9 @@ takes float32 data tensors and computes in float64; NumPyro gets ``JAX_ENABLE_X6
 float64 data and default dtype; the data values are float32-exact, so all see the same
 numbers); ``--float32`` runs the peers in their default float32. Chains:
 
-* ppl: ``NUTS(chains=4)`` batched in one process (``chain_method="batched"``);
+* ppl: ``NUTS(chains=4)`` in one process (``chain_method="batched"``); with a C compiler the
+  model runs on the native backend (NUTS in C, chains spread over the cores), and each cold
+  run compiles its C into a fresh, empty cache, so compilation counts as the peers' does;
 * NumPyro: ``chain_method="vectorized"`` (vmap: batched in one process), JAX on the CPU;
 * Pyro: ``jit_compile=True``; chains run sequentially in this process (one single-chain
   ``MCMC`` after another, as Pyro's own sequential sampler does), never its multiprocessing

@@ -5,7 +5,7 @@ source that defines::
 
     #define PPL_DIM D
     void ppl_bind(const void *const *constants);      /* the tensor constants, in order */
-    static double ppl_potential(const double *z, double *grad);   /* log p(z), writes grad */
+    double ppl_potential(const double *z, double *grad);   /* log p(z), writes grad */
     void ppl_potential_batch(long C, const double *z, double *lp, double *grad);
 
 Every tape value becomes a buffer of its per-chain shape (a plain ``double`` when it is a
@@ -592,7 +592,7 @@ def emit_potential(lowered: Lowered) -> CSource:
     text = "\n".join([
         f"#define PPL_DIM {dim}",
         _prelude(),
-        "static double ppl_potential(const double *restrict z, double *restrict grad) {",
+        "double ppl_potential(const double *restrict z, double *restrict grad) {",
         *declarations,
         *em.lines,
         "}",

@@ -1,13 +1,16 @@
 """Compile generated C into a shared library, once per source text, and load it with ctypes.
 
-The native backend emits a model's potential (and the samplers that call it) as C, so that a
-leapfrog step costs nanoseconds instead of dozens of torch dispatches. Libraries are cached
-on disk by the hash of their source and flags (``$PPL_CACHE_DIR``, else
-``$XDG_CACHE_HOME/ppl/native``, else ``~/.cache/ppl/native``), so a model compiles once per
-machine. The compiler is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the path;
-without one, :func:`compiler_available` is False and callers keep the torch path.
+The native backend emits a model's potential (and links the samplers that call it) as C, so
+that a leapfrog step costs nanoseconds instead of dozens of torch dispatches. A library is
+built from translation units, each with its own optimization level (the potential's loops
+need ``-O3`` to vectorize; the sampler's control flow compiles faster at ``-O1`` and runs as
+fast), compiled in parallel and linked. Libraries are cached on disk by the hash of their
+sources and flags (``$PPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ppl/native``, else
+``~/.cache/ppl/native``), so a model compiles once per machine. The compiler is ``$CC`` or
+the first of ``cc``, ``gcc``, ``clang`` on the path; without one, :func:`compiler_available`
+is False and callers keep the torch path.
 
-    >>> lib = compile_library("double twice(double x) { return 2 * x; }")  # doctest: +SKIP
+    >>> lib = compile_library(Unit("double twice(double x) { return 2 * x; }"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,16 +21,25 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["CompileError", "compiler", "compiler_available", "compile_library"]
+__all__ = ["CompileError", "Unit", "compiler", "compiler_available", "compile_library"]
 
 # No -ffast-math: the samplers rely on IEEE infinities and NaNs to detect divergences. Nothing
 # reads errno or floating-point exception flags, which lets selects on floats vectorize.
 # -fopenmp-simd honours the ``omp simd`` loops and reductions without OpenMP's runtime.
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-         "-fPIC", "-shared", "-std=gnu11")
+FLAGS = ("-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
+         "-std=gnu11")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One translation unit: its source and its own flags (optimization, defines)."""
+
+    source: str
+    flags: tuple[str, ...] = ("-O3",)
 
 
 class CompileError(RuntimeError):
@@ -58,12 +70,23 @@ def cache_dir() -> Path:
 _LOADED: dict[str, ctypes.CDLL] = {}
 
 
-def compile_library(source: str) -> ctypes.CDLL:
-    """The loaded shared library of ``source`` (compiled unless cached on disk or in memory)."""
+def _run(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen, what: str) -> None:
+    _, err = process.communicate()
+    if process.returncode != 0:
+        raise CompileError(f"{what} failed on generated code:\n{err[-4000:]}")
+
+
+def compile_library(*units: Unit) -> ctypes.CDLL:
+    """The loaded shared library of ``units`` (built unless cached on disk or in memory)."""
     cc = compiler()
     if cc is None:
         raise CompileError("no C compiler found (set $CC, or install cc/gcc/clang)")
-    key = hashlib.sha256("\0".join((cc, *FLAGS, source)).encode()).hexdigest()[:32]
+    parts = [cc, *FLAGS] + [piece for u in units for piece in (*u.flags, u.source)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
     directory = cache_dir()
     target = directory / f"ppl_{key}.so"
     if str(target) in _LOADED:
@@ -71,13 +94,16 @@ def compile_library(source: str) -> ctypes.CDLL:
     directory.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            src = Path(tmp) / "module.c"
-            src.write_text(source)
+            objects, jobs = [], []
+            for i, unit in enumerate(units):
+                src, obj = Path(tmp) / f"unit{i}.c", Path(tmp) / f"unit{i}.o"
+                src.write_text(unit.source)
+                objects.append(str(obj))
+                jobs.append(_run([cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]))
+            for job in jobs:
+                _finish(job, cc)
             out = Path(tmp) / "module.so"
-            done = subprocess.run([cc, *FLAGS, str(src), "-o", str(out), "-lm"],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise CompileError(f"{cc} failed on generated code:\n{done.stderr[-4000:]}")
+            _finish(_run([cc, "-shared", *objects, "-o", str(out), "-lm"]), f"{cc} (linking)")
             os.replace(out, target)  # atomic: concurrent builders of one model agree
     _LOADED[str(target)] = ctypes.CDLL(str(target))
     return _LOADED[str(target)]

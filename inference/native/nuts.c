@@ -1,9 +1,9 @@
 /* The No-U-Turn Sampler in C, one chain at a time, on a generated potential.
  *
- * This file is appended to a model's generated potential in one translation unit; that part
- * defines PPL_DIM (the flat unconstrained dimension D) and
- *     static double ppl_potential(const double *z, double *grad);
- * which returns log p(z) and writes its gradient (it may return -inf or NaN).
+ * It is compiled with -DPPL_DIM=D (the flat unconstrained dimension) and linked with a
+ * model's generated potential, or appended to a potential that defines PPL_DIM itself:
+ *     double ppl_potential(const double *z, double *grad);
+ * returns log p(z) and writes its gradient (it may return -inf or NaN).
  *
  * ppl_nuts makes one NUTS transition for each of C chains: Stan's algorithm (Hoffman &
  * Gelman 2014 with Betancourt 2017's multinomial sampling), each chain building its own tree.
@@ -38,7 +38,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef PPL_DIM
+#error "compile with -DPPL_DIM=<the dimension>, or after a potential that defines it"
+#endif
+
 #define PPL_NUTS_ABI 1
+
+/* The potential, from the model's own translation unit (or defined above this file). */
+double ppl_potential(const double *restrict z, double *restrict grad);
 
 enum { NUTS_BACKWARD = 0, NUTS_FORWARD = 1 };
 

@@ -1,9 +1,10 @@
 """NUTS transitions in C: the Python side of ``nuts.c``.
 
-A model's generated potential (``#define PPL_DIM``, ``static double ppl_potential(z, grad)``)
-followed by :func:`nuts_source` compiles into one library whose ``ppl_nuts_run`` makes whole
-NUTS transitions for every chain in one call, each chain building its own tree (no lockstep
-padding), with the algorithm of :mod:`ppl.inference.mcmc.nuts` (Stan's).
+A model's generated potential (``double ppl_potential(z, grad)``) linked with
+:func:`nuts_source` compiled for its dimension (``-DPPL_DIM=D``) makes one library whose
+``ppl_nuts_run`` makes whole NUTS transitions for every chain in one call, each chain building
+its own tree (no lockstep padding), with the algorithm of :mod:`ppl.inference.mcmc.nuts`
+(Stan's).
 
 * :func:`native_nuts_transition` (warmup, where adaptation retunes between transitions): one
   transition; Python draws the momentum ``p0 ~ N(0, M)`` and one 64-bit seed per chain, both
@@ -15,8 +16,8 @@ padding), with the algorithm of :mod:`ppl.inference.mcmc.nuts` (Stan's).
 Either way chain ``c`` depends only on its own generator and state, so it is bitwise the same
 in any batch.
 
-    >>> from ppl.inference.native.compiler import compile_library   # doctest: +SKIP
-    >>> lib = compile_library(potential_c + nuts_source())           # doctest: +SKIP
+    >>> from ppl.inference.native.compiler import Unit, compile_library    # doctest: +SKIP
+    >>> lib = compile_library(Unit(potential_c + nuts_source()))            # doctest: +SKIP
     >>> state, info = native_nuts_transition(lib, rng, state)         # doctest: +SKIP
     >>> state, infos, draws = native_nuts_run(lib, rng, state, 1000)  # doctest: +SKIP
 """

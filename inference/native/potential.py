@@ -1,9 +1,8 @@
 """A model's potential compiled to C: the same ``fn(z) -> (log_density, grad)`` contract as
 the torch potential, evaluated chain by chain in one foreign call.
 
-The library holds the generated potential and the native NUTS that calls it (``nuts.c``),
-compiled together so that the sampler's calls to
-``ppl_potential`` are direct (and inlined). It is compiled on first use, not when the model is
+The library links the generated potential and the native NUTS that calls it (``nuts.c``,
+compiled for the model's dimension). It is compiled on first use, not when the model is
 built, and is cached on disk by :mod:`.compiler`.
 """
 
@@ -49,9 +48,10 @@ class NativePotential:
         structure share one library, so every entry into it goes through this property,
         which points the library at this model's data first."""
         if self._library is None:
-            from .compiler import compile_library
+            from .compiler import Unit, compile_library
 
-            library = compile_library(self.source.text + "\n" + nuts_source())
+            nuts = Unit(nuts_source(), ("-O1", f"-DPPL_DIM={self.dim}"))
+            library = compile_library(Unit(self.source.text), nuts)
             library.ppl_bind.argtypes = [ctypes.c_void_p]
             library.ppl_bind.restype = None
             library.ppl_potential_batch.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3

@@ -23,7 +23,7 @@ from ppl.inference.diagnostics import ess, mcse_mean
 from ppl.inference.mcmc import NUTS, sample
 from ppl.inference.mcmc.integrators import sample_momentum
 from ppl.inference.mcmc.rng import chain_generators, randn
-from ppl.inference.native.compiler import compile_library, compiler_available
+from ppl.inference.native.compiler import Unit, compile_library, compiler_available
 from ppl.inference.native.nuts import native_nuts_transition, nuts_source
 
 pytestmark = pytest.mark.skipif(
@@ -214,7 +214,7 @@ def library():
 
     def get(name: str) -> ctypes.CDLL:
         if name not in cache:
-            cache[name] = compile_library(TARGETS[name].c_source + nuts_source())
+            cache[name] = compile_library(Unit(TARGETS[name].c_source + nuts_source()))
         return cache[name]
 
     return get
