@@ -457,7 +457,8 @@ def _narrow(em: _Emitter, instr: Instr) -> None:
             f"{x.name}[{o} * {size * inner} + {start * inner} + {t}];", 1)
 
 
-def _cumsum(em: _Emitter, instr: Instr, reverse: bool = False) -> None:
+def _cumsum(em: _Emitter, instr: Instr, reverse: bool = False, log_space: bool = False) -> None:
+    """Running sums along a dim (``log_space``: running log-sum-exps, logcumsumexp)."""
     (x,) = instr.args
     out = instr.out
     dim = instr.attrs["dim"] % x.ndim
@@ -468,10 +469,12 @@ def _cumsum(em: _Emitter, instr: Instr, reverse: bool = False) -> None:
         f"long {s} = 0; {s} < {size}; {s}++"
     em.emit(f"for (long {o} = 0; {o} < {outer}; {o}++)")
     em.emit(f"for (long {t} = 0; {t} < {inner}; {t}++) {{", 1)
-    em.emit("double run = 0.0;", 2)
+    em.emit(f"double run = {'-INFINITY' if log_space else '0.0'};", 2)
     em.emit(f"for ({steps}) {{", 2)
     cell = f"{o} * {size * inner} + {s} * {inner} + {t}"
-    em.emit(f"run += {x.name}[{cell}]; {out.name}[{cell}] = run;", 3)
+    update = f"run = ppl_logaddexp(run, {x.name}[{cell}]);" if log_space else \
+        f"run += {x.name}[{cell}];"
+    em.emit(f"{update} {out.name}[{cell}] = run;", 3)
     em.emit("}", 2)
     em.emit("}", 1)
 
@@ -536,6 +539,54 @@ def _log_softmax(em: _Emitter, instr: Instr) -> None:
     _log_sum_exp(em, x, (instr.attrs["dim"],), None, subtract_into=instr.out.name)
 
 
+def _cholesky(em: _Emitter, instr: Instr) -> None:
+    """Cholesky-Banachiewicz, row by row from the lower triangle; a pivot that is not
+    positive is NaN, which then spreads through the rest of the factor (a divergence)."""
+    (x,) = instr.args
+    out = instr.out
+    n = shape_of(x)[-1]
+    em.declare(out)
+    i, j, k, acc = em.fresh(), em.fresh(), em.fresh(), em.fresh("acc")
+    em.emit(f"for (long {i} = 0; {i} < {n}; {i}++) {{")
+    em.emit(f"for (long {j} = 0; {j} <= {i}; {j}++) {{", 1)
+    em.emit(f"double {acc} = {em.at(x, f'{i} * {n} + {j}')};", 2)
+    em.emit(f"for (long {k} = 0; {k} < {j}; {k}++) "
+            f"{acc} -= {out.name}[{i} * {n} + {k}] * {out.name}[{j} * {n} + {k}];", 2)
+    em.emit(f"{out.name}[{i} * {n} + {j}] = {i} == {j} ? ({acc} > 0.0 ? sqrt({acc}) : NAN) "
+            f": {acc} / {out.name}[{j} * {n} + {j}];", 2)
+    em.emit("}", 1)
+    em.emit(f"for (long {j} = {i} + 1; {j} < {n}; {j}++) {out.name}[{i} * {n} + {j}] = 0.0;", 1)
+    em.emit("}")
+
+
+def _solve_triangular(em: _Emitter, instr: Instr) -> None:
+    """Forward or back substitution, one system per column of ``b`` (``left``: ``a X = b``)
+    or per row (``X a = b``, i.e. ``a^T X^T = b^T``: ``a`` read transposed, its triangle
+    flipped)."""
+    a, b = instr.args
+    upper, left, out = instr.attrs["upper"], instr.attrs.get("left", True), instr.out
+    rows, cols = shape_of(b)
+    n = shape_of(a)[-1]
+    em.declare(out)
+    s, i, j, acc = em.fresh(), em.fresh(), em.fresh(), em.fresh("acc")
+    if left:
+        systems, forward = cols, not upper
+        cell, entry = (lambda r, c: f"{r} * {cols} + {c}"), (lambda r, c: f"{r} * {n} + {c}")
+    else:
+        systems, forward = rows, upper
+        cell, entry = (lambda r, c: f"{c} * {n} + {r}"), (lambda r, c: f"{c} * {n} + {r}")
+    order, solved = (
+        (f"long {i} = 0; {i} < {n}; {i}++", f"long {j} = 0; {j} < {i}; {j}++") if forward
+        else (f"long {i} = {n - 1}; {i} >= 0; {i}--", f"long {j} = {i} + 1; {j} < {n}; {j}++")
+    )
+    em.emit(f"for (long {s} = 0; {s} < {systems}; {s}++)")
+    em.emit(f"for ({order}) {{", 1)
+    em.emit(f"double {acc} = {em.at(b, cell(i, s))};", 2)
+    em.emit(f"for ({solved}) {acc} -= {em.at(a, entry(i, j))} * {out.name}[{cell(j, s)}];", 2)
+    em.emit(f"{out.name}[{cell(i, s)}] = {acc} / {em.at(a, entry(i, i))};", 2)
+    em.emit("}", 1)
+
+
 _RULES: dict[str, Callable[[_Emitter, Instr], None]] = {
     "sum": _sum,
     "sum_to": _sum_to,
@@ -550,6 +601,10 @@ _RULES: dict[str, Callable[[_Emitter, Instr], None]] = {
     "narrow": _narrow,
     "cumsum": _cumsum,
     "reverse_cumsum": lambda em, instr: _cumsum(em, instr, reverse=True),
+    "logcumsumexp": lambda em, instr: _cumsum(em, instr, log_space=True),
+    "reverse_logcumsumexp": lambda em, instr: _cumsum(em, instr, reverse=True, log_space=True),
+    "cholesky": _cholesky,
+    "solve_triangular": _solve_triangular,
     "logsumexp": _logsumexp,
     "log_softmax": _log_softmax,
 }

@@ -97,6 +97,12 @@ static inline double ppl_logsigmoid(double x) {
 static inline double ppl_softplus(double x) {
     return x > 20.0 ? x : (x > 0.0 ? x : 0.0) + ppl_log1p(ppl_exp(-fabs(x)));
 }
+/* log(exp(a) + exp(b)), as torch's logcumsumexp steps: infinities kept, NaN in, NaN out */
+static inline double ppl_logaddexp(double a, double b) {
+    if (isnan(a) || isnan(b)) return NAN;
+    double m = a > b ? a : b;
+    return isinf(m) ? m : m + ppl_log1p(ppl_exp(-fabs(a - b)));
+}
 /* psi(x): reflection below 0, recurrence up to 10, then the asymptotic series */
 static double ppl_digamma(double x) {
     if (x == 0.0) return -INFINITY;

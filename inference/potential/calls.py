@@ -140,6 +140,31 @@ def _cumsum(tape, x, dim, dtype=None):
     return tape.apply(P.CUMSUM, x, dim=dim % x.ndim)
 
 
+def _logcumsumexp(tape, x, dim):
+    return tape.apply(P.LOGCUMSUMEXP, x, dim=dim % x.ndim)
+
+
+def _cholesky(tape, x, upper=False):
+    if x.ndim != 2:
+        raise Unsupported(f"cholesky of per-chain shape {x.shape}")
+    factor = tape.apply(P.CHOLESKY, x)
+    return P.transpose(factor) if upper else factor
+
+
+def _cholesky_ex(tape, x, upper=False, check_errors=False):
+    """``(L, info)`` with ``info`` all zeros: a failed factorization is NaN in ``L``."""
+    return _cholesky(tape, x, upper), torch.zeros(x.shape[:-2], dtype=torch.int32)
+
+
+def _solve_triangular(tape, a, b, *, upper, left=True, unitriangular=False):
+    if unitriangular or len(shape_of(a)) != 2 or len(shape_of(b)) != 2:
+        raise Unsupported(
+            f"solve_triangular of per-chain shapes {shape_of(a)}, {shape_of(b)}"
+            + (" (unitriangular)" if unitriangular else "")
+        )
+    return tape.apply(P.TRIANGULAR_SOLVE, a, b, upper=upper, left=left)
+
+
 def _logsumexp(tape, x, dim, keepdim=False):
     return tape.apply(P.LOGSUMEXP, x, dim=_dims_of(dim, x.ndim), keepdim=keepdim)
 
@@ -249,6 +274,10 @@ CALL_RULES: dict[str, Rule] = {
     "stack": _stack,
     "cumsum": _cumsum,
     "logsumexp": _logsumexp,
+    "logcumsumexp": _logcumsumexp,
+    "cholesky": _cholesky,
+    "cholesky_ex": _cholesky_ex,
+    "solve_triangular": _solve_triangular,
     "log_softmax": _log_softmax,
     "softmax": _softmax,
     "new_ones": _constant_like(1.0),

@@ -22,13 +22,17 @@ import torch
 from torch.distributions import biject_to, constraints
 
 from ppl.shapes import broadcast_shapes
+from ppl.stdlib import constraints as ppl_constraints
 
 from .prims import (
     ABS,
+    CAT,
     COMPARISONS,
+    CUMSUM,
     GATHER,
     LOG_SOFTMAX,
     MATMUL,
+    NARROW,
     SUM,
     exp,
     lgamma,
@@ -40,7 +44,7 @@ from .prims import (
     square,
     where,
 )
-from .tape import Unsupported, Value, is_var, shape_of
+from .tape import Unsupported, Value, Var, is_var, shape_of
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
@@ -188,6 +192,20 @@ def multivariate_normal(x, loc, scale_tril=None, covariance_matrix=None, precisi
     return [-0.5 * tape.apply(SUM, w * w, dims=(-1,), keepdim=False), log_norm]
 
 
+def dirichlet(x, concentration):
+    """``sum((a - 1) log x) + lgamma(sum a) - sum lgamma(a)`` over the last (event) dim; the
+    first term vanishes for a flat Dirichlet (constant ``a`` of ones)."""
+    weight = concentration - 1.0
+    terms = [lgamma(_sum_last(concentration)) - _sum_last(lgamma(concentration))]
+    if is_var(weight) or bool((torch.as_tensor(weight) != 0).any()):
+        terms.append(_sum_last(weight * log(x)))
+    return terms
+
+
+def _sum_last(x: Value) -> Value:
+    return x.tape.apply(SUM, x, dims=(-1,)) if is_var(x) else torch.as_tensor(x).sum(-1)
+
+
 def improper_uniform(x, **_):
     return []
 
@@ -214,11 +232,14 @@ LOG_PROBS: dict[str, Callable[..., list]] = {
     "Poisson": poisson,
     "Categorical": categorical,
     "MultivariateNormal": multivariate_normal,
+    "Dirichlet": dirichlet,
     "ImproperUniform": improper_uniform,
 }
-EVENT_DIMS = {"MultivariateNormal": 1}  # value dims a family's log density sums itself
-# families whose parameters carry dimensions the value does not (a probability vector...)
-VECTOR_PARAMETER_FAMILIES = {"MultivariateNormal", "Categorical"}
+# value dims a family's log density sums itself
+EVENT_DIMS = {"MultivariateNormal": 1, "Dirichlet": 1}
+# families whose parameters carry dimensions the value does not (a probability vector...),
+# or whose vector parameters must keep their event dimension (Dirichlet's concentration)
+VECTOR_PARAMETER_FAMILIES = {"MultivariateNormal", "Categorical", "Dirichlet"}
 
 
 ELEMENTWISE_SUPPORTS = (
@@ -237,11 +258,20 @@ def base_support(support: constraints.Constraint) -> constraints.Constraint:
     return support
 
 
+ORDERED = type(ppl_constraints.ordered)
+POSITIVE_ORDERED = type(ppl_constraints.positive_ordered)  # a subclass: test it first
+SIMPLEX = type(constraints.simplex)
+
+
 def unconstrained_shape(support: constraints.Constraint, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of the unconstrained block for a value of ``shape`` (elementwise bijectors
-    keep it; asking torch's ``inverse_shape`` would import its symbolic-shape stack)."""
-    if isinstance(base_support(support), ELEMENTWISE_SUPPORTS):
+    """The shape of the unconstrained block for a value of ``shape``: elementwise and ordered
+    bijectors keep it, stick-breaking drops one entry of the last dim (asking torch's
+    ``inverse_shape`` would import its symbolic-shape stack)."""
+    base = base_support(support)
+    if isinstance(base, (*ELEMENTWISE_SUPPORTS, ORDERED)):
         return tuple(shape)
+    if isinstance(base, SIMPLEX):
+        return (*shape[:-1], shape[-1] - 1)
     return tuple(biject_to(support).inverse_shape(shape))
 
 
@@ -262,7 +292,42 @@ def unconstrain(
         width = high - low
         value = low + width * sigmoid(u)
         return value, [log(width), logsigmoid(u), logsigmoid(-u)]
+    if isinstance(support, POSITIVE_ORDERED):
+        return u.tape.apply(CUMSUM, exp(u), dim=u.ndim - 1), [u]
+    if isinstance(support, ORDERED):
+        return _ordered(u)
+    if isinstance(support, SIMPLEX):
+        return _stick_breaking(u)
     raise Unsupported(f"no generated bijector for support {support}")
+
+
+def _ordered(u: Var) -> tuple[Value, list]:
+    """``OrderedTransform`` along the last dim: ``cumsum([u_0, exp(u_1), ...])``, whose
+    ``log|det J|`` is the sum of ``u_1, ...`` (``u`` with its first entry masked out, a term
+    of ``u``'s own shape)."""
+    tape, last, n = u.tape, u.ndim - 1, u.shape[-1]
+    if n == 1:
+        return u, []
+    head = tape.apply(NARROW, u, dim=last, start=0, length=1)
+    tail = tape.apply(NARROW, u, dim=last, start=1, length=n - 1)
+    steps = tape.apply(CAT, [head, exp(tail)], dim=last)
+    mask = torch.ones(n, dtype=torch.float64)
+    mask[0] = 0.0
+    return tape.apply(CUMSUM, steps, dim=last), [u * mask]
+
+
+def _stick_breaking(u: Var) -> tuple[Value, list]:
+    """torch's ``StickBreakingTransform`` along the last dim, in log space: with
+    ``s = u - log(n - i)``, ``z = sigmoid(s)`` and ``r = cumsum(log(1 - z))``, the value is
+    ``exp([log z_i + r_{i-1}, ..., r_{n-1}])`` (``r_{-1} = 0``) and ``log|det J|`` is
+    ``sum(log z + r)`` (torch's ``-s + logsigmoid(s) + log y[:-1]``, simplified)."""
+    tape, last, n = u.tape, u.ndim - 1, u.shape[-1]
+    shifted = u - torch.arange(n, 0, -1, dtype=torch.float64).log()
+    log_z, log_rest = logsigmoid(shifted), logsigmoid(-shifted)
+    remaining = tape.apply(CUMSUM, log_rest, dim=last)
+    leftover = tape.apply(SUM, log_rest, dims=(last,), keepdim=True)
+    log_value = tape.apply(CAT, [log_z + (remaining - log_rest), leftover], dim=last)
+    return exp(log_value), [log_z, remaining]
 
 
 def _shifted(bound, positive: Value, sign: float) -> Value:

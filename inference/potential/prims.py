@@ -485,6 +485,10 @@ class MatMul(Prim):
                 return f"({a.name} * {b.name}).sum(-1)"
             if ra == rb == 2:
                 return f"{a.name} @ {b.name}"
+            if (ra, rb) == (2, 1):
+                return f"({a.name} @ {b.name}.unsqueeze(2)).squeeze(2)"
+            if (ra, rb) == (1, 2):
+                return f"({a.name}.unsqueeze(1) @ {b.name}).squeeze(1)"
         elif is_var(a) and ra in (1, 2) and rb in (1, 2):
             return f"{a.name} @ {tape.const(b)}"
         elif is_var(b) and rb == 1 and ra in (1, 2):  # (C, D) @ a^T
@@ -578,6 +582,16 @@ class Narrow(Prim):
     def emit(self, tape, out, x, dim, start, length):
         return f"{x.name}.narrow({dim + 1}, {start}, {length})"
 
+    def vjp(self, tape, g, out, x, dim, start, length):
+        """``g`` in its slice of zeros of ``x``'s shape (a concatenation with constants)."""
+        g = materialize(tape, g, out.shape)
+        before, after = (
+            torch.zeros((*x.shape[:dim], n, *x.shape[dim + 1 :]), dtype=torch.float64)
+            for n in (start, x.shape[dim] - start - length)
+        )
+        parts = [p for p in (before, g, after) if shape_of(p)[dim] > 0]
+        return (tape.apply(CAT, parts, dim=dim) if len(parts) > 1 else g,)
+
 
 class CumSum(Prim):
     name = "cumsum"
@@ -602,6 +616,44 @@ class ReverseCumSum(Prim):
     def emit(self, tape, out, x, dim):
         d = dim + 1
         return f"{x.name}.flip({d}).cumsum({d}).flip({d})"
+
+
+class LogCumSumExp(Prim):
+    """``torch.logcumsumexp(x, dim)``: running sums in log space (a linear recursion's
+    partial sums without overflow)."""
+
+    name = "logcumsumexp"
+
+    def fn(self, x, dim):
+        return torch.logcumsumexp(torch.as_tensor(x), dim)
+
+    def emit(self, tape, out, x, dim):
+        return f"torch.logcumsumexp({x.name}, {dim + 1})"
+
+    def vjp(self, tape, g, out, x, dim):
+        """``dx_j = sum_{i >= j} g_i exp(x_j - out_i)``, every factor at most ``|g_i|``: the
+        positive and negative parts of ``g`` each as a reversed logcumsumexp of
+        ``log|g| - out``, so that neither ``exp(x)`` nor ``exp(-out)`` is formed."""
+        g = materialize(tape, g, out.shape)
+        grad: Value = 0.0
+        for sign in (1.0, -1.0):
+            log_part = log(tape.apply(MAXIMUM, g * sign, 0.0))
+            if not is_var(log_part) and bool(torch.isneginf(log_part).all()):
+                continue  # a constant adjoint without entries of this sign
+            tail = tape.apply(REVERSE_LOGCUMSUMEXP, log_part - out, dim=dim)
+            grad = grad + sign * exp(x + tail)
+        return (grad,)
+
+
+class ReverseLogCumSumExp(Prim):
+    name = "reverse_logcumsumexp"
+
+    def fn(self, x, dim):
+        return torch.logcumsumexp(torch.as_tensor(x).flip(dim), dim).flip(dim)
+
+    def emit(self, tape, out, x, dim):
+        d = dim + 1
+        return f"torch.logcumsumexp({x.name}.flip({d}), {d}).flip({d})"
 
 
 class LogSumExp(Prim):
@@ -638,6 +690,72 @@ class LogSoftmax(Prim):
         return (g - exp(out) * tape.apply(SUM, g, dims=(dim,), keepdim=True),)
 
 
+# -- linear algebra (per-chain matrices) --------------------------------------------------------
+def _cholesky_or_nan(x: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factors, NaN for a matrix that is not positive definite."""
+    factor, info = torch.linalg.cholesky_ex(x)
+    return torch.where((info == 0)[..., None, None], factor, torch.nan)
+
+
+def _triangle(n: int, upper: bool) -> torch.Tensor:
+    ones = torch.ones(n, n, dtype=torch.float64)
+    return ones.triu() if upper else ones.tril()
+
+
+class Cholesky(Prim):
+    """The lower Cholesky factor of a per-chain matrix (its lower triangle is read). A
+    matrix that is not positive definite gives NaN: a divergence for the sampler, not an
+    error that ends the run."""
+
+    name = "cholesky"
+
+    def fn(self, x):
+        return _cholesky_or_nan(torch.as_tensor(x))
+
+    def emit(self, tape, out, x):
+        return f"{tape.const(_cholesky_or_nan)}({x.name})"
+
+    def vjp(self, tape, g, out, x):
+        """Murray (2016), symmetrized as torch does: ``dx = L^-T (Q + Q^T) L^-1`` with ``Q``
+        the lower triangle of ``L^T dL`` weighted 1/2 below the diagonal and 1/4 on it
+        (``dL = g``, ``dx``: the adjoints)."""
+        g = materialize(tape, g, out.shape)
+        weights = _triangle(out.shape[-1], upper=False) * 0.5
+        weights.diagonal().mul_(0.5)
+        q = tape.apply(MATMUL, transpose(out), g) * weights
+        left = tape.apply(
+            TRIANGULAR_SOLVE, transpose(out), q + transpose(q), upper=True, left=True
+        )
+        return (tape.apply(TRIANGULAR_SOLVE, out, left, upper=False, left=False),)
+
+
+class TriangularSolve(Prim):
+    """``torch.linalg.solve_triangular(a, b, upper=upper, left=left)``: ``X`` with
+    ``a X = b`` (``left``) or ``X a = b``, for per-chain matrices ``a`` and ``b``."""
+
+    name = "solve_triangular"
+
+    def fn(self, a, b, upper, left=True):
+        return torch.linalg.solve_triangular(
+            torch.as_tensor(a), torch.as_tensor(b), upper=upper, left=left
+        )
+
+    def emit(self, tape, out, a, b, upper, left=True):
+        a_src, b_src = (v.name if is_var(v) else tape.const(v) for v in (a, b))
+        return f"torch.linalg.solve_triangular({a_src}, {b_src}, upper={upper}, left={left})"
+
+    def vjp(self, tape, g, out, a, b, upper, left=True):
+        """The adjoint ``db`` solves the transposed system; ``da = -db X^T`` (``-X^T db``
+        on the right), on ``a``'s triangle, the only one read."""
+        g = materialize(tape, g, out.shape)
+        grad_b = tape.apply(TRIANGULAR_SOLVE, transpose(a), g, upper=not upper, left=left)
+        grad_a = None
+        if is_var(a):
+            pair = (grad_b, transpose(out)) if left else (transpose(out), grad_b)
+            grad_a = tape.apply(MATMUL, *pair) * -_triangle(a.shape[-1], upper)
+        return grad_a, grad_b if is_var(b) else None
+
+
 def _dims(dim) -> tuple[int, ...]:
     return tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
 
@@ -651,6 +769,8 @@ CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = (
     LogSumExp(),
     LogSoftmax(),
 )
+LOGCUMSUMEXP, REVERSE_LOGCUMSUMEXP = LogCumSumExp(), ReverseLogCumSumExp()
+CHOLESKY, TRIANGULAR_SOLVE = Cholesky(), TriangularSolve()
 
 
 def reshape(x: Value, shape: tuple[int, ...]) -> Value:

@@ -16,6 +16,7 @@ from ppl.stdlib import (
     Binomial,
     Categorical,
     Cauchy,
+    Dirichlet,
     Exponential,
     Gamma,
     HalfCauchy,
@@ -132,6 +133,46 @@ def matrix_ops(x):
     factor("f", -out * out)
 
 
+@model
+def ordered_and_simplex(y):
+    cuts = sample("cuts", ImproperUniform(constraints.ordered, (2,), (3,)))
+    scales = sample("scales", ImproperUniform(constraints.positive_ordered, (), (4,)))
+    conc = sample("conc", Gamma(2.0, 1.0).expand([3]).to_event(1))
+    probs = sample("probs", Dirichlet(torch.stack([conc, 2.0 * conc])))  # batched simplex
+    weights = sample("weights", Dirichlet(torch.tensor([1.5, 2.0, 3.0, 0.5])))
+    flat = sample("flat", Dirichlet(torch.ones(3)))
+    sample("y", Normal(cuts[:, 1:] - cuts[:, :-1], scales[:2]), obs=y)
+    mix = torch.log(probs) + torch.log(flat) + (weights[:3] * scales[1:]).sum()
+    factor("f", -0.5 * (cuts**2).sum() - scales.sum() + torch.logsumexp(mix, -1).sum())
+
+
+@model
+def log_recursion(x):
+    a = sample("a", Normal(torch.zeros(2, 5), 1.0).to_event(2))
+    beta = sample("beta", Uniform(0.0, 1.0))
+    # garch11's variance recursion: v[t] = c[t] + beta v[t-1] as a logcumsumexp, with terms
+    # large enough that exp(x) or exp(-out) would overflow
+    t_log_beta = torch.arange(5, dtype=torch.float64) * torch.log(beta) * 300.0
+    log_v = t_log_beta + torch.logcumsumexp(a - t_log_beta, dim=-1)
+    factor("f", (log_v * x).sum() + torch.logcumsumexp(a, 0).sum())
+
+
+@model
+def gp_cholesky(x, y):
+    rho = sample("rho", Gamma(4.0, 2.0))
+    alpha = sample("alpha", HalfNormal(1.0))
+    eta = sample("eta", Normal(torch.zeros(5), 1.0).to_event(1))
+    cov = alpha**2 * torch.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * rho**2))
+    chol, info = torch.linalg.cholesky_ex(cov + 0.1 * torch.eye(5))
+    chol = torch.where(info == 0, chol, torch.nan)
+    upper = torch.linalg.cholesky(cov + torch.eye(5), upper=True)
+    w = torch.linalg.solve_triangular(chol, y[:, None], upper=False)
+    v = torch.linalg.solve_triangular(upper, chol, upper=True, left=False)
+    sample("y", Normal(chol @ eta, 1.0), obs=y)
+    log_diag = torch.log(chol[range(5), range(5)])
+    factor("f", -0.5 * (w**2).sum() - log_diag.sum() + (v * v.T).sum() + eta @ upper @ eta)
+
+
 CASES = {
     "eight_schools": (
         eight_schools,
@@ -148,6 +189,9 @@ CASES = {
     "categorical_logits": (categorical_logits, (GROUP % 3,)),
     "mvn": (mvn, (torch.tensor(0.5),)),
     "matrix_ops": (matrix_ops, (X,)),
+    "ordered_and_simplex": (ordered_and_simplex, (torch.tensor([[0.5, 1.0], [2.0, 0.3]]),)),
+    "log_recursion": (log_recursion, (Y[:10].reshape(2, 5),)),
+    "gp_cholesky": (gp_cholesky, (torch.linspace(-2.0, 2.0, 5), Y[:5])),
 }
 
 
@@ -188,6 +232,20 @@ def test_uniform_with_random_bounds_is_generated(backend):
     flat = FlatModel.from_graph(random_bounds.graph(), backend=backend)
     assert flat.backend == backend
     assert_same_potential(flat)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failed_cholesky_is_nan_not_an_error(backend):
+    @model
+    def correlated():
+        r = sample("r", Normal(0.0, 0.1))  # the tracer's prior draw must factorize
+        cov = torch.eye(2) + r * torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        factor("f", torch.log(torch.linalg.cholesky(cov)[1, 1]))
+
+    flat = FlatModel.from_graph(correlated.graph(), backend=backend)
+    log_p, grad = flat.log_density_and_grad(torch.tensor([[0.5], [2.0]], dtype=torch.float64))
+    assert log_p[0].isfinite() and grad[0].isfinite().all()
+    assert log_p[1].isnan()
 
 
 def test_unsupported_operation_names_itself_and_falls_back():
@@ -309,6 +367,10 @@ FAMILY_CASES = {
     "Categorical(logits)": (
         lambda a, b: Categorical(logits=torch.stack([a, b, a * b], -1)),
         torch.tensor([1, 2]),
+    ),
+    "Dirichlet": (
+        lambda a, b: Dirichlet(POSITIVE(torch.stack([a, b, a + b], -1))),
+        torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]]),
     ),
 }
 
