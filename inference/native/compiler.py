@@ -5,7 +5,7 @@ that a leapfrog step costs nanoseconds instead of dozens of torch dispatches. A 
 built from translation units, each with its own optimization level (the potential's loops
 need ``-O3`` to vectorize; the sampler's control flow compiles faster at ``-O1`` and runs as
 fast), compiled in parallel and linked. Libraries are cached on disk by the hash of their
-sources and flags (``$PPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ppl/native``, else
+sources, flags and CPU (``$PPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ppl/native``, else
 ``~/.cache/ppl/native``), so a model compiles once per machine. The compiler is ``$CC`` or
 the first of ``cc``, ``gcc``, ``clang`` on the path; without one, :func:`compiler_available`
 is False and callers keep the torch path.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -59,6 +60,18 @@ def compiler_available() -> bool:
     return compiler() is not None
 
 
+@cache
+def _machine() -> str:
+    """What ``-march=native`` compiles for: libraries built on one CPU must not load on
+    another with fewer instruction sets (a shared home directory, a copied cache)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def cache_dir() -> Path:
     root = os.environ.get("PPL_CACHE_DIR")
     if root:
@@ -85,7 +98,7 @@ def compile_library(*units: Unit) -> ctypes.CDLL:
     cc = compiler()
     if cc is None:
         raise CompileError("no C compiler found (set $CC, or install cc/gcc/clang)")
-    parts = [cc, *FLAGS] + [piece for u in units for piece in (*u.flags, u.source)]
+    parts = [_machine(), cc, *FLAGS] + [piece for u in units for piece in (*u.flags, u.source)]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
     directory = cache_dir()
     target = directory / f"ppl_{key}.so"
