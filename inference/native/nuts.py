@@ -123,8 +123,8 @@ def _run(library: ctypes.CDLL, state: State, num_iter: int, seeds: torch.Tensor,
          p0: torch.Tensor | None, max_tree_depth: int, divergence_threshold: float,
          adapting: _Adapting | None = None) -> tuple[State, Info, torch.Tensor]:
     """``ppl_nuts_run``: the final state, the infos ``(C, num_iter)`` and the draws
-    ``(C, num_iter, D)``. Groups of chains run in parallel threads (ctypes releases the
-    GIL). With ``adapting`` the step size changes between transitions."""
+    ``(C, num_iter, D)``. Chains run in parallel threads (ctypes releases the GIL). With
+    ``adapting`` the step size changes between transitions."""
     z0, lp0, g0, step_size, metric = state
     num_chains, dim = z0.shape
     z0, lp0, g0 = _f64(z0, "position"), _f64(lp0, "log_density"), _f64(g0, "grad")
@@ -153,9 +153,8 @@ def _run(library: ctypes.CDLL, state: State, num_iter: int, seeds: torch.Tensor,
     workers = chain_workers(num_chains)
     if workers == 1:
         statuses = [chains(0, num_chains)]
-    else:
-        bounds = [round(w * num_chains / workers) for w in range(workers + 1)]
-        statuses = list(_pool(workers).map(chains, bounds[:-1], bounds[1:]))
+    else:  # one task per chain: a free thread takes the next, whatever the trees' depths
+        statuses = list(_pool(workers).map(chains, range(num_chains), range(1, num_chains + 1)))
     if any(statuses):
         raise MemoryError("native NUTS could not allocate its workspace")
     info = make_info(accept, divergent, energy, num_steps, used, depth)
