@@ -53,6 +53,13 @@ branches on Python numbers read from the tensors, and the proposal is a referenc
 step; with several they are ``where`` masks, and the proposal is an index into all points
 of the transition in build order (kept until its end), gathered once.
 
+In C: when the log density function has a compiled form (``fn.native``: a model's
+``FlatModel.potential`` on the native backend), :meth:`NUTS.step`, :meth:`NUTS.steps` and
+:meth:`NUTS.adaptive_steps` run the same algorithm in ``ppl.inference.native`` instead: each
+chain builds its own tree (no lockstep), a stretch of transitions with the warmup's per-step
+adaptation is one call, and chains are spread over the cores. Everything below describes
+the torch implementation.
+
 Randomness per chain and transition: one normal draw of ``D + 41`` numbers (the momentum, and
 through the normal CDF the uniforms of the first five doublings); deeper doublings draw
 ``2^j + 2`` uniforms, only for chains still building, so chain ``c`` is unaffected by others.

@@ -9,7 +9,10 @@ chains give chain ``c`` the same draws whenever the log density is row-wise dete
 
 While sampling the torch thread count is set to ``num_threads`` (default 1: the kernels'
 tensors are small, and with two threads small operations slow down 10-35x whenever the other
-core is busy; measured in ``bench/mcmc_kernels.py``) and restored afterwards.
+core is busy; measured in ``bench/mcmc_kernels.py``) and restored afterwards. (Native NUTS
+runs chains on threads of its own, one per core: each runs a chain's long stretch of
+transitions, not small operations.) The phases go through ``kernel.steps`` and
+``WindowAdaptation.run``, so a kernel can run many transitions in one call.
 
 >>> import torch
 >>> from ppl.inference.mcmc import NUTS
