@@ -3,9 +3,8 @@
 The block's sites are continuous latents; every other latent is conditioned on (the
 ``condition`` pass turns it into an observation whose value is an input of the graph), and
 the graph is lowered with :class:`~ppl.inference.lowering.FlatModel`. Each chain has its own
-values of the other sites, so the flat log density is vmapped over chains with those values
-as per-chain data (``FlatModel.log_density_fn(z, data)`` for one position, the autograd
-backend: the generated potential bakes inputs in as constants). The kernel must therefore
+values of the other sites, passed to the generated potential as per-chain arguments (or, for
+a graph the tape cannot express, to the vmapped autograd path). The kernel must therefore
 evaluate every chain's row, in chain order, so NUTS runs with ``compact=False`` (its
 compaction passes a subset of the chains). Before each transition the state's log density
 and gradient are recomputed when another block has moved since the last one (the kernel's
@@ -35,6 +34,7 @@ on the unconstrained space per chain until the log density and gradient are fini
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -48,6 +48,7 @@ from ppl.passes import condition
 from ppl.passes.rewriting import probe
 
 from ..lowering import FlatModel
+from ..potential import Unsupported, lower_potential, torch_potential
 from .adaptation import AdaptationState, WindowAdaptation
 from .base import Kernel, State
 from .gibbs import Values
@@ -67,13 +68,21 @@ class ConditionalFlat:
         p = probe(graph)
         others = [n for n in graph.latent_nodes if n.address not in sites]
         conditioned = condition({n.address: p.env[n.name] for n in others})(graph)
-        # per-chain data flows only through the autograd path's generated function
         self.flat = FlatModel.from_graph(conditioned, backend="autograd")
         self.inputs = {n.address: conditioned.site(n.address).args[0].name for n in others}
         self.sites = sites
         self.dim = self.flat.dim
         self._log_density = torch.func.vmap(lambda z, d: self.flat.log_density_fn(z, d))
         self._values = torch.func.vmap(lambda z, d: self.flat.values_fn(z, d))
+        # The generated potential with the other blocks' values as per-chain arguments;
+        # the autograd path where the tape has no rule.
+        self.backend, self.fallback_reason = "generated", None
+        self._generated: Callable | None = None
+        try:
+            self._generated = torch_potential(lower_potential(
+                conditioned, self.flat.blocks, self.flat.supports, tuple(self.inputs.values())))
+        except Unsupported as refusal:
+            self.backend, self.fallback_reason = "autograd", str(refusal)
 
     def data(self, values: Values) -> dict[str, Tensor]:
         return {name: values[address] for address, name in self.inputs.items()}
@@ -92,6 +101,9 @@ class ConditionalFlat:
             reps = z.shape[0] // num_chains
             data = {k: v.repeat(reps, *([1] * (v.dim() - 1))) for k, v in data.items()}
         data = {k: v.to(z.dtype) if v.is_floating_point() else v for k, v in data.items()}
+        if self._generated is not None:
+            z = z.detach().to(torch.float64)
+            return self._generated(z, *(data[name].to(torch.float64) for name in data))
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             log_p = self._log_density(z, data)

@@ -617,6 +617,8 @@ def emit_potential(lowered: Lowered) -> CSource:
     dim = sum(block.size for _, block in lowered.inputs)
     if dim == 0:
         raise Unsupported("no latent dimensions")
+    if lowered.data:
+        raise Unsupported("per-chain data inputs (the C potential takes constants only)")
     em = _Emitter()
     for var, block in lowered.inputs:
         if var.ndim == 0:

@@ -91,7 +91,11 @@ class TapeInterpreter(Interpreter):
     """Evaluate a graph with position-dependent values as tape ``Var`` s; collect log terms."""
 
     def __init__(
-        self, graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
+        self,
+        graph: Graph,
+        blocks: Sequence[Any],
+        supports: dict[str, constraints.Constraint],
+        per_chain: Sequence[str] = (),
     ):
         super().__init__(graph)
         self.tape = Tape()
@@ -99,6 +103,11 @@ class TapeInterpreter(Interpreter):
         self.supports = supports
         self.latents = {
             b.address: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)
+        }
+        # graph inputs given per chain at run time (a Gibbs block's view of the other blocks)
+        self.data = {
+            name: self.tape.input(f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape))
+            for i, name in enumerate(per_chain)
         }
         self.terms: list[Value] = []
         self.constant = 0.0
@@ -110,6 +119,10 @@ class TapeInterpreter(Interpreter):
         return map_refs(_as_float64(arg) if isinstance(arg, torch.Tensor) else arg, self._lookup)
 
     def input(self, node: Node) -> Any:
+        if node.name in self.data:
+            if not torch.as_tensor(self.inputs[node.name]).is_floating_point():
+                raise Unsupported(f"per-chain input {node.name!r} is not floating point")
+            return self.data[node.name]
         return _as_float64(super().input(node))
 
     def param(self, node: Node) -> torch.Tensor:
@@ -222,18 +235,20 @@ class TapeInterpreter(Interpreter):
         ]
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
         inputs = list(zip(self.latents.values(), self.blocks.values(), strict=True))
-        return Lowered(self.tape, log_density, grad, inputs)
+        return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()))
 
 
 class Lowered(NamedTuple):
     """A potential on the tape: the scalar-per-chain ``log_density``, the flat ``grad`` (a
-    ``COLUMNS`` value of per-chain shape ``(D,)``) and each latent's input ``Var`` with its
-    block (offset and size in ``z``)."""
+    ``COLUMNS`` value of per-chain shape ``(D,)``), each latent's input ``Var`` with its
+    block (offset and size in ``z``), and the per-chain data inputs (further arguments of
+    the potential, each ``(C, *shape)``)."""
 
     tape: Tape
     log_density: Value
     grad: Value
     inputs: list[tuple[Var, Any]]
+    data: tuple[Var, ...] = ()
 
 
 def _block_slice(block: Any) -> str:
@@ -261,14 +276,20 @@ def build_potential(
 
 
 def torch_potential(low: Lowered) -> Callable:
-    """The lowered potential as generated straight-line torch code."""
+    """The lowered potential as generated straight-line torch code: ``fn(z, *data)`` with
+    one ``(C, *shape)`` tensor per data input."""
     prologue = ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}" for var, b in low.inputs]
-    return low.tape.compile([low.log_density, low.grad], ["z"], "potential", prologue)
+    arguments = ["z", *(var.name for var in low.data)]
+    return low.tape.compile([low.log_density, low.grad], arguments, "potential", prologue)
 
 
 def lower_potential(
-    graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
+    graph: Graph,
+    blocks: Sequence[Any],
+    supports: dict[str, constraints.Constraint],
+    per_chain: Sequence[str] = (),
 ) -> Lowered:
     """The potential and its gradient recorded on a tape, for emitters other than torch's
-    (``Unsupported`` as for :func:`build_potential`)."""
-    return TapeInterpreter(graph, blocks, supports).lower()
+    (``Unsupported`` as for :func:`build_potential`). ``per_chain`` names graph inputs whose
+    values are given per chain at run time instead of being folded in as constants."""
+    return TapeInterpreter(graph, blocks, supports, per_chain).lower()
