@@ -156,9 +156,10 @@ typedef struct {
     long num_steps;
     double sum_metro; /* sum of min(1, exp(H0 - H)) over the integrated points */
     int divergent;
-    /* scratch */
+    /* scratch (here, not on the stack: D may be large and threads' stacks small) */
     double v[PPL_DIM];
     double rho[PPL_DIM];
+    double xi[PPL_DIM], p[PPL_DIM], g_now[PPL_DIM], delta[PPL_DIM];
 } nuts_chain;
 
 /* ---------------------------------------------------------------- small vector helpers */
@@ -387,10 +388,11 @@ static double nuts_dual_averaging(const ppl_adaptation *a, double *da, long m, d
     return exp(da[0]);
 }
 
-/* Add draw x as number n of the chain's Welford (co)variance estimate (mean, m2). */
-static void nuts_welford(double *mean, double *m2, int dense, long n, const double *x)
+/* Add draw x as number n of the chain's Welford (co)variance estimate (mean, m2); delta is
+ * scratch of D values. */
+static void nuts_welford(double *mean, double *m2, int dense, long n, const double *x,
+                         double *delta)
 {
-    double delta[PPL_DIM];
     for (int i = 0; i < PPL_DIM; i++) {
         delta[i] = x[i] - mean[i];
         mean[i] += delta[i] / (double)n;
@@ -437,7 +439,7 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
     size_t metric_size = dense ? dim * dim : dim;
     double *da_all = adapt ? adapt->dual_averaging : NULL;
     double *mean_all = adapt ? adapt->welford_mean : NULL;
-    double xi[PPL_DIM], p[PPL_DIM], g_now[PPL_DIM];
+    double *xi = ch->xi, *p = ch->p, *g_now = ch->g_now;
     for (long c = 0; c < num_chains; c++) {
         size_t row = (size_t)c * dim;
         ch->inv_mass = inv_mass + (size_t)c * metric_size;
@@ -447,10 +449,10 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
         nuts_rng_seed(&ch->rng, seeds[c]);
         const double *z_now = z0 + row;
         double lp_now = lp0[c];
-        memcpy(g_now, g0 + row, sizeof g_now);
+        memcpy(g_now, g0 + row, sizeof ch->g_now);
         for (long t = 0; t < num_iter; t++) {
             if (p0) {
-                memcpy(p, p0 + row, sizeof p);
+                memcpy(p, p0 + row, sizeof ch->p);
             } else {
                 nuts_normals(&ch->rng, xi);
                 for (size_t i = 0; i < dim; i++)
@@ -469,17 +471,17 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
             if (step_used)
                 step_used[k] = eps;
             z_now = draws + k * dim;
-            memcpy(g_now, ch->sample.g, sizeof g_now);
+            memcpy(g_now, ch->sample.g, sizeof ch->g_now);
             lp_now = ch->sample.lp;
             if (da)
                 eps = nuts_dual_averaging(adapt, da, adapt->da_count + t + 1, accept_prob[k]);
             if (mean_all)
                 nuts_welford(mean_all + row, adapt->welford_m2 + (size_t)c * metric_size, dense,
-                             adapt->welford_count + t + 1, z_now);
+                             adapt->welford_count + t + 1, z_now, ch->delta);
         }
         if (z)
-            memcpy(z + row, z_now, sizeof g_now);
-        memcpy(g + row, g_now, sizeof g_now);
+            memcpy(z + row, z_now, sizeof ch->g_now);
+        memcpy(g + row, g_now, sizeof ch->g_now);
         lp[c] = lp_now;
     }
     free(halves);
