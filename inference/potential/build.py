@@ -106,7 +106,8 @@ class TapeInterpreter(Interpreter):
         }
         # graph inputs given per chain at run time (a Gibbs block's view of the other blocks)
         self.data = {
-            name: self.tape.input(f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape))
+            name: self.tape.input(f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape),
+                                  _run_time_dtype(self.inputs[name]))
             for i, name in enumerate(per_chain)
         }
         self.terms: list[Value] = []
@@ -120,8 +121,6 @@ class TapeInterpreter(Interpreter):
 
     def input(self, node: Node) -> Any:
         if node.name in self.data:
-            if not torch.as_tensor(self.inputs[node.name]).is_floating_point():
-                raise Unsupported(f"per-chain input {node.name!r} is not floating point")
             return self.data[node.name]
         return _as_float64(super().input(node))
 
@@ -258,6 +257,12 @@ def _block_slice(block: Any) -> str:
         return f"z[:, {block.offset}]"
     piece = f"z[:, {block.offset}:{block.offset + block.size}]"
     return piece if len(shape) == 1 else f"{piece}.reshape({(-1, *shape)!r})"
+
+
+def _run_time_dtype(value: Any) -> torch.dtype:
+    """Per-chain inputs arrive as float64, or int64 when integer (indices, categories)."""
+    value = torch.as_tensor(value)
+    return torch.float64 if value.is_floating_point() or value.dtype == torch.bool else torch.int64
 
 
 def _has_tensor_bounds(support: constraints.Constraint) -> bool:

@@ -94,6 +94,11 @@ def _broadcast_tensors(tape, *values):
 
 
 def _getitem(tape, x, index):
+    if is_var(index) and index.dtype in (torch.int64, torch.int32):  # per-chain integers
+        if len(shape_of(x)) == 1:
+            return tape.apply(P.TAKE_LAST, x, index)  # a vector (latent or data) at index
+        if not is_var(x):
+            return tape.apply(P.INDEX_SELECT, x, index)  # rows of a data table
     if contains_var(index):
         raise Unsupported("indexing by a batched value")
     if not is_var(x):

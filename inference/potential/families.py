@@ -34,6 +34,7 @@ from .prims import (
     MATMUL,
     NARROW,
     SUM,
+    TAKE_LAST,
     exp,
     lgamma,
     log,
@@ -158,17 +159,26 @@ def poisson(x, rate):
 
 
 def categorical(x, probs=None, logits=None):
-    if is_var(x):
+    if is_var(x) and x.dtype.is_floating_point:
         raise Unsupported("Categorical with a batched value")
-    log_p = logits.tape.apply(LOG_SOFTMAX, logits, dim=-1) if logits is not None else log(probs)
+    if logits is not None:
+        log_p = logits.tape.apply(LOG_SOFTMAX, logits, dim=-1) if is_var(logits) else (
+            torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), -1))
+    else:
+        log_p = log(probs)
     terms = [_take_last(log_p, x)]
     if logits is None:
-        terms.append(-log(probs.tape.apply(SUM, probs, dims=(-1,), keepdim=False)))
+        total = (probs.tape.apply(SUM, probs, dims=(-1,), keepdim=False) if is_var(probs)
+                 else torch.as_tensor(probs, dtype=torch.float64).sum(-1))
+        terms.append(-log(total))
     return terms
 
 
-def _take_last(table: Value, index: torch.Tensor) -> Value:
-    """``table[..., index]`` for an integer ``index`` over the last dim, as a gather."""
+def _take_last(table: Value, index: Value) -> Value:
+    """``table[..., index]`` for an integer ``index`` over the last dim: a gather of fixed
+    positions for a constant index, a per-chain gather for per-chain data."""
+    if is_var(index):
+        return index.tape.apply(TAKE_LAST, table, index)
     shape = shape_of(table)
     batch = broadcast_shapes(shape[:-1], tuple(index.shape))
     flat = torch.arange(math.prod(shape)).reshape(shape).expand(*batch, shape[-1])

@@ -690,6 +690,69 @@ class LogSoftmax(Prim):
         return (g - exp(out) * tape.apply(SUM, g, dims=(dim,), keepdim=True),)
 
 
+# -- indexing by per-chain integers (a Gibbs block's view of discrete sites) ------------------
+class IndexSelect(Prim):
+    """``table[index]`` along the first dimension of a constant ``table``, for a per-chain
+    integer ``index`` (``locs[z]``): no gradient flows, the table being data."""
+
+    name = "index_select"
+
+    def fn(self, table, index):
+        return torch.as_tensor(table, dtype=torch.float64)[torch.as_tensor(index).long()]
+
+    def emit(self, tape, out, table, index):
+        return f"{tape.const(torch.as_tensor(table, dtype=torch.float64))}[{index.name}]"
+
+    def vjp(self, tape, g, out, table, index):
+        return None, None
+
+
+class TakeLast(Prim):
+    """``table[..., index]`` along the last dimension, element by element (``log p[z]`` of
+    a Categorical whose value ``z`` is per-chain data); ``table`` broadcasts with ``index``."""
+
+    name = "take_last"
+
+    def fn(self, table, index):
+        table = torch.as_tensor(table, dtype=torch.float64)
+        batch = torch.broadcast_shapes(table.shape[:-1], torch.as_tensor(index).shape)
+        index = torch.as_tensor(index).long().expand(batch).unsqueeze(-1)
+        return torch.gather(table.expand(*batch, table.shape[-1]), -1, index).squeeze(-1)
+
+    def emit(self, tape, out, table, index):
+        rank, size = out.ndim, shape_of(table)[-1]
+        src = padded(tape, table, rank + 1) if is_var(table) else tape.const(table)
+        return (f"torch.gather({src}.expand(C, *{out.shape!r}, {size}), -1, "
+                f"{padded(tape, index, rank)}.expand(C, *{out.shape!r}).unsqueeze(-1))"
+                ".squeeze(-1)")
+
+    def vjp(self, tape, g, out, table, index):
+        if not is_var(table):
+            return None, None
+        size = shape_of(table)[-1]
+        spread = tape.apply(SCATTER_LAST, materialize(tape, g, out.shape), index, size=size)
+        return sum_to(tape, spread, (*out.shape, size), table.shape), None
+
+
+class ScatterLast(Prim):
+    """Adjoint of :class:`TakeLast`: ``g`` added into zeros of ``(*g.shape, size)`` at
+    ``index`` along the last dimension."""
+
+    name = "scatter_last"
+
+    def fn(self, g, index, size):
+        g = torch.as_tensor(g, dtype=torch.float64)
+        index = torch.as_tensor(index).long().expand(g.shape).unsqueeze(-1)
+        return torch.zeros(*g.shape, size, dtype=torch.float64).scatter_add_(
+            -1, index, g.unsqueeze(-1))
+
+    def emit(self, tape, out, g, index, size):
+        shape = out.shape[:-1]
+        return (f"torch.zeros(C, *{out.shape!r}, dtype=torch.float64).scatter_add_(-1, "
+                f"{padded(tape, index, len(shape))}.expand(C, *{shape!r}).unsqueeze(-1), "
+                f"{padded(tape, g, len(shape))}.expand(C, *{shape!r}).unsqueeze(-1))")
+
+
 # -- linear algebra (per-chain matrices) --------------------------------------------------------
 def _cholesky_or_nan(x: torch.Tensor) -> torch.Tensor:
     """Lower Cholesky factors, NaN for a matrix that is not positive definite."""
@@ -763,6 +826,7 @@ def _dims(dim) -> tuple[int, ...]:
 SUM, SUM_TO, EXPAND, RESHAPE, PERMUTE = Sum(), SumTo(), Expand(), Reshape(), Permute()
 GATHER, SCATTER_ADD, MATMUL, CAT, NARROW = Gather(), ScatterAdd(), MatMul(), Concat(), Narrow()
 COLUMNS = Columns()
+INDEX_SELECT, TAKE_LAST, SCATTER_LAST = IndexSelect(), TakeLast(), ScatterLast()
 CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = (
     CumSum(),
     ReverseCumSum(),

@@ -166,9 +166,9 @@ class Tape:
         self._count += 1
         return Var(self, f"v{self._count}", tuple(shape), dtype)
 
-    def input(self, name: str, shape: tuple[int, ...]) -> Var:
+    def input(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Var:
         """A run-time input of per-chain shape ``shape`` (an argument of the compiled code)."""
-        var = Var(self, name, tuple(shape))
+        var = Var(self, name, tuple(shape), dtype)
         self.inputs.append(var)
         return var
 
