@@ -9,6 +9,9 @@ built, and is cached on disk by :mod:`.compiler`.
 from __future__ import annotations
 
 import ctypes
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -22,6 +25,9 @@ from .compiler import compiler_available
 from .nuts import native_nuts_run, native_nuts_transition, native_nuts_warmup, nuts_source
 
 __all__ = ["NativePotential"]
+
+_LOCKS: dict[str, threading.Lock] = {}  # one per loaded library (its constants table)
+
 
 class NativePotential:
     """``fn(z (C, D)) -> (log_density (C,), grad (C, D))`` in float64 on the CPU, through C."""
@@ -42,11 +48,12 @@ class NativePotential:
             raise Unsupported("no C compiler on this machine (set $CC to use one)")
         return cls(emit_potential(lowered))
 
-    @property
-    def library(self) -> ctypes.CDLL:
-        """The compiled library, bound to this model's constants. Models with the same
-        structure share one library, so every entry into it goes through this property,
-        which points the library at this model's data first."""
+    @contextmanager
+    def bound(self) -> Iterator[ctypes.CDLL]:
+        """The compiled library, pointed at this model's constants for the duration of the
+        block. Models with the same structure share one library and its table of constants,
+        so each entry holds the library's lock: two such models used from different threads
+        take turns instead of reading each other's data."""
         if self._library is None:
             from .compiler import Unit, compile_library
 
@@ -57,8 +64,9 @@ class NativePotential:
             library.ppl_potential_batch.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3
             library.ppl_potential_batch.restype = None
             self._library = library
-        self._library.ppl_bind(self._table)
-        return self._library
+        with _LOCKS.setdefault(self._library._name, threading.Lock()):
+            self._library.ppl_bind(self._table)
+            yield self._library
 
     @property
     def native(self) -> NativePotential:
@@ -68,21 +76,24 @@ class NativePotential:
     def nuts_transition(self, rng: RNG, state: State, max_tree_depth: int,
                         divergence_threshold: float) -> tuple[State, Info]:
         """One NUTS transition of every chain, in C (see :mod:`.nuts`)."""
-        return native_nuts_transition(self.library, rng, state, max_tree_depth,
-                                      divergence_threshold)
+        with self.bound() as library:
+            return native_nuts_transition(library, rng, state, max_tree_depth,
+                                          divergence_threshold)
 
     def nuts_run(self, rng: RNG, state: State, num_iter: int, max_tree_depth: int,
                  divergence_threshold: float) -> tuple[State, Info, torch.Tensor]:
         """``num_iter`` NUTS transitions of every chain in one C call (see :mod:`.nuts`)."""
-        return native_nuts_run(self.library, rng, state, num_iter, max_tree_depth,
-                               divergence_threshold)
+        with self.bound() as library:
+            return native_nuts_run(library, rng, state, num_iter, max_tree_depth,
+                                   divergence_threshold)
 
     def nuts_warmup(self, rng: RNG, state: State, num_iter: int, plan: StepAdaptation,
                     max_tree_depth: int, divergence_threshold: float
                     ) -> tuple[State, Info, StepAdaptation]:
         """``num_iter`` warmup transitions with their adaptation, in one C call."""
-        return native_nuts_warmup(self.library, rng, state, num_iter, plan, max_tree_depth,
-                                  divergence_threshold)
+        with self.bound() as library:
+            return native_nuts_warmup(library, rng, state, num_iter, plan, max_tree_depth,
+                                      divergence_threshold)
 
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = z.detach().to(torch.float64).contiguous()
@@ -92,6 +103,7 @@ class NativePotential:
         num_chains = z.shape[0]
         log_density = torch.empty(num_chains, dtype=torch.float64)
         grad = torch.empty(num_chains, self.dim, dtype=torch.float64)
-        self.library.ppl_potential_batch(num_chains, z.data_ptr(), log_density.data_ptr(),
-                                         grad.data_ptr())
+        with self.bound() as library:
+            library.ppl_potential_batch(num_chains, z.data_ptr(), log_density.data_ptr(),
+                                        grad.data_ptr())
         return log_density, grad

@@ -53,3 +53,34 @@ def test_without_a_compiler_the_torch_potential_runs(monkeypatch):
     torch.testing.assert_close(grad, ref_grad)
     with pytest.raises(Exception, match="compiler"):
         FlatModel.from_graph(scale_model.graph(), backend="native")
+
+
+@needs_cc
+def test_models_sharing_a_library_keep_their_own_data_across_threads():
+    """Same structure, different data: one compiled library, yet each model reads its own
+    constants, also when both are evaluated from different threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    @model
+    def regression(y):
+        loc = sample("loc", Normal(0.0, 1.0))
+        with plate("N", 3):
+            sample("y", Normal(loc, 1.0), obs=y)
+
+    flats = [FlatModel.from_graph(regression.graph(torch.tensor(y)))
+             for y in ([0.0, 1.0, 2.0], [5.0, -3.0, 9.0])]
+    z = torch.linspace(-2, 2, 50, dtype=torch.float64).unsqueeze(-1)
+    expected = [flat.autograd_log_density_and_grad(z) for flat in flats]
+    for flat in flats:
+        flat.potential(z)
+    assert flats[0].native._library is flats[1].native._library
+
+    def evaluate(i: int):
+        return [flats[i].potential(z) for _ in range(200)]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(evaluate, [0, 1]))
+    for got, (log_p, grad) in zip(results, expected, strict=True):
+        for value in got:
+            torch.testing.assert_close(value[0], log_p)
+            torch.testing.assert_close(value[1], grad)
