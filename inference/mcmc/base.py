@@ -31,7 +31,7 @@ from torch import Tensor
 from .integrators import LogDensityFn, Metric, make_metric
 from .rng import RNG
 
-__all__ = ["State", "Info", "Kernel", "KernelBase", "make_info", "stack_infos"]
+__all__ = ["State", "Info", "Kernel", "KernelBase", "make_info", "stack_infos", "step_by_step"]
 
 
 class State(NamedTuple):
@@ -86,6 +86,18 @@ def stack_infos(infos: list[Info]) -> Info:
     if not infos:
         raise ValueError("no transitions to stack")
     return Info(*(torch.stack(field, dim=1) for field in zip(*infos, strict=True)))
+
+
+def step_by_step(kernel: Kernel, rng: RNG, state: State, num_steps: int
+                 ) -> tuple[State, Info, Tensor]:
+    """``num_steps`` calls of ``kernel.step``, as :meth:`KernelBase.steps` returns them (for
+    any kernel, including those that only implement the :class:`Kernel` protocol)."""
+    infos, positions = [], []
+    for _ in range(num_steps):
+        state, info = kernel.step(rng, state)
+        infos.append(info)
+        positions.append(state.position.clone())  # kernels may update it in place
+    return state, stack_infos(infos), torch.stack(positions, 1)
 
 
 @runtime_checkable
@@ -159,12 +171,7 @@ class KernelBase:
         """``num_steps`` transitions with the state's step size and metric fixed: the final
         state, the infos ``(C, num_steps)`` and the positions ``(C, num_steps, D)``. Kernels
         that run a stretch of transitions in one go (NUTS in C) override it."""
-        infos, positions = [], []
-        for _ in range(num_steps):
-            state, info = self.step(rng, state)
-            infos.append(info)
-            positions.append(state.position.clone())  # kernels may update it in place
-        return state, stack_infos(infos), torch.stack(positions, 1)
+        return step_by_step(self, rng, state, num_steps)
 
     def _initial_metric(self, z: Tensor, dim: int) -> Metric:
         num_chains = z.shape[0]

@@ -48,7 +48,7 @@ from ppl.passes import condition
 from ppl.passes.rewriting import probe
 
 from ..lowering import FlatModel
-from ..potential import Unsupported, lower_potential, torch_potential
+from ..potential import Unsupported, lower_potential, per_chain_dtype, torch_potential
 from .adaptation import AdaptationState, WindowAdaptation
 from .base import Kernel, State
 from .gibbs import Values
@@ -103,7 +103,7 @@ class ConditionalFlat:
         data = {k: v.to(z.dtype) if v.is_floating_point() else v for k, v in data.items()}
         if self._generated is not None:
             z = z.detach().to(torch.float64)
-            return self._generated(z, *(_run_time(v) for v in data.values()))
+            return self._generated(z, *(v.to(per_chain_dtype(v)) for v in data.values()))
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             log_p = self._log_density(z, data)
@@ -114,13 +114,6 @@ class ConditionalFlat:
         """The block's sites at ``z``, constrained (``(chains, *site_shape)``)."""
         out = self._values(z, data)
         return {a: out[a].detach() for a in self.sites}
-
-
-def _run_time(value: Tensor) -> Tensor:
-    """A per-chain argument of the generated potential: float64, or int64 when integer."""
-    if value.is_floating_point() or value.dtype == torch.bool:
-        return value.to(torch.float64)
-    return value.long()
 
 
 class KernelUpdateState(NamedTuple):

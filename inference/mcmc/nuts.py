@@ -113,8 +113,8 @@ class NUTS(KernelBase):
         """One NUTS transition for every chain: in C when the log density function has a
         compiled form (``fn.native``, e.g. a model's ``FlatModel.potential``) and the chains
         are on the CPU, else in torch."""
-        native = getattr(self.fn, "native", None)
-        if native is not None and state.position.device.type == "cpu":
+        native = self._native(state)
+        if native is not None:
             state, info = native.nuts_transition(rng, state, self.max_tree_depth,
                                                  self.divergence_threshold)
             self._count(info)
@@ -127,8 +127,8 @@ class NUTS(KernelBase):
     def steps(self, rng: RNG, state: State, num_steps: int) -> tuple[State, Info, Tensor]:
         """``num_steps`` transitions with fixed step size and metric: in one C call when the
         log density function has a compiled form (see :meth:`step`), else one by one."""
-        native = getattr(self.fn, "native", None)
-        if native is None or state.position.device.type != "cpu":
+        native = self._native(state)
+        if native is None:
             return super().steps(rng, state, num_steps)
         state, info, draws = native.nuts_run(rng, state, num_steps, self.max_tree_depth,
                                              self.divergence_threshold)
@@ -140,13 +140,19 @@ class NUTS(KernelBase):
         """``num_steps`` warmup transitions with the adaptation between them (``plan``) in one
         C call, when the log density function has a compiled form; None otherwise (the
         caller then steps and adapts one transition at a time)."""
-        native = getattr(self.fn, "native", None)
-        if native is None or state.position.device.type != "cpu":
+        native = self._native(state)
+        if native is None:
             return None
         state, info, plan = native.nuts_warmup(rng, state, num_steps, plan, self.max_tree_depth,
                                                self.divergence_threshold)
         self._count(info)
         return state, info, plan
+
+    def _native(self, state: State):
+        """The log density function's compiled form, when it has one and the chains are on
+        the CPU (else None: the torch implementation runs)."""
+        native = getattr(self.fn, "native", None)
+        return native if state.position.device.type == "cpu" else None
 
     def _count(self, info: Info) -> None:
         """Report the gradients evaluated in C to a counting wrapper (``sample``'s)."""

@@ -32,12 +32,13 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from .adaptation import WindowAdaptation
-from .base import Info, State
+from .base import Info, State, step_by_step
 from .integrators import LogDensityFn, Metric
 from .progress import ProgressLine, progress_enabled
 from .rng import chain_generators
@@ -108,6 +109,13 @@ def _concat_infos(blocks: list[Info]) -> Info | None:
     return Info(*(torch.cat(fields, dim=1) for fields in zip(*blocks, strict=True)))
 
 
+def _report(line: ProgressLine | None, info: Info) -> None:
+    """Count a stretch's iterations ``(C, n)`` on the progress line, if there is one."""
+    if line is not None:
+        for divergent in info.divergent.sum(0):
+            line.update(divergent)
+
+
 def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_warmup: int,
                   adaptation: WindowAdaptation | None, line: ProgressLine | None
                   ) -> tuple[State, Info | None]:
@@ -123,9 +131,7 @@ def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_w
         for start, stop in adaptation.stretches(astate, longest):
             state, info, astate = adaptation.run(kernel, generators, start, stop, state, astate)
             blocks.append(info)
-            if line is not None:
-                for divergent in info.divergent.sum(0):
-                    line.update(divergent)
+            _report(line, info)
     return state, _concat_infos(blocks)
 
 
@@ -134,24 +140,17 @@ def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num
     """The kept iterations, through ``kernel.steps`` (a kernel may run them in one call): in
     one stretch, or in stretches of about a second's worth of transitions with a progress
     line. Returns the final state, the infos and draws of every ``thin``-th iteration."""
-    steps = getattr(kernel, "steps", None)
+    steps = getattr(kernel, "steps", None) or partial(step_by_step, kernel)
     stretch = num_samples if line is None else max(1, num_samples // 50)
     infos, positions = [], []
     done = 0
     while done < num_samples:
         n = min(stretch, num_samples - done)
-        if steps is None:
-            state, info = kernel.step(generators, state)
-            info, drawn = Info(*(f.unsqueeze(1) for f in info)), state.position.unsqueeze(1)
-            n = 1
-        else:
-            state, info, drawn = steps(generators, state, n)
+        state, info, drawn = steps(generators, state, n)
         keep = slice((thin - done % thin) % thin, None, thin)  # global iterations i % thin == 0
         infos.append(Info(*(f[:, keep] for f in info)))
-        positions.append(drawn[:, keep].clone() if steps is None else drawn[:, keep])
-        if line is not None:
-            for divergent in info.divergent.sum(0):
-                line.update(divergent)
+        positions.append(drawn[:, keep])
+        _report(line, info)
         done += n
     if not infos:
         return state, None, state.position.new_empty((state.position.shape[0], 0,

@@ -40,6 +40,7 @@ class NativePotential:
             *(t.data_ptr() for t in source.constants)
         )
         self._library: ctypes.CDLL | None = None
+        self._lock: threading.Lock | None = None  # the library's, shared with its other users
 
     @classmethod
     def from_lowered(cls, lowered: Lowered) -> NativePotential:
@@ -64,7 +65,8 @@ class NativePotential:
             library.ppl_potential_batch.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3
             library.ppl_potential_batch.restype = None
             self._library = library
-        with _LOCKS.setdefault(self._library._name, threading.Lock()):
+            self._lock = _LOCKS.setdefault(library._name, threading.Lock())
+        with self._lock:
             self._library.ppl_bind(self._table)
             yield self._library
 

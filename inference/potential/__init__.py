@@ -4,7 +4,14 @@
 ``Unsupported``; :class:`ppl.inference.lowering.FlatModel` uses it and falls back to autograd.
 """
 
-from .build import Lowered, build_potential, lower_potential, torch_potential
+from .build import Lowered, build_potential, lower_potential, per_chain_dtype, torch_potential
 from .tape import Unsupported
 
-__all__ = ["Lowered", "Unsupported", "build_potential", "lower_potential", "torch_potential"]
+__all__ = [
+    "Lowered",
+    "Unsupported",
+    "build_potential",
+    "lower_potential",
+    "per_chain_dtype",
+    "torch_potential",
+]

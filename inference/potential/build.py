@@ -107,7 +107,7 @@ class TapeInterpreter(Interpreter):
         # graph inputs given per chain at run time (a Gibbs block's view of the other blocks)
         self.data = {
             name: self.tape.input(f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape),
-                                  _run_time_dtype(self.inputs[name]))
+                                  per_chain_dtype(self.inputs[name]))
             for i, name in enumerate(per_chain)
         }
         self.terms: list[Value] = []
@@ -259,8 +259,9 @@ def _block_slice(block: Any) -> str:
     return piece if len(shape) == 1 else f"{piece}.reshape({(-1, *shape)!r})"
 
 
-def _run_time_dtype(value: Any) -> torch.dtype:
-    """Per-chain inputs arrive as float64, or int64 when integer (indices, categories)."""
+def per_chain_dtype(value: Any) -> torch.dtype:
+    """The dtype a per-chain input is passed in: float64, or int64 when integer (indices,
+    categories)."""
     value = torch.as_tensor(value)
     return torch.float64 if value.is_floating_point() or value.dtype == torch.bool else torch.int64
 
