@@ -15,7 +15,7 @@ For each model, PPL and chain count (1 and 4) a *cold* run (a fresh model/sample
 tracing and compilation are included) and a *warm* run (the same call again in the same
 process) are timed from the inference call until the draws are host tensors. Reported:
 wall times, gradient evaluations, bulk ESS (min and median over every scalar latent
-parameter, computed for every PPL with ``ppl.inference.diagnostics.ess_bulk`` on its draws
+parameter, computed for every PPL with ``ppl.inference.results.diagnostics.ess_bulk`` on its draws
 converted to torch), ESS/s (min bulk ESS over the run's wall time) and time per gradient
 (warm wall time / gradient evaluations), as medians over ``--repeats`` runs; then the ratios
 ppl / NumPyro and ppl / Pyro.
@@ -80,8 +80,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppl.inference.diagnostics import ess_bulk
-from ppl.inference.summary import ConvergenceWarning
+from ppl.inference.results.diagnostics import ess_bulk
+from ppl.inference.results.summary import ConvergenceWarning
 
 Data = dict[str, Any]
 """A model's data: numpy arrays (float64 holding float32-exact values, or int64; converted per
@@ -283,7 +283,7 @@ class PplAdapter(Adapter):
 
     def sampler(self, bench: Benchmark, data: Data, config: RunConfig) -> Sampler:
         from ppl import infer, model
-        from ppl.inference.mcmc_method import NUTS
+        from ppl.inference.mcmc.methods import NUTS
 
         # An empty cache of compiled models, so the cold run pays for compiling its C (as
         # the peers' cold runs pay for JIT compilation); the warm run reuses the library.

@@ -12,13 +12,13 @@ running any kernel on the rest). The kernels themselves, with the same names, li
 """
 
 from . import mcmc
-from .compositional import Gibbs
-from .importance import Importance
-from .mcmc import Conjugate, DiscreteGibbs, KernelUpdate
-from .mcmc_method import HMC, MALA, MCMC, NUTS, RWMH, Slice
-from .results import Posterior, WeightedPosterior
-from .sampler_diagnostics import SamplerDiagnostics
-from .summary import ConvergenceWarning, Summary, convergence_warnings, summarize
+from .mcmc.gibbs import Conjugate, DiscreteGibbs, KernelUpdate
+from .mcmc.gibbs.method import Gibbs
+from .mcmc.methods import HMC, MALA, MCMC, NUTS, RWMH, Slice
+from .results.posterior import Posterior, WeightedPosterior
+from .results.sampler_diagnostics import SamplerDiagnostics
+from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
+from .smc.importance import Importance
 
 __all__ = [
     "Importance", "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",

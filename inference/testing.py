@@ -6,7 +6,7 @@ the exact posterior mean and sd of each latent site (and the covariance of a vec
 where it matters), and the exact log evidence ``log p(data)``.
 
 ``check_draws(samples, case)`` compares draws ``(chains, draws, *shape)`` with the exact
-answer through Monte Carlo standard errors (``ppl.inference.diagnostics.mcse_mean``, which
+answer through Monte Carlo standard errors (``ppl.inference.results.diagnostics.mcse_mean``, which
 accounts for autocorrelation): for each element the mean's z-score
 ``(mean(x) - m) / mcse(x)``, and the variance's ``(mean((x - m)^2) - s^2) / mcse((x - m)^2)``
 (exact because ``E[(x - m)^2] = s^2`` under the posterior; for a vector site with ``cov``, all
@@ -50,7 +50,7 @@ from ppl import model, plate, sample
 from ppl.model import Model
 from ppl.stdlib import Bernoulli, Beta, Binomial, Gamma, MultivariateNormal, Normal, Poisson
 
-from .diagnostics import mcse_mean
+from .results.diagnostics import mcse_mean
 
 __all__ = ["ExactPosterior", "ConjugateCase", "conjugate_cases", "moment_z_scores", "check_draws"]
 

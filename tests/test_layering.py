@@ -131,3 +131,73 @@ def test_packages_list_covers_every_package_directory(setuptools_config):
     listed = set(setuptools_config["packages"])
     assert not on_disk - listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
     assert not listed - on_disk, f"listed but missing on disk: {sorted(listed - on_disk)}"
+
+
+# -- the engines' folders inside ppl.inference -----------------------------------------------
+# Each folder of ``inference/`` and what it may import (besides ppl core and stdlib). Lowering
+# and results serve every engine and import none; engines never import each other, except
+# that SMC may move particles with MCMC kernels.
+ENGINE_LAYERS: dict[str, set[str]] = {
+    "ppl.inference.rng": set(),
+    "ppl.inference.results": set(),
+    "ppl.inference.lowering": set(),
+    "ppl.inference.mcmc": {"ppl.inference.rng", "ppl.inference.lowering", "ppl.inference.results"},
+    "ppl.inference.mcmc.gibbs": {"ppl.inference.mcmc", "ppl.inference.rng",
+                                 "ppl.inference.lowering", "ppl.inference.results"},
+    "ppl.inference.smc": {"ppl.inference.mcmc", "ppl.inference.rng", "ppl.inference.lowering",
+                          "ppl.inference.results"},
+    "ppl.inference.vi": {"ppl.inference.rng", "ppl.inference.lowering", "ppl.inference.results"},
+    "ppl.inference.testing": {"ppl.inference.results"},
+}
+
+
+def layer_of(module: str) -> str | None:
+    """The most specific declared layer that ``module`` belongs to."""
+    owners = [layer for layer in ENGINE_LAYERS if within(module, layer)]
+    return max(owners, key=len) if owners else None
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Installed name of every ``inference/`` module -> the inference modules it imports."""
+    graph = {}
+    for path in sources("inference"):
+        name, _ = module_name(path)
+        graph[name] = {m for m in imported_modules(path) if within(m, "ppl.inference")}
+    return graph
+
+
+def test_every_inference_module_lies_in_a_declared_layer():
+    undeclared = sorted(m for m in module_imports() if m != "ppl.inference" and not layer_of(m))
+    assert not undeclared, f"declare a layer in ENGINE_LAYERS for: {undeclared}"
+
+
+def test_engine_layers_import_only_what_they_may():
+    bad = []
+    for module, imports in module_imports().items():
+        own = layer_of(module)
+        if own is None:  # ppl.inference itself re-exports the public API
+            continue
+        for target in imports:
+            layer = layer_of(target)
+            if layer is not None and layer != own and layer not in ENGINE_LAYERS[own]:
+                bad.append(f"{module} imports {target} ({own} may not import {layer})")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_no_import_cycles_between_layers_or_modules():
+    import networkx as nx
+
+    modules = module_imports()
+    graph = nx.DiGraph()
+    for module, imports in modules.items():
+        for target in imports:
+            # ``from . import x`` names the enclosing package: not an import of its __init__
+            if target in modules and not within(module, target):
+                graph.add_edge(module, target)
+    layers = nx.DiGraph()
+    layers.add_edges_from(
+        (layer_of(a), layer_of(b)) for a, b in graph.edges
+        if layer_of(a) and layer_of(b) and layer_of(a) != layer_of(b)
+    )
+    assert nx.is_directed_acyclic_graph(layers), nx.find_cycle(layers)
+    assert nx.is_directed_acyclic_graph(graph), nx.find_cycle(graph)

@@ -13,13 +13,14 @@ unconstrained positions ``z`` ``(C, D)`` and is a pure-ish pair ``init(position)
 torch.Size([4, 200, 2])
 """
 
+from ppl.inference.rng import chain_generators
+
 from .adaptation import WindowAdaptation, find_reasonable_step_size
 from .base import Info, Kernel, KernelBase, State
 from .hmc import HMC
 from .integrators import LogDensityFn, Metric, make_metric
 from .mala import MALA
 from .nuts import NUTS
-from .rng import chain_generators
 from .runner import MCMCRun, sample
 from .rwmh import RWMH
 from .slice import Slice
@@ -43,12 +44,3 @@ __all__ = [
     "make_metric",
     "sample",
 ]
-
-from .conjugate import Conjugate, conjugate_match  # noqa: E402
-from .conjugate_priors import CONJUGATE_PRIORS, ConjugatePrior, Likelihood  # noqa: E402
-from .gibbs import DiscreteGibbs, GibbsUpdate  # noqa: E402
-from .kernel_update import KernelUpdate  # noqa: E402
-from .site_program import SiteProgram  # noqa: E402
-
-__all__ += ["CONJUGATE_PRIORS", "Conjugate", "ConjugatePrior", "DiscreteGibbs", "GibbsUpdate",
-            "KernelUpdate", "Likelihood", "SiteProgram", "conjugate_match"]

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ppl.inference.rng import RNG, randn
+
 from .base import Info, State, stack_infos
 from .integrators import (
     LogDensityFn,
@@ -38,7 +40,6 @@ from .integrators import (
     sample_momentum,
     sharp,
 )
-from .rng import RNG, randn
 
 __all__ = [
     "DualAveraging",

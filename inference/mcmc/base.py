@@ -28,8 +28,9 @@ from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ppl.inference.rng import RNG
+
 from .integrators import LogDensityFn, Metric, make_metric
-from .rng import RNG
 
 __all__ = ["State", "Info", "Kernel", "KernelBase", "make_info", "stack_infos", "step_by_step"]
 
@@ -133,6 +134,9 @@ class KernelBase:
     target_accept: ClassVar[float | None] = 0.8
     #: whether Stan's doubling/halving step-size search applies (gradient-based kernels).
     step_size_search: ClassVar[bool] = True
+    #: whether transitions evaluate the density outside ``log_density_fn`` (in C) and report
+    #: those evaluations in ``Info.num_grad_evals`` (the runner then adds them to its count).
+    counts_own_evaluations: ClassVar[bool] = False
 
     def bind(self, log_density_fn: LogDensityFn):
         """A copy of this kernel that uses ``log_density_fn``."""

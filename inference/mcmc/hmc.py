@@ -28,9 +28,10 @@ from typing import ClassVar
 
 import torch
 
+from ppl.inference.rng import RNG, rand, randn
+
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, kinetic_energy, leapfrog_, sample_momentum, sharp
-from .rng import RNG, rand, randn
 
 __all__ = ["HMC", "static_hmc_transition"]
 

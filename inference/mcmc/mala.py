@@ -20,9 +20,10 @@ from typing import ClassVar
 
 import torch
 
+from ppl.inference.rng import RNG
+
 from .base import Info, KernelBase, State
 from .hmc import static_hmc_transition
-from .rng import RNG
 
 __all__ = ["MALA"]
 

@@ -53,12 +53,11 @@ branches on Python numbers read from the tensors, and the proposal is a referenc
 step; with several they are ``where`` masks, and the proposal is an index into all points
 of the transition in build order (kept until its end), gathered once.
 
-In C: when the log density function has a compiled form (``fn.native``: a model's
-``FlatModel.potential`` on the native backend), :meth:`NUTS.step`, :meth:`NUTS.steps` and
-:meth:`NUTS.adaptive_steps` run the same algorithm in ``ppl.inference.native`` instead: each
-chain builds its own tree (no lockstep), a stretch of transitions with the warmup's per-step
-adaptation is one call, and chains are spread over the cores. Everything below describes
-the torch implementation.
+In C: :class:`~ppl.inference.mcmc.native_nuts.NativeNUTS` runs the same algorithm with a
+model's compiled potential: each chain builds its own tree (no lockstep), a stretch of
+transitions with the warmup's per-step adaptation is one call, and chains are spread over the
+cores. The infer methods pick it when the kernel is built. Everything below describes the
+torch implementation.
 
 Randomness per chain and transition: one normal draw of ``D + 41`` numbers (the momentum, and
 through the normal CDF the uniforms of the first five doublings); deeper doublings draw
@@ -84,10 +83,10 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from .adaptation import StepAdaptation
+from ppl.inference.rng import RNG, rand, randn
+
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, Metric, sample_momentum, sharp
-from .rng import RNG, rand, randn
 from .uturn import check_plan, column
 
 __all__ = ["NUTS", "nuts_transition"]
@@ -110,55 +109,11 @@ class NUTS(KernelBase):
     target_accept: ClassVar[float | None] = 0.8
 
     def step(self, rng: RNG, state: State) -> tuple[State, Info]:
-        """One NUTS transition for every chain: in C when the log density function has a
-        compiled form (``fn.native``, e.g. a model's ``FlatModel.potential``) and the chains
-        are on the CPU, else in torch."""
-        native = self._native(state)
-        if native is not None:
-            state, info = native.nuts_transition(rng, state, self.max_tree_depth,
-                                                 self.divergence_threshold)
-            self._count(info)
-            return state, info
+        """One NUTS transition for every chain."""
         with torch.no_grad():
             return nuts_transition(
                 self.fn, rng, state, self.max_tree_depth, self.divergence_threshold, self.compact
             )
-
-    def steps(self, rng: RNG, state: State, num_steps: int) -> tuple[State, Info, Tensor]:
-        """``num_steps`` transitions with fixed step size and metric: in one C call when the
-        log density function has a compiled form (see :meth:`step`), else one by one."""
-        native = self._native(state)
-        if native is None:
-            return super().steps(rng, state, num_steps)
-        state, info, draws = native.nuts_run(rng, state, num_steps, self.max_tree_depth,
-                                             self.divergence_threshold)
-        self._count(info)
-        return state, info, draws
-
-    def adaptive_steps(self, rng: RNG, state: State, num_steps: int, plan: StepAdaptation
-                       ) -> tuple[State, Info, StepAdaptation] | None:
-        """``num_steps`` warmup transitions with the adaptation between them (``plan``) in one
-        C call, when the log density function has a compiled form; None otherwise (the
-        caller then steps and adapts one transition at a time)."""
-        native = self._native(state)
-        if native is None:
-            return None
-        state, info, plan = native.nuts_warmup(rng, state, num_steps, plan, self.max_tree_depth,
-                                               self.divergence_threshold)
-        self._count(info)
-        return state, info, plan
-
-    def _native(self, state: State):
-        """The log density function's compiled form, when it has one and the chains are on
-        the CPU (else None: the torch implementation runs)."""
-        native = getattr(self.fn, "native", None)
-        return native if state.position.device.type == "cpu" else None
-
-    def _count(self, info: Info) -> None:
-        """Report the gradients evaluated in C to a counting wrapper (``sample``'s)."""
-        count = getattr(self.fn, "count", None)
-        if count is not None:
-            count(int(info.num_grad_evals.sum()))
 
 
 # The predrawn uniforms, as rows of one (_PREDRAWN, C) block: the directions of doublings

@@ -37,11 +37,12 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ppl.inference.rng import chain_generators
+
 from .adaptation import WindowAdaptation
 from .base import Info, State, step_by_step
 from .integrators import LogDensityFn, Metric
 from .progress import ProgressLine, progress_enabled
-from .rng import chain_generators
 
 __all__ = ["MCMCRun", "sample"]
 
@@ -82,15 +83,10 @@ class MCMCRun:
 
 
 class _CountingFn:
-    """Wraps a log density function, counting calls and rows (``count`` adds the rows a
-    native kernel evaluated in C, through the function's ``native`` form, forwarded here)."""
+    """Wraps a log density function, counting calls and rows."""
 
     def __init__(self, fn: LogDensityFn) -> None:
         self.fn, self.calls, self.rows = fn, 0, 0
-        self.native = getattr(fn, "native", None)
-
-    def count(self, rows: int) -> None:
-        self.rows += rows
 
     def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
         self.calls += 1
@@ -109,20 +105,24 @@ def _concat_infos(blocks: list[Info]) -> Info | None:
     return Info(*(torch.cat(fields, dim=1) for fields in zip(*blocks, strict=True)))
 
 
-def _report(line: ProgressLine | None, info: Info) -> None:
-    """Count a stretch's iterations ``(C, n)`` on the progress line, if there is one."""
+def _report(line: ProgressLine | None, info: Info, tally: list[int] | None = None) -> None:
+    """Count a stretch's iterations ``(C, n)`` on the progress line, if there is one, and
+    its gradient evaluations in ``tally`` (for kernels that evaluate outside the function
+    the runner wraps)."""
+    if tally is not None:
+        tally[0] += int(info.num_grad_evals.sum())
     if line is not None:
         for divergent in info.divergent.sum(0):
             line.update(divergent)
 
 
 def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_warmup: int,
-                  adaptation: WindowAdaptation | None, line: ProgressLine | None
-                  ) -> tuple[State, Info | None]:
+                  adaptation: WindowAdaptation | None, line: ProgressLine | None,
+                  tally: list[int] | None) -> tuple[State, Info | None]:
     """The warmup iterations: with adaptation, the stretches between its events (see
     ``WindowAdaptation.run``; cut finer with a progress line); without, plain transitions."""
     if adaptation is None:
-        state, info, _ = _sampling_phase(kernel, generators, state, num_warmup, 1, line)
+        state, info, _ = _sampling_phase(kernel, generators, state, num_warmup, 1, line, tally)
         return state, info
     blocks = []
     if num_warmup > 0:
@@ -131,12 +131,13 @@ def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_w
         for start, stop in adaptation.stretches(astate, longest):
             state, info, astate = adaptation.run(kernel, generators, start, stop, state, astate)
             blocks.append(info)
-            _report(line, info)
+            _report(line, info, tally)
     return state, _concat_infos(blocks)
 
 
 def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num_samples: int,
-                    thin: int, line: ProgressLine | None) -> tuple[State, Info | None, Tensor]:
+                    thin: int, line: ProgressLine | None, tally: list[int] | None
+                    ) -> tuple[State, Info | None, Tensor]:
     """The kept iterations, through ``kernel.steps`` (a kernel may run them in one call): in
     one stretch, or in stretches of about a second's worth of transitions with a progress
     line. Returns the final state, the infos and draws of every ``thin``-th iteration."""
@@ -150,7 +151,7 @@ def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num
         keep = slice((thin - done % thin) % thin, None, thin)  # global iterations i % thin == 0
         infos.append(Info(*(f[:, keep] for f in info)))
         positions.append(drawn[:, keep])
-        _report(line, info)
+        _report(line, info, tally)
         done += n
     if not infos:
         return state, None, state.position.new_empty((state.position.shape[0], 0,
@@ -171,6 +172,8 @@ def _run_batched(
 ) -> MCMCRun:
     counter = _CountingFn(kernel.log_density_fn)
     kernel = kernel.bind(counter)
+    # rows evaluated outside ``counter`` (in C), as the kernel's infos report them
+    tally = [0] if getattr(kernel, "counts_own_evaluations", False) else None
     line = ProgressLine(num_warmup + num_samples, num_warmup, label=label) if progress else None
     with torch.no_grad():
         start = time.perf_counter()
@@ -182,9 +185,11 @@ def _run_batched(
                 f"(values {state.log_density[bad].tolist()}); choose initial positions inside "
                 "the support, e.g. uniform(-2, 2) on the unconstrained space"
             )
-        state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation, line)
+        state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation, line,
+                                         tally)
         warm_end = time.perf_counter()
-        state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin, line)
+        state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin, line,
+                                             tally)
         end = time.perf_counter()
     if line is not None:
         line.close()
@@ -198,7 +203,7 @@ def _run_batched(
         warmup_info=warm_info if warm_info is not None else _no_infos(template),
         step_size=state.step_size,
         inverse_mass_matrix=state.metric.inverse_mass,
-        num_grad_evals=counter.rows,
+        num_grad_evals=counter.rows + (tally[0] if tally is not None else 0),
         num_fn_calls=counter.calls,
         warmup_time=warm_end - start,
         sampling_time=end - warm_end,

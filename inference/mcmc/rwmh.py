@@ -23,9 +23,10 @@ from typing import ClassVar
 
 import torch
 
+from ppl.inference.rng import RNG, rand, randn
+
 from .base import Info, KernelBase, State, make_info
 from .integrators import scale_by_sqrt_inverse_mass
-from .rng import RNG, rand, randn
 
 __all__ = ["RWMH"]
 

@@ -30,9 +30,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ppl.inference.rng import RNG, rand, randn
+
 from .base import Info, KernelBase, State, make_info
 from .integrators import LogDensityFn, scale_by_sqrt_inverse_mass
-from .rng import RNG, rand, randn
 
 __all__ = ["Slice", "slice_along"]
 

@@ -18,7 +18,7 @@ from ppl.inference.testing import check_draws, conjugate_cases
 from ppl.passes import enumerate_discrete
 
 CASES = conjugate_cases()
-quiet = pytest.mark.filterwarnings("ignore::ppl.inference.summary.ConvergenceWarning")
+quiet = pytest.mark.filterwarnings("ignore::ppl.inference.results.summary.ConvergenceWarning")
 
 
 def run_nuts(case, seed, num_warmup, num_samples, chains):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ppl.inference.diagnostics import ess, mcse_mean
+from ppl.inference.results.diagnostics import ess, mcse_mean
 
 
 class Gaussian:

@@ -18,7 +18,7 @@ from ppl.inference.mcmc.adaptation import (
     welford_init,
     welford_update,
 )
-from ppl.inference.mcmc.rng import chain_generators
+from ppl.inference.rng import chain_generators
 
 
 def test_windows_follow_stan():

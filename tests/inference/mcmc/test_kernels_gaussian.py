@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppl.inference.diagnostics import ess_bulk
 from ppl.inference.mcmc import HMC, MALA, NUTS, RWMH, Slice, sample
+from ppl.inference.results.diagnostics import ess_bulk
 
 CASES = {
     "nuts-diag": (NUTS(), 300, 500),

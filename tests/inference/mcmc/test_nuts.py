@@ -10,7 +10,7 @@ import torch
 import ppl.inference.mcmc.nuts as nuts_module
 import ppl.inference.mcmc.uturn as uturn_module
 from ppl.inference.mcmc import NUTS, sample
-from ppl.inference.mcmc.rng import chain_generators
+from ppl.inference.rng import chain_generators
 
 
 def _recursive_checks(a: int, n: int) -> list[tuple[frozenset, int, int]]:

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from ppl import infer
-from ppl.inference.diagnostics import mcse_mean
-from ppl.inference.lowering import FlatModel
-from ppl.inference.mcmc_method import NUTS
-from ppl.inference.native import compiler_available
-from ppl.inference.results import Posterior
+from ppl.inference.lowering.flat import FlatModel
+from ppl.inference.lowering.native import compiler_available
+from ppl.inference.mcmc.methods import NUTS
+from ppl.inference.results.diagnostics import mcse_mean
+from ppl.inference.results.posterior import Posterior
 from ppl.passes import noncenter
 
 from .models import POSTERIORS, RefElement, load_data, load_reference

@@ -1,0 +1,17 @@
+"""The generated potential: a graph's flat log density and gradient as straight-line torch code.
+
+``build_potential(graph, blocks, supports)`` returns ``fn(z) -> (log_density, grad)`` or raises
+``Unsupported``; :class:`ppl.inference.lowering.flat.FlatModel` uses it and falls back to autograd.
+"""
+
+from .build import Lowered, build_potential, lower_potential, per_chain_dtype, torch_potential
+from .tape import Unsupported
+
+__all__ = [
+    "Lowered",
+    "Unsupported",
+    "build_potential",
+    "lower_potential",
+    "per_chain_dtype",
+    "torch_potential",
+]

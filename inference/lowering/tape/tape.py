@@ -1,0 +1,281 @@
+"""A tape of batched primitive operations, with constant folding and reverse-mode recording.
+
+A value on the tape is either a **constant** (a tensor or float, the same for every chain,
+computed once at build time) or a :class:`Var` (a symbol whose run-time tensor has a leading
+chain dimension ``(C, *shape)``; ``shape`` is the per-chain shape). :meth:`Tape.apply`
+evaluates an operation at once when none of its inputs is a ``Var`` (constant folding), and
+otherwise records an instruction. Gradients are recorded the same way, by applying each
+instruction's vector-Jacobian product to the tape in reverse order, so the backward pass is
+folded and emitted exactly like the forward one: the result is one straight-line function
+of ``z`` with no autograd at run time.
+
+    >>> import torch
+    >>> from ppl.inference.lowering.tape import prims
+    >>> tape = Tape()
+    >>> x = tape.input("x", (3,))
+    >>> y = tape.apply(prims.SUM, tape.apply(prims.MUL, x, x))       # sum(x * x)
+    >>> (gx,) = tape.gradients(y, [x])
+    >>> fn = tape.compile([y, gx], ["x"])
+    >>> fn(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    (tensor([14.], dtype=torch.float64), tensor([[2., 4., 6.]], dtype=torch.float64))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+Value = Any  # a Var, a tensor, a Python number, or a (nested) tuple/list of these
+
+
+class Unsupported(Exception):
+    """The generated path cannot express this graph; the caller falls back to autograd."""
+
+
+@dataclass(frozen=True, eq=False)
+class Var:
+    """A chain-batched run-time tensor of per-chain shape ``shape`` (always float64 unless
+    ``dtype`` says otherwise); arithmetic records on the owning tape."""
+
+    tape: Tape = field(repr=False)
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float64
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _op(self, prim_name: str, *args: Value) -> Value:
+        from . import prims
+
+        return self.tape.apply(getattr(prims, prim_name), *args)
+
+    def __add__(self, other):
+        return self._op("ADD", self, other)
+
+    def __radd__(self, other):
+        return self._op("ADD", other, self)
+
+    def __sub__(self, other):
+        return self._op("SUB", self, other)
+
+    def __rsub__(self, other):
+        return self._op("SUB", other, self)
+
+    def __mul__(self, other):
+        return self._op("MUL", self, other)
+
+    def __rmul__(self, other):
+        return self._op("MUL", other, self)
+
+    def __truediv__(self, other):
+        return self._op("DIV", self, other)
+
+    def __rtruediv__(self, other):
+        return self._op("DIV", other, self)
+
+    def __neg__(self):
+        return self._op("NEG", self)
+
+    def __pow__(self, other):
+        return self._op("POW", self, other)
+
+
+def is_var(value: Value) -> bool:
+    return isinstance(value, Var)
+
+
+def contains_var(value: Value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(contains_var(v) for v in value)
+    if isinstance(value, slice):
+        return contains_var((value.start, value.stop, value.step))
+    return isinstance(value, Var)
+
+
+def shape_of(value: Value) -> tuple[int, ...]:
+    if isinstance(value, Var):
+        return value.shape
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return ()
+
+
+def _key(value: Value):
+    """A hashable identity for an argument (tensors by object identity: the tape keeps them)."""
+    if isinstance(value, Var):
+        return ("var", value.name)
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, *(_key(v) for v in value))
+    if isinstance(value, slice):
+        return ("slice", _key((value.start, value.stop, value.step)))
+    if isinstance(value, torch.Tensor):
+        return ("tensor", id(value))
+    return (type(value).__name__, value)
+
+
+def _vars(value: Value):
+    if isinstance(value, Var):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _vars(v)
+
+
+def _accumulate(
+    adjoints: dict[str, Value], args: Sequence[Value], contributions: Sequence[Value]
+) -> None:
+    """Add each contribution to its argument's adjoint (list arguments get a list)."""
+    for arg, contribution in zip(args, contributions, strict=True):
+        if contribution is None:
+            continue
+        if isinstance(arg, (tuple, list)):
+            _accumulate(adjoints, arg, contribution)
+        elif is_var(arg):
+            previous = adjoints.get(arg.name)
+            adjoints[arg.name] = contribution if previous is None else previous + contribution
+
+
+@dataclass
+class Instr:
+    out: Var
+    prim: Any
+    args: tuple
+    attrs: dict
+
+
+class Tape:
+    """An append-only list of instructions over chain-batched ``Var`` values."""
+
+    def __init__(self) -> None:
+        self.instrs: list[Instr] = []
+        self.inputs: list[Var] = []
+        self.namespace: dict[str, Any] = {"torch": torch}
+        self._const_names: dict[Any, str] = {}
+        self._count = 0
+        self._memo: dict[tuple, Var] = {}
+        self._defining: dict[str, Instr] = {}
+
+    # -- building ------------------------------------------------------------------------
+    def _fresh(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Var:
+        self._count += 1
+        return Var(self, f"v{self._count}", tuple(shape), dtype)
+
+    def input(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Var:
+        """A run-time input of per-chain shape ``shape`` (an argument of the compiled code)."""
+        var = Var(self, name, tuple(shape), dtype)
+        self.inputs.append(var)
+        return var
+
+    def apply(self, prim, *args: Value, **attrs: Any) -> Value:
+        """``prim(*args, **attrs)``: evaluated now if no argument is a ``Var``, else recorded."""
+        if not contains_var(args):
+            return prim.evaluate(*args, **attrs)
+        simpler = prim.simplify(self, *args, **attrs)
+        if simpler is not None:
+            return simpler
+        key = (prim, _key(args), _key(tuple(sorted(attrs.items()))))
+        if key not in self._memo:  # common subexpressions are recorded once
+            shape, dtype = prim.infer(*args, **attrs)
+            out = self._fresh(shape, dtype)
+            self.instrs.append(Instr(out, prim, args, attrs))
+            self._memo[key] = out
+            self._defining[out.name] = self.instrs[-1]
+        return self._memo[key]
+
+    def defining(self, var: Var) -> Instr | None:
+        """The instruction that computes ``var`` (None for inputs)."""
+        return self._defining.get(var.name)
+
+    def gradients(self, output: Value, wrt: Sequence[Var]) -> list[Value]:
+        """Record the gradient of the scalar-per-chain ``output`` with respect to ``wrt``;
+        an input that ``output`` does not depend on gets the constant ``0.0``."""
+        adjoints: dict[str, Value] = {}
+        if is_var(output):
+            adjoints[output.name] = 1.0
+        for instr in reversed(list(self.instrs)):
+            g = adjoints.pop(instr.out.name, None)
+            if g is None:
+                continue
+            contributions = instr.prim.vjp(self, g, instr.out, *instr.args, **instr.attrs)
+            _accumulate(adjoints, instr.args, contributions)
+        return [adjoints.get(v.name, 0.0) for v in wrt]
+
+    def live(self, outputs: Sequence[Value]) -> list[Instr]:
+        """The instructions the outputs depend on, in order (dead ones are never emitted)."""
+        needed = {o.name for o in outputs if is_var(o)}
+        kept = []
+        for instr in reversed(self.instrs):
+            if instr.out.name in needed:
+                kept.append(instr)
+                needed.update(v.name for v in _vars(instr.args))
+        return kept[::-1]
+
+    # -- emission ------------------------------------------------------------------------
+    def const(self, value: Any) -> str:
+        """Source text for a constant: a literal for numbers, a bound global otherwise."""
+        if isinstance(value, bool) or value is None or isinstance(value, int):
+            return repr(value)
+        if isinstance(value, float) or (
+            isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point()
+        ):
+            # a bound 0-d tensor: cheaper per op than a Python float, which torch wraps per call
+            return self._scalar(float(value))
+        key = id(value)
+        if key not in self._const_names:
+            name = f"_c{len(self._const_names)}"
+            self._const_names[key] = name
+            self.namespace[name] = value
+        return self._const_names[key]
+
+    def _scalar(self, number: float) -> str:
+        key = ("scalar", number if math.isfinite(number) else repr(number))
+        if key not in self._const_names:
+            name = f"_s{len(self._const_names)}"
+            self._const_names[key] = name
+            self.namespace[name] = torch.tensor(number, dtype=torch.float64)
+        return self._const_names[key]
+
+    def source(
+        self,
+        outputs: Sequence[Value],
+        input_names: Sequence[str],
+        fn_name: str = "potential",
+        prologue: Sequence[str] = (),
+    ) -> str:
+        lines = [f"def {fn_name}({', '.join(input_names)}):", *("    " + line for line in prologue)]
+        for instr in self.live(outputs):
+            expr = instr.prim.emit(self, instr.out, *instr.args, **instr.attrs)
+            lines.append(f"    {instr.out.name} = {expr}")
+        lines.append(
+            "    return "
+            + ", ".join(self.ref(o) for o in outputs)
+            + ("," if len(outputs) == 1 else "")
+        )
+        return "\n".join(lines) + "\n"
+
+    def ref(self, value: Value) -> str:
+        """An output: a ``Var`` by name, a constant broadcast over the chains (``C``)."""
+        if is_var(value):
+            return value.name
+        value = torch.as_tensor(value, dtype=torch.float64)
+        as_tensor = f"torch.as_tensor({self.const(value)}, dtype=torch.float64)"
+        return f"{as_tensor}.expand(C, *{tuple(value.shape)!r})"
+
+    def compile(
+        self,
+        outputs: Sequence[Value],
+        input_names: Sequence[str],
+        fn_name: str = "potential",
+        prologue: Sequence[str] = (),
+    ) -> Callable:
+        src = self.source(outputs, input_names, fn_name, prologue)
+        exec(compile(src, f"<ppl generated {fn_name}>", "exec"), self.namespace)
+        fn = self.namespace[fn_name]
+        fn.source = src
+        return fn

@@ -1,0 +1,216 @@
+"""``KernelUpdate``: a flat-density kernel (NUTS, HMC, slice, ...) as one block of a Gibbs sampler.
+
+The block's sites are continuous latents; every other latent is conditioned on (the
+``condition`` pass turns it into an observation whose value is an input of the graph), and
+the graph is lowered with :class:`~ppl.inference.lowering.flat.FlatModel`. Each chain has its own
+values of the other sites, passed to the generated potential as per-chain arguments (or, for
+a graph the tape cannot express, to the vmapped autograd path). The kernel must therefore
+evaluate every chain's row, in chain order, so NUTS runs with ``compact=False`` (its
+compaction passes a subset of the chains). Before each transition the state's log density
+and gradient are recomputed when another block has moved since the last one (the kernel's
+cached values belong to the old conditional).
+
+Warmup adapts the kernel's step size and metric with Stan's windowed scheme
+(:class:`~ppl.inference.mcmc.adaptation.WindowAdaptation`) during the first ``num_warmup``
+steps; the conditional moves as the other blocks move, which the adaptation simply sees as
+part of the target. Positions are float64, drawn uniformly in ``(-init_radius, init_radius)``
+on the unconstrained space per chain until the log density and gradient are finite.
+
+    >>> import torch
+    >>> from ppl import model, sample
+    >>> from ppl.stdlib import Bernoulli, Normal
+    >>> from ppl.inference.mcmc import NUTS, chain_generators
+    >>> @model
+    ... def m():
+    ...     z = sample("z", Bernoulli(0.5))
+    ...     sample("y", Normal(sample("x", Normal(0.0, 1.0)) + z, 1.0), obs=torch.tensor(1.0))
+    >>> update = KernelUpdate(NUTS()).bind(m.graph(), ("x",))
+    >>> gens = chain_generators(0, 2)
+    >>> values, state = update.init(gens, {"z": torch.ones(2), "x": torch.zeros(2)}, 10)
+    >>> values, state, info = update.step(gens, values, state)
+    >>> values["x"].shape, sorted(info)[:2]
+    (torch.Size([2]), ['accept_prob', 'divergent'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ppl.errors import ModelError
+from ppl.inference.lowering.flat import FlatModel
+from ppl.inference.lowering.tape import (
+    Unsupported,
+    lower_potential,
+    per_chain_dtype,
+    torch_potential,
+)
+from ppl.inference.mcmc.adaptation import AdaptationState, WindowAdaptation
+from ppl.inference.mcmc.base import Kernel, State
+from ppl.inference.mcmc.nuts import NUTS
+from ppl.inference.rng import RNG, rand
+from ppl.ir import Graph
+from ppl.ir.errors import IRError
+from ppl.passes import condition
+from ppl.passes.rewriting import probe
+
+from .discrete import Values
+
+__all__ = ["ConditionalFlat", "KernelUpdate", "KernelUpdateState"]
+
+
+class ConditionalFlat:
+    """The flat log density of some latents of a graph given per-chain values of the others.
+
+    ``data(values)`` picks the conditioned sites' values as FlatModel data; the other methods
+    take positions ``z`` ``(chains, dim)`` and that data (each row of both is one chain)."""
+
+    def __init__(self, graph: Graph, sites: tuple[str, ...]):
+        p = probe(graph)
+        others = [n for n in graph.latent_nodes if n.address not in sites]
+        conditioned = condition({n.address: p.env[n.name] for n in others})(graph)
+        self.flat = FlatModel.from_graph(conditioned, backend="autograd")
+        self.inputs = {n.address: conditioned.site(n.address).args[0].name for n in others}
+        self.sites = sites
+        self.dim = self.flat.dim
+        self._log_density = torch.func.vmap(lambda z, d: self.flat.log_density_fn(z, d))
+        self._values = torch.func.vmap(lambda z, d: self.flat.values_fn(z, d))
+        # The generated potential with the other blocks' values as per-chain arguments;
+        # the autograd path where the tape has no rule.
+        self.backend, self.fallback_reason = "generated", None
+        self._generated: Callable | None = None
+        try:
+            self._generated = torch_potential(lower_potential(
+                conditioned, self.flat.blocks, self.flat.supports, tuple(self.inputs.values())))
+        except Unsupported as refusal:
+            self.backend, self.fallback_reason = "autograd", str(refusal)
+
+    def data(self, values: Values) -> dict[str, Tensor]:
+        return {name: values[address] for address, name in self.inputs.items()}
+
+    def log_density_and_grad(self, z: Tensor, data: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Log density and gradient of each row of ``z``; row ``r`` is chain ``r mod chains``
+        (kernels may stack several proposals per chain, as slice sampling does)."""
+        num_chains = next(iter(data.values())).shape[0] if data else z.shape[0]
+        if z.shape[0] != num_chains:
+            if z.shape[0] % num_chains:
+                raise ValueError(
+                    f"a kernel inside a Gibbs block evaluated {z.shape[0]} rows for "
+                    f"{num_chains} chains; each chain's target differs, so a kernel must pass "
+                    "every chain's row, in chain order (possibly stacked several times)"
+                )
+            reps = z.shape[0] // num_chains
+            data = {k: v.repeat(reps, *([1] * (v.dim() - 1))) for k, v in data.items()}
+        data = {k: v.to(z.dtype) if v.is_floating_point() else v for k, v in data.items()}
+        if self._generated is not None:
+            z = z.detach().to(torch.float64)
+            return self._generated(z, *(v.to(per_chain_dtype(v)) for v in data.values()))
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            log_p = self._log_density(z, data)
+            (grad,) = torch.autograd.grad(log_p.sum(), z)
+        return log_p.detach(), grad
+
+    def values(self, z: Tensor, data: dict[str, Tensor]) -> Values:
+        """The block's sites at ``z``, constrained (``(chains, *site_shape)``)."""
+        out = self._values(z, data)
+        return {a: out[a].detach() for a in self.sites}
+
+
+class KernelUpdateState(NamedTuple):
+    """The kernel's state, the adaptation's (None after warmup or without adaptation), the
+    number of steps taken, and the per-chain data the kernel state was computed with."""
+
+    kernel: State
+    adaptation: AdaptationState | None
+    iteration: int
+    data: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class KernelUpdate:
+    """Move continuous ``sites`` with a flat-density ``kernel``, adapted during warmup.
+
+    ``adaptation``: None keeps the kernel's step size and metric. ``init_radius``: initial
+    positions are uniform in ``(-init_radius, init_radius)`` on the unconstrained space.
+    """
+
+    kernel: Kernel = field(default_factory=NUTS)
+    adaptation: WindowAdaptation | None = field(default_factory=WindowAdaptation)
+    init_radius: float = 2.0
+    init_tries: int = 100
+    flat: ConditionalFlat | None = field(default=None, repr=False)
+
+    def bind(self, graph: Graph, sites: tuple[str, ...]) -> KernelUpdate:
+        p = probe(graph)
+        for address in sites:
+            node = graph.site(address)
+            if node.kind != "sample" or p.dists[node.name].support.is_discrete:
+                raise IRError(
+                    f"KernelUpdate({type(self.kernel).__name__}): site {address!r} is "
+                    f"{'discrete' if node.kind == 'sample' else 'a ' + node.kind + ' node'}; "
+                    "a flat-density kernel moves continuous latent sites only: give a discrete "
+                    "site DiscreteGibbs() or enumerate it out (discrete='enumerate')"
+                )
+        kernel = self.kernel
+        if getattr(kernel, "compact", False):  # rows left out would lose their chain's data
+            kernel = replace(kernel, compact=False)
+        return replace(self, kernel=kernel, flat=ConditionalFlat(graph, tuple(sites)))
+
+    def _bound(self, data: dict[str, Tensor]) -> Kernel:
+        return self.kernel.bind(lambda z: self.flat.log_density_and_grad(z, data))
+
+    def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, KernelUpdateState]:
+        if self.flat is None:
+            raise ValueError("KernelUpdate is not bound to any site: call .bind(graph, sites)")
+        data = self.flat.data(values)
+        num_chains, dim = next(iter(values.values())).shape[0], self.flat.dim
+        z = (rand(rng, num_chains, (dim,)) * 2 - 1) * self.init_radius
+        for _ in range(self.init_tries):
+            log_p, grad = self.flat.log_density_and_grad(z, data)
+            bad = ~(torch.isfinite(log_p) & torch.isfinite(grad).all(-1))
+            if not bad.any():
+                break
+            rows = bad.nonzero().flatten().tolist()
+            redraw = (rand(rng, num_chains, (dim,), rows=rows) * 2 - 1) * self.init_radius
+            z = torch.where(bad.unsqueeze(-1), redraw, z)
+        else:
+            raise ModelError(
+                f"KernelUpdate: no finite log density for sites {list(self.flat.sites)} after "
+                f"{self.init_tries} draws of uniform(-{self.init_radius}, {self.init_radius}) on "
+                f"the unconstrained space, for chains {bad.nonzero().flatten().tolist()}"
+            )
+        kernel = self._bound(data)
+        state = kernel.init(z)
+        astate = None
+        if self.adaptation is not None and num_warmup > 0:
+            state, astate = self.adaptation.init(kernel, rng, state, num_warmup)
+        values = {**values, **self.flat.values(state.position, data)}
+        return values, KernelUpdateState(state, astate, 0, data)
+
+    def step(
+        self, rng: RNG, values: Values, state: KernelUpdateState
+    ) -> tuple[Values, KernelUpdateState, dict[str, Tensor]]:
+        """One kernel transition of the block's sites given the other sites' values."""
+        kstate, astate, iteration, last = state
+        data = self.flat.data(values)
+        kernel = self._bound(data)
+        if any(data[k] is not last[k] for k in data):
+            log_p, grad = kernel.log_density_fn(kstate.position)
+            kstate = kstate._replace(log_density=log_p, grad=grad)
+        kstate, info = kernel.step(rng, kstate)
+        if astate is not None:
+            kstate, astate = self.adaptation.update(kernel, rng, iteration, kstate, info, astate)
+            if iteration + 1 == astate.num_warmup:
+                astate = None
+        values = {**values, **self.flat.values(kstate.position, data)}
+        return values, KernelUpdateState(kstate, astate, iteration + 1, data), info._asdict()
+
+    def tuned(self, state: KernelUpdateState) -> dict[str, Any]:
+        """The adapted step size ``(chains,)`` and inverse mass matrix of the block."""
+        return {"step_size": state.kernel.step_size,
+                "inverse_mass_matrix": state.kernel.metric.inverse_mass}
