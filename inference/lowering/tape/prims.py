@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .tape import Tape, Unsupported, Value, Var, is_var, shape_of
+from .tape import OPERATORS, Tape, Unsupported, Value, Var, is_var, shape_of
 
 
 def _stand_in(value: Value) -> Any:
@@ -308,6 +308,7 @@ COMPARISONS = {
     op: Elementwise(op, getattr(torch, op), f"torch.{op}({{}}, {{}})")
     for op in ("lt", "le", "gt", "ge", "eq", "ne")
 }
+OPERATORS.update(ADD=ADD, SUB=SUB, MUL=MUL, DIV=DIV, NEG=NEG, POW=POW)
 
 
 def _unary(prim):

@@ -36,6 +36,11 @@ class Unsupported(Exception):
     """The generated path cannot express this graph; the caller falls back to autograd."""
 
 
+OPERATORS: dict[str, Any] = {}
+"""The primitives behind ``Var``'s arithmetic operators, by name (``ADD``, ``MUL``, ...);
+:mod:`.prims` fills it where it defines them, so this module does not import it."""
+
+
 @dataclass(frozen=True, eq=False)
 class Var:
     """A chain-batched run-time tensor of per-chain shape ``shape`` (always float64 unless
@@ -51,9 +56,7 @@ class Var:
         return len(self.shape)
 
     def _op(self, prim_name: str, *args: Value) -> Value:
-        from . import prims
-
-        return self.tape.apply(getattr(prims, prim_name), *args)
+        return self.tape.apply(OPERATORS[prim_name], *args)
 
     def __add__(self, other):
         return self._op("ADD", self, other)
