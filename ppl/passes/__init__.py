@@ -2,8 +2,10 @@
 
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
 ``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``); an instance is the pass.
-``run(graph, passes)`` applies a list, checking the graph after each and naming the pass
-that broke it. A user pass is any callable ``Graph -> Graph`` (see ``examples/custom_pass.py``).
+``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
+that broke it, and refusing passes out of the order they declare (``must_precede``);
+``run_report`` also says which passes changed the graph. A user pass is any callable
+``Graph -> Graph`` (see ``examples/custom_pass.py``).
 
     >>> import torch
     >>> from ppl import model, plate, sample
@@ -27,7 +29,7 @@ from .conditioning import condition
 from .contraction import contract_enumerated, posterior_marginals
 from .enumeration import enumerate_discrete, posterior_of_enumerated
 from .intervention import do
-from .manager import Pass, apply_user_passes, check, pass_name, run
+from .manager import Pass, PassResult, apply_user_passes, check, pass_name, run, run_report
 from .noncentering import noncenter
 from .simplification import simplify
 from .tempering import temper
@@ -35,7 +37,9 @@ from .unconstraining import UnconstrainedSite, constrained_values, latent_transf
 
 __all__ = [
     "Pass",
+    "PassResult",
     "run",
+    "run_report",
     "apply_user_passes",
     "check",
     "pass_name",

@@ -13,8 +13,8 @@ a log-factor tensor (``ppl.log_prob``):
 * an ``observe`` or ``factor`` reading them (absorbed: its node is removed);
 * a continuous latent ``x`` whose distribution reads them: ``x`` stays a latent, as an
   ``ImproperUniform`` over its support (``{role="enumeration_child"}``), and its density
-  moves into a log-factor (so run ``enumerate_discrete`` before ``unconstrain``, which then
-  unconstrains ``x`` as usual).
+  moves into a log-factor (so ``enumerate_discrete`` runs before ``unconstrain``, which then
+  unconstrains ``x`` as usual: ``must_precede``, checked by ``passes.run``).
 
 One ``ppl.contract_enumerated`` call sums the product of the factors over all assignments
 by variable elimination with plates (see ``ppl.passes.contraction``), and one ``factor``
@@ -72,6 +72,10 @@ class enumerate_discrete:
     most ``max_size`` values) exactly, leaving a factor with their log marginal."""
 
     name = "enumerate_discrete"
+    must_precede = {
+        "unconstrain": "unconstrain turns a latent that reads an enumerated site into an "
+                       "observe node, which enumeration would absorb with the site's value",
+    }
 
     def __init__(self, sites: str | Sequence[str] = "auto", max_size: int = 64):
         self.sites: str | list[str] = (

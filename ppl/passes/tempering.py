@@ -5,7 +5,8 @@ attribute (``meta.attr("scale")``, honoured by the interpreters and the code gen
 existing scale is multiplied). With ``factors=True``, user ``factor`` terms are tempered too.
 Nodes that other passes made to carry prior terms (``role`` set: the constrained sites and
 Jacobians of ``unconstrain``, the log marginal of ``enumerate_discrete``) are left alone, so
-apply ``temper`` before ``enumerate_discrete`` to temper enumerated likelihoods. ``beta = 0``
+``temper`` runs before ``enumerate_discrete`` (``must_precede``: ``passes.run`` refuses the
+other order). ``beta = 0``
 gives the prior, ``beta = 1`` the posterior: the path of annealed importance sampling and
 tempered SMC.
 
@@ -31,6 +32,10 @@ class temper:
     """Pass: multiply observation (and, with ``factors=True``, factor) log densities by ``beta``."""
 
     name = "temper"
+    must_precede = {
+        "enumerate_discrete": "the log marginal it adds is a prior-role factor that temper "
+                              "leaves alone, so the enumerated likelihood would stay untempered",
+    }
 
     def __init__(self, beta: float, factors: bool = False):
         if not float(beta) >= 0.0:

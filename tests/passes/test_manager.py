@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from ppl.ir import Graph, PassError
-from ppl.passes import apply_user_passes, condition, run, simplify, temper
+from ppl.passes import (
+    apply_user_passes,
+    condition,
+    enumerate_discrete,
+    run,
+    run_report,
+    simplify,
+    temper,
+    unconstrain,
+)
 
 
 def drop_output(graph: Graph) -> Graph:
@@ -104,3 +113,28 @@ def test_passed_graphs_print_parse_and_evaluate_the_same(zoo):
         assert str(again) == text
         expected = LogDensity(graph, values).run()
         torch.testing.assert_close(LogDensity(again, values, inputs=graph.data).run(), expected)
+
+
+def test_results_say_which_passes_changed_the_graph(zoo):
+    g = zoo.eight_schools.graph(zoo.SIGMA)
+    out, results = run_report(g, [condition({"y": zoo.Y}), condition({}), temper(1.0),
+                                  temper(0.5), lambda graph: graph])
+    assert [(r.name, r.changed) for r in results] == [
+        ("condition", True), ("condition", False), ("temper", True), ("temper", True),
+        ("<lambda>", False)]
+    assert results[-1].graph is out and out.attrs["passes"][-1] == "<lambda>"
+
+
+@pytest.mark.parametrize("first, second, message", [
+    (lambda: enumerate_discrete(), lambda: temper(0.5), "'temper' must run before"),
+    (lambda: unconstrain(), lambda: enumerate_discrete(),
+     "'enumerate_discrete' must run before 'unconstrain'"),
+])
+def test_passes_out_of_their_declared_order_are_refused(zoo, first, second, message):
+    g = zoo.eight_schools.graph(zoo.SIGMA, y=zoo.Y)
+    with pytest.raises(PassError, match=message):
+        run(g, [first(), second()])
+    done = run(g, [first()])  # the order is read from the graph's history, across runs too
+    with pytest.raises(PassError, match="out of order"):
+        run(done, [second()])
+    run(g, [second(), first()])  # the declared order runs
