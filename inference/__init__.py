@@ -15,6 +15,7 @@ from . import mcmc
 from .mcmc.gibbs import Conjugate, DiscreteGibbs, KernelUpdate
 from .mcmc.gibbs.method import Gibbs
 from .mcmc.methods import HMC, MALA, MCMC, NUTS, RWMH, Slice
+from .mcmc.runner import SamplingInterrupted
 from .results.posterior import Posterior, WeightedPosterior
 from .results.sampler_diagnostics import SamplerDiagnostics
 from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
@@ -24,5 +25,5 @@ __all__ = [
     "Importance", "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",
-    "Summary", "summarize", "convergence_warnings",
+    "Summary", "summarize", "convergence_warnings", "SamplingInterrupted",
 ]

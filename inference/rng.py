@@ -23,7 +23,7 @@ from torch import Tensor
 
 RNG = torch.Generator | Sequence[torch.Generator]
 
-__all__ = ["RNG", "chain_generators", "randn", "rand", "is_per_chain"]
+__all__ = ["RNG", "chain_generators", "randn", "rand", "random_words", "is_per_chain"]
 
 
 def _seed_for_chain(seed: int, chain: int) -> int:
@@ -113,3 +113,14 @@ def rand(
 ) -> Tensor:
     """Uniform(0, 1) draws of shape ``(num_chains, *event_shape)``; ``rows`` as in :func:`randn`."""
     return _draw("uniform", rng, num_chains, event_shape, dtype, device, rows)
+
+
+def random_words(rng: RNG, num_chains: int, n: int) -> Tensor:
+    """``(num_chains, n)`` uniform 64-bit words (int64), row ``c`` from chain ``c``'s
+    generator. Words are drawn one after another, so ``n`` words in one call are the words of
+    several calls that add up to ``n`` (seeds for C code, whatever the calls' sizes)."""
+    if isinstance(rng, torch.Generator):
+        return torch.empty(num_chains, n, dtype=torch.int64).random_(generator=rng)
+    if len(rng) != num_chains:
+        raise ValueError(f"got {len(rng)} generators for {num_chains} chains; pass one per chain")
+    return torch.stack([torch.empty(n, dtype=torch.int64).random_(generator=g) for g in rng])

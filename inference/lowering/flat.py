@@ -87,6 +87,10 @@ class _FlatCodeGen(LogDensityCodeGen):
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
         self.emit("log_p = 0.0")
 
+    def add_term(self, node: Node, term: str) -> None:
+        if not self.returns_values:  # the values function skips every density term
+            super().add_term(node, term)
+
     def node_sample(self, node: Node) -> None:
         block, v = self.blocks[node.address], self.var(node.name)
         dist = self.dist_expr(DistSpec(node.target, node.kwargs))
@@ -95,8 +99,9 @@ class _FlatCodeGen(LogDensityCodeGen):
         self.emit(f"_u = {piece}.reshape({block.unconstrained_shape!r})")
         self.emit("_t = _biject_to(_d.support)")
         self.emit(f"{v} = _t(_u)")
-        self.add_term(node, f"_d.log_prob({v}).sum()")
-        self.emit(f"log_p = log_p + _t.log_abs_det_jacobian(_u, {v}).sum()")
+        if not self.returns_values:
+            self.add_term(node, f"_d.log_prob({v}).sum()")
+            self.emit(f"log_p = log_p + _t.log_abs_det_jacobian(_u, {v}).sum()")
 
     def node_output(self, node: Node) -> None:
         if not self.returns_values:

@@ -21,7 +21,7 @@ from .hmc import HMC
 from .integrators import LogDensityFn, Metric, make_metric
 from .mala import MALA
 from .nuts import NUTS
-from .runner import MCMCRun, sample
+from .runner import MCMCRun, SamplingInterrupted, sample
 from .rwmh import RWMH
 from .slice import Slice
 
@@ -36,6 +36,7 @@ __all__ = [
     "KernelBase",
     "LogDensityFn",
     "MCMCRun",
+    "SamplingInterrupted",
     "Metric",
     "State",
     "WindowAdaptation",

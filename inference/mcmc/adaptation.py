@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ppl.inference.rng import RNG, randn
 
-from .base import Info, State, stack_infos
+from .base import Info, State, check_probability, stack_infos
 from .integrators import (
     LogDensityFn,
     kinetic_energy,
@@ -227,6 +227,9 @@ class WindowAdaptation:
     t0: float = 10.0
     kappa: float = 0.75
     max_step_size_search: int = 100
+
+    def __post_init__(self) -> None:
+        check_probability("WindowAdaptation", "target_accept", self.target_accept)
 
     def init(
         self, kernel, rng: RNG, state: State, num_warmup: int

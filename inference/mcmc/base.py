@@ -32,7 +32,29 @@ from ppl.inference.rng import RNG
 
 from .integrators import LogDensityFn, Metric, make_metric
 
-__all__ = ["State", "Info", "Kernel", "KernelBase", "make_info", "stack_infos", "step_by_step"]
+__all__ = ["State", "Info", "Kernel", "KernelBase", "StretchInterrupted", "check_count",
+           "check_probability", "make_info", "stack_infos", "step_by_step"]
+
+
+class StretchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a stretch of transitions: ``info`` ``(C, n)`` and ``draws`` ``(C, n, D)``
+    of the ``n`` transitions every chain completed before it (the runner keeps them)."""
+
+    def __init__(self, info: Info, draws: Tensor):
+        super().__init__(f"interrupted after {draws.shape[1]} transitions")
+        self.info, self.draws = info, draws
+
+
+def check_count(owner: str, name: str, value: object, minimum: int) -> None:
+    """Raise a ``ValueError`` naming ``owner`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_probability(owner: str, name: str, value: float | None) -> None:
+    """Raise a ``ValueError`` naming ``owner`` unless ``value`` is None or in (0, 1)."""
+    if value is not None and not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{owner}: {name} must lie strictly between 0 and 1, got {value!r}")
 
 
 class State(NamedTuple):
@@ -94,10 +116,15 @@ def step_by_step(kernel: Kernel, rng: RNG, state: State, num_steps: int
     """``num_steps`` calls of ``kernel.step``, as :meth:`KernelBase.steps` returns them (for
     any kernel, including those that only implement the :class:`Kernel` protocol)."""
     infos, positions = [], []
-    for _ in range(num_steps):
-        state, info = kernel.step(rng, state)
-        infos.append(info)
-        positions.append(state.position.clone())  # kernels may update it in place
+    try:
+        for _ in range(num_steps):
+            state, info = kernel.step(rng, state)
+            infos.append(info)
+            positions.append(state.position.clone())  # kernels may update it in place
+    except KeyboardInterrupt:
+        if not infos:
+            raise
+        raise StretchInterrupted(stack_infos(infos), torch.stack(positions, 1)) from None
     return state, stack_infos(infos), torch.stack(positions, 1)
 
 

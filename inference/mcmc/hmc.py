@@ -30,7 +30,7 @@ import torch
 
 from ppl.inference.rng import RNG, rand, randn
 
-from .base import Info, KernelBase, State, make_info
+from .base import Info, KernelBase, State, check_count, make_info
 from .integrators import LogDensityFn, kinetic_energy, leapfrog_, sample_momentum, sharp
 
 __all__ = ["HMC", "static_hmc_transition"]
@@ -49,6 +49,12 @@ class HMC(KernelBase):
     target_accept: ClassVar[float | None] = 0.8
 
     def __post_init__(self) -> None:
+        if self.num_steps is not None:
+            check_count("HMC", "num_steps", self.num_steps, 1)
+        check_count("HMC", "max_num_steps", self.max_num_steps, 1)
+        if self.trajectory_length is not None and not self.trajectory_length > 0:
+            raise ValueError(f"HMC: trajectory_length must be positive, "
+                             f"got {self.trajectory_length!r}")
         if self.num_steps is not None and self.trajectory_length is not None:
             raise ValueError("give num_steps or trajectory_length, not both")
         if not 0.0 <= self.jitter < 1.0:

@@ -27,8 +27,10 @@ import torch
 
 from ppl.errors import ModelError
 from ppl.inference import mcmc
-from ppl.inference.lowering.flat import FlatModel
+from ppl.inference.lowering.flat import BACKENDS, FlatModel
+from ppl.inference.mcmc.base import check_count
 from ppl.inference.mcmc.native_nuts import NativeNUTS
+from ppl.inference.mcmc.runner import SamplingInterrupted
 from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
 
@@ -76,6 +78,14 @@ def _nonfinite_sites(flat: FlatModel, z: torch.Tensor) -> list[str]:
     return bad or ["(a log|det J| term)"]
 
 
+def _samples(flat: FlatModel, draws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Constrained site values of flat draws ``(C, n, D)``, chain by chain: torch's vectorized
+    kernels round a batch's tail differently, and chain c must not depend on how many chains
+    ran beside it."""
+    per_chain = [flat.constrained_values(chain.to(flat.dtype)) for chain in draws]
+    return {k: torch.stack([v[k] for v in per_chain]) for k in per_chain[0]}
+
+
 def build_kernel(kernel: mcmc.Kernel, flat: FlatModel) -> mcmc.Kernel:
     """``kernel`` bound to the model's potential, on the model's backend, chosen here once:
     NUTS becomes :class:`~ppl.inference.mcmc.native_nuts.NativeNUTS` (whole transitions in
@@ -96,6 +106,9 @@ class MCMC:
     ``Posterior.convergence_warnings``). ``adapt``: Stan's windowed warmup (``True``), none
     (``False``) or a configured ``ppl.inference.mcmc.WindowAdaptation``. ``options`` go to
     ``ppl.inference.mcmc.sample`` (``num_threads``, ``num_processes``, ``start_method``).
+    ``backend`` pins the potential's backend (``"auto"``: native where a C compiler is, else
+    generated torch, else autograd; see ``FlatModel``): the backends round differently, so one
+    seed gives the same draws only on the same backend.
     """
 
     kernel: Any
@@ -107,6 +120,16 @@ class MCMC:
     adapt: bool | mcmc.WindowAdaptation = True
     thin: int = 1
     progress_bar: bool | None = None
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        owner = f"MCMC({type(self.kernel).__name__})"
+        check_count(owner, "num_warmup", self.num_warmup, 0)
+        check_count(owner, "num_samples", self.num_samples, 1)
+        check_count(owner, "chains", self.chains, 1)
+        check_count(owner, "thin", self.thin, 1)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {self.backend!r}")
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> Posterior:
@@ -118,18 +141,22 @@ class MCMC:
             from ppl.passes import run as run_passes
 
             graph = run_passes(graph, passes)
-        flat = FlatModel.from_graph(graph)
+        flat = FlatModel.from_graph(graph, self.backend)
         init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed))
         options = {"adapt": self.adapt, "thin": self.thin, "progress_bar": self.progress_bar,
                    **self.options}
         kernel = build_kernel(self.kernel, flat)
-        result = mcmc.sample(kernel, kernel.log_density_fn, init, self.num_warmup,
-                             self.num_samples, seed=seed, chain_method=self.chain_method, **options)
-        draws = result.draws.to(init.dtype)
-        # Chain by chain: torch's vectorized kernels round a batch's tail differently, and
-        # chain c must not depend on how many chains ran beside it.
-        per_chain = [flat.constrained_values(chain) for chain in draws]
-        samples = {k: torch.stack([v[k] for v in per_chain]) for k in per_chain[0]}
+        try:
+            result = mcmc.sample(kernel, kernel.log_density_fn, init, self.num_warmup,
+                                 self.num_samples, seed=seed, chain_method=self.chain_method,
+                                 **options)
+        except SamplingInterrupted as interrupt:  # keep what was drawn, on the exception
+            if interrupt.draws.shape[1] > 0:
+                interrupt.posterior = Posterior(samples=_samples(flat, interrupt.draws),
+                                                info=interrupt.info._asdict(),
+                                                extra={"graph": graph, "interrupted": True})
+            raise
+        samples = _samples(flat, result.draws)
         info = {name: getattr(result.info, name) for name in result.info._fields}
         extra = {"step_size": result.step_size, "inverse_mass_matrix": result.inverse_mass_matrix,
                  "num_grad_evals": result.num_grad_evals, "warmup_time": result.warmup_time,
@@ -151,7 +178,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
     def factory(num_warmup: int = 1000, num_samples: int = 1000, chains: int = 4, *,
                 dense_mass: bool = False, target_accept: float | None = None,
                 chain_method: str = "batched", thin: int = 1, progress_bar: bool | None = None,
-                **kernel_options: Any) -> MCMC:
+                backend: str = "auto", **kernel_options: Any) -> MCMC:
         unknown = sorted(set(kernel_options) - set(options))
         if unknown:
             raise TypeError(f"{kernel_cls.__name__}() got unknown options {unknown}; its kernel "
@@ -161,7 +188,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
         kernel = kernel_cls(metric="dense" if dense_mass else "diag", **kernel_options)
         adapt = mcmc.WindowAdaptation(target_accept=target_accept)
         return MCMC(kernel, num_warmup, num_samples, chains, chain_method, adapt=adapt, thin=thin,
-                    progress_bar=progress_bar)
+                    progress_bar=progress_bar, backend=backend)
 
     shared = [p for p in inspect.signature(factory).parameters.values() if p.kind != p.VAR_KEYWORD]
     own = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=fields[name].default,
@@ -181,6 +208,8 @@ _SHARED_DOC = """
     as ``chain_method`` (``"batched"``, ``"sequential"``, ``"processes"``). ``target_accept``:
     the acceptance statistic step-size adaptation aims for (None: the kernel's default).
     ``progress_bar``: a progress line on stderr (None: only when stderr is a terminal).
+    ``backend``: pin the potential's backend (``"auto"``, ``"native"``, ``"generated"``,
+    ``"autograd"``); the same seed gives the same draws on the same backend.
     Returns an :class:`MCMC` method for ``infer(..., method=...)``.
     """
 

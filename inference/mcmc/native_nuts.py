@@ -13,12 +13,17 @@ the torch kernel when the model's potential is native; nothing is probed per ste
   from one ``randn`` call of ``D + 1`` normals per chain (the seed is the bit pattern of the
   last normal; C hashes it with splitmix64 into its xoshiro256** stream);
 * :func:`native_nuts_run` (sampling): many transitions in one call, the momenta drawn in C
-  from the chain's stream and the mass matrix factor, seeded by one normal per chain;
+  from the transition's stream and the mass matrix factor, seeded by one 64-bit word per
+  transition drawn from the chain's generator (so a phase cut into several calls, e.g. for a
+  progress line, draws what one call draws);
 * :func:`native_nuts_warmup`: a warmup stretch, with dual averaging and the window's Welford
   estimate carried in C.
 
 Either way chain ``c`` depends only on its own generator and state, so it is bitwise the same
-in any batch.
+in any batch. The chains run on a thread pool while the calling thread waits, so Ctrl-C is
+seen at once: C stops every chain before its next transition, and
+:class:`~ppl.inference.mcmc.base.StretchInterrupted` carries the transitions completed by
+all chains.
 
     >>> from ppl.inference.lowering.native.compiler import Unit, compile_library    # doctest: +SKIP
     >>> lib = compile_library(Unit(potential_c + nuts_source()))            # doctest: +SKIP
@@ -30,7 +35,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -41,15 +47,18 @@ import torch
 from ppl.inference.lowering.native import NativePotential
 from ppl.inference.lowering.native.compiler import Unit
 from ppl.inference.mcmc.adaptation import DualAveraging, StepAdaptation, Welford
-from ppl.inference.mcmc.base import Info, State, make_info
+from ppl.inference.mcmc.base import Info, State, StretchInterrupted, make_info
 from ppl.inference.mcmc.integrators import sample_momentum
 from ppl.inference.mcmc.nuts import NUTS
-from ppl.inference.rng import RNG, randn
+from ppl.inference.rng import RNG, randn, random_words
 
 __all__ = ["NativeNUTS", "native_nuts_run", "native_nuts_transition", "native_nuts_warmup",
            "nuts_source", "nuts_unit"]
 
 _P = ctypes.c_void_p
+_FIRST_PIECE = 16  # transitions in a chain's first call of a stretch
+_PIECE_SECONDS = 0.05  # what later calls aim to take
+_MAX_PIECE = 1 << 20
 
 
 class _Adaptation(ctypes.Structure):
@@ -63,10 +72,10 @@ class _Adaptation(ctypes.Structure):
 
 # ppl_nuts_run(C, num_iter, z0, lp0, g0, p0, mass_sqrt, step_size, inv_mass, dense, seeds,
 #              max_depth, threshold, adapt, draws, z, lp, g, accept_prob, divergent, energy,
-#              num_steps, tree_depth, step_used) -> status
+#              num_steps, tree_depth, step_used, stop, completed) -> status
 _ARGTYPES = (ctypes.c_long, ctypes.c_long, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, _P,
              ctypes.c_int, ctypes.c_double, ctypes.POINTER(_Adaptation), _P, _P, _P, _P, _P,
-             _P, _P, _P, _P, _P)
+             _P, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_int), _P)
 
 
 @cache
@@ -113,13 +122,14 @@ class _Adapting:
     welford_m2: torch.Tensor | None  # (C, D) or (C, D, D)
     welford_count: int
 
-    def for_chains(self, lo: int, hi: int) -> _Adaptation:
-        def rows(t: torch.Tensor | None) -> int | None:
-            return None if t is None else t[lo:hi].data_ptr()
+    def for_chain(self, c: int, done: int) -> _Adaptation:
+        """Chain ``c``'s tables, for a call that starts after its ``done``-th transition."""
+        def row(t: torch.Tensor | None) -> int | None:
+            return None if t is None else t[c].data_ptr()
 
-        return _Adaptation(rows(self.dual_averaging), self.da_count, self.target, self.gamma,
-                           self.t0, self.kappa, rows(self.welford_mean), rows(self.welford_m2),
-                           self.welford_count)
+        return _Adaptation(row(self.dual_averaging), self.da_count + done, self.target,
+                           self.gamma, self.t0, self.kappa, row(self.welford_mean),
+                           row(self.welford_m2), self.welford_count + done)
 
 
 def chain_workers(num_chains: int) -> int:
@@ -152,26 +162,54 @@ def _run(library: ctypes.CDLL, state: State, num_iter: int, seeds: torch.Tensor,
     mass_sqrt = None if p0 is not None else _f64(metric.mass_sqrt, "the mass matrix factor")
     inv_mass = _f64(metric.inverse_mass, "the inverse mass matrix")
     entry = _entry(library)
+    stop, completed = ctypes.c_int(0), torch.zeros(num_chains, dtype=torch.int64)
+    done = [0] * num_chains  # transitions made by each chain
+    size = [_FIRST_PIECE] * num_chains  # transitions in its next call
 
-    def chains(lo: int, hi: int) -> int:
-        def rows(t: torch.Tensor | None) -> int | None:
-            return None if t is None else t[lo:hi].data_ptr()
+    def piece(c: int) -> tuple[int, float]:
+        """Chain ``c``'s next transitions in one C call, from its last draw on; returns the
+        chain and the call's duration."""
+        start, n = done[c], min(size[c], num_iter - done[c])
+        begin = time.perf_counter()
+        at = (lambda x: x[c, start:].data_ptr()) if start else (lambda x: x[c].data_ptr())
+        status = entry(
+            1, n, (draws[c, start - 1] if start else z0[c]).data_ptr(),
+            (lp if start else lp0)[c:].data_ptr(), (g if start else g0)[c].data_ptr(),
+            None if p0 is None else p0[c].data_ptr(),
+            None if mass_sqrt is None else mass_sqrt[c].data_ptr(), step_size[c:].data_ptr(),
+            inv_mass[c].data_ptr(), int(metric.dense), at(seeds), int(max_tree_depth),
+            float(divergence_threshold),
+            None if adapting is None else ctypes.byref(adapting.for_chain(c, start)),
+            at(draws), None, lp[c:].data_ptr(), g[c].data_ptr(), at(accept), at(divergent),
+            at(energy), at(num_steps), at(depth), at(used), ctypes.byref(stop),
+            completed[c:].data_ptr())
+        if status:
+            raise MemoryError("native NUTS could not allocate its workspace")
+        done[c] += int(completed[c])
+        return c, time.perf_counter() - begin
 
-        adapt = None if adapting is None else ctypes.byref(adapting.for_chains(lo, hi))
-        return entry(
-            hi - lo, num_iter, rows(z0), rows(lp0), rows(g0), rows(p0), rows(mass_sqrt),
-            rows(step_size), rows(inv_mass), int(metric.dense), rows(seeds),
-            int(max_tree_depth), float(divergence_threshold), adapt, rows(draws), None,
-            rows(lp), rows(g), rows(accept), rows(divergent), rows(energy), rows(num_steps),
-            rows(depth), rows(used))
-
-    workers = chain_workers(num_chains)
-    if workers == 1:
-        statuses = [chains(0, num_chains)]
-    else:  # one task per chain: a free thread takes the next, whatever the trees' depths
-        statuses = list(_pool(workers).map(chains, range(num_chains), range(1, num_chains + 1)))
-    if any(statuses):
-        raise MemoryError("native NUTS could not allocate its workspace")
+    # Each chain runs in pieces of about _PIECE_SECONDS, queued round-robin on the pool: a
+    # free thread takes the next piece whatever the trees' depths, every chain advances (so
+    # an interrupt finds them all about as far), and this thread only waits, so Ctrl-C
+    # reaches it; C then stops every chain before its next transition. The pieces' sizes
+    # change nothing drawn: each transition has its own seed.
+    pool = _pool(chain_workers(num_chains))
+    pending = {pool.submit(piece, c) for c in range(num_chains)}
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for task in finished:
+                c, seconds = task.result()
+                if done[c] < num_iter:
+                    size[c] = max(1, min(_MAX_PIECE, int(size[c] * _PIECE_SECONDS
+                                                         / max(seconds, 1e-6))))
+                    pending.add(pool.submit(piece, c))
+    except KeyboardInterrupt:
+        stop.value = 1
+        wait(pending)
+        made = min(done)
+        info = make_info(accept, divergent, energy, num_steps, used, depth)
+        raise StretchInterrupted(Info(*(f[:, :made] for f in info)), draws[:, :made]) from None
     info = make_info(accept, divergent, energy, num_steps, used, depth)
     return State(draws[:, -1].clone(), lp, g, step_size, metric), info, draws
 
@@ -204,9 +242,9 @@ def native_nuts_run(
 ) -> tuple[State, Info, torch.Tensor]:
     """``num_iter`` NUTS transitions of all chains in one C call, with the state's step size
     and metric fixed (the sampling phase): the final state, the infos ``(C, num_iter)`` and
-    the positions ``(C, num_iter, D)``. The momenta are drawn in C, from the chain's stream
-    seeded by one normal draw of its generator."""
-    seeds = randn(rng, state.position.shape[0], (1,), dtype=torch.float64).contiguous()
+    the positions ``(C, num_iter, D)``. The momenta are drawn in C, from each transition's
+    stream, seeded by one word of the chain's generator per transition."""
+    seeds = random_words(rng, state.position.shape[0], num_iter)
     return _run(library, state, num_iter, seeds, None, max_tree_depth, divergence_threshold)
 
 
@@ -233,7 +271,7 @@ def native_nuts_warmup(
     if welford is not None:  # copies: C adds to them in place
         adapting.welford_mean, adapting.welford_m2 = welford.mean.clone(), welford.m2.clone()
         adapting.welford_count = welford.count
-    seeds = randn(rng, state.position.shape[0], (1,), dtype=torch.float64).contiguous()
+    seeds = random_words(rng, state.position.shape[0], num_iter)
     state, info, _ = _run(library, state, num_iter, seeds, None, max_tree_depth,
                           divergence_threshold, adapting)
     if da is not None:
@@ -261,6 +299,7 @@ class NativeNUTS(NUTS):
     counts_own_evaluations: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.potential is None:
             raise TypeError("NativeNUTS needs the model's compiled potential: "
                             "NativeNUTS.of(kernel, flat.native)")

@@ -26,8 +26,13 @@
  *     point integrated, including those of a discarded subtree.
  *
  * Randomness: the momentum p0 comes from the caller (ppl_nuts, used while adaptation changes
- * the metric between transitions) or from the chain's stream (ppl_nuts_run); the directions
- * and sampling uniforms come from xoshiro256** seeded by splitmix64 from seeds[c]. Chain c only reads its own inputs, so it is bitwise the same in any batch.
+ * the metric between transitions) or from the transition's stream (ppl_nuts_run); the
+ * directions and sampling uniforms come from xoshiro256** seeded by splitmix64 from the
+ * transition's own seed, seeds[c * num_iter + t]. Chain c only reads its own inputs, so it is
+ * bitwise the same in any batch, and a run cut into several calls draws what one call draws.
+ *
+ * Interrupts: ppl_nuts_run checks *stop before each transition and returns early when it is
+ * set (by another thread); completed[c] says how many transitions chain c made.
  *
  * Every name at file scope starts with nuts_ (or NUTS_), so as not to clash with the
  * generated code it is compiled with.
@@ -42,7 +47,7 @@
 #error "compile with -DPPL_DIM=<the dimension>, or after a potential that defines it"
 #endif
 
-#define PPL_NUTS_ABI 1
+#define PPL_NUTS_ABI 2
 
 /* The potential, from the model's own translation unit (or defined above this file). */
 double ppl_potential(const double *restrict z, double *restrict grad);
@@ -413,17 +418,20 @@ static void nuts_welford(double *mean, double *m2, int dense, long n, const doub
  * transition's momentum p = F xi from its own stream, with F the factor of the mass matrix
  * (F F^T = M: mass_sqrt, (C, D) diagonal or (C, D, D)). Per transition t of chain c, row
  * c * num_iter + t of: draws (D values), accept_prob, divergent, energy, num_steps,
- * tree_depth and step_used (unless NULL). The final state goes to z (unless NULL: it is the
- * last draw), lp and g (C rows). Arrays are row-major float64 except the flags (uint8) and
- * counts (int64); inv_mass is (C, D), or (C, D, D) when dense. Returns 0, or -1 when out
- * of memory (then nothing is written). */
+ * tree_depth and step_used (unless NULL), seeds (one uint64 each). The final state goes to
+ * z (unless NULL: it is the last draw made), lp and g (C rows); completed (unless NULL, C
+ * counts) gets the number of transitions each chain made: num_iter, or fewer once *stop (unless
+ * NULL) is set. Arrays are row-major float64 except the flags (uint8) and counts and seeds
+ * (int64); inv_mass is (C, D), or (C, D, D) when dense. Returns 0, or -1 when out of memory
+ * (then nothing is written). */
 int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double *lp0,
                  const double *g0, const double *p0, const double *mass_sqrt,
                  const double *step_size, const double *inv_mass, int dense,
                  const uint64_t *seeds, int max_depth, double divergence_threshold,
                  const ppl_adaptation *adapt, double *draws, double *z, double *lp, double *g,
                  double *accept_prob, uint8_t *divergent, double *energy, int64_t *num_steps,
-                 int64_t *tree_depth, double *step_used)
+                 int64_t *tree_depth, double *step_used, const volatile int *stop,
+                 int64_t *completed)
 {
     const size_t dim = PPL_DIM;
     nuts_chain *ch = malloc(sizeof *ch);
@@ -445,12 +453,13 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
         ch->inv_mass = inv_mass + (size_t)c * metric_size;
         const double *factor = mass_sqrt ? mass_sqrt + (size_t)c * metric_size : NULL;
         double *da = da_all ? da_all + 4 * c : NULL;
-        double eps = step_size[c];
-        nuts_rng_seed(&ch->rng, seeds[c]);
+        double eps = da ? exp(da[0]) : step_size[c]; /* the step adaptation reached */
         const double *z_now = z0 + row;
         double lp_now = lp0[c];
         memcpy(g_now, g0 + row, sizeof ch->g_now);
-        for (long t = 0; t < num_iter; t++) {
+        long t = 0;
+        for (; t < num_iter && !(stop && *stop); t++) {
+            nuts_rng_seed(&ch->rng, seeds[c * num_iter + t]);
             if (p0) {
                 memcpy(p, p0 + row, sizeof ch->p);
             } else {
@@ -483,6 +492,8 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
             memcpy(z + row, z_now, sizeof ch->g_now);
         memcpy(g + row, g_now, sizeof ch->g_now);
         lp[c] = lp_now;
+        if (completed)
+            completed[c] = t;
     }
     free(halves);
     free(ch);
@@ -499,5 +510,5 @@ int ppl_nuts(long num_chains, const double *z0, const double *lp0, const double 
 {
     return ppl_nuts_run(num_chains, 1, z0, lp0, g0, p0, NULL, step_size, inv_mass, dense,
                         seeds, max_depth, divergence_threshold, NULL, z, NULL, lp, g,
-                        accept_prob, divergent, energy, num_steps, tree_depth, NULL);
+                        accept_prob, divergent, energy, num_steps, tree_depth, NULL, NULL, NULL);
 }

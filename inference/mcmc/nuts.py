@@ -85,7 +85,7 @@ from torch import Tensor
 
 from ppl.inference.rng import RNG, rand, randn
 
-from .base import Info, KernelBase, State, make_info
+from .base import Info, KernelBase, State, check_count, make_info
 from .integrators import LogDensityFn, Metric, sample_momentum, sharp
 from .uturn import check_plan, column
 
@@ -107,6 +107,9 @@ class NUTS(KernelBase):
     compact: bool = True
 
     target_accept: ClassVar[float | None] = 0.8
+
+    def __post_init__(self) -> None:
+        check_count(type(self).__name__, "max_tree_depth", self.max_tree_depth, 1)
 
     def step(self, rng: RNG, state: State) -> tuple[State, Info]:
         """One NUTS transition for every chain."""

@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,7 +41,7 @@ from torch import Tensor
 from ppl.inference.rng import chain_generators
 
 from .adaptation import WindowAdaptation
-from .base import Info, State, step_by_step
+from .base import Info, State, StretchInterrupted, step_by_step
 from .integrators import LogDensityFn, Metric
 from .progress import ProgressLine, progress_enabled
 
@@ -80,6 +81,19 @@ class MCMCRun:
     def num_divergent(self) -> int:
         """Divergent transitions among the kept draws."""
         return int(self.info.divergent.sum())
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``KeyboardInterrupt``) during :func:`sample`, with what was done before it:
+    ``draws`` ``(C, n, D)`` and ``info`` of the ``n`` kept iterations every chain completed
+    (``n = 0`` when it came during warmup). Infer methods attach the ``posterior`` of those
+    draws."""
+
+    def __init__(self, draws: Tensor, info: Info | None, num_samples: int):
+        super().__init__(f"sampling interrupted after {draws.shape[1]} of {num_samples} kept "
+                         "draws")
+        self.draws, self.info, self.num_samples = draws, info, num_samples
+        self.posterior: Any = None
 
 
 class _CountingFn:
@@ -129,7 +143,13 @@ def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_w
         state, astate = adaptation.init(kernel, generators, state, num_warmup)
         longest = None if line is None else max(1, num_warmup // 50)
         for start, stop in adaptation.stretches(astate, longest):
-            state, info, astate = adaptation.run(kernel, generators, start, stop, state, astate)
+            try:
+                state, info, astate = adaptation.run(kernel, generators, start, stop, state,
+                                                     astate)
+            except KeyboardInterrupt:
+                empty = state.position.new_empty((state.position.shape[0], 0,
+                                                  state.position.shape[1]))
+                raise SamplingInterrupted(empty, None, 0) from None
             blocks.append(info)
             _report(line, info, tally)
     return state, _concat_infos(blocks)
@@ -145,17 +165,24 @@ def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num
     stretch = num_samples if line is None else max(1, num_samples // 50)
     infos, positions = [], []
     done = 0
+    empty = state.position.new_empty((state.position.shape[0], 0, state.position.shape[1]))
     while done < num_samples:
         n = min(stretch, num_samples - done)
-        state, info, drawn = steps(generators, state, n)
         keep = slice((thin - done % thin) % thin, None, thin)  # global iterations i % thin == 0
+        try:
+            state, info, drawn = steps(generators, state, n)
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, StretchInterrupted):
+                infos.append(Info(*(f[:, keep] for f in interrupt.info)))
+                positions.append(interrupt.draws[:, keep])
+            raise SamplingInterrupted(torch.cat([empty, *positions], dim=1),
+                                      _concat_infos(infos), num_samples // thin) from None
         infos.append(Info(*(f[:, keep] for f in info)))
         positions.append(drawn[:, keep])
         _report(line, info, tally)
         done += n
     if not infos:
-        return state, None, state.position.new_empty((state.position.shape[0], 0,
-                                                      state.position.shape[1]))
+        return state, None, empty
     return state, _concat_infos(infos), torch.cat(positions, dim=1)
 
 
@@ -185,14 +212,16 @@ def _run_batched(
                 f"(values {state.log_density[bad].tolist()}); choose initial positions inside "
                 "the support, e.g. uniform(-2, 2) on the unconstrained space"
             )
-        state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation, line,
-                                         tally)
-        warm_end = time.perf_counter()
-        state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin, line,
-                                             tally)
+        try:
+            state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation,
+                                             line, tally)
+            warm_end = time.perf_counter()
+            state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin,
+                                                 line, tally)
+        finally:
+            if line is not None:
+                line.close()
         end = time.perf_counter()
-    if line is not None:
-        line.close()
     template = next((i for i in (warm_info, info) if i is not None), None)
     if template is None:  # dtypes for the empty infos of a run without iterations
         _, step_info = kernel.step(generators, state)

@@ -1,0 +1,104 @@
+"""Bad run settings are refused by name; Ctrl-C returns the draws made so far, quickly; the
+native stream does not depend on how a phase is cut into calls."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from ppl import infer, model, plate, sample
+from ppl.inference import NUTS, ConvergenceWarning, SamplingInterrupted
+from ppl.inference.lowering import FlatModel
+from ppl.inference.lowering.native import compiler_available
+from ppl.inference.mcmc import NUTS as NUTSKernel
+from ppl.inference.mcmc.native_nuts import NativeNUTS
+from ppl.inference.rng import chain_generators
+from ppl.stdlib import Bernoulli, Normal
+
+
+@model
+def logistic(x, y):
+    w = sample("w", Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
+    with plate("N", x.shape[0]):
+        sample("y", Bernoulli(logits=x @ w), obs=y)
+
+
+def _data(n: int, d: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g)
+    return x, (torch.rand(n, generator=g) < torch.sigmoid(x.sum(-1))).float()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: NUTS(chains=0), "chains must be an integer >= 1"),
+    (lambda: NUTS(num_samples=0), "num_samples must be an integer >= 1"),
+    (lambda: NUTS(num_warmup=-1), "num_warmup must be an integer >= 0"),
+    (lambda: NUTS(target_accept=1.5), "target_accept must lie strictly between 0 and 1"),
+    (lambda: NUTS(max_tree_depth=0), "max_tree_depth must be an integer >= 1"),
+    (lambda: NUTS(backend="gpu"), "backend must be one of"),
+])
+def test_bad_settings_are_refused_by_name(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.skipif(not compiler_available(), reason="needs a C compiler")
+def test_a_native_phase_cut_into_calls_draws_what_one_call_draws():
+    x, y = _data(50, 3)
+    flat = FlatModel.from_graph(logistic.graph(x, y))
+    kernel = NativeNUTS.of(NUTSKernel(step_size=0.3), flat.native)
+    state = kernel.init(torch.zeros(3, flat.dim, dtype=torch.float64))
+    _, _, whole = kernel.steps(chain_generators(1, 3), state, 30)
+    gens = chain_generators(1, 3)
+    middle, _, first = kernel.steps(gens, state, 10)
+    _, _, rest = kernel.steps(gens, middle, 20)
+    assert torch.equal(whole, torch.cat([first, rest], dim=1))
+
+
+@pytest.mark.skipif(not compiler_available(), reason="needs a C compiler")
+@pytest.mark.filterwarnings("ignore::ppl.inference.ConvergenceWarning")
+def test_the_progress_line_does_not_change_native_draws(capsys):
+    x, y = _data(50, 3)
+    runs = [infer(logistic, x, y, method=NUTS(100, 100, chains=2, progress_bar=bar), seed=3)
+            for bar in (False, True)]
+    assert runs[0].extra["backend"] == "native"
+    assert torch.equal(runs[0].samples["w"], runs[1].samples["w"])
+
+
+def _interrupt_after(seconds: float) -> list[float]:
+    """Send SIGINT to this process after ``seconds``; the list gets the time it was sent."""
+    sent: list[float] = []
+
+    def fire():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Timer(seconds, fire).start()
+    return sent
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("native", marks=pytest.mark.skipif(not compiler_available(),
+                                                    reason="needs a C compiler")),
+    "generated",
+])
+def test_ctrl_c_returns_quickly_with_the_draws_made_so_far(backend):
+    x, y = _data(2000, 10)
+    method = NUTS(num_warmup=20, num_samples=100_000, chains=4, backend=backend,
+                  progress_bar=False)
+    with pytest.warns(ConvergenceWarning):  # compiles the model, so that Ctrl-C finds it sampling
+        infer(logistic, x, y, method=NUTS(5, 5, chains=1, backend=backend), seed=0)
+    sent = _interrupt_after(3.0)
+    with pytest.raises(SamplingInterrupted) as caught:
+        infer(logistic, x, y, method=method, seed=0)
+    latency = time.perf_counter() - sent[0]
+    assert latency < 2.0, f"took {latency:.2f} s to stop after Ctrl-C"
+    interrupt = caught.value
+    kept = interrupt.draws.shape[1]
+    assert 0 < kept < 100_000 and interrupt.posterior is not None
+    draws = interrupt.posterior.samples["w"]
+    assert draws.shape == (4, kept, 10) and torch.isfinite(draws).all()
+    assert "interrupted after" in str(interrupt)
