@@ -21,7 +21,7 @@ from .hmc import HMC
 from .integrators import LogDensityFn, Metric, make_metric
 from .mala import MALA
 from .nuts import NUTS
-from .runner import MCMCRun, SamplingInterrupted, sample
+from .runner import Checkpoint, MCMCRun, SamplingInterrupted, sample
 from .rwmh import RWMH
 from .slice import Slice
 
@@ -35,6 +35,7 @@ __all__ = [
     "Kernel",
     "KernelBase",
     "LogDensityFn",
+    "Checkpoint",
     "MCMCRun",
     "SamplingInterrupted",
     "Metric",

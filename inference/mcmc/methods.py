@@ -30,7 +30,7 @@ from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
 from ppl.inference.mcmc.base import check_count
 from ppl.inference.mcmc.native_nuts import NativeNUTS
-from ppl.inference.mcmc.runner import SamplingInterrupted
+from ppl.inference.mcmc.runner import Checkpoint, SamplingInterrupted
 from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
 
@@ -108,7 +108,9 @@ class MCMC:
     ``ppl.inference.mcmc.sample`` (``num_threads``, ``num_processes``, ``start_method``).
     ``backend`` pins the potential's backend (``"auto"``: native where a C compiler is, else
     generated torch, else autograd; see ``FlatModel``): the backends round differently, so one
-    seed gives the same draws only on the same backend.
+    seed gives the same draws only on the same backend. ``resume``: the ``checkpoint`` of an
+    interrupted run of this method (:class:`~ppl.inference.mcmc.runner.SamplingInterrupted`),
+    to continue it to the draws the uninterrupted run gives.
     """
 
     kernel: Any
@@ -121,6 +123,7 @@ class MCMC:
     thin: int = 1
     progress_bar: bool | None = None
     backend: str = "auto"
+    resume: Checkpoint | None = None
 
     def __post_init__(self) -> None:
         owner = f"MCMC({type(self.kernel).__name__})"
@@ -149,7 +152,7 @@ class MCMC:
         try:
             result = mcmc.sample(kernel, kernel.log_density_fn, init, self.num_warmup,
                                  self.num_samples, seed=seed, chain_method=self.chain_method,
-                                 **options)
+                                 resume=self.resume, **options)
         except SamplingInterrupted as interrupt:  # keep what was drawn, on the exception
             if interrupt.draws.shape[1] > 0:
                 interrupt.posterior = Posterior(samples=_samples(flat, interrupt.draws),
@@ -178,7 +181,8 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
     def factory(num_warmup: int = 1000, num_samples: int = 1000, chains: int = 4, *,
                 dense_mass: bool = False, target_accept: float | None = None,
                 chain_method: str = "batched", thin: int = 1, progress_bar: bool | None = None,
-                backend: str = "auto", **kernel_options: Any) -> MCMC:
+                backend: str = "auto", resume: Checkpoint | None = None,
+                **kernel_options: Any) -> MCMC:
         unknown = sorted(set(kernel_options) - set(options))
         if unknown:
             raise TypeError(f"{kernel_cls.__name__}() got unknown options {unknown}; its kernel "
@@ -188,7 +192,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
         kernel = kernel_cls(metric="dense" if dense_mass else "diag", **kernel_options)
         adapt = mcmc.WindowAdaptation(target_accept=target_accept)
         return MCMC(kernel, num_warmup, num_samples, chains, chain_method, adapt=adapt, thin=thin,
-                    progress_bar=progress_bar, backend=backend)
+                    progress_bar=progress_bar, backend=backend, resume=resume)
 
     shared = [p for p in inspect.signature(factory).parameters.values() if p.kind != p.VAR_KEYWORD]
     own = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=fields[name].default,
@@ -209,7 +213,9 @@ _SHARED_DOC = """
     the acceptance statistic step-size adaptation aims for (None: the kernel's default).
     ``progress_bar``: a progress line on stderr (None: only when stderr is a terminal).
     ``backend``: pin the potential's backend (``"auto"``, ``"native"``, ``"generated"``,
-    ``"autograd"``); the same seed gives the same draws on the same backend.
+    ``"autograd"``); the same seed gives the same draws on the same backend. ``resume``: the
+    ``checkpoint`` of an interrupted run (``SamplingInterrupted``) with these settings, to
+    continue it to the draws the uninterrupted run gives.
     Returns an :class:`MCMC` method for ``infer(..., method=...)``.
     """
 

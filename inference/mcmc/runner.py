@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ppl.inference.rng import chain_generators
 
-from .adaptation import WindowAdaptation
+from .adaptation import AdaptationState, WindowAdaptation
 from .base import Info, State, StretchInterrupted, step_by_step
 from .integrators import LogDensityFn, Metric
 from .progress import ProgressLine, progress_enabled
@@ -86,13 +86,15 @@ class MCMCRun:
 class SamplingInterrupted(KeyboardInterrupt):
     """Ctrl-C (``KeyboardInterrupt``) during :func:`sample`, with what was done before it:
     ``draws`` ``(C, n, D)`` and ``info`` of the ``n`` kept iterations every chain completed
-    (``n = 0`` when it came during warmup). Infer methods attach the ``posterior`` of those
-    draws."""
+    (``n = 0`` when it came during warmup), and the ``checkpoint`` of the last completed
+    stretch, from which ``sample(..., resume=checkpoint)`` continues the run exactly. Infer
+    methods attach the ``posterior`` of the draws."""
 
     def __init__(self, draws: Tensor, info: Info | None, num_samples: int):
         super().__init__(f"sampling interrupted after {draws.shape[1]} of {num_samples} kept "
-                         "draws")
+                         "draws; .checkpoint resumes the run")
         self.draws, self.info, self.num_samples = draws, info, num_samples
+        self.checkpoint: Checkpoint | None = None
         self.posterior: Any = None
 
 
@@ -130,60 +132,168 @@ def _report(line: ProgressLine | None, info: Info, tally: list[int] | None = Non
             line.update(divergent)
 
 
-def _warmup_phase(kernel, generators: list[torch.Generator], state: State, num_warmup: int,
-                  adaptation: WindowAdaptation | None, line: ProgressLine | None,
-                  tally: list[int] | None) -> tuple[State, Info | None]:
-    """The warmup iterations: with adaptation, the stretches between its events (see
-    ``WindowAdaptation.run``; cut finer with a progress line); without, plain transitions."""
-    if adaptation is None:
-        state, info, _ = _sampling_phase(kernel, generators, state, num_warmup, 1, line, tally)
-        return state, info
-    blocks = []
-    if num_warmup > 0:
-        state, astate = adaptation.init(kernel, generators, state, num_warmup)
-        longest = None if line is None else max(1, num_warmup // 50)
-        for start, stop in adaptation.stretches(astate, longest):
-            try:
-                state, info, astate = adaptation.run(kernel, generators, start, stop, state,
-                                                     astate)
-            except KeyboardInterrupt:
-                empty = state.position.new_empty((state.position.shape[0], 0,
-                                                  state.position.shape[1]))
-                raise SamplingInterrupted(empty, None, 0) from None
-            blocks.append(info)
-            _report(line, info, tally)
-    return state, _concat_infos(blocks)
+_FIRST_STRETCH = 16  # iterations in a phase's first stretch
+_STRETCH_SECONDS = 1.0  # what later stretches aim to take: the checkpoints' spacing
 
 
-def _sampling_phase(kernel, generators: list[torch.Generator], state: State, num_samples: int,
-                    thin: int, line: ProgressLine | None, tally: list[int] | None
-                    ) -> tuple[State, Info | None, Tensor]:
-    """The kept iterations, through ``kernel.steps`` (a kernel may run them in one call): in
-    one stretch, or in stretches of about a second's worth of transitions with a progress
-    line. Returns the final state, the infos and draws of every ``thin``-th iteration."""
-    steps = getattr(kernel, "steps", None) or partial(step_by_step, kernel)
-    stretch = num_samples if line is None else max(1, num_samples // 50)
-    infos, positions = [], []
-    done = 0
-    empty = state.position.new_empty((state.position.shape[0], 0, state.position.shape[1]))
-    while done < num_samples:
-        n = min(stretch, num_samples - done)
-        keep = slice((thin - done % thin) % thin, None, thin)  # global iterations i % thin == 0
-        try:
-            state, info, drawn = steps(generators, state, n)
-        except KeyboardInterrupt as interrupt:
-            if isinstance(interrupt, StretchInterrupted):
-                infos.append(Info(*(f[:, keep] for f in interrupt.info)))
-                positions.append(interrupt.draws[:, keep])
-            raise SamplingInterrupted(torch.cat([empty, *positions], dim=1),
-                                      _concat_infos(infos), num_samples // thin) from None
-        infos.append(Info(*(f[:, keep] for f in info)))
-        positions.append(drawn[:, keep])
-        _report(line, info, tally)
-        done += n
-    if not infos:
-        return state, None, empty
-    return state, _concat_infos(infos), torch.cat(positions, dim=1)
+@dataclass
+class Checkpoint:
+    """Where a batched run stood between two stretches of iterations: everything needed to
+    continue it exactly (``sample(..., resume=checkpoint)`` with the same kernel and
+    settings gives the draws of the uninterrupted run). ``iteration`` counts warmup first;
+    ``generators`` are the chains' generator states; ``warmup_info``, ``info`` and ``draws``
+    hold what was kept so far. It pickles (``torch.save``)."""
+
+    iteration: int
+    num_warmup: int
+    num_samples: int
+    thin: int
+    state: State
+    adaptation: AdaptationState | None
+    generators: list[Tensor]
+    warmup_info: list[Info]
+    info: list[Info]
+    draws: list[Tensor]
+    num_grad_evals: int
+    num_fn_calls: int
+
+
+class _Pacer:
+    """Stretch lengths: ``_FIRST_STRETCH`` iterations, then as many as take about
+    ``_STRETCH_SECONDS`` (at most ``cap``). Stretches change nothing drawn, only how often
+    the run can be checkpointed and the progress line redrawn."""
+
+    def __init__(self, cap: int | None):
+        self.cap, self.size = cap, _FIRST_STRETCH
+
+    def next(self, remaining: int) -> int:
+        return max(1, min(remaining, self.size, self.cap or remaining))
+
+    def record(self, n: int, seconds: float) -> None:
+        self.size = max(1, int(n * _STRETCH_SECONDS / max(seconds, 1e-6)))
+
+
+class _BatchedRun:
+    """One batched run of warmup and sampling, stretch by stretch, with a checkpoint after
+    each stretch (kept for an interrupt, and given to ``on_checkpoint``)."""
+
+    def __init__(self, kernel, generators: list[torch.Generator], num_warmup: int,
+                 num_samples: int, adaptation: WindowAdaptation | None, thin: int,
+                 line: ProgressLine | None):
+        self.counter = _CountingFn(kernel.log_density_fn)
+        self.kernel = kernel.bind(self.counter)
+        # rows evaluated outside ``counter`` (in C), as the kernel's infos report them
+        self.tally = [0] if getattr(kernel, "counts_own_evaluations", False) else None
+        self.generators, self.adaptation, self.line = generators, adaptation, line
+        self.num_warmup, self.num_samples, self.thin = num_warmup, num_samples, thin
+        self.iteration, self.astate = 0, None
+        self.warmup_info: list[Info] = []
+        self.info: list[Info] = []
+        self.draws: list[Tensor] = []
+        self.checkpoint: Checkpoint | None = None
+
+    def start(self, z0: Tensor) -> None:
+        self.state = self.kernel.init(z0)
+        bad = (~torch.isfinite(self.state.log_density)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"log density is not finite at the initial positions of chains {bad} "
+                f"(values {self.state.log_density[bad].tolist()}); choose initial positions "
+                "inside the support, e.g. uniform(-2, 2) on the unconstrained space"
+            )
+
+    def restore(self, saved: Checkpoint) -> None:
+        got = (saved.num_warmup, saved.num_samples, saved.thin, len(saved.generators))
+        want = (self.num_warmup, self.num_samples, self.thin, len(self.generators))
+        if got != want:
+            raise ValueError(f"the checkpoint is of a run with (num_warmup, num_samples, thin, "
+                             f"chains) = {got}, not {want}")
+        for generator, generator_state in zip(self.generators, saved.generators, strict=True):
+            generator.set_state(generator_state)
+        self.iteration, self.state, self.astate = saved.iteration, saved.state, saved.adaptation
+        self.warmup_info, self.info = list(saved.warmup_info), list(saved.info)
+        self.draws = list(saved.draws)
+        self.counter.rows, self.counter.calls = saved.num_grad_evals, saved.num_fn_calls
+
+    def save(self) -> Checkpoint:
+        rows = self.counter.rows + (self.tally[0] if self.tally is not None else 0)
+        self.checkpoint = Checkpoint(
+            self.iteration, self.num_warmup, self.num_samples, self.thin, self.state,
+            self.astate, [g.get_state() for g in self.generators], list(self.warmup_info),
+            list(self.info), list(self.draws), rows, self.counter.calls)
+        return self.checkpoint
+
+    def _stretch(self, n: int, run) -> Info:
+        """``run(n)`` -> infos of ``n`` iterations; counts, reports, then checkpoints."""
+        begin = time.perf_counter()
+        info = run(n)
+        self.pacer.record(n, time.perf_counter() - begin)
+        _report(self.line, info, self.tally)
+        self.iteration += n
+        self.save()
+        return info
+
+    def warmup(self) -> None:
+        """The warmup iterations: with adaptation, stretches that end at its events (see
+        ``WindowAdaptation.run``); without, plain transitions (nothing kept)."""
+        self.pacer = _Pacer(None if self.line is None else max(1, self.num_warmup // 50))
+        if self.adaptation is None:
+            self._transitions(self.num_warmup, keep=False)
+            return
+        if self.num_warmup == 0:
+            return
+        if self.astate is None:
+            self.state, self.astate = self.adaptation.init(self.kernel, self.generators,
+                                                           self.state, self.num_warmup)
+        for start, stop in self.adaptation.stretches(self.astate):
+            while max(start, self.iteration) < stop:
+                at = max(start, self.iteration)
+                self.warmup_info.append(self._stretch(
+                    self.pacer.next(stop - at), lambda n, at=at: self._adapt(at, at + n)))
+
+    def _adapt(self, start: int, stop: int) -> Info:
+        self.state, info, self.astate = self.adaptation.run(
+            self.kernel, self.generators, start, stop, self.state, self.astate)
+        return info
+
+    def sampling(self) -> None:
+        self.pacer = _Pacer(None if self.line is None else max(1, self.num_samples // 50))
+        self._transitions(self.num_samples, keep=True)
+
+    def _transitions(self, total: int, keep: bool) -> None:
+        """Plain transitions through ``kernel.steps`` (a kernel may run many in one call),
+        up to ``total`` in this phase; with ``keep`` every ``thin``-th is kept as a draw."""
+        steps = getattr(self.kernel, "steps", None) or partial(step_by_step, self.kernel)
+        offset = self.num_warmup if keep else 0
+        while self.iteration - offset < total:
+            done = self.iteration - offset
+            # global iterations i % thin == 0 of the sampling phase are kept
+            thin = self.thin if keep else 1
+            keep_slice = slice((thin - done % thin) % thin, None, thin)
+
+            def run(n: int, keep_slice=keep_slice) -> Info:
+                try:
+                    self.state, info, drawn = steps(self.generators, self.state, n)
+                except StretchInterrupted as interrupt:
+                    if keep:
+                        self._keep(interrupt.info, interrupt.draws, keep_slice)
+                    raise
+                if keep:
+                    self._keep(info, drawn, keep_slice)
+                return info
+
+            info = self._stretch(self.pacer.next(total - done), run)
+            if not keep:
+                self.warmup_info.append(info)
+
+    def _keep(self, info: Info, drawn: Tensor, keep: slice) -> None:
+        self.info.append(Info(*(f[:, keep] for f in info)))
+        self.draws.append(drawn[:, keep])
+
+    def kept(self) -> tuple[Tensor, Info | None]:
+        position = self.state.position
+        empty = position.new_empty((position.shape[0], 0, position.shape[1]))
+        return torch.cat([empty, *self.draws], dim=1), _concat_infos(self.info)
 
 
 def _run_batched(
@@ -196,35 +306,36 @@ def _run_batched(
     thin: int,
     progress: bool,
     label: str = "",
+    resume: Checkpoint | None = None,
 ) -> MCMCRun:
-    counter = _CountingFn(kernel.log_density_fn)
-    kernel = kernel.bind(counter)
-    # rows evaluated outside ``counter`` (in C), as the kernel's infos report them
-    tally = [0] if getattr(kernel, "counts_own_evaluations", False) else None
     line = ProgressLine(num_warmup + num_samples, num_warmup, label=label) if progress else None
+    run = _BatchedRun(kernel, generators, num_warmup, num_samples, adaptation, thin, line)
     with torch.no_grad():
         start = time.perf_counter()
-        state = kernel.init(z0)
-        bad = (~torch.isfinite(state.log_density)).nonzero().flatten().tolist()
-        if bad:
-            raise ValueError(
-                f"log density is not finite at the initial positions of chains {bad} "
-                f"(values {state.log_density[bad].tolist()}); choose initial positions inside "
-                "the support, e.g. uniform(-2, 2) on the unconstrained space"
-            )
         try:
-            state, warm_info = _warmup_phase(kernel, generators, state, num_warmup, adaptation,
-                                             line, tally)
+            if resume is None:
+                run.start(z0)
+            else:
+                run.restore(resume)
+            if run.iteration < num_warmup or resume is None:
+                run.warmup()
             warm_end = time.perf_counter()
-            state, info, draws = _sampling_phase(kernel, generators, state, num_samples, thin,
-                                                 line, tally)
+            run.sampling()
+        except KeyboardInterrupt:
+            draws, info = run.kept()
+            interrupted = SamplingInterrupted(draws, info, num_samples // thin)
+            interrupted.checkpoint = run.checkpoint
+            raise interrupted from None
         finally:
             if line is not None:
                 line.close()
         end = time.perf_counter()
+    state = run.state
+    draws, info = run.kept()
+    warm_info = _concat_infos(run.warmup_info)
     template = next((i for i in (warm_info, info) if i is not None), None)
     if template is None:  # dtypes for the empty infos of a run without iterations
-        _, step_info = kernel.step(generators, state)
+        _, step_info = run.kernel.step(generators, state)
         template = Info(*(field.unsqueeze(1) for field in step_info))
     return MCMCRun(
         draws=draws,
@@ -232,8 +343,8 @@ def _run_batched(
         warmup_info=warm_info if warm_info is not None else _no_infos(template),
         step_size=state.step_size,
         inverse_mass_matrix=state.metric.inverse_mass,
-        num_grad_evals=counter.rows + (tally[0] if tally is not None else 0),
-        num_fn_calls=counter.calls,
+        num_grad_evals=run.counter.rows + (run.tally[0] if run.tally is not None else 0),
+        num_fn_calls=run.counter.calls,
         warmup_time=warm_end - start,
         sampling_time=end - warm_end,
         final_state=state,
@@ -324,6 +435,7 @@ def sample(
     num_threads: int | None = 1,
     num_processes: int | None = None,
     start_method: str | None = None,
+    resume: Checkpoint | None = None,
 ) -> MCMCRun:
     """Warm up and sample ``init_positions.shape[0]`` chains with ``kernel``.
 
@@ -339,6 +451,9 @@ def sample(
     ``chain_method``: ``"batched"``, ``"sequential"`` or ``"processes"`` (``num_processes``
     workers, default one per core; ``start_method`` default ``"fork"`` where available).
     ``num_threads``: torch threads while sampling (``None`` leaves the setting alone).
+    ``resume``: a :class:`Checkpoint` (from :class:`SamplingInterrupted`) of a batched run with
+    the same kernel and settings, to continue where it stood (``init_positions`` and ``seed``
+    are then not used).
     """
     if isinstance(kernel, type):
         kernel = kernel()
@@ -369,9 +484,11 @@ def sample(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
+        if resume is not None and chain_method != "batched":
+            raise ValueError("resume= continues batched runs only (chain_method='batched')")
         if chain_method == "batched":
             return _run_batched(kernel, z0, num_warmup, num_samples, generators, adaptation,
-                                thin, progress)
+                                thin, progress, resume=resume)
         if chain_method == "sequential":
             runs = [
                 _run_batched(kernel, z0[c : c + 1], num_warmup, num_samples, generators[c : c + 1],

@@ -102,3 +102,60 @@ def test_ctrl_c_returns_quickly_with_the_draws_made_so_far(backend):
     draws = interrupt.posterior.samples["w"]
     assert draws.shape == (4, kept, 10) and torch.isfinite(draws).all()
     assert "interrupted after" in str(interrupt)
+
+
+class _InterruptAt:
+    """A log density that raises KeyboardInterrupt at its ``n``-th call (once)."""
+
+    def __init__(self, fn, n: int):
+        self.fn, self.n, self.calls = fn, n, 0
+
+    def __call__(self, z):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.fn(z)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.8])  # of the run's log density calls
+def test_resuming_a_checkpoint_gives_the_uninterrupted_draws(fraction, monkeypatch):
+    from ppl.inference.mcmc import runner, sample
+
+    monkeypatch.setattr(runner, "_STRETCH_SECONDS", 0.01)  # checkpoints every few iterations
+    x, y = _data(40, 3)
+    flat = FlatModel.from_graph(logistic.graph(x, y), backend="generated")
+    init = torch.zeros(2, flat.dim, dtype=torch.float64)
+    whole = sample(NUTSKernel(), flat.potential, init, 150, 150, seed=7)
+    interrupt_at = int(fraction * whole.num_fn_calls)
+    with pytest.raises(SamplingInterrupted) as caught:
+        sample(NUTSKernel(), _InterruptAt(flat.potential, interrupt_at), init, 150, 150, seed=7)
+    checkpoint = caught.value.checkpoint
+    assert checkpoint is not None and 0 < checkpoint.iteration < 300
+    assert (checkpoint.iteration < 150) == (fraction < 0.5)  # in warmup, in sampling
+    again = sample(NUTSKernel(), flat.potential, init, 150, 150, seed=123, resume=checkpoint)
+    assert torch.equal(again.draws, whole.draws)
+    assert torch.equal(again.step_size, whole.step_size)
+    assert again.num_grad_evals == whole.num_grad_evals
+
+
+@pytest.mark.skipif(not compiler_available(), reason="needs a C compiler")
+def test_a_native_run_resumed_after_ctrl_c_gives_the_uninterrupted_draws(monkeypatch):
+    from ppl.inference.mcmc import runner
+
+    monkeypatch.setattr(runner, "_STRETCH_SECONDS", 0.05)
+    x, y = _data(2000, 10)
+    method = NUTS(num_warmup=100, num_samples=6_000, chains=2, progress_bar=False)
+    with pytest.warns(ConvergenceWarning):  # compiled first, so that the runs take alike
+        infer(logistic, x, y, method=NUTS(5, 5, chains=1), seed=0)
+    begin = time.perf_counter()
+    whole = infer(logistic, x, y, method=method, seed=5)
+    sent = _interrupt_after((time.perf_counter() - begin) / 2)
+    with pytest.raises(SamplingInterrupted) as caught:
+        infer(logistic, x, y, method=method, seed=5)
+    assert sent, "the run ended before the interrupt"
+    checkpoint = caught.value.checkpoint
+    assert checkpoint is not None
+    resumed = NUTS(num_warmup=100, num_samples=6_000, chains=2, progress_bar=False,
+                   resume=checkpoint)
+    again = infer(logistic, x, y, method=resumed, seed=99)
+    assert torch.equal(again.samples["w"], whole.samples["w"])
