@@ -33,7 +33,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CacheWarning", "MISSING", "usable_directory", "problem", "building", "install"]
+__all__ = ["CacheWarning", "MISSING", "UNRECORDED", "usable_directory", "problem", "building",
+           "install"]
 
 STALE_BUILD_SECONDS = 15 * 60
 """A build directory untouched for this long belongs to a build that was killed."""
@@ -41,7 +42,8 @@ STALE_BUILD_SECONDS = 15 * 60
 _BUILD_PREFIX = "ppl-build-"
 
 MISSING = "not built yet"
-"""What :func:`problem` says of a library that is simply not there (no warning needed)."""
+UNRECORDED = "no content hash was recorded for it (an older ppl built it)"
+_EXPECTED = (MISSING, UNRECORDED)  # reasons to build that need no warning
 
 
 class CacheWarning(UserWarning):
@@ -109,7 +111,7 @@ def problem(library: Path) -> str | None:
         reason = _untrusted(os.lstat(record), stat.S_ISREG, "a regular file")
         recorded = record.read_text().strip()
     except FileNotFoundError:
-        return "no content hash was recorded for it"
+        return UNRECORDED
     if reason is not None:
         return f"its recorded hash {record.name} cannot be trusted: {reason}"
     if _digest(library) != recorded:
@@ -129,7 +131,7 @@ def building(library: Path, failure: str | None = None) -> Iterator[Path | None]
         if reason is None:
             yield None
             return
-        if reason != MISSING:
+        if reason not in _EXPECTED:
             warnings.warn(CacheWarning(
                 f"not loading the cached library {library}: {reason}; rebuilding it"),
                 stacklevel=4)

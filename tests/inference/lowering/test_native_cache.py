@@ -121,6 +121,21 @@ def test_a_library_whose_bytes_differ_from_its_recorded_hash_is_rebuilt(tmp_path
     assert cache.problem(target) is None
 
 
+def test_a_library_an_older_ppl_built_without_a_hash_is_rebuilt_quietly(tmp_path, monkeypatch):
+    use_cache(monkeypatch, tmp_path / "first")
+    built = library_path(TWICE)
+    compile_library(TWICE)
+    built.with_suffix(".sha256").unlink()
+    use_cache(monkeypatch, tmp_path / "second")
+    shutil.copytree(built.parent, tmp_path / "second", dirs_exist_ok=True)
+    target = library_path(TWICE)
+    assert cache.problem(target) == cache.UNRECORDED
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        compile_library(TWICE)
+    assert cache.problem(target) is None
+
+
 def test_stale_build_directories_are_removed_and_fresh_ones_kept(tmp_path, monkeypatch):
     use_cache(monkeypatch, tmp_path / "cache")
     target = library_path(TWICE)
