@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ppl.randomness import drawing
+
 from .export import observed_values, to_arviz
 from .sampler_diagnostics import SamplerDiagnostics
 from .summary import ConvergenceWarning, Summary, summarize
@@ -64,7 +66,9 @@ class WeightedPosterior:
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Unweighted draws by multinomial resampling."""
         n = num_samples or self.num_samples
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        with drawing() as current:  # the seed scope's stream unless a generator is given
+            idx = torch.multinomial(self.weights, n, replacement=True,
+                                    generator=current if generator is None else generator)
         return {k: v[idx] for k, v in self.samples.items()}
 
     def summary(self) -> Summary:
