@@ -111,8 +111,9 @@ class Posterior:
         return SamplerDiagnostics.from_run(self.info, self.extra)
 
     def convergence_warnings(self) -> list[str]:
-        """Every failed check, as text (empty when all pass): r_hat > 1.01 and ess_bulk /
-        ess_tail below 100 per chain (Vehtari et al. 2021) from the summary, and the
+        """Every failed check, as text (empty when all pass): sites with inf or nan draws,
+        r_hat > 1.01 and ess_bulk / ess_tail below 100 per chain (Vehtari et al. 2021) from
+        the summary, and the
         sampler's divergences, E-BFMI < 0.3 and tree-depth saturation."""
         return self._default_summary().warnings() + self.diagnostics().warnings()
 
@@ -138,7 +139,8 @@ class Posterior:
         if tuple(prob) == (0.05, 0.5, 0.95):
             table = self._default_summary()
             return Summary(table.rows, table.columns, header=table.header, notes=notes,
-                           num_chains=table.num_chains, num_draws=table.num_draws)
+                           num_chains=table.num_chains, num_draws=table.num_draws,
+                           nonfinite=table.nonfinite)
         return summarize(self.samples, prob=prob, notes=notes)
 
     def _default_summary(self) -> Summary:
