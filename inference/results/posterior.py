@@ -113,8 +113,7 @@ class Posterior:
     def convergence_warnings(self) -> list[str]:
         """Every failed check, as text (empty when all pass): sites with inf or nan draws,
         r_hat > 1.01 and ess_bulk / ess_tail below 100 per chain (Vehtari et al. 2021) from
-        the summary, and the
-        sampler's divergences, E-BFMI < 0.3 and tree-depth saturation."""
+        the summary, and the sampler's divergences, E-BFMI < 0.3 and tree-depth saturation."""
         return self._default_summary().warnings() + self.diagnostics().warnings()
 
     def warn(self, stacklevel: int = 1) -> None:
