@@ -7,6 +7,7 @@ second load did), so every case uses cache directories of its own.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -47,6 +48,12 @@ def planted_library(tmp_path: Path, marker: Path) -> Path:
     return out
 
 
+def twice(library: ctypes.CDLL, x: float) -> float:
+    fn = library.ppl_test_twice
+    fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_double]
+    return fn(x)
+
+
 def use_cache(monkeypatch, directory: Path) -> None:
     monkeypatch.setenv("PPL_CACHE_DIR", str(directory))
     compiler._LOADED.clear()
@@ -71,9 +78,7 @@ def test_a_planted_library_owned_by_another_user_is_refused(tmp_path, monkeypatc
     with pytest.warns(CacheWarning, match=f"owned by uid {OTHER_UID}"):
         library = compile_library(TWICE)
     assert not marker.exists()
-    library.ppl_test_twice.restype = compiler.ctypes.c_double
-    library.ppl_test_twice.argtypes = [compiler.ctypes.c_double]
-    assert library.ppl_test_twice(1.5) == 3.0
+    assert twice(library, 1.5) == 3.0
     assert target.stat().st_uid == os.geteuid()
 
 
@@ -90,9 +95,7 @@ def test_a_cache_directory_writable_by_group_or_others_is_not_used(tmp_path, mon
     shutil.copy(planted_library(tmp_path, marker), shared / target.name)
     with pytest.warns(CacheWarning, match="private temporary directory"):
         library = compile_library(TWICE)
-    library.ppl_test_twice.restype = compiler.ctypes.c_double
-    library.ppl_test_twice.argtypes = [compiler.ctypes.c_double]
-    assert library.ppl_test_twice(2.0) == 4.0
+    assert twice(library, 2.0) == 4.0
     assert not marker.exists()
     assert not list(shared.glob("*.sha256"))
 
@@ -119,6 +122,18 @@ def test_a_library_whose_bytes_differ_from_its_recorded_hash_is_rebuilt(tmp_path
     with pytest.warns(CacheWarning, match="differ from the hash recorded"):
         compile_library(TWICE)
     assert cache.problem(target) is None
+
+
+def test_a_library_that_hashes_as_recorded_but_does_not_load_is_rebuilt(tmp_path, monkeypatch):
+    use_cache(monkeypatch, tmp_path / "cache")
+    target = library_path(TWICE)
+    garbage = tmp_path / "garbage.so"
+    garbage.write_bytes(b"not a shared object")
+    cache.install(garbage, target)
+    assert cache.problem(target) is None
+    with pytest.warns(CacheWarning, match="did not load"):
+        library = compile_library(TWICE)
+    assert twice(library, 0.25) == 0.5
 
 
 def test_a_library_an_older_ppl_built_without_a_hash_is_rebuilt_quietly(tmp_path, monkeypatch):
