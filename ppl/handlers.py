@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import randomness
 from .errors import DuplicateSiteError, ModelError
 from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
 from .runtime import Message, Messenger, internal
@@ -89,8 +90,9 @@ def _site_log_prob(msg: Message) -> torch.Tensor | None:
 
 
 class seed(Messenger):
-    """Make sampling inside reproducible: the global torch RNG is seeded on entry and the
-    outer RNG state restored on exit, so a seeded block never disturbs code around it.
+    """Make sampling inside reproducible: draws inside come from a private generator seeded on
+    entry (see :mod:`ppl.randomness`), so a seeded block neither disturbs torch's global
+    generator nor is disturbed by other threads drawing at the same time.
 
         >>> from ppl import sample
         >>> from ppl.stdlib import Normal
@@ -103,13 +105,12 @@ class seed(Messenger):
         self.rng_seed = int(rng_seed)
 
     def __enter__(self) -> seed:
-        self._saved = torch.random.get_rng_state()
-        torch.manual_seed(self.rng_seed)
+        randomness.enter_scope(self.rng_seed)
         return super().__enter__()
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)
-        torch.random.set_rng_state(self._saved)
+        randomness.exit_scope()
 
 
 def _lookup(data: dict | Callable | None, name: str) -> Any:

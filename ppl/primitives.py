@@ -25,6 +25,7 @@ from torch.distributions import Distribution, constraints
 from ppl.shapes import broadcast_shapes
 
 from .errors import ModelError, ShapeError
+from .randomness import drawing
 from .runtime import (
     CHECKS,
     DEFAULT_VALUES,
@@ -76,7 +77,9 @@ def sample(
 
 
 def draw(dist: Distribution) -> torch.Tensor:
-    return dist.rsample() if dist.has_rsample else dist.sample()
+    """One draw from ``dist``, from the current seed scope's stream (:mod:`ppl.randomness`)."""
+    with drawing():
+        return dist.rsample() if dist.has_rsample else dist.sample()
 
 
 DEFAULT_VALUES["sample"] = lambda msg: draw(msg.fn)
@@ -211,7 +214,8 @@ class plate(Messenger):
     def __enter__(self) -> torch.Tensor:
         self._frame = PlateFrame(self.name, self.size, self._allocate_dim(), self.subsample_size)
         if self.subsample_size < self.size:
-            self.indices = torch.randperm(self.size)[: self.subsample_size]
+            with drawing() as generator:
+                self.indices = torch.randperm(self.size, generator=generator)[: self.subsample_size]
         else:
             self.indices = torch.arange(self.size)
         super().__enter__()

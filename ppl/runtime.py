@@ -5,7 +5,8 @@ calls ``apply_stack``. Handlers on the stack see it from the innermost (most rec
 entered) outward in ``process``; if none supplied a value, the default behaviour computes
 one (a draw for ``sample``); then the handlers that saw the message run ``postprocess`` in
 the opposite order. A handler that sets ``msg.stop`` hides the message from handlers
-further out, which is how ``block`` works.
+further out, which is how ``block`` works. The stack is context-local (``contextvars``): each
+thread, and each asyncio task, sees only the handlers it entered itself.
 
     >>> class Shout(Messenger):
     ...     def postprocess(self, msg):
@@ -22,11 +23,13 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-_STACK: list[Messenger] = []
-_INTERNAL_DEPTH = 0
+# Immutable tuples: entering a handler sets a new one, so a context never sees another's edits.
+_STACK: ContextVar[tuple[Messenger, ...]] = ContextVar("ppl_handler_stack", default=())
+_INTERNAL_DEPTH: ContextVar[int] = ContextVar("ppl_internal_depth", default=0)
 
 
 class PlateFrame(NamedTuple):
@@ -64,17 +67,17 @@ class Messenger:
     """
 
     def __enter__(self) -> Messenger:
-        _STACK.append(self)
+        _STACK.set((*_STACK.get(), self))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if _STACK and _STACK[-1] is self:
-            _STACK.pop()
-        else:  # an exception unwound past an inner handler: remove this one wherever it is
-            for i in range(len(_STACK) - 1, -1, -1):
-                if _STACK[i] is self:
-                    del _STACK[i:]
-                    break
+        stack = _STACK.get()
+        # Usually the innermost; if an exception unwound past inner handlers, this one and
+        # everything entered after it go.
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is self:
+                _STACK.set(stack[:i])
+                break
 
     def __call__(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -113,34 +116,34 @@ def default_process(msg: Message) -> None:
 def internal() -> Iterator[None]:
     """Mark tensor work done by ppl itself (drawing, validation, bookkeeping), which a graph
     tracer must not record as part of the model."""
-    global _INTERNAL_DEPTH
-    _INTERNAL_DEPTH += 1
+    token = _INTERNAL_DEPTH.set(_INTERNAL_DEPTH.get() + 1)
     try:
         yield
     finally:
-        _INTERNAL_DEPTH -= 1
+        _INTERNAL_DEPTH.reset(token)
 
 
 def in_internal() -> bool:
-    return _INTERNAL_DEPTH > 0
+    return _INTERNAL_DEPTH.get() > 0
 
 
 def apply_stack(msg: Message) -> Message:
     """Send ``msg`` through the active handlers and return it with its value set."""
+    stack = _STACK.get()
     seen = 0
-    for handler in reversed(_STACK):
+    for handler in reversed(stack):
         seen += 1
         handler.process(msg)
         if msg.stop:
             break
     default_process(msg)
-    for handler in _STACK[len(_STACK) - seen :]:
+    for handler in stack[len(stack) - seen :]:
         handler.postprocess(msg)
     return msg
 
 
 def active_handlers() -> tuple[Messenger, ...]:
-    return tuple(_STACK)
+    return _STACK.get()
 
 
 def caller_location(depth: int = 2) -> str:

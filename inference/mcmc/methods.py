@@ -33,6 +33,7 @@ from ppl.inference.mcmc.native_nuts import NativeNUTS
 from ppl.inference.mcmc.runner import Checkpoint, SamplingInterrupted
 from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
+from ppl.randomness import drawing
 
 
 def initial_positions(flat: FlatModel, chains: int, generator: torch.Generator,
@@ -138,7 +139,8 @@ class MCMC:
             passes: Sequence[Callable] = ()) -> Posterior:
         # First, so the run's randomness does not depend on whether tracing the graph (skipped
         # when the model's graph is cached) or lowering it drew random numbers.
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        with drawing() as generator:
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=generator).item())
         graph = model.graph(*args, **kwargs)
         if passes:
             from ppl.passes import run as run_passes

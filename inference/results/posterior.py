@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ppl.randomness import drawing
+
 from .export import observed_values, to_arviz
 from .sampler_diagnostics import SamplerDiagnostics
 from .summary import ConvergenceWarning, Summary, summarize
@@ -64,7 +66,9 @@ class WeightedPosterior:
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Unweighted draws by multinomial resampling."""
         n = num_samples or self.num_samples
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        with drawing() as current:  # the seed scope's stream unless a generator is given
+            idx = torch.multinomial(self.weights, n, replacement=True,
+                                    generator=current if generator is None else generator)
         return {k: v[idx] for k, v in self.samples.items()}
 
     def summary(self) -> Summary:
@@ -107,9 +111,9 @@ class Posterior:
         return SamplerDiagnostics.from_run(self.info, self.extra)
 
     def convergence_warnings(self) -> list[str]:
-        """Every failed check, as text (empty when all pass): r_hat > 1.01 and ess_bulk /
-        ess_tail below 100 per chain (Vehtari et al. 2021) from the summary, and the
-        sampler's divergences, E-BFMI < 0.3 and tree-depth saturation."""
+        """Every failed check, as text (empty when all pass): sites with inf or nan draws,
+        r_hat > 1.01 and ess_bulk / ess_tail below 100 per chain (Vehtari et al. 2021) from
+        the summary, and the sampler's divergences, E-BFMI < 0.3 and tree-depth saturation."""
         return self._default_summary().warnings() + self.diagnostics().warnings()
 
     def warn(self, stacklevel: int = 1) -> None:
@@ -134,7 +138,8 @@ class Posterior:
         if tuple(prob) == (0.05, 0.5, 0.95):
             table = self._default_summary()
             return Summary(table.rows, table.columns, header=table.header, notes=notes,
-                           num_chains=table.num_chains, num_draws=table.num_draws)
+                           num_chains=table.num_chains, num_draws=table.num_draws,
+                           nonfinite=table.nonfinite)
         return summarize(self.samples, prob=prob, notes=notes)
 
     def _default_summary(self) -> Summary:

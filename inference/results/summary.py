@@ -30,10 +30,11 @@ Two kinds of input:
   the Kish effective sample size (sum w)^2 / sum w^2 = 1 / sum w^2 for normalized weights.
 
 ``warnings(summary)`` returns the human-readable convergence warnings an engine should
-emit: r_hat > 1.01, and ess_bulk or ess_tail below 100 per chain (Vehtari et al. 2021), or a
-Kish ESS below 100 for importance samples. Engines emit them as :class:`ConvergenceWarning`
-(Python's ``warnings``), so they can be filtered or turned into errors:
-``warnings.simplefilter("error", ConvergenceWarning)``.
+emit: elements with non-finite draws (inf or nan, whose statistics mean nothing and which the
+other checks cannot judge), r_hat > 1.01, and ess_bulk or ess_tail below 100 per chain
+(Vehtari et al. 2021), or a Kish ESS below 100 for importance samples. Engines emit them as
+:class:`ConvergenceWarning` (Python's ``warnings``), so they can be filtered or turned into
+errors: ``warnings.simplefilter("error", ConvergenceWarning)``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class Summary(Mapping):
     site order.  ``columns`` lists the column names in display order.  ``header`` is a line
     printed above the table (the Kish ESS for importance samples), ``notes`` are lines
     printed below it (e.g. "Number of divergences: 3").  ``num_chains``/``num_draws`` are set
-    for MCMC summaries, ``kish_ess``/``num_samples`` for weighted ones.
+    for MCMC summaries, ``kish_ess``/``num_samples`` for weighted ones.  ``nonfinite`` maps
+    the rows with inf or nan draws to how many they have.
 
     A Summary is a read-only mapping row name -> row dict, so ``s["mu"]["mean"]``,
     ``"mu" in s`` and ``for name in s`` work; ``str(s)`` is the table.
@@ -118,6 +120,7 @@ class Summary(Mapping):
         num_draws: int | None = None,
         kish_ess: float | None = None,
         num_samples: int | None = None,
+        nonfinite: Mapping[str, int] | None = None,
     ) -> None:
         self.rows = rows
         self.columns = list(columns)
@@ -127,6 +130,7 @@ class Summary(Mapping):
         self.num_draws = num_draws
         self.kish_ess = kish_ess
         self.num_samples = num_samples
+        self.nonfinite = dict(nonfinite or {})
 
     @property
     def weighted(self) -> bool:
@@ -193,6 +197,17 @@ def _check(name: str, value, min_dim: int, what: str) -> Tensor:
             + ("; for a single chain use x.unsqueeze(0)" if min_dim == 2 else "")
         )
     return t.detach().to(torch.float64)
+
+
+def _nonfinite(sites: Mapping[str, Tensor], lead: int) -> dict[str, int]:
+    """Row name -> number of inf or nan draws, for every element that has any (``lead``:
+    how many leading dims index draws)."""
+    out = {}
+    for name, x in sites.items():
+        counts = (~torch.isfinite(x)).reshape(*x.shape[:lead], -1).flatten(0, lead - 1).sum(0)
+        names = _element_names(name, x.shape[lead:])
+        out.update((nm, c) for nm, c in zip(names, counts.tolist(), strict=True) if c)
+    return out
 
 
 def _mcmc_rows(
@@ -299,6 +314,7 @@ def summarize(
             notes=notes,
             num_chains=chains,
             num_draws=draws,
+            nonfinite=_nonfinite(checked, 2),
         )
 
     w = torch.as_tensor(weights).detach().to(torch.float64)
@@ -308,8 +324,10 @@ def summarize(
         raise ValueError("weights must be finite, non-negative and not all zero")
     w = w / w.sum()
     kish = float(1.0 / w.square().sum())
+    checked = {}
     for name, value in samples.items():
-        x = _check(name, value, 1, "importance samples shaped (num_samples, *site_shape)")
+        x = checked[name] = _check(name, value, 1,
+                                   "importance samples shaped (num_samples, *site_shape)")
         if x.shape[0] != w.shape[0]:
             raise ValueError(
                 f"site {name!r}: {x.shape[0]} samples (shape {tuple(x.shape)}) but "
@@ -323,6 +341,7 @@ def summarize(
         notes=notes,
         kish_ess=kish,
         num_samples=int(w.shape[0]),
+        nonfinite=_nonfinite(checked, 1),
     )
 
 
@@ -348,10 +367,11 @@ def warnings(
 
     MCMC summaries: r_hat > ``max_rhat`` (1.01), ess_bulk or ess_tail below
     ``min_ess_per_chain`` * chains (100 per chain), the thresholds of Vehtari et al. (2021).
-    Weighted summaries: Kish ESS below ``min_kish_ess``.  nan values (constant elements) do
-    not warn.  Each message names the worst offending rows.
+    Weighted summaries: Kish ESS below ``min_kish_ess``.  Both: any element with inf or nan
+    draws.  nan diagnostics of finite draws (constant elements) do not warn.  Each message
+    names the worst offending rows.
     """
-    out: list[str] = []
+    out = _nonfinite_warnings(summary)
     if summary.weighted:
         if summary.kish_ess is not None and summary.kish_ess < min_kish_ess:
             out.append(
@@ -378,6 +398,23 @@ def warnings(
                 "may be unreliable; run more draws."
             )
     return out
+
+
+def _nonfinite_warnings(summary: Summary, limit: int = 5) -> list[str]:
+    if not summary.nonfinite:
+        return []
+    total = summary.num_samples if summary.weighted else summary.num_chains * summary.num_draws
+    sites = list(dict.fromkeys(row.split("[")[0] for row in summary.nonfinite))
+    worst = sorted(summary.nonfinite.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{row} ({count} of {total})" for row, count in worst[:limit])
+    if len(worst) > limit:
+        text += f", and {len(worst) - limit} more"
+    return [
+        f"non-finite draws (inf or nan) at site(s) {', '.join(map(repr, sites))}, in "
+        f"{len(worst)} of {len(summary)} elements: {text}. Their statistics and convergence "
+        "checks mean nothing; the sampler left the support or a value overflowed (check the "
+        "model's priors, supports and data scales)."
+    ]
 
 
 # Alias for re-export where the name ``warnings`` would shadow the standard library module.

@@ -28,6 +28,7 @@ import torch
 from torch.distributions import Distribution, biject_to
 
 from ppl.params import get_param
+from ppl.randomness import drawing
 from ppl.registry import get_family
 
 from .errors import IRError
@@ -57,7 +58,8 @@ def draw(dist: Distribution) -> torch.Tensor:
     of zeros under its support's bijector instead: a valid point of the right shape, which is
     all tracing and layout need."""
     try:
-        return dist.rsample() if dist.has_rsample else dist.sample()
+        with drawing():
+            return dist.rsample() if dist.has_rsample else dist.sample()
     except NotImplementedError:
         bijector = biject_to(dist.support)
         return bijector(torch.zeros(bijector.inverse_shape(dist.batch_shape + dist.event_shape)))
@@ -177,7 +179,8 @@ class Generate(LogDensity):
         if node.address in self.values:
             return super().sample(node)
         dist = self.distribution(node)
-        return dist.rsample() if dist.has_rsample else dist.sample()
+        with drawing():
+            return dist.rsample() if dist.has_rsample else dist.sample()
 
     def run(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         log_weight = super().run()

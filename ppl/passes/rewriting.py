@@ -29,6 +29,7 @@ from ppl.ir.errors import IRError
 from ppl.ir.graph import sanitize
 from ppl.ir.node import map_refs
 from ppl.ir.tracer import tensor_meta
+from ppl.randomness import drawing, forked
 
 
 class Rewriter:
@@ -180,7 +181,8 @@ class Probe(Interpreter):
         if node.address in self.values:
             return self.values[node.address]
         try:
-            return dist.sample()
+            with drawing():
+                return dist.sample()
         except NotImplementedError:
             return _placeholder(dist)
 
@@ -190,8 +192,9 @@ class Probe(Interpreter):
 
 
 def probe(graph: Graph, values: dict[str, torch.Tensor] | None = None) -> Probe:
-    """Run a ``Probe`` over ``graph`` (global RNG state untouched)."""
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    """Run a ``Probe`` over ``graph`` (its draws continue a copy of the current random stream,
+    which stays untouched)."""
+    with torch.no_grad(), forked():
         p = Probe(graph, values)
         p.run()
     return p

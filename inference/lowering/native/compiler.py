@@ -6,9 +6,10 @@ built from translation units, each with its own optimization level (the potentia
 need ``-O3`` to vectorize; the sampler's control flow compiles faster at ``-O1`` and runs as
 fast), compiled in parallel and linked. Libraries are cached on disk by the hash of their
 sources, flags and CPU (``$PPL_CACHE_DIR``, else ``$XDG_CACHE_HOME/ppl/native``, else
-``~/.cache/ppl/native``), so a model compiles once per machine. The compiler is ``$CC`` or
-the first of ``cc``, ``gcc``, ``clang`` on the path; without one, :func:`compiler_available`
-is False and callers keep the torch path.
+``~/.cache/ppl/native``), so a model compiles once per machine; :mod:`.cache` decides whether
+a cached library may be loaded (it is the user's alone and hashes as recorded). The compiler
+is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the path; without one,
+:func:`compiler_available` is False and callers keep the torch path.
 
     >>> lib = compile_library(Unit("double twice(double x) { return 2 * x; }"))  # doctest: +SKIP
 """
@@ -16,17 +17,19 @@ is False and callers keep the torch path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-__all__ = ["CompileError", "Unit", "compiler", "compiler_available", "compile_library"]
+from . import cache
+
+__all__ = ["CompileError", "Unit", "compiler", "compiler_available", "compile_library",
+           "library_path"]
 
 # No -ffast-math: the samplers rely on IEEE infinities and NaNs to detect divergences. Nothing
 # reads errno or floating-point exception flags, which lets selects on floats vectorize.
@@ -47,7 +50,7 @@ class CompileError(RuntimeError):
     """The C compiler rejected generated code (a bug in the generator: please report it)."""
 
 
-@cache
+@functools.cache
 def compiler() -> str | None:
     """The C compiler to use, or None when the machine has none."""
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
@@ -60,7 +63,7 @@ def compiler_available() -> bool:
     return compiler() is not None
 
 
-@cache
+@functools.cache
 def _machine() -> str:
     """What ``-march=native`` compiles for: libraries built on one CPU must not load on
     another with fewer instruction sets (a shared home directory, a copied cache)."""
@@ -93,30 +96,52 @@ def _finish(process: subprocess.Popen, what: str) -> None:
         raise CompileError(f"{what} failed on generated code:\n{err[-4000:]}")
 
 
-def compile_library(*units: Unit) -> ctypes.CDLL:
-    """The loaded shared library of ``units`` (built unless cached on disk or in memory)."""
+def library_path(*units: Unit) -> Path:
+    """Where the library of ``units`` is cached: named by the hash of its sources, flags,
+    compiler and CPU, in the cache directory if that is safe to load code from."""
+    parts = [_machine(), _required_compiler(), *FLAGS]
+    parts += [piece for u in units for piece in (*u.flags, u.source)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return cache.usable_directory(cache_dir()) / f"ppl_{key}.so"
+
+
+def _required_compiler() -> str:
     cc = compiler()
     if cc is None:
         raise CompileError("no C compiler found (set $CC, or install cc/gcc/clang)")
-    parts = [_machine(), cc, *FLAGS] + [piece for u in units for piece in (*u.flags, u.source)]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
-    directory = cache_dir()
-    target = directory / f"ppl_{key}.so"
+    return cc
+
+
+def compile_library(*units: Unit) -> ctypes.CDLL:
+    """The loaded shared library of ``units``: from memory, else from the disk cache if it
+    passes :mod:`.cache`'s checks, else built (and rebuilt if it then fails to load)."""
+    target = library_path(*units)
     if str(target) in _LOADED:
         return _LOADED[str(target)]
-    directory.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            objects, jobs = [], []
-            for i, unit in enumerate(units):
-                src, obj = Path(tmp) / f"unit{i}.c", Path(tmp) / f"unit{i}.o"
-                src.write_text(unit.source)
-                objects.append(str(obj))
-                jobs.append(_run([cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]))
-            for job in jobs:
-                _finish(job, cc)
-            out = Path(tmp) / "module.so"
-            _finish(_run([cc, "-shared", *objects, "-o", str(out), "-lm"]), f"{cc} (linking)")
-            os.replace(out, target)  # atomic: concurrent builders of one model agree
-    _LOADED[str(target)] = ctypes.CDLL(str(target))
-    return _LOADED[str(target)]
+    if cache.problem(target) is not None:
+        _build(units, target)
+    try:
+        library = ctypes.CDLL(str(target))
+    except OSError as error:
+        _build(units, target, failure=f"it did not load ({error})")
+        library = ctypes.CDLL(str(target))
+    _LOADED[str(target)] = library
+    return library
+
+
+def _build(units: tuple[Unit, ...], target: Path, failure: str | None = None) -> None:
+    cc = _required_compiler()
+    with cache.building(target, failure) as tmp:
+        if tmp is None:
+            return
+        objects, jobs = [], []
+        for i, unit in enumerate(units):
+            src, obj = tmp / f"unit{i}.c", tmp / f"unit{i}.o"
+            src.write_text(unit.source)
+            objects.append(str(obj))
+            jobs.append(_run([cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]))
+        for job in jobs:
+            _finish(job, cc)
+        out = tmp / "module.so"
+        _finish(_run([cc, "-shared", *objects, "-o", str(out), "-lm"]), f"{cc} (linking)")
+        cache.install(out, target)

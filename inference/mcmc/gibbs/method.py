@@ -31,7 +31,7 @@ for any of them). ``extra`` holds the sampled ``graph``, the ``blocks``, each ke
 adapted parameters (``tuned``), times, and with a single kernel block its ``step_size``,
 ``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
 
-Randomness: one seed is drawn from the global generator (seeded by ``infer(seed=...)``);
+Randomness: one seed is drawn from the stream of ``infer(seed=...)`` (:mod:`ppl.randomness`);
 chain ``c`` takes every random number (initial values from the prior, updates) from its own
 generator, so the same seed gives the same draws.
 
@@ -70,6 +70,7 @@ from ppl.model import Model
 from ppl.passes import enumerate_discrete, posterior_of_enumerated
 from ppl.passes import run as run_passes
 from ppl.passes.rewriting import probe
+from ppl.randomness import drawing, seeded
 
 from .conjugate import Conjugate, conjugate_match
 from .discrete import DiscreteGibbs, GibbsUpdate, Values, categorical_draw
@@ -151,8 +152,7 @@ def _initial_values(graph: Graph, rng: Sequence[torch.Generator]) -> Values:
     seeded from its generator."""
     draws = []
     for g in rng:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
+        with seeded(int(torch.randint(0, 2**62, (), generator=g))):
             env = probe(graph).env
         draws.append({n.address: env[n.name] for n in graph.latent_nodes})
     return {a: torch.stack([d[a] for d in draws]) for a in draws[0]}
@@ -233,7 +233,9 @@ class Gibbs:
                                       conjugate=self.conjugate, kernel=self.kernel,
                                       adaptation=self.adaptation)
         bound = [(sites, update.bind(graph, sites)) for sites, update in blocks]
-        rng = chain_generators(int(torch.randint(0, 2**31 - 1, ())), self.chains)
+        with drawing() as generator:
+            rng = chain_generators(int(torch.randint(0, 2**31 - 1, (), generator=generator)),
+                                   self.chains)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small tensors: one thread is faster (see mcmc.runner)
         try:

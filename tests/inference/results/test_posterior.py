@@ -2,6 +2,7 @@
 convergence warnings (once per result), and ``to_arviz()``."""
 
 import inspect
+import math
 import sys
 import warnings
 
@@ -139,6 +140,23 @@ def test_a_good_run_warns_nothing(good_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         post.summary()
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_chains_of_non_finite_draws_warn_naming_the_site(bad):
+    g = torch.Generator().manual_seed(1)
+    fine = torch.randn(4, 500, generator=g)
+    scale = torch.randn(4, 500, 2, generator=g)
+    scale[..., 1] = bad  # every draw of one element: the other checks see only nan
+    post = Posterior({"mu": fine, "scale": scale})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post.warn()
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert len(messages) == 1, messages
+    assert "non-finite draws" in messages[0] and "'scale'" in messages[0]
+    assert "scale[1] (2000 of 2000)" in messages[0] and "mu" not in messages[0]
+    assert post.summary().nonfinite == {"scale[1]": 2000}
 
 
 def test_convergence_warnings_are_issued_once_per_result():

@@ -231,3 +231,14 @@ def test_weighted_warning_on_low_kish_ess():
     (msg,) = warnings(summarize({"x": torch.randn(4)}, weights=w))
     assert "Kish ESS" in msg
     assert warnings(summarize({"x": torch.randn(500)}, weights=torch.full((500,), 0.002))) == []
+
+
+def test_non_finite_draws_are_counted_per_element_and_warned_about():
+    x = torch.randn(2, 50, 3, generator=gen(12))
+    x[0, :7, 2] = float("nan")
+    s = summarize({"ok": torch.randn(2, 50, generator=gen(13)), "x": x})
+    assert s.nonfinite == {"x[2]": 7}
+    assert any("non-finite draws" in w and "x[2] (7 of 100)" in w for w in warnings(s))
+    weighted = summarize({"a": torch.tensor([1.0, float("inf"), 2.0])}, weights=torch.ones(3))
+    assert weighted.nonfinite == {"a": 1}
+    assert "non-finite draws (inf or nan) at site(s) 'a'" in warnings(weighted)[0]
