@@ -111,7 +111,8 @@ class unconstrain:
                 raise IRError(
                     f"unconstrain: {address!r} is not a latent sample site of graph {graph.name!r}"
                 )
-        dists = probe(graph).dists
+        prior = probe(graph)
+        dists = prior.dists
         rw = Rewriter(graph)
         done: dict[str, str] = {}
         for node in graph.nodes:
@@ -127,12 +128,17 @@ class unconstrain:
                     )
                 rw.copy(node)
                 continue
-            done[node.address] = self._rewrite(rw, node, support, dists[node.name])
+            done[node.address] = self._rewrite(
+                rw, node, support, dists[node.name], prior.env[node.name]
+            )
         unconstrained = {**graph.attrs.get("unconstrained", {}), **done}
         return rw.build({"unconstrained": unconstrained})
 
     @staticmethod
-    def _rewrite(rw: Rewriter, node: Node, support: Constraint, dist) -> str:
+    def _rewrite(
+        rw: Rewriter, node: Node, support: Constraint, dist, point: torch.Tensor
+    ) -> str:
+        """Rewrite one site; ``point`` is a prior draw of it, a point of its support."""
         address = node.address
         try:
             transform = biject_to(support)
@@ -147,7 +153,10 @@ class unconstrain:
             if node.meta.shape is not None
             else tuple(dist.batch_shape + dist.event_shape)
         )
-        u_shape = tuple(transform.inverse_shape(shape))
+        # the image of a point, not ``transform.inverse_shape``: for an affine map that imports
+        # torch's symbolic-shape machinery, a second on the first call
+        with torch.no_grad():
+            u_shape = tuple(transform.inv(point.expand(shape)).shape)
         n_batch = len(shape) - support.event_dim
         u_address = rw.new_address(address + UNCONSTRAINED, f"unconstrain (site {address!r})")
         jac_address = rw.new_address(address + JACOBIAN, f"unconstrain (site {address!r})")
