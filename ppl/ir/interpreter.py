@@ -23,9 +23,18 @@ The reference meanings of a model:
     >>> from ppl.ir.tracer import trace_graph
     >>> @model
     ... def m():
-    ...     sample("x", Normal(0.0, 1.0))
+    ...     x = sample("x", Normal(0.0, 1.0))
+    ...     sample("y", Normal(x, 1.0), obs=torch.tensor(1.0))
     >>> g = trace_graph(m)
     >>> round(float(LogDensity(g, {"x": torch.tensor(0.0)}).run()), 4)
+    -2.3379
+
+A new meaning overrides what it changes; here the log prior leaves observations out:
+
+    >>> class LogPrior(LogDensity):
+    ...     def observe(self, node, args, kwargs):
+    ...         return args[0]
+    >>> round(float(LogPrior(g, {"x": torch.tensor(0.0)}).run()), 4)
     -0.9189
 """
 
