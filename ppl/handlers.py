@@ -25,7 +25,7 @@ from . import randomness
 from .errors import DuplicateSiteError, ModelError
 from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
 from .runtime import Message, Messenger, internal
-from .trace import Site, Trace
+from .trace import Site, Trace, site_log_prob
 
 __all__ = [
     "trace", "seed", "condition", "substitute", "replay", "block", "scale", "mask", "do",
@@ -81,12 +81,7 @@ def _site_log_prob(msg: Message) -> torch.Tensor | None:
         return None
     if msg.intervened:
         return torch.zeros(())
-    log_prob = msg.fn.log_prob(msg.value)
-    if msg.mask is not None:
-        log_prob = torch.where(msg.mask, log_prob, torch.zeros((), dtype=log_prob.dtype))
-    if not (isinstance(msg.scale, float) and msg.scale == 1.0):
-        log_prob = log_prob * msg.scale
-    return log_prob
+    return site_log_prob(msg.fn, msg.value, msg.scale, msg.mask)
 
 
 class seed(Messenger):

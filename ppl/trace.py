@@ -50,6 +50,20 @@ class Site:
         return self.log_prob.sum() if self.log_prob is not None else torch.tensor(0.0)
 
 
+def site_log_prob(dist: Any, value: torch.Tensor, scale: Any = None,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A random site's elementwise log density: ``dist.log_prob(value)``, zero where ``mask``
+    is False, times the site's recorded ``scale`` (None or 1.0: unscaled). The one meaning of
+    a site's log-prob, shared by the trace handler and every graph interpreter (which sum
+    it)."""
+    log_prob = dist.log_prob(value)
+    if mask is not None:
+        log_prob = torch.where(mask, log_prob, torch.zeros((), dtype=log_prob.dtype))
+    if scale is not None and not (isinstance(scale, float) and scale == 1.0):
+        log_prob = log_prob * scale
+    return log_prob
+
+
 def sum_except(log_prob: torch.Tensor, keep_dim: int | None) -> torch.Tensor:
     """Sum all dims of ``log_prob`` except the (negative) ``keep_dim``, which leads the result."""
     if keep_dim is None:

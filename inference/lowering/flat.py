@@ -1,8 +1,10 @@
 """Lower a graph to a flat, unconstrained, chain-batched log density and its gradient.
 
-The MCMC kernels see one float64 tensor ``z`` of shape ``(chains, dim)``. Each latent's
-unconstrained block is a slice of ``z`` (in graph order), mapped into the site's support
-with ``biject_to(support)``, with ``log|det J|`` added. Three implementations:
+The MCMC kernels see one float64 tensor ``z`` of shape ``(chains, dim)``. Lowering is two
+steps: the ``unconstrain`` pass (``ppl.passes``) rewrites every constrained latent into a
+real-valued one, its bijection ``biject_to(support)`` and a ``log|det J|`` factor; then an
+interpreter of the pass's graph (``ppl.ir.interpreter``) reads each real-valued latent from
+its block of ``z`` (a slice, in graph order). Three interpreters implement it:
 
 - **native** (``ppl.inference.lowering.native``): the potential below emitted as C and compiled
   (once per model structure, cached on disk), evaluated chain by chain in one foreign call;
@@ -17,7 +19,8 @@ with ``biject_to(support)``, with ``log|det J|`` added. Three implementations:
 
 ``backend`` says which one runs (chosen once, when the model is built), and
 ``fallback_reason`` why a faster one was refused. The autograd code is compiled only when
-it is used.
+it is used: on the tape's backends the draws' constrained values come from the tape's
+forward code too.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -40,26 +43,29 @@ from functools import cached_property
 
 import torch
 from torch.distributions import biject_to
-from torch.distributions.constraints import Constraint
 
-from ppl.ir import Graph, Simulate
+from ppl.ir import Graph, IRError
 from ppl.ir.codegen import LogDensityCodeGen
-from ppl.ir.node import DistSpec, Node
+from ppl.ir.node import Node
+from ppl.passes import latent_transforms, unconstrain
+from ppl.passes.rewriting import probe
 
 from .native import NativePotential
-from .tape import Unsupported, lower_potential, torch_potential
-from .tape.families import unconstrained_shape
+from .tape import Lowered, Unsupported, lower_potential, torch_potential, torch_values
 
 
 @dataclass(frozen=True)
 class LatentBlock:
-    """Where one latent site lives in the flat vector, and its shapes."""
+    """Where one latent site lives in the flat vector, and its shapes; ``latent`` is the
+    address of the real-valued latent of the unconstrained graph that holds it
+    (``<address>__unconstrained``, or ``address`` for a site that was real already)."""
 
     address: str
     offset: int
     size: int
     unconstrained_shape: tuple[int, ...]
     shape: tuple[int, ...]
+    latent: str
 
 
 def _as_float64(value):
@@ -71,43 +77,33 @@ def _as_float64(value):
 
 
 class _FlatCodeGen(LogDensityCodeGen):
-    """Log density of the unconstrained flat vector ``z`` (one position, no batch dim)."""
+    """Log density of the unconstrained graph at the flat vector ``z`` (one position, no
+    batch dim); with ``sites`` (address -> node name), those sites' values instead."""
 
     signature = "z, data=None, params=None"
 
-    def __init__(self, graph: Graph, blocks: dict[str, LatentBlock], fn_name: str,
-                 returns_values: bool):
+    def __init__(self, graph: Graph, blocks: list[LatentBlock], fn_name: str,
+                 sites: dict[str, str] | None = None):
         super().__init__(graph, fn_name)
-        self.blocks = blocks
-        self.returns_values = returns_values
-        self.namespace["_biject_to"] = biject_to
+        self.blocks = {b.latent: b for b in blocks}
+        self.sites = sites
         self.namespace["_graph_data"] = {k: _as_float64(v) for k, v in graph.data.items()}
 
     def prologue(self) -> None:
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
         self.emit("log_p = 0.0")
 
-    def add_term(self, node: Node, term: str) -> None:
-        if not self.returns_values:  # the values function skips every density term
-            super().add_term(node, term)
-
-    def node_sample(self, node: Node) -> None:
-        block, v = self.blocks[node.address], self.var(node.name)
-        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
-        self.emit(f"_d = {dist}")
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
+        block = self.blocks[node.address]
         piece = f"z[{block.offset}:{block.offset + block.size}]"
-        self.emit(f"_u = {piece}.reshape({block.unconstrained_shape!r})")
-        self.emit("_t = _biject_to(_d.support)")
-        self.emit(f"{v} = _t(_u)")
-        if not self.returns_values:
-            self.add_term(node, f"_d.log_prob({v}).sum()")
-            self.emit(f"log_p = log_p + _t.log_abs_det_jacobian(_u, {v}).sum()")
+        value = self.assign(node, f"{piece}.reshape({block.unconstrained_shape!r})")
+        self.add_site(node, self.site_distribution(node, kwargs), value)
+        return value
 
-    def node_output(self, node: Node) -> None:
-        if not self.returns_values:
-            return self.emit("return torch.as_tensor(log_p)")
-        sites = [n for n in self.graph.nodes if n.kind == "sample" or n.is_deterministic_site]
-        items = ", ".join(f"{n.address!r}: {self.var(n.name)}" for n in sites)
+    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
+        if self.sites is None:
+            return super().output(node, args, kwargs)
+        items = ", ".join(f"{a!r}: {self.env[name]}" for a, name in self.sites.items())
         self.emit(f"return {{{items}}}")
 
 
@@ -122,9 +118,18 @@ def _device(graph: Graph) -> torch.device:
     return torch.device("cpu")
 
 
+def model_sites(graph: Graph) -> dict[str, str]:
+    """The sites whose values a posterior reports, address -> node name: every latent and
+    deterministic site of ``graph`` (the node names the ``unconstrain`` pass keeps)."""
+    return {n.address: n.name for n in graph.nodes if n.kind == "sample" or n.is_deterministic_site}
+
+
 class FlatModel:
     """A graph's posterior as a function of one unconstrained vector per chain.
 
+    The lowering is the ``unconstrain`` pass (``unconstrained``: every latent real-valued,
+    with the bijections and their ``log|det J|`` as nodes) followed by an interpreter of its
+    result: the tape's (generated and native backends) or the code generator's (autograd).
     ``backend`` (``"auto"``: the fastest that accepts the graph, or one of ``BACKENDS``) is
     chosen once, here: ``potential`` is that backend's ``z -> (log density, grad)``, and
     ``native`` the compiled potential a C sampler links to when the backend is native.
@@ -132,14 +137,15 @@ class FlatModel:
 
     dtype = torch.float64
 
-    def __init__(self, graph: Graph, blocks: list[LatentBlock], supports: dict[str, Constraint],
+    def __init__(self, graph: Graph, unconstrained: Graph, blocks: list[LatentBlock],
                  backend: str = "auto"):
         self.graph = graph
+        self.unconstrained = unconstrained
         self.blocks = blocks
-        self.supports = supports
+        self.sites = model_sites(graph)
         self.dim = sum(b.size for b in blocks)
-        self._by_address = {b.address: b for b in blocks}
         self.backend, self.fallback_reason = "autograd", None
+        self._lowered: Lowered | None = None
         self._generated: Callable | None = None
         self.native: NativePotential | None = None
         if backend not in BACKENDS:
@@ -157,29 +163,31 @@ class FlatModel:
         """Record the tape and emit torch (and, on the CPU with a compiler, C) code for it;
         with ``backend="auto"`` a refusal is kept in ``fallback_reason``."""
         try:
-            lowered = lower_potential(self.graph, self.blocks, self.supports)
-            self._generated = torch_potential(lowered)
+            self._lowered = lower_potential(self.unconstrained, self.blocks, sites=self.sites)
+            self._generated = torch_potential(self._lowered)
             self.backend = "generated"
             if backend in ("auto", "native"):
                 if _device(self.graph).type != "cpu":
                     raise Unsupported(f"the model's data are on {_device(self.graph)}; "
                                       "the native backend runs on the CPU")
-                self.native = NativePotential.from_lowered(lowered)
+                self.native = NativePotential.from_lowered(self._lowered)
                 self.backend = "native"
         except Unsupported as refusal:
             if backend != "auto":
                 raise
+            self._lowered = None
             self.fallback_reason = str(refusal)
 
     @cached_property
     def log_density_fn(self) -> Callable:
         """The autograd path's log density of one unconstrained position ``z (dim,)``."""
-        return _FlatCodeGen(self.graph, self._by_address, "flat_log_density", False).compile()
+        return _FlatCodeGen(self.unconstrained, self.blocks, "flat_log_density").compile()
 
     @cached_property
     def values_fn(self) -> Callable:
-        """Latent and deterministic site values of one unconstrained position."""
-        return _FlatCodeGen(self.graph, self._by_address, "flat_values", True).compile()
+        """The autograd path's latent and deterministic site values of one unconstrained
+        position."""
+        return _FlatCodeGen(self.unconstrained, self.blocks, "flat_values", self.sites).compile()
 
     @cached_property
     def _batched(self) -> Callable:
@@ -187,22 +195,36 @@ class FlatModel:
 
     @cached_property
     def _batched_values(self) -> Callable:
+        """Site values of a batch of positions: from the tape when the model is lowered
+        (forward code only), else the vmapped autograd code."""
+        if self._lowered is not None:
+            return torch_values(self._lowered)
         return torch.func.vmap(self.values_fn)
 
     @classmethod
     def from_graph(cls, graph: Graph, backend: str = "auto") -> FlatModel:
-        """Lay out the latents, using one prior draw for their shapes and supports."""
-        sim = Simulate(graph)
-        draw = sim.run()
-        blocks, supports, offset = [], {}, 0
+        """Unconstrain the graph and lay out its latents, in graph order, using one prior
+        draw for their shapes."""
+        unconstrained = unconstrain()(graph)
+        transforms = latent_transforms(unconstrained)
+        prior = probe(unconstrained)
+        blocks, offset = [], 0
         for node in graph.latent_nodes:
-            value = draw[node.address]
-            support = supports[node.address] = sim.distribution(node).support
-            shape = unconstrained_shape(support, tuple(value.shape))
+            site = transforms.get(node.address)
+            latent = unconstrained.site(site.unconstrained if site else node.address)
+            if prior.dists[latent.name].support.is_discrete:
+                raise IRError(
+                    f"site {node.address!r} is discrete; a flat model moves continuous latents "
+                    "only: enumerate it out (enumerate_discrete) or give it a Gibbs update"
+                )
+            shape = tuple(prior.env[latent.name].shape)
             size = math.prod(shape)
-            blocks.append(LatentBlock(node.address, offset, size, shape, tuple(value.shape)))
+            value_shape = tuple(prior.env[node.name].shape)
+            blocks.append(
+                LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
+            )
             offset += size
-        return cls(graph, blocks, supports, backend)
+        return cls(graph, unconstrained, blocks, backend)
 
     def log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z (chains, dim)`` -> ``(log density (chains,), gradient (chains, dim))``, float64,
@@ -230,11 +252,9 @@ class FlatModel:
 
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flat vector of a dict of constrained latent values (e.g. user init values)."""
-        parts = []
-        sim = Simulate(self.graph)
-        sim.sample = lambda node: values[node.address]  # type: ignore[method-assign]
-        sim.run()
-        for block in self.blocks:
-            support = sim.distribution(self.graph.site(block.address)).support
-            parts.append(biject_to(support).inv(values[block.address]).reshape(-1))
-        return torch.cat(parts) if parts else torch.zeros(0)
+        dists = probe(self.graph, values).dists
+        parts = [
+            biject_to(dists[self.graph.site(b.address).name].support).inv(values[b.address])
+            for b in self.blocks
+        ]
+        return torch.cat([p.reshape(-1) for p in parts]) if parts else torch.zeros(0)

@@ -63,17 +63,16 @@ def _nonfinite_sites(flat: FlatModel, z: torch.Tensor) -> list[str]:
     bad = []
 
     class Probe(Interpreter):
-        def sample(self, node):
-            value = values[node.address]
-            if not torch.isfinite(self.distribution(node).log_prob(value)).all():
+        def check(self, node, kwargs, value):
+            if not torch.isfinite(self.site_distribution(node, kwargs).log_prob(value)).all():
                 bad.append(node.address)
             return value
 
-        def observe(self, node):
-            value = self.resolve(node.args[0])
-            if not torch.isfinite(self.distribution(node).log_prob(value)).all():
-                bad.append(node.address)
-            return value
+        def sample(self, node, args, kwargs):
+            return self.check(node, kwargs, values[node.address])
+
+        def observe(self, node, args, kwargs):
+            return self.check(node, kwargs, args[0])
 
     Probe(flat.graph).run()
     return bad or ["(a log|det J| term)"]

@@ -1,9 +1,11 @@
 """Turn a graph into straight-line Python/torch source, compiled once.
 
-The generated function does exactly what the matching interpreter does, without walking
-nodes, resolving names or building constant distributions on each call: distributions whose
-parameters are all literals are built once at compile time, ops are bound as globals.
-``fn.source`` holds the text for inspection.
+A code generator is an ``Interpreter`` (``ppl.ir.interpreter``) whose values are source
+expressions: running it over the graph emits one line per node. The generated function does
+exactly what the matching interpreter does, without walking nodes, resolving names or
+building constant distributions on each call: distributions whose parameters are all
+literals are built once at compile time, ops are bound as globals. ``fn.source`` holds the
+text for inspection.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -29,25 +31,29 @@ import torch
 
 from ppl.params import get_param
 from ppl.registry import get_family
+from ppl.trace import site_log_prob
 
 from .errors import IRError
 from .graph import Graph
-from .interpreter import build_distribution
+from .interpreter import Interpreter, build_distribution
 from .node import DistSpec, Node, Ref, iter_refs
 from .ops import resolve_op
 
 
-class CodeGen:
-    """Emit one line per node; subclasses decide what random nodes mean."""
+class CodeGen(Interpreter):
+    """An interpreter whose values are source expressions: each node method emits the line
+    that computes the node and returns the name holding it; subclasses decide what random
+    nodes mean."""
 
     signature = "values, data=None, params=None"
 
     def __init__(self, graph: Graph, fn_name: str):
-        self.graph = graph
+        super().__init__(graph)
         self.fn_name = fn_name
         self.body: list[str] = []
         self.namespace: dict[str, Any] = {"torch": torch, "_graph_data": dict(graph.data),
-                                          "_get_param": get_param, "_IRError": IRError}
+                                          "_get_param": get_param, "_IRError": IRError,
+                                          "_site_log_prob": site_log_prob}
         self._consts: dict[int, str] = {}
 
     # -- expressions ----------------------------------------------------------------------
@@ -63,74 +69,75 @@ class CodeGen:
             self.namespace[name] = value
         return self._consts[key]
 
-    def expr(self, arg: Any) -> str:
+    def resolve(self, arg: Any) -> str:
+        """The source expression of an argument."""
         if isinstance(arg, Ref):
-            return self.var(arg.name)
+            return self._lookup(arg)
         if isinstance(arg, DistSpec):
-            return self.dist_expr(arg)
+            return self.distribution(arg, {k: self.resolve(v) for k, v in arg.params})
         if arg is None or isinstance(arg, (bool, int, str)):
             return repr(arg)
         if isinstance(arg, float):
             return repr(arg) if math.isfinite(arg) else f"float({str(arg)!r})"
         if isinstance(arg, tuple) and not hasattr(arg, "_fields"):
-            return "(" + "".join(f"{self.expr(a)}, " for a in arg) + ")"
+            return "(" + "".join(f"{self.resolve(a)}, " for a in arg) + ")"
         if isinstance(arg, list):
-            return "[" + ", ".join(self.expr(a) for a in arg) + "]"
+            return "[" + ", ".join(self.resolve(a) for a in arg) + "]"
         if isinstance(arg, slice):
-            return f"slice({self.expr(arg.start)}, {self.expr(arg.stop)}, {self.expr(arg.step)})"
+            parts = (self.resolve(arg.start), self.resolve(arg.stop), self.resolve(arg.step))
+            return f"slice({', '.join(parts)})"
         if arg is Ellipsis:
             return "..."
         return self.const(arg)
 
-    def dist_expr(self, spec: DistSpec) -> str:
-        if not any(True for _ in iter_refs(spec)):  # all literal: build once
+    def distribution(self, spec: DistSpec, params: dict[str, str]) -> str:
+        """A distribution whose parameters are all literals is built once, at compile time."""
+        if not any(True for _ in iter_refs(spec)):
             return self.const(build_distribution(spec, lambda r: None), "d")
         family = self.const(get_family(spec.family).cls, "F")
-        args = ", ".join(f"{k}={self.expr(v)}" for k, v in spec.params)
-        return f"{family}({args})"
-
-    def call_expr(self, node: Node) -> str:
-        fn = self.const(resolve_op(node.target), "op")
-        parts = [self.expr(a) for a in node.args] + [f"{k}={self.expr(v)}" for k, v in node.kwargs]
-        return f"{fn}({', '.join(parts)})"
+        return f"{family}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
     # -- statements -------------------------------------------------------------------------
     def emit(self, line: str) -> None:
         self.body.append("    " + line)
 
-    def node_input(self, node: Node) -> None:
-        self.emit(f"{self.var(node.name)} = _data[{node.name!r}]")
+    def assign(self, node: Node, expr: str) -> str:
+        """Emit ``v_<node> = expr``; the node's value is then that name."""
+        self.emit(f"{self.var(node.name)} = {expr}")
+        return self.var(node.name)
 
-    def node_param(self, node: Node) -> None:
+    def input(self, node: Node, args: tuple, kwargs: dict) -> str:
+        return self.assign(node, f"_data[{node.name!r}]")
+
+    def param(self, node: Node, args: tuple, kwargs: dict) -> str:
         constraint = self.const(node.kwarg_dict.get("constraint"))
-        self.emit(
-            f"{self.var(node.name)} = params[{node.address!r}] if params is not None and "
-            f"{node.address!r} in params else _get_param({node.address!r}, None, {constraint})"
+        return self.assign(
+            node,
+            f"params[{node.address!r}] if params is not None and {node.address!r} in params "
+            f"else _get_param({node.address!r}, None, {constraint})",
         )
 
-    def node_call(self, node: Node) -> None:
-        self.emit(f"{self.var(node.name)} = {self.call_expr(node)}")
+    def call(self, node: Node, args: tuple, kwargs: dict) -> str:
+        fn = self.const(resolve_op(node.target), "op")
+        parts = [*args, *(f"{k}={v}" for k, v in kwargs.items())]
+        return self.assign(node, f"{fn}({', '.join(parts)})")
 
-    def node_sample(self, node: Node) -> None:
-        raise NotImplementedError
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
+        return self.assign(node, args[0])
 
-    def node_observe(self, node: Node) -> None:
-        self.emit(f"{self.var(node.name)} = {self.expr(node.args[0])}")
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
+        return self.assign(node, args[0])
 
-    def node_factor(self, node: Node) -> None:
-        self.emit(f"{self.var(node.name)} = {self.expr(node.args[0])}")
-
-    def node_output(self, node: Node) -> None:
-        self.emit(f"return {self.expr(node.args[0])}")
+    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
+        self.emit(f"return {args[0]}")
 
     def prologue(self) -> None:
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
 
     def source(self) -> str:
-        self.body = []
+        self.body, self.env = [], {}
         self.prologue()
-        for node in self.graph.nodes:
-            getattr(self, f"node_{node.kind}")(node)
+        self.run()
         return f"def {self.fn_name}({self.signature}):\n" + "\n".join(self.body) + "\n"
 
     def compile(self) -> Callable:
@@ -153,27 +160,29 @@ class LogDensityCodeGen(CodeGen):
         self.emit("    raise _IRError(f'log density needs a value for latent sites {_missing}')")
         self.emit("log_p = 0.0")
 
-    def add_term(self, node: Node, term: str) -> None:
+    def add_site(self, node: Node, dist: str, value: str) -> None:
+        """Emit the site's log density (``ppl.trace.site_log_prob``, summed) into ``log_p``."""
         scale = node.meta.attr("scale")
-        self.emit(f"log_p = log_p + {term}" + (f" * {scale!r}" if scale is not None else ""))
+        scaled = f", {scale!r}" if scale is not None else ""
+        self.emit(f"log_p = log_p + _site_log_prob({dist}, {value}{scaled}).sum()")
 
-    def node_sample(self, node: Node) -> None:
-        v = self.var(node.name)
-        self.emit(f"{v} = values[{node.address!r}]")
-        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
-        self.add_term(node, f"{dist}.log_prob({v}).sum()")
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
+        value = self.assign(node, f"values[{node.address!r}]")
+        self.add_site(node, self.site_distribution(node, kwargs), value)
+        return value
 
-    def node_observe(self, node: Node) -> None:
-        super().node_observe(node)
-        v = self.var(node.name)
-        dist = self.dist_expr(DistSpec(node.target, node.kwargs))
-        self.add_term(node, f"{dist}.log_prob({v}).sum()")
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
+        value = super().observe(node, args, kwargs)
+        self.add_site(node, self.site_distribution(node, kwargs), value)
+        return value
 
-    def node_factor(self, node: Node) -> None:
-        super().node_factor(node)
-        self.add_term(node, f"{self.var(node.name)}.sum()")
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
+        value = super().factor(node, args, kwargs)
+        scale = node.meta.attr("scale")
+        self.emit(f"log_p = log_p + {value}.sum()" + (f" * {scale!r}" if scale is not None else ""))
+        return value
 
-    def node_output(self, node: Node) -> None:
+    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
         self.emit("return torch.as_tensor(log_p)")
 
 

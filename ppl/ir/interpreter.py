@@ -1,12 +1,21 @@
-"""Evaluate a graph node by node. The reference meanings of a model are interpreters:
+"""Evaluate a graph node by node: one protocol for every meaning of a graph.
+
+``Interpreter.run`` walks the nodes in order. For each node it resolves the arguments (a
+``Ref`` is looked up in ``env``, the values of the nodes already run; a nested ``DistSpec``
+is built by the :meth:`~Interpreter.distribution` hook) and calls the method named after
+the node's kind with the node and its resolved ``args`` and ``kwargs``; the result is the
+node's value in ``env``. For ``sample`` and ``observe`` nodes the kwargs are the
+distribution's parameters (``site_distribution`` builds it). A meaning is a subclass that
+overrides what it changes (the pattern of torch.fx's ``Interpreter``); a "value" is whatever
+the subclass computes with: a tensor here, a source expression for the code generators of
+``ppl.ir.codegen``, a tape value for the lowering's tape builder.
+
+The reference meanings of a model:
 
 - ``Simulate``: draw every latent from its prior; returns ``{address: value}``.
 - ``LogDensity``: given a value for every latent, the joint log density.
 - ``Generate``: given values for some latents, draw the rest; returns the values and the
   log weight ``log p(given latents, observations | drawn latents)``.
-
-Subclass ``Interpreter`` and override one method per node kind to give a graph another
-meaning (the code generator in ``ppl.ir.codegen`` mirrors these for speed).
 
     >>> import torch
     >>> from ppl import model, sample
@@ -14,9 +23,18 @@ meaning (the code generator in ``ppl.ir.codegen`` mirrors these for speed).
     >>> from ppl.ir.tracer import trace_graph
     >>> @model
     ... def m():
-    ...     sample("x", Normal(0.0, 1.0))
+    ...     x = sample("x", Normal(0.0, 1.0))
+    ...     sample("y", Normal(x, 1.0), obs=torch.tensor(1.0))
     >>> g = trace_graph(m)
     >>> round(float(LogDensity(g, {"x": torch.tensor(0.0)}).run()), 4)
+    -2.3379
+
+A new meaning overrides what it changes; here the log prior leaves observations out:
+
+    >>> class LogPrior(LogDensity):
+    ...     def observe(self, node, args, kwargs):
+    ...         return args[0]
+    >>> round(float(LogPrior(g, {"x": torch.tensor(0.0)}).run()), 4)
     -0.9189
 """
 
@@ -30,6 +48,7 @@ from torch.distributions import Distribution, biject_to
 from ppl.params import get_param
 from ppl.randomness import drawing
 from ppl.registry import get_family
+from ppl.trace import site_log_prob
 
 from .errors import IRError
 from .graph import Graph
@@ -44,13 +63,6 @@ def build_distribution(spec: DistSpec, resolve) -> Distribution:
         for k, v in spec.params
     }
     return get_family(spec.family).build(**params)
-
-
-def site_log_prob(node: Node, dist: Distribution, value: torch.Tensor) -> torch.Tensor:
-    """The site's total log density, with its recorded scale."""
-    log_prob = dist.log_prob(value).sum()
-    scale = node.meta.attr("scale")
-    return log_prob * scale if scale is not None else log_prob
 
 
 def draw(dist: Distribution) -> torch.Tensor:
@@ -77,23 +89,35 @@ class Interpreter:
 
     def run(self) -> Any:
         for node in self.graph.nodes:
-            self.env[node.name] = getattr(self, node.kind)(node)
+            self.env[node.name] = self.run_node(node)
         return self.env[self.graph.output.name]
 
-    # -- helpers --------------------------------------------------------------------------
+    def run_node(self, node: Node) -> Any:
+        """Resolve the node's arguments and call its kind's method."""
+        args = tuple(self.resolve(a) for a in node.args)
+        kwargs = {k: self.resolve(v) for k, v in node.kwargs}
+        return getattr(self, node.kind)(node, args, kwargs)
+
+    # -- resolution -----------------------------------------------------------------------
     def resolve(self, arg: Any) -> Any:
+        """An argument's value: refs looked up, a nested ``DistSpec`` built by the hook."""
         if isinstance(arg, DistSpec):
-            return build_distribution(arg, self._lookup)
+            return self.distribution(arg, {k: self.resolve(v) for k, v in arg.params})
         return map_refs(arg, self._lookup)
 
     def _lookup(self, ref: Ref) -> Any:
         return self.env[ref.name]
 
-    def distribution(self, node: Node) -> Distribution:
-        return build_distribution(DistSpec(node.target, node.kwargs), self._lookup)
+    def distribution(self, spec: DistSpec, params: dict[str, Any]) -> Any:
+        """Hook: the distribution ``spec`` stands for, given its resolved ``params``."""
+        return get_family(spec.family).build(**params)
+
+    def site_distribution(self, node: Node, kwargs: dict[str, Any]) -> Any:
+        """A sample or observe node's distribution, from its resolved parameters."""
+        return self.distribution(DistSpec(node.target, node.kwargs), kwargs)
 
     # -- one method per node kind -----------------------------------------------------------
-    def input(self, node: Node) -> Any:
+    def input(self, node: Node, args: tuple, kwargs: dict) -> Any:
         try:
             return self.inputs[node.name]
         except KeyError:
@@ -101,36 +125,33 @@ class Interpreter:
                 f"graph {self.graph.name!r}: input {node.name!r} has no value; pass it in inputs="
             ) from None
 
-    def param(self, node: Node) -> torch.Tensor:
+    def param(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.address in self.params:
             return self.params[node.address]
-        return get_param(node.address, None, node.kwarg_dict.get("constraint"))
+        return get_param(node.address, None, kwargs.get("constraint"))
 
-    def call(self, node: Node) -> Any:
-        fn = resolve_op(node.target)
-        args = [self.resolve(a) for a in node.args]
-        kwargs = {k: self.resolve(v) for k, v in node.kwargs}
-        return fn(*args, **kwargs)
+    def call(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return resolve_op(node.target)(*args, **kwargs)
 
-    def sample(self, node: Node) -> torch.Tensor:
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define sample nodes")
 
-    def observe(self, node: Node) -> torch.Tensor:
-        return self.resolve(node.args[0])
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return args[0]
 
-    def factor(self, node: Node) -> torch.Tensor:
-        return self.resolve(node.args[0])
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return args[0]
 
-    def output(self, node: Node) -> Any:
-        return self.resolve(node.args[0])
+    def output(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        return args[0]
 
 
 class Simulate(Interpreter):
     """Draw from the prior; ``run()`` returns the values of all sample/observe/deterministic
     sites."""
 
-    def sample(self, node: Node) -> torch.Tensor:
-        return draw(self.distribution(node))
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        return draw(self.site_distribution(node, kwargs))
 
     def run(self) -> dict[str, torch.Tensor]:
         super().run()
@@ -146,21 +167,24 @@ class LogDensity(Interpreter):
         self.values = values
         self.log_density = torch.zeros(())
 
-    def sample(self, node: Node) -> torch.Tensor:
+    def add_site(self, node: Node, dist: Distribution, value: torch.Tensor) -> None:
+        scale = node.meta.attr("scale")
+        self.log_density = self.log_density + site_log_prob(dist, value, scale).sum()
+
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
         try:
             value = self.values[node.address]
         except KeyError:
             raise IRError(f"log density needs a value for latent site {node.address!r}") from None
-        self.log_density = self.log_density + site_log_prob(node, self.distribution(node), value)
+        self.add_site(node, self.site_distribution(node, kwargs), value)
         return value
 
-    def observe(self, node: Node) -> torch.Tensor:
-        value = self.resolve(node.args[0])
-        self.log_density = self.log_density + site_log_prob(node, self.distribution(node), value)
-        return value
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        self.add_site(node, self.site_distribution(node, kwargs), args[0])
+        return args[0]
 
-    def factor(self, node: Node) -> torch.Tensor:
-        value = self.resolve(node.args[0])
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        value = args[0]
         scale = node.meta.attr("scale")
         self.log_density = self.log_density + (value.sum() * (scale if scale is not None else 1.0))
         return value
@@ -175,10 +199,10 @@ class Generate(LogDensity):
     ``(values, log_weight)`` with ``log_weight`` = log density of the given latents and the
     observations (the drawn latents' own densities cancel against the proposal)."""
 
-    def sample(self, node: Node) -> torch.Tensor:
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
         if node.address in self.values:
-            return super().sample(node)
-        dist = self.distribution(node)
+            return super().sample(node, args, kwargs)
+        dist = self.site_distribution(node, kwargs)
         with drawing():
             return dist.rsample() if dist.has_rsample else dist.sample()
 

@@ -31,6 +31,7 @@ from torch.distributions import Distribution, biject_to
 from torch.distributions.constraints import Constraint
 
 from ppl.ir import ops as _ir_ops
+from ppl.trace import site_log_prob
 
 from .contraction import contract_enumerated
 
@@ -52,9 +53,9 @@ def log_abs_det_jacobian(
 
 
 def log_prob(dist: Distribution, value: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """``dist.log_prob(value)`` (not summed), times ``scale`` when given."""
-    lp = dist.log_prob(value)
-    return lp if scale is None else lp * scale
+    """``dist.log_prob(value)`` (not summed), times ``scale`` when given: the site log-prob
+    of ``ppl.trace.site_log_prob``, as an op."""
+    return site_log_prob(dist, value, scale)
 
 
 def expand_right(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -330,10 +330,10 @@ class _Capture(LogDensity):
         self.names = names
         self.captured: dict[str, list] = {}
 
-    def call(self, node: Node) -> Any:
+    def call(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.name in self.names:
-            self.captured[node.name] = [self.resolve(a) for a in node.args]
-        return super().call(node)
+            self.captured[node.name] = list(args)
+        return super().call(node, args, kwargs)
 
 
 def posterior_of_enumerated(

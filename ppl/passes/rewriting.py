@@ -162,21 +162,21 @@ class Probe(Interpreter):
         self.values = dict(values or {})
         self.dists: dict[str, Distribution] = {}
 
-    def input(self, node: Node) -> Any:
+    def input(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.name in self.inputs:
             return self.inputs[node.name]
         return torch.zeros(node.meta.shape or (), dtype=dtype_of(node.meta))
 
-    def param(self, node: Node) -> torch.Tensor:
+    def param(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
         try:
-            return super().param(node)
+            return super().param(node, args, kwargs)
         except Exception:
-            constraint = node.kwarg_dict.get("constraint")
+            constraint = kwargs.get("constraint")
             zeros = torch.zeros(node.meta.shape or (), dtype=dtype_of(node.meta))
             return transform_to(constraint)(zeros) if constraint is not None else zeros
 
-    def sample(self, node: Node) -> torch.Tensor:
-        dist = self.distribution(node)
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        dist = self.site_distribution(node, kwargs)
         self.dists[node.name] = dist
         if node.address in self.values:
             return self.values[node.address]
@@ -186,9 +186,9 @@ class Probe(Interpreter):
         except NotImplementedError:
             return _placeholder(dist)
 
-    def observe(self, node: Node) -> torch.Tensor:
-        self.dists[node.name] = self.distribution(node)
-        return super().observe(node)
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        self.dists[node.name] = self.site_distribution(node, kwargs)
+        return super().observe(node, args, kwargs)
 
 
 def probe(graph: Graph, values: dict[str, torch.Tensor] | None = None) -> Probe:

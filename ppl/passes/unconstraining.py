@@ -6,16 +6,19 @@ For a latent site ``x ~ D`` whose support ``S`` is not all of R^n, with ``T = bi
     %x__unconstrained = sample "x__unconstrained" ImproperUniform(support=real, batch_shape=..,
                                                                   event_shape=..)
     %x_value          = call T(%x__unconstrained)          # torch.exp, or ppl.biject_to
-    %x                = observe "x" D(...) = %x_value      {role="constrained",
-                                                            unconstrained_from="x__unconstrained"}
     %x__log_abs_det_jacobian = factor "x__log_abs_det_jacobian"(log|det J_T(u)|)
                                                            {role="log_abs_det_jacobian", of="x"}
+    %x                = observe "x" D(...) = %x_value      {role="constrained",
+                                                            unconstrained_from="x__unconstrained"}
 
 so the joint density of the new graph at ``u`` is ``p(T(u), ...) * |det J_T(u)|``: the
-original model, pushed to R^n. Naming: the new latent is ``<address>__unconstrained``, the
-Jacobian factor ``<address>__log_abs_det_jacobian``; the site keeps its address and SSA
-name, so downstream nodes read the constrained value, and a posterior over ``x`` is read
-off the ``observe`` node. ``latent_transforms(graph)`` lists the rewritten sites for a
+original model, pushed to R^n. The Jacobian factor comes right after the bijection, before
+the site's own density: the order in which the flat lowering (``ppl.inference.lowering``,
+which runs this pass) adds the two terms, so that its sums round the same way on every
+backend. Naming: the new latent is ``<address>__unconstrained``, the Jacobian factor
+``<address>__log_abs_det_jacobian``; the site keeps its address and SSA name, so downstream
+nodes read the constrained value, and a posterior over ``x`` is read off the ``observe``
+node. ``latent_transforms(graph)`` lists the rewritten sites for a
 lowering; ``constrained_values(graph, values)`` maps unconstrained values to the sites'.
 
 Supports that are static (``positive``, ``unit_interval``, ``simplex``, ``corr_cholesky``,
@@ -32,7 +35,7 @@ so its bounds are read at run time. Discrete latents and real-valued ones are le
     >>> g = unconstrain()(m.graph())
     >>> [(n.kind, n.target, n.address) for n in g.nodes[:-1]]  # doctest: +NORMALIZE_WHITESPACE
     [('sample', 'ImproperUniform', 's__unconstrained'), ('call', 'torch.exp', None),
-     ('observe', 'Gamma', 's'), ('factor', 's__log_abs_det_jacobian', 's__log_abs_det_jacobian')]
+     ('factor', 's__log_abs_det_jacobian', 's__log_abs_det_jacobian'), ('observe', 'Gamma', 's')]
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class unconstrain:
                 raise IRError(
                     f"unconstrain: {address!r} is not a latent sample site of graph {graph.name!r}"
                 )
-        dists = probe(graph).dists
+        prior = probe(graph)
+        dists = prior.dists
         rw = Rewriter(graph)
         done: dict[str, str] = {}
         for node in graph.nodes:
@@ -124,12 +128,17 @@ class unconstrain:
                     )
                 rw.copy(node)
                 continue
-            done[node.address] = self._rewrite(rw, node, support, dists[node.name])
+            done[node.address] = self._rewrite(
+                rw, node, support, dists[node.name], prior.env[node.name]
+            )
         unconstrained = {**graph.attrs.get("unconstrained", {}), **done}
         return rw.build({"unconstrained": unconstrained})
 
     @staticmethod
-    def _rewrite(rw: Rewriter, node: Node, support: Constraint, dist) -> str:
+    def _rewrite(
+        rw: Rewriter, node: Node, support: Constraint, dist, point: torch.Tensor
+    ) -> str:
+        """Rewrite one site; ``point`` is a prior draw of it, a point of its support."""
         address = node.address
         try:
             transform = biject_to(support)
@@ -144,7 +153,10 @@ class unconstrain:
             if node.meta.shape is not None
             else tuple(dist.batch_shape + dist.event_shape)
         )
-        u_shape = tuple(transform.inverse_shape(shape))
+        # the image of a point, not ``transform.inverse_shape``: for an affine map that imports
+        # torch's symbolic-shape machinery, a second on the first call
+        with torch.no_grad():
+            u_shape = tuple(transform.inv(point.expand(shape)).shape)
         n_batch = len(shape) - support.event_dim
         u_address = rw.new_address(address + UNCONSTRAINED, f"unconstrain (site {address!r})")
         jac_address = rw.new_address(address + JACOBIAN, f"unconstrain (site {address!r})")
@@ -182,8 +194,6 @@ class unconstrain:
                 meta=Meta(dtype=node.meta.dtype),
                 hint=f"{address}_log_det",
             )
-        meta = node.meta.with_attr("role", "constrained").with_attr("unconstrained_from", u_address)
-        rw.copy(node, kind="observe", args=(value,), meta=meta)
         rw.add(
             "factor",
             jac_address,
@@ -195,6 +205,8 @@ class unconstrain:
                 attrs=(("role", "log_abs_det_jacobian"), ("of", address)),
             ),
         )
+        meta = node.meta.with_attr("role", "constrained").with_attr("unconstrained_from", u_address)
+        rw.copy(node, kind="observe", args=(value,), meta=meta)
         return u_address
 
 

@@ -1,10 +1,18 @@
 """The generated potential: a graph's flat log density and gradient as straight-line torch code.
 
-``build_potential(graph, blocks, supports)`` returns ``fn(z) -> (log_density, grad)`` or raises
-``Unsupported``; :class:`ppl.inference.lowering.flat.FlatModel` uses it and falls back to autograd.
+``build_potential(graph, blocks)`` (``graph`` unconstrained) returns ``fn(z) -> (log_density,
+grad)`` or raises ``Unsupported``; :class:`ppl.inference.lowering.flat.FlatModel` uses it and
+falls back to autograd.
 """
 
-from .build import Lowered, build_potential, lower_potential, per_chain_dtype, torch_potential
+from .build import (
+    Lowered,
+    build_potential,
+    lower_potential,
+    per_chain_dtype,
+    torch_potential,
+    torch_values,
+)
 from .tape import Unsupported
 
 __all__ = [
@@ -14,4 +22,5 @@ __all__ = [
     "lower_potential",
     "per_chain_dtype",
     "torch_potential",
+    "torch_values",
 ]

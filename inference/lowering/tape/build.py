@@ -1,12 +1,13 @@
 """Build a graph's flat, chain-batched potential and gradient as one generated function.
 
-:class:`TapeInterpreter` runs the graph once over the tape: inputs and anything computed
-from them alone are evaluated at build time, every value that depends on the position is
-recorded. Each latent block is a slice of ``z``, mapped into its support with the same
-bijector as ``biject_to``; log-density terms of the families, ``log|det J|`` and factors add
-up to the log density, and the tape records its gradient by reverse accumulation. The
-result is ``fn(z) -> (log_density (C,), grad (C, D))`` in float64 with no autograd, no
-``Distribution`` objects and no per-site Python at run time; ``fn.source`` shows it.
+:class:`TapeInterpreter` runs the ``unconstrain`` pass's graph once over the tape: inputs and
+anything computed from them alone are evaluated at build time, every value that depends on
+the position is recorded. Each latent (real-valued, by the pass) is a block of ``z``; the
+pass's bijections run the tape's bijectors (the same maps as ``biject_to``); log-density
+terms of the families, ``log|det J|`` and factors add up to the log density, and the tape
+records its gradient by reverse accumulation. The result is ``fn(z) -> (log_density (C,),
+grad (C, D))`` in float64 with no autograd, no ``Distribution`` objects and no per-site
+Python at run time; ``fn.source`` shows it.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -17,7 +18,7 @@ result is ``fn(z) -> (log_density (C,), grad (C, D))`` in float64 with no autogr
     ...     s = sample("s", HalfNormal(1.0))
     ...     sample("y", Normal(0.0, s), obs=torch.tensor(0.5))
     >>> flat = FlatModel.from_graph(m.graph())
-    >>> fn = build_potential(flat.graph, flat.blocks, flat.supports)
+    >>> fn = build_potential(flat.unconstrained, flat.blocks)
     >>> log_p, grad = fn(torch.zeros(2, 1, dtype=torch.float64))
     >>> log_p.shape, grad.shape
     (torch.Size([2]), torch.Size([2, 1]))
@@ -26,7 +27,8 @@ result is ``fn(z) -> (log_density (C,), grad (C, D))`` in float64 with no autogr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -34,7 +36,7 @@ from torch.distributions import constraints
 
 from ppl.ir import Graph, Interpreter
 from ppl.ir.interpreter import build_distribution
-from ppl.ir.node import DistSpec, Node, map_refs
+from ppl.ir.node import DistSpec, Node, iter_refs, map_refs
 from ppl.ir.ops import resolve_op
 from ppl.shapes import broadcast_shapes
 
@@ -87,22 +89,36 @@ def _unbroadcast(tape: Tape, value: Any, site_shape: tuple[int, ...]) -> Any:
     return value
 
 
-class TapeInterpreter(Interpreter):
-    """Evaluate a graph with position-dependent values as tape ``Var`` s; collect log terms."""
+@dataclass(frozen=True)
+class LogDetTerms:
+    """A bijection's ``log|det J|`` as the tape's ``unconstrain`` gives it: ``terms`` whose
+    sum, each broadcast to ``shape`` (the unconstrained value's), is the log-determinant; a
+    factor adds them one by one, like a family's terms."""
 
-    def __init__(
-        self,
-        graph: Graph,
-        blocks: Sequence[Any],
-        supports: dict[str, constraints.Constraint],
-        per_chain: Sequence[str] = (),
-    ):
+    terms: tuple[Value, ...]
+    shape: tuple[int, ...]
+
+
+# call targets of the unconstrain pass that the tape runs with its own bijectors: method names
+_BIJECTOR_CALLS = {"ppl.biject_to": "biject", "ppl.log_abs_det_jacobian": "log_abs_det_jacobian"}
+
+
+class TapeInterpreter(Interpreter):
+    """Evaluate an unconstrained graph (the ``unconstrain`` pass's output: every latent is
+    real-valued) with position-dependent values as tape ``Var`` s; collect log terms.
+
+    Each latent is the block of ``z`` that ``blocks`` assigns it (by ``block.latent``); the
+    pass's bijector calls (``ppl.biject_to``, ``ppl.log_abs_det_jacobian``) run the tape's
+    ``unconstrain``, and ``torch.exp`` (the positive support's bijector) its ``exp`` rule."""
+
+    def __init__(self, graph: Graph, blocks: Sequence[Any], per_chain: Sequence[str] = (),
+                 sites: Mapping[str, str] | None = None):
         super().__init__(graph)
+        self.sites = dict(sites or {})  # address -> node name of the values to report
         self.tape = Tape()
-        self.blocks = {b.address: b for b in blocks}
-        self.supports = supports
+        self.blocks = {b.latent: b for b in blocks}
         self.latents = {
-            b.address: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)
+            b.latent: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)
         }
         # graph inputs given per chain at run time (a Gibbs block's view of the other blocks)
         self.data = {
@@ -112,29 +128,58 @@ class TapeInterpreter(Interpreter):
         }
         self.terms: list[Value] = []
         self.constant = 0.0
+        self._log_dets: dict[str, LogDetTerms] = {}  # by the name of the bijection's value
 
     # -- values ---------------------------------------------------------------------------
     def resolve(self, arg: Any) -> Any:
+        """A nested distribution stays a ``DistSpec``: each family's rule reads its
+        parameters itself."""
         if isinstance(arg, DistSpec):
             return arg
         return map_refs(_as_float64(arg) if isinstance(arg, torch.Tensor) else arg, self._lookup)
 
-    def input(self, node: Node) -> Any:
+    def input(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.name in self.data:
             return self.data[node.name]
-        return _as_float64(super().input(node))
+        return _as_float64(super().input(node, args, kwargs))
 
-    def param(self, node: Node) -> torch.Tensor:
-        return _as_float64(super().param(node))
+    def param(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        return _as_float64(super().param(node, args, kwargs))
 
-    def call(self, node: Node) -> Any:
-        if any(isinstance(a, DistSpec) for a in (*node.args, *(v for _, v in node.kwargs))):
+    def call(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        if node.target in _BIJECTOR_CALLS and is_var(args[0]):
+            return getattr(self, _BIJECTOR_CALLS[node.target])(*args, **kwargs)
+        if any(isinstance(a, DistSpec) for a in (*args, *kwargs.values())):
             raise Unsupported(f"call {node.target} takes a distribution argument")
-        args = [self.resolve(a) for a in node.args]
-        kwargs = {k: self.resolve(v) for k, v in node.kwargs}
         if not contains_var((args, list(kwargs.values()))):
             return _as_float64(resolve_op(node.target)(*args, **kwargs))
         return call_rule(node.target)(self.tape, *args, **kwargs)
+
+    # -- the unconstrain pass's bijections -----------------------------------------------
+    def biject(self, u: Var, support: Any) -> Var:
+        """``ppl.biject_to(u, support)``: the constrained value; its log|det J| terms are
+        kept for the matching ``ppl.log_abs_det_jacobian`` call."""
+        value, log_det = unconstrain(self._support(support), u)
+        self._log_dets[value.name] = LogDetTerms(tuple(log_det), u.shape)
+        return value
+
+    def log_abs_det_jacobian(self, u: Var, value: Var, support: Any) -> LogDetTerms:
+        """The terms recorded when ``biject`` computed ``value`` (recomputed otherwise)."""
+        if value.name not in self._log_dets:
+            return LogDetTerms(tuple(unconstrain(self._support(support), u)[1]), u.shape)
+        return self._log_dets[value.name]
+
+    def _support(self, support: Any) -> constraints.Constraint:
+        """A bijection's support: a constraint literal, or (bounds read at run time) a site's
+        distribution; ``Uniform``'s bounds may be batched values."""
+        if not isinstance(support, DistSpec):
+            return support
+        if support.family == "Uniform":
+            params = self._params(support)
+            return constraints.interval(params["low"], params["high"])
+        if any(contains_var(self.env[name]) for name in iter_refs(support)):
+            raise Unsupported(f"the support of a {support.family} site depends on other latents")
+        return build_distribution(support, self._lookup).support
 
     # -- log density terms ----------------------------------------------------------------
     def add_term(self, term: Value, full_shape: tuple[int, ...], weight: float = 1.0) -> None:
@@ -184,38 +229,28 @@ class TapeInterpreter(Interpreter):
         return family, params
 
     # -- node kinds -------------------------------------------------------------------------
-    def sample(self, node: Node) -> Value:
-        spec = DistSpec(node.target, node.kwargs)
-        bounds = None
-        if node.target == "Uniform":
-            params = self._params(spec)
-            bounds = (params["low"], params["high"])
-        elif contains_var(list(self._params(spec).values())) and _has_tensor_bounds(
-            self.supports[node.address]
-        ):
-            raise Unsupported(f"support of {node.address!r} depends on other latents")
-        block = self.blocks[node.address]
-        value, log_det = unconstrain(
-            self.supports[node.address], self.latents[node.address], bounds
-        )
-        value = P.reshape(value, block.shape)
-        for term in log_det:
-            self.add_term(term, block.unconstrained_shape)
-        self.site_terms(node, spec, value)
-        return value
-
-    def observe(self, node: Node) -> Value:
-        value = self.resolve(node.args[0])
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> Value:
+        value = self.latents[node.address]
         self.site_terms(node, DistSpec(node.target, node.kwargs), value)
         return value
 
-    def factor(self, node: Node) -> Value:
-        value = self.resolve(node.args[0])
-        weight = node.meta.attr("scale")
-        self.add_term(value, shape_of(value), 1.0 if weight is None else float(weight))
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> Value:
+        value = args[0]
+        self.site_terms(node, DistSpec(node.target, node.kwargs), value)
         return value
 
-    def output(self, node: Node) -> None:
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> Value:
+        value = args[0]
+        weight = node.meta.attr("scale")
+        weight = 1.0 if weight is None else float(weight)
+        if isinstance(value, LogDetTerms):
+            for term in value.terms:
+                self.add_term(term, value.shape, weight)
+        else:
+            self.add_term(value, shape_of(value), weight)
+        return value
+
+    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
         return None
 
     # -- assembly --------------------------------------------------------------------------
@@ -234,20 +269,23 @@ class TapeInterpreter(Interpreter):
         ]
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
         inputs = list(zip(self.latents.values(), self.blocks.values(), strict=True))
-        return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()))
+        values = {address: self.env[name] for address, name in self.sites.items()}
+        return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()), values)
 
 
 class Lowered(NamedTuple):
     """A potential on the tape: the scalar-per-chain ``log_density``, the flat ``grad`` (a
     ``COLUMNS`` value of per-chain shape ``(D,)``), each latent's input ``Var`` with its
-    block (offset and size in ``z``), and the per-chain data inputs (further arguments of
-    the potential, each ``(C, *shape)``)."""
+    block (offset and size in ``z``), the per-chain data inputs (further arguments of
+    the potential, each ``(C, *shape)``) and the values of the sites asked for, by address
+    (the constrained latents, deterministic sites)."""
 
     tape: Tape
     log_density: Value
     grad: Value
     inputs: list[tuple[Var, Any]]
     data: tuple[Var, ...] = ()
+    values: dict[str, Value] = {}
 
 
 def _block_slice(block: Any) -> str:
@@ -266,36 +304,49 @@ def per_chain_dtype(value: Any) -> torch.dtype:
     return torch.float64 if value.is_floating_point() or value.dtype == torch.bool else torch.int64
 
 
-def _has_tensor_bounds(support: constraints.Constraint) -> bool:
-    return any(
-        isinstance(getattr(support, attr, None), torch.Tensor)
-        for attr in ("lower_bound", "upper_bound")
-    )
+def build_potential(graph: Graph, blocks: Sequence[Any]) -> Callable:
+    """The generated ``fn(z) -> (log_density, grad)`` of an unconstrained (and possibly
+    conditioned) graph, or ``Unsupported`` naming what the generated path cannot express."""
+    return torch_potential(lower_potential(graph, blocks))
 
 
-def build_potential(
-    graph: Graph, blocks: Sequence[Any], supports: dict[str, constraints.Constraint]
-) -> Callable:
-    """The generated ``fn(z) -> (log_density, grad)`` of a (conditioned) graph, or
-    ``Unsupported`` naming what the generated path cannot express."""
-    return torch_potential(lower_potential(graph, blocks, supports))
+def _prologue(low: Lowered) -> list[str]:
+    return ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}" for var, b in low.inputs]
 
 
 def torch_potential(low: Lowered) -> Callable:
     """The lowered potential as generated straight-line torch code: ``fn(z, *data)`` with
     one ``(C, *shape)`` tensor per data input."""
-    prologue = ["C = z.shape[0]"] + [f"{var.name} = {_block_slice(b)}" for var, b in low.inputs]
     arguments = ["z", *(var.name for var in low.data)]
-    return low.tape.compile([low.log_density, low.grad], arguments, "potential", prologue)
+    return low.tape.compile([low.log_density, low.grad], arguments, "potential", _prologue(low))
+
+
+def torch_values(low: Lowered) -> Callable:
+    """The lowered site values as generated torch code: ``fn(z, *data) -> {address: (C,
+    *shape)}``, the forward part of the tape only (no gradient, no autograd)."""
+    batched = [address for address, value in low.values.items() if is_var(value)]
+    arguments = ["z", *(var.name for var in low.data)]
+    fn = low.tape.compile([low.values[a] for a in batched], arguments, "values", _prologue(low))
+    constants = {a: torch.as_tensor(v) for a, v in low.values.items() if not is_var(v)}
+
+    def values(z: torch.Tensor, *data: torch.Tensor) -> dict[str, torch.Tensor]:
+        computed = dict(zip(batched, fn(z, *data) if batched else (), strict=True))
+        for address, value in constants.items():
+            computed[address] = value.expand(z.shape[0], *value.shape)
+        return {address: computed[address] for address in low.values}
+
+    values.source = fn.source  # type: ignore[attr-defined]
+    return values
 
 
 def lower_potential(
     graph: Graph,
     blocks: Sequence[Any],
-    supports: dict[str, constraints.Constraint],
     per_chain: Sequence[str] = (),
+    sites: Mapping[str, str] | None = None,
 ) -> Lowered:
     """The potential and its gradient recorded on a tape, for emitters other than torch's
     (``Unsupported`` as for :func:`build_potential`). ``per_chain`` names graph inputs whose
-    values are given per chain at run time instead of being folded in as constants."""
-    return TapeInterpreter(graph, blocks, supports, per_chain).lower()
+    values are given per chain at run time instead of being folded in as constants;
+    ``sites`` (address -> node name) the values to keep in ``Lowered.values``."""
+    return TapeInterpreter(graph, blocks, per_chain, sites).lower()

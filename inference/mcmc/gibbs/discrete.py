@@ -50,6 +50,7 @@ from ppl.ir import Graph, Node
 from ppl.ir.analysis import random_dag
 from ppl.ir.errors import IRError
 from ppl.passes.rewriting import probe
+from ppl.trace import site_log_prob
 
 from .site_program import SiteProgram
 
@@ -99,9 +100,10 @@ class _Term:
         self.scale, self.rank, self.kept = scale, rank, kept
 
     def __call__(self, dist, value: Tensor) -> Tensor:
-        lp = value if dist is None else dist.log_prob(value)
-        if self.scale is not None:
-            lp = lp * self.scale
+        if dist is not None:
+            lp = site_log_prob(dist, value, self.scale)
+        else:  # a factor: its value is the log weight
+            lp = value if self.scale is None else value * self.scale
         return _keep_dims(lp, self.rank, self.kept)
 
 

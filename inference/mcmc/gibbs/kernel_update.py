@@ -48,6 +48,7 @@ from ppl.inference.lowering.tape import (
     lower_potential,
     per_chain_dtype,
     torch_potential,
+    torch_values,
 )
 from ppl.inference.mcmc.adaptation import AdaptationState, WindowAdaptation
 from ppl.inference.mcmc.base import Kernel, State
@@ -77,15 +78,19 @@ class ConditionalFlat:
         self.inputs = {n.address: conditioned.site(n.address).args[0].name for n in others}
         self.sites = sites
         self.dim = self.flat.dim
+        # the autograd path, compiled on first use
         self._log_density = torch.func.vmap(lambda z, d: self.flat.log_density_fn(z, d))
         self._values = torch.func.vmap(lambda z, d: self.flat.values_fn(z, d))
-        # The generated potential with the other blocks' values as per-chain arguments;
-        # the autograd path where the tape has no rule.
+        # The generated potential and site values with the other blocks' values as per-chain
+        # arguments; the autograd path where the tape has no rule.
         self.backend, self.fallback_reason = "generated", None
         self._generated: Callable | None = None
+        self._generated_values: Callable | None = None
         try:
-            self._generated = torch_potential(lower_potential(
-                conditioned, self.flat.blocks, self.flat.supports, tuple(self.inputs.values())))
+            lowered = lower_potential(self.flat.unconstrained, self.flat.blocks,
+                                      tuple(self.inputs.values()), self.flat.sites)
+            self._generated = torch_potential(lowered)
+            self._generated_values = torch_values(lowered)
         except Unsupported as refusal:
             self.backend, self.fallback_reason = "autograd", str(refusal)
 
@@ -117,7 +122,11 @@ class ConditionalFlat:
 
     def values(self, z: Tensor, data: dict[str, Tensor]) -> Values:
         """The block's sites at ``z``, constrained (``(chains, *site_shape)``)."""
-        out = self._values(z, data)
+        if self._generated_values is not None:
+            args = [v.to(per_chain_dtype(v)) for v in data.values()]
+            out = self._generated_values(z.detach().to(torch.float64), *args)
+        else:
+            out = self._values(z, data)
         return {a: out[a].detach() for a in self.sites}
 
 

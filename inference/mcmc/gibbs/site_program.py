@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ppl.ir import CodeGen, DistSpec, Graph, Node
+from ppl.ir import CodeGen, Graph, Node
 from ppl.ir.node import iter_refs
 
 SiteFn = Callable[[Distribution | None, Tensor], Any]
@@ -74,31 +74,32 @@ class _SiteCodeGen(CodeGen):
         super().prologue()
         self.emit("_out = {}")
 
-    def report(self, node: Node, with_dist: bool) -> None:
+    def report(self, node: Node, value: str, dist: str = "None") -> str:
         """Emit the chosen site's ``fn`` call (nothing for a site that is not chosen)."""
-        if node.address not in self.fns:
-            return
-        fn = self.const(self.fns[node.address], "fn")
-        dist = self.dist_expr(DistSpec(node.target, node.kwargs)) if with_dist else "None"
-        self.emit(f"_out[{node.address!r}] = {fn}({dist}, {self.var(node.name)})")
+        if node.address in self.fns:
+            fn = self.const(self.fns[node.address], "fn")
+            self.emit(f"_out[{node.address!r}] = {fn}({dist}, {value})")
+        return value
 
-    def node_sample(self, node: Node) -> None:
-        self.emit(f"{self.var(node.name)} = values[{node.address!r}]")
-        self.report(node, True)
+    def site_distribution(self, node: Node, kwargs: dict) -> str:
+        """Only chosen sites keep their parameters (see ``_pruned``)."""
+        return super().site_distribution(node, kwargs) if node.address in self.fns else "None"
 
-    def node_observe(self, node: Node) -> None:
-        super().node_observe(node)
-        self.report(node, True)
+    def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
+        value = self.assign(node, f"values[{node.address!r}]")
+        return self.report(node, value, self.site_distribution(node, kwargs))
 
-    def node_factor(self, node: Node) -> None:
-        super().node_factor(node)
-        self.report(node, False)
+    def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
+        value = super().observe(node, args, kwargs)
+        return self.report(node, value, self.site_distribution(node, kwargs))
 
-    def node_call(self, node: Node) -> None:
-        super().node_call(node)
-        self.report(node, False)
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
+        return self.report(node, super().factor(node, args, kwargs))
 
-    def node_output(self, node: Node) -> None:
+    def call(self, node: Node, args: tuple, kwargs: dict) -> str:
+        return self.report(node, super().call(node, args, kwargs))
+
+    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
         self.emit("return _out")
 
 

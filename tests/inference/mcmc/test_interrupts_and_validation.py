@@ -68,16 +68,24 @@ def test_the_progress_line_does_not_change_native_draws(capsys):
     assert torch.equal(runs[0].samples["w"], runs[1].samples["w"])
 
 
-def _interrupt_after(seconds: float) -> list[float]:
-    """Send SIGINT to this process after ``seconds``; the list gets the time it was sent."""
-    sent: list[float] = []
+class _InterruptAfter:
+    """Send SIGINT to this process after ``seconds`` (unless cancelled first, on leaving the
+    ``with`` block); ``sent`` is the time it was sent."""
 
-    def fire():
-        sent.append(time.perf_counter())
+    def __init__(self, seconds: float):
+        self.sent: float | None = None
+        self.timer = threading.Timer(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.sent = time.perf_counter()
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Timer(seconds, fire).start()
-    return sent
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timer.cancel()
 
 
 @pytest.mark.parametrize("backend", [
@@ -91,10 +99,9 @@ def test_ctrl_c_returns_quickly_with_the_draws_made_so_far(backend):
                   progress_bar=False)
     with pytest.warns(ConvergenceWarning):  # compiles the model, so that Ctrl-C finds it sampling
         infer(logistic, x, y, method=NUTS(5, 5, chains=1, backend=backend), seed=0)
-    sent = _interrupt_after(3.0)
-    with pytest.raises(SamplingInterrupted) as caught:
+    with _InterruptAfter(3.0) as interrupt, pytest.raises(SamplingInterrupted) as caught:
         infer(logistic, x, y, method=method, seed=0)
-    latency = time.perf_counter() - sent[0]
+    latency = time.perf_counter() - interrupt.sent
     assert latency < 2.0, f"took {latency:.2f} s to stop after Ctrl-C"
     interrupt = caught.value
     kept = interrupt.draws.shape[1]
@@ -142,20 +149,25 @@ def test_resuming_a_checkpoint_gives_the_uninterrupted_draws(fraction, monkeypat
 def test_a_native_run_resumed_after_ctrl_c_gives_the_uninterrupted_draws(monkeypatch):
     from ppl.inference.mcmc import runner
 
-    monkeypatch.setattr(runner, "_STRETCH_SECONDS", 0.05)
-    x, y = _data(2000, 10)
-    method = NUTS(num_warmup=100, num_samples=6_000, chains=2, progress_bar=False)
-    with pytest.warns(ConvergenceWarning):  # compiled first, so that the runs take alike
-        infer(logistic, x, y, method=NUTS(5, 5, chains=1), seed=0)
-    begin = time.perf_counter()
+    monkeypatch.setattr(runner, "_STRETCH_SECONDS", 0.01)
+    report, stretches = runner._report, []
+
+    def interrupt_at_the_fifth_stretch(line, info, tally=None):
+        report(line, info, tally)
+        stretches.append(info)
+        if len(stretches) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    x, y = _data(200, 5)
+    method = NUTS(num_warmup=100, num_samples=3000, chains=2, progress_bar=False)
     whole = infer(logistic, x, y, method=method, seed=5)
-    sent = _interrupt_after((time.perf_counter() - begin) / 2)
+    monkeypatch.setattr(runner, "_report", interrupt_at_the_fifth_stretch)
     with pytest.raises(SamplingInterrupted) as caught:
         infer(logistic, x, y, method=method, seed=5)
-    assert sent, "the run ended before the interrupt"
+    monkeypatch.setattr(runner, "_report", report)
     checkpoint = caught.value.checkpoint
-    assert checkpoint is not None
-    resumed = NUTS(num_warmup=100, num_samples=6_000, chains=2, progress_bar=False,
+    assert checkpoint is not None and 0 < checkpoint.iteration < 3100
+    resumed = NUTS(num_warmup=100, num_samples=3000, chains=2, progress_bar=False,
                    resume=checkpoint)
     again = infer(logistic, x, y, method=resumed, seed=99)
     assert torch.equal(again.samples["w"], whole.samples["w"])
