@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,18 @@ class Unit:
 
 
 class CompileError(RuntimeError):
-    """The C compiler rejected generated code (a bug in the generator: please report it)."""
+    """The C compiler failed on generated code, or there is none (the message quotes it)."""
 
 
 @functools.cache
 def compiler() -> str | None:
-    """The C compiler to use, or None when the machine has none."""
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+    """The C compiler to use, or None when the machine has none. A ``$CC`` that is not on
+    the path is reported (once) before another compiler is taken in its place."""
+    chosen = os.environ.get("CC")
+    if chosen and not shutil.which(chosen):
+        warnings.warn(f"$CC={chosen!r} is not an executable on the path; ppl's native backend "
+                      "uses the first of cc, gcc, clang instead", RuntimeWarning, stacklevel=2)
+    for name in (chosen, "cc", "gcc", "clang"):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -93,16 +99,28 @@ def _run(command: list[str]) -> subprocess.Popen:
 def _finish(process: subprocess.Popen, what: str) -> None:
     _, err = process.communicate()
     if process.returncode != 0:
-        raise CompileError(f"{what} failed on generated code:\n{err[-4000:]}")
+        raise CompileError(f"{what} exited with status {process.returncode} on generated code "
+                           f"(a broken or unusual $CC, or a bug in ppl's C generator):\n"
+                           f"{err[-4000:]}")
 
 
 def library_path(*units: Unit) -> Path:
     """Where the library of ``units`` is cached: named by the hash of its sources, flags,
     compiler and CPU, in the cache directory if that is safe to load code from."""
-    parts = [_machine(), _required_compiler(), *FLAGS]
-    parts += [piece for u in units for piece in (*u.flags, u.source)]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    key = _key(*(piece for u in units for piece in (*u.flags, u.source)))
     return cache.usable_directory(cache_dir()) / f"ppl_{key}.so"
+
+
+def _object_path(unit: Unit, directory: Path) -> Path:
+    """Where ``unit``'s compiled object is cached (next to the libraries): a library that
+    shares a unit with another one (a potential linked with another sampler) only compiles
+    what is new, then links."""
+    return directory / f"ppl_unit_{_key(*unit.flags, unit.source)}.o"
+
+
+def _key(*pieces: str) -> str:
+    parts = [_machine(), _required_compiler(), *FLAGS, *pieces]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def _required_compiler() -> str:
@@ -136,12 +154,18 @@ def _build(units: tuple[Unit, ...], target: Path, failure: str | None = None) ->
             return
         objects, jobs = [], []
         for i, unit in enumerate(units):
+            cached = _object_path(unit, target.parent)
+            objects.append(cached)
+            if cache.problem(cached) is None:
+                continue
             src, obj = tmp / f"unit{i}.c", tmp / f"unit{i}.o"
             src.write_text(unit.source)
-            objects.append(str(obj))
-            jobs.append(_run([cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]))
-        for job in jobs:
+            command = [cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]
+            jobs.append((_run(command), obj, cached))
+        for job, obj, cached in jobs:
             _finish(job, cc)
+            cache.install(obj, cached)
         out = tmp / "module.so"
-        _finish(_run([cc, "-shared", *objects, "-o", str(out), "-lm"]), f"{cc} (linking)")
+        _finish(_run([cc, "-shared", *map(str, objects), "-o", str(out), "-lm"]),
+                f"{cc} (linking)")
         cache.install(out, target)

@@ -240,3 +240,38 @@ def test_a_truncated_cached_library_is_rebuilt_instead_of_crashing_python(tmp_pa
     assert "sampled (1, 30)" in child.stdout
     assert "CacheWarning" in child.stderr and "rebuilding" in child.stderr
     assert all(cache.problem(p) is None for p in directory.glob("ppl_*.so"))
+
+
+def test_a_library_sharing_a_unit_with_another_compiles_only_what_is_new(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "native"))
+    helper = Unit("double ppl_test_plus_one(double x) { return x + 1; }", ("-O1",))
+    compile_library(TWICE)
+    compiled: list[list[str]] = []
+    run = compiler._run
+
+    def counting(command):
+        if "-c" in command:
+            compiled.append(command)
+        return run(command)
+
+    monkeypatch.setattr(compiler, "_run", counting)
+    library = compile_library(TWICE, helper)
+    assert len(compiled) == 1 and "-O1" in compiled[0]  # TWICE's object came from the cache
+    library.ppl_test_plus_one.restype = ctypes.c_double
+    library.ppl_test_plus_one.argtypes = [ctypes.c_double]
+    assert library.ppl_test_plus_one(2.0) == 3.0
+
+
+def test_an_invalid_cc_is_reported_and_a_failing_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "native"))
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    compiler.compiler.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no-such-compiler-here.*instead"):
+            assert compiler.compiler() is not None
+        monkeypatch.setenv("CC", "/bin/false")
+        compiler.compiler.cache_clear()
+        with pytest.raises(compiler.CompileError, match="false exited with status 1"):
+            compile_library(TWICE)
+    finally:
+        compiler.compiler.cache_clear()
