@@ -18,9 +18,10 @@ its block of ``z`` (a slice, in graph order). Three interpreters implement it:
   autograd pass; it handles every graph, e.g. supports whose bounds are other latents.
 
 ``backend`` says which one runs (chosen once, when the model is built), and
-``fallback_reason`` why a faster one was refused. The autograd code is compiled only when
-it is used: on the tape's backends the draws' constrained values come from the tape's
-forward code too.
+``fallback_reason`` why a faster one was refused (naming the family or operation without a
+rule); a model that lands on the autograd path also says so once, with a
+:class:`FastPathWarning`. The autograd code is compiled only when it is used: on the tape's
+backends the draws' constrained values come from the tape's forward code too.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -37,6 +38,7 @@ forward code too.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,6 +54,10 @@ from ppl.passes.rewriting import probe
 
 from .native import NativePotential
 from .tape import Lowered, Unsupported, lower_potential, torch_potential, torch_values
+
+
+class FastPathWarning(UserWarning):
+    """A model runs on the autograd path: a family or operation has no generated rule."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,11 @@ class FlatModel:
                 raise
             self._lowered = None
             self.fallback_reason = str(refusal)
+            if self._generated is None:
+                warnings.warn(
+                    f"{refusal}: the model runs on the autograd path, several times slower "
+                    "than the generated one", FastPathWarning, stacklevel=4,
+                )
 
     @cached_property
     def log_density_fn(self) -> Callable:
