@@ -48,7 +48,7 @@ from ppl.ir.node import DistSpec, Node
 
 from .native import NativePotential
 from .tape import Unsupported, lower_potential, torch_potential
-from .tape.families import unconstrained_shape
+from .tape.bijectors import unconstrained_shape
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ from ppl.ir.ops import resolve_op
 from ppl.shapes import broadcast_shapes
 
 from . import prims as P
+from .bijectors import unconstrain
 from .calls import call_rule
-from .families import EVENT_DIMS, LOG_PROBS, VECTOR_PARAMETER_FAMILIES, unconstrain
+from .families import EVENT_DIMS, LOG_PROBS, VECTOR_PARAMETER_FAMILIES
 from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
 
