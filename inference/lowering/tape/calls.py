@@ -259,6 +259,8 @@ CALL_RULES: dict[str, Rule] = {
     "gammaln": _unary(P.LGAMMA),
     "digamma": _unary(P.DIGAMMA),
     "erf": _unary(P.ERF),
+    "log_ndtr": _unary(P.LOG_NDTR),
+    "logaddexp": _binary(P.LOGADDEXP),
     "sum": _sum,
     "mean": _mean,
     "reshape": _reshape_to,
