@@ -26,7 +26,6 @@ from .prims import (
     CUMSUM,
     GATHER,
     LOG_2,
-    MATMUL,
     NARROW,
     SCATTER_ADD,
     SUM,
@@ -35,11 +34,11 @@ from .prims import (
     log,
     log1p,
     logsigmoid,
+    reshape,
     sigmoid,
     sign,
     softplus,
     square,
-    transpose,
     where,
 )
 from .tape import Unsupported, Value, Var
@@ -58,11 +57,14 @@ ELEMENTWISE_SUPPORTS = (
 
 
 def base_support(support: constraints.Constraint) -> constraints.Constraint:
-    while isinstance(support, constraints.independent):
+    """The support whose bijector maps ``support``: ``independent`` and a mixture's support
+    map as their base does (``biject_to`` of ``ppl.stdlib`` unwraps them alike)."""
+    while isinstance(support, (constraints.independent, MIXTURE)):
         support = support.base_constraint
     return support
 
 
+MIXTURE = ppl_constraints.MixtureSameFamilyConstraint
 ORDERED = type(ppl_constraints.ordered)
 POSITIVE_ORDERED = type(ppl_constraints.positive_ordered)  # a subclass: test it first
 SIMPLEX = type(constraints.simplex)
@@ -206,15 +208,17 @@ def _lower_cholesky(u: Var) -> tuple[Var, list]:
 
 def _positive_definite(u: Var) -> tuple[Value, list]:
     """ppl's ``biject_to(positive_definite)``: ``L L^T`` of the lower Cholesky factor
-    above; ``log|det J|`` adds ``d log 2 + sum_i (d - i) log L_ii`` to the factor's."""
-    if u.ndim != 1:
-        raise Unsupported(f"a batch of positive definite matrices (per-chain shape {u.shape})")
+    above (products summed over the last dim, so batches of matrices need no batched matrix
+    product); ``log|det J|`` adds ``d log 2 + sum_i (d - i) log L_ii`` to the factor's."""
     factor, _ = _lower_cholesky(u)
-    n, d = u.shape[-1], factor.shape[-1]
+    tape, batch, n, d = u.tape, u.shape[:-1], u.shape[-1], factor.shape[-1]
+    rows = reshape(factor, (*batch, d, 1, d))
+    columns = reshape(factor, (*batch, 1, d, d))
+    value = tape.apply(SUM, rows * columns, dims=(len(batch) + 2,), keepdim=False)
     weights, log_two = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     weights[n - d:] = torch.arange(d, 0, -1, dtype=torch.float64) + 1.0
     log_two[n - d:] = LOG_2
-    return u.tape.apply(MATMUL, factor, transpose(factor)), [u * weights, log_two]
+    return value, [u * weights, log_two]
 
 
 def _shifted(bound, positive: Value, sign: float) -> Value:

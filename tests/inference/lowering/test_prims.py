@@ -120,6 +120,8 @@ SUPPORTS = {
     "lower_cholesky": (constraints.lower_cholesky, (3, 3)),
     "lower_cholesky_batched": (constraints.lower_cholesky, (2, 3, 3)),
     "positive_definite": (constraints.positive_definite, (3, 3)),
+    "positive_definite_batched": (constraints.positive_definite, (2, 2, 2)),
+    "mixture_of_positives": (constraints.MixtureSameFamilyConstraint(constraints.positive), (3,)),
 }
 
 
