@@ -1,14 +1,16 @@
-"""Registry of distribution families, filled by ``ppl.stdlib``.
+"""Registry of distribution families, filled by ``ppl.stdlib``: one declaration per family.
 
-The core never imports the standard library; it looks families up here by name (the graph
-IR prints and parses distributions by these names) or by instance (the tracer and the
-passes ask what a distribution is: its support, whether it reparameterizes, whether its
-support can be enumerated).
+The core never imports the standard library; it looks families up here by class (the tracer
+and the passes ask what a distribution is: its support, whether it reparameterizes, whether
+its support can be enumerated) or by name (the graph IR prints and parses distributions by
+these names). A :class:`Family` holds every rule the engines use for its class: the
+log density written in tape operations, the loc-scale parameters of the noncentering pass,
+the conjugate update of the Gibbs sampler.
 
     >>> from ppl.registry import family_of, get_family
     >>> import ppl.stdlib as D                      # registers the built-in families
-    >>> get_family("Normal").has_rsample
-    True
+    >>> get_family("Normal").reparameterized, get_family(D.Normal).loc_scale
+    (True, ('loc', 'scale'))
     >>> family_of(D.Normal(0.0, 1.0)).name
     'Normal'
 """
@@ -23,25 +25,47 @@ import torch
 from torch.distributions import Distribution, constraints
 
 SupportFn = Callable[[Distribution], constraints.Constraint]
+LogDensityRule = Callable[..., list]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
-    """What the rest of ppl needs to know about one distribution family.
+    """Everything ppl knows about one distribution family, declared in one place.
 
     ``params`` lists the constructor arguments in order: ``cls(**args)`` rebuilds an
     instance from the arguments an instance records in ``dist.ppl_args``. ``support`` is the
     support of a given instance (it may depend on the instance's parameters, e.g. a Uniform
     with a random bound), so it is read from the instance rather than stored here.
+
+    ``reparameterized``, ``discrete``, ``enumerable``: the flags of the class (instances of
+    wrappers may differ; read the instance). ``torch_class``: the torch family it extends.
+
+    ``log_density(ops, value, **params) -> terms``: the tape rule, written against the
+    operations of ``ops`` (passed in by the caller, so the rule imports no engine); the sum
+    of the terms, each broadcast to the site's batch shape, is ``log_prob(value)``. It may
+    raise ``ops.Unsupported`` for a parameterization it cannot express. ``event_dims``: the
+    value dims the rule sums itself (or a function of the parameters giving them);
+    ``vector_params``: parameters that carry dims the value lacks or must keep their event
+    dims (the caller passes them as they are);
+    ``wraps``: the parameter holding the wrapped distribution of a wrapper, whose event
+    dims it shares. ``loc_scale``: the ``(loc, scale)`` parameter names when
+    ``F(loc, scale)`` is ``loc + scale * F(0, 1)`` (the noncentering pass), else None.
+    ``conjugate``: the conjugate-prior rule of the Gibbs ``Conjugate`` update, else None.
     """
 
     name: str
     cls: type[Distribution]
     params: tuple[str, ...]
-    has_rsample: bool
-    is_discrete: bool
-    enumerable: bool
+    reparameterized: bool = False
+    discrete: bool = False
+    enumerable: bool = False
     torch_class: type[Distribution] | None = None
+    log_density: LogDensityRule | None = None
+    event_dims: int | Callable[..., int] = 0
+    vector_params: tuple[str, ...] = ()
+    wraps: str | None = None
+    loc_scale: tuple[str, str] | None = None
+    conjugate: Any = None
 
     def support(self, dist: Distribution) -> constraints.Constraint:
         return dist.support
@@ -55,21 +79,30 @@ _BY_CLASS: dict[type, Family] = {}
 
 
 def register_family(family: Family) -> Family:
-    """Add a family; re-registering a name replaces it (a user may override a built-in)."""
-    old = _BY_NAME.get(family.name)
-    if old is not None:
-        _BY_CLASS.pop(old.cls, None)
+    """Add a family; re-registering a class or a name replaces it (a user may override a
+    built-in)."""
+    for old in (_BY_NAME.get(family.name), _BY_CLASS.get(family.cls)):
+        if old is not None:
+            _BY_CLASS.pop(old.cls, None)
+            _BY_NAME.pop(old.name, None)
     _BY_NAME[family.name] = family
     _BY_CLASS[family.cls] = family
     return family
 
 
-def get_family(name: str) -> Family:
+def get_family(key: str | type[Distribution]) -> Family:
+    """The family registered for a class (or one of its bases), or under a name."""
+    if isinstance(key, type):
+        for cls in key.__mro__:
+            family = _BY_CLASS.get(cls)
+            if family is not None:
+                return family
+        raise KeyError(f"no distribution family registered for class {key.__qualname__}")
     try:
-        return _BY_NAME[name]
+        return _BY_NAME[key]
     except KeyError:
         known = ", ".join(sorted(_BY_NAME)) or "none (import ppl.stdlib to register them)"
-        raise KeyError(f"unknown distribution family {name!r}; registered: {known}") from None
+        raise KeyError(f"unknown distribution family {key!r}; registered: {known}") from None
 
 
 def family_of(dist: Distribution) -> Family | None:

@@ -1,20 +1,27 @@
 """A few valid instances of every built-in family, for tests across ppl.
 
 Tests that must hold for every family (the ``ppl_args`` rebuild contract, IR print/parse,
-unconstraining, shapes) iterate over ``example_distributions()``. Each family gets a
-scalar instance, a batched one, and one made by ``expand`` (which bypasses ``__init__``
-in torch), each built afresh with fixed values.
+unconstraining, shapes, the tape rule against ``log_prob``) iterate over
+``example_distributions()``. Each family gets a scalar instance, a batched one, and one made
+by ``expand`` (which bypasses ``__init__`` in torch), each built afresh with fixed values.
+``example_value`` is a point of an instance's support; ``shifted`` moves an instance's
+continuous parameters by a (random) amount, so a test can make them depend on a latent.
 
-    >>> from ppl.stdlib.examples import example_distributions
+    >>> import torch
+    >>> from ppl.stdlib.examples import example_distributions, shifted
     >>> examples = example_distributions()
     >>> len(examples["Normal"]) >= 3
     True
+    >>> float(shifted(examples["HalfNormal"][0], torch.tensor(0.0)).scale)
+    1.5
 """
 
 from __future__ import annotations
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, biject_to
+
+from ppl.registry import family_of
 
 from . import constraints
 from .continuous import (
@@ -189,3 +196,62 @@ def example_distributions() -> dict[str, list[Distribution]]:
         last = instances[-1]
         instances.append(last.expand(torch.Size([4]) + last.batch_shape))
     return out
+
+
+def example_value(dist: Distribution) -> torch.Tensor:
+    """A point of ``dist``'s support: a draw, or 2.0 for the sampler-less ImproperUniform."""
+    if isinstance(dist, ImproperUniform):
+        return torch.full(dist.batch_shape + dist.event_shape, 2.0)
+    return dist.sample()
+
+
+def shifted(
+    dist: Distribution, shift: torch.Tensor, fixed: tuple[str, ...] = ()
+) -> Distribution:
+    """``dist``'s family with each continuous tensor parameter (not in ``fixed``) moved by
+    ``shift`` and still valid (see :func:`shift_within`); wrapped distributions are shifted
+    alike."""
+    family = family_of(dist)
+    args = {}
+    for name, value in dist.ppl_args.items():  # type: ignore[attr-defined]
+        constraint = dist.arg_constraints.get(name)
+        if isinstance(value, Distribution):
+            value = shifted(value, shift, fixed)
+        elif (
+            name not in fixed
+            and isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and constraint is not None
+            and not constraint.is_discrete
+        ):
+            value = shift_within(constraint, value, shift)
+        args[name] = value
+    return family.build(**args)
+
+
+def shift_within(
+    constraint: constraints.Constraint, value: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """``value`` moved by ``shift`` inside ``constraint``, with elementary operations only:
+    added (reals, ordered vectors, and constraints that depend on other parameters, such as
+    Uniform's bounds), scaled by ``exp(shift)`` above a lower bound, moved in logit space in
+    an interval, and tilted by ``exp(shift * i / n)`` on the simplex; other constraints
+    through ``biject_to``."""
+    base = constraint
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    if constraints.is_dependent(base) or isinstance(
+        base, (type(constraints.real), type(constraints.ordered))
+    ):
+        return value + shift
+    if isinstance(base, (constraints.greater_than, constraints.greater_than_eq)):
+        return base.lower_bound + (value - base.lower_bound) * torch.exp(shift)
+    if isinstance(base, constraints.interval):
+        low, width = base.lower_bound, base.upper_bound - base.lower_bound
+        return low + width * torch.sigmoid(torch.logit((value - low) / width) + shift)
+    if isinstance(base, type(constraints.simplex)):
+        n = value.shape[-1]
+        tilted = value * torch.exp(shift * torch.arange(n, dtype=value.dtype) / n)
+        return tilted / tilted.sum(-1, keepdim=True)
+    bijection = biject_to(constraint)
+    return bijection(bijection.inv(value) + shift)

@@ -1,97 +1,130 @@
-"""Registers every ``ppl.stdlib`` family with :mod:`ppl.registry` (run on import of
-``ppl.stdlib``).
+"""The declaration of every ``ppl.stdlib`` family, registered with :mod:`ppl.registry` on
+import of ``ppl.stdlib``: one ``Family(...)`` each, holding every rule the engines use.
 
-The flags are those of the family as a class. For the wrappers (``Independent``,
-``Masked``) and ``MixtureSameFamily`` they are conservative (False): whether an instance
-reparameterizes, is discrete or enumerable depends on its base, so read the instance
-(``d.has_rsample``, ``d.support.is_discrete``, ``d.has_enumerate_support``).
+Adding a family end to end is one class and one declaration here (with its tape rule in
+:mod:`ppl.stdlib.log_densities`, its examples in :mod:`ppl.stdlib.examples`); the tests
+enumerate the registry. The flags are those of the family as a class. For the wrappers
+(``Independent``, ``Masked``) and ``MixtureSameFamily`` they are conservative (False):
+whether an instance reparameterizes, is discrete or enumerable depends on its base, so read
+the instance (``d.has_rsample``, ``d.support.is_discrete``, ``d.has_enumerate_support``).
 
     >>> import ppl.stdlib
     >>> from ppl.registry import get_family
-    >>> get_family("BetaBinomial").enumerable
-    True
+    >>> get_family("BetaBinomial").enumerable, get_family("Normal").log_density.__name__
+    (True, 'normal')
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch.distributions as td
 from torch.distributions import Distribution
 
 from ppl.registry import Family, register_family
 
+from . import conjugate_priors as conj
 from . import continuous as c
 from . import counts, ordinal, special, timeseries, truncated, wrappers
 from . import discrete as d
+from . import log_densities as ld
 from . import multivariate as mv
 
-# (class, has_rsample, is_discrete, enumerable, torch class)
-_TABLE: list[tuple[type[Distribution], bool, bool, bool, type[Distribution] | None]] = [
+_PROBS = ("probs", "logits")
+
+
+def _declare(cls: type[Distribution], **rules: Any) -> Family:
+    return Family(name=cls.__name__, cls=cls, params=cls._ppl_params, **rules)  # type: ignore[attr-defined]
+
+
+def _continuous(cls: type[Distribution], **rules: Any) -> Family:
+    return _declare(cls, reparameterized=True, **rules)
+
+
+def _discrete(cls: type[Distribution], enumerable: bool = False, **rules: Any) -> Family:
+    return _declare(cls, discrete=True, enumerable=enumerable, **rules)
+
+
+def _delta_event_dims(event_dim: int, **_: Any) -> int:
+    return event_dim
+
+
+LOC_SCALE = ("loc", "scale")
+
+DECLARATIONS: tuple[Family, ...] = (
     # continuous, univariate
-    (c.Normal, True, False, False, td.Normal),
-    (c.LogNormal, True, False, False, td.LogNormal),
-    (c.HalfNormal, True, False, False, td.HalfNormal),
-    (c.HalfCauchy, True, False, False, td.HalfCauchy),
-    (c.Cauchy, True, False, False, td.Cauchy),
-    (c.StudentT, True, False, False, td.StudentT),
-    (c.Laplace, True, False, False, td.Laplace),
-    (c.Gumbel, True, False, False, td.Gumbel),
-    (c.Exponential, True, False, False, td.Exponential),
-    (c.Gamma, True, False, False, td.Gamma),
-    (c.InverseGamma, True, False, False, td.InverseGamma),
-    (c.Chi2, True, False, False, td.Chi2),
-    (c.Beta, True, False, False, td.Beta),
-    (c.Uniform, True, False, False, td.Uniform),
-    (c.Weibull, True, False, False, td.Weibull),
-    (c.Pareto, True, False, False, td.Pareto),
-    (c.VonMises, False, False, False, td.VonMises),
-    (c.RelaxedBernoulli, True, False, False, td.RelaxedBernoulli),
-    (truncated.TruncatedNormal, True, False, False, None),
+    _continuous(c.Normal, torch_class=td.Normal, log_density=ld.normal, loc_scale=LOC_SCALE,
+                conjugate=conj.NORMAL),
+    _continuous(c.LogNormal, torch_class=td.LogNormal, log_density=ld.log_normal,
+                loc_scale=LOC_SCALE),
+    _continuous(c.HalfNormal, torch_class=td.HalfNormal, log_density=ld.half_normal),
+    _continuous(c.HalfCauchy, torch_class=td.HalfCauchy, log_density=ld.half_cauchy),
+    _continuous(c.Cauchy, torch_class=td.Cauchy, log_density=ld.cauchy, loc_scale=LOC_SCALE),
+    _continuous(c.StudentT, torch_class=td.StudentT, log_density=ld.student_t,
+                loc_scale=LOC_SCALE),
+    _continuous(c.Laplace, torch_class=td.Laplace, log_density=ld.laplace, loc_scale=LOC_SCALE),
+    _continuous(c.Gumbel, torch_class=td.Gumbel, log_density=ld.gumbel),
+    _continuous(c.Exponential, torch_class=td.Exponential, log_density=ld.exponential),
+    _continuous(c.Gamma, torch_class=td.Gamma, log_density=ld.gamma, conjugate=conj.GAMMA),
+    _continuous(c.InverseGamma, torch_class=td.InverseGamma, log_density=ld.inverse_gamma),
+    _continuous(c.Chi2, torch_class=td.Chi2, log_density=ld.chi2),
+    _continuous(c.Beta, torch_class=td.Beta, log_density=ld.beta, conjugate=conj.BETA),
+    _continuous(c.Uniform, torch_class=td.Uniform, log_density=ld.uniform),
+    _continuous(c.Weibull, torch_class=td.Weibull, log_density=ld.weibull),
+    _continuous(c.Pareto, torch_class=td.Pareto, log_density=ld.pareto),
+    _declare(c.VonMises, torch_class=td.VonMises),
+    _continuous(c.RelaxedBernoulli, torch_class=td.RelaxedBernoulli,
+                log_density=ld.relaxed_bernoulli),
+    _continuous(truncated.TruncatedNormal),
     # multivariate
-    (mv.Dirichlet, True, False, False, td.Dirichlet),
-    (mv.MultivariateNormal, True, False, False, td.MultivariateNormal),
-    (mv.LowRankMultivariateNormal, True, False, False, td.LowRankMultivariateNormal),
-    (mv.LKJCholesky, False, False, False, td.LKJCholesky),
-    (mv.Wishart, True, False, False, td.Wishart),
-    (mv.RelaxedOneHotCategorical, True, False, False, td.RelaxedOneHotCategorical),
-    (timeseries.GaussianRandomWalk, True, False, False, None),
+    _continuous(mv.Dirichlet, torch_class=td.Dirichlet, log_density=ld.dirichlet,
+                event_dims=1, vector_params=("concentration",), conjugate=conj.DIRICHLET),
+    _continuous(mv.MultivariateNormal, torch_class=td.MultivariateNormal,
+                log_density=ld.multivariate_normal, event_dims=1,
+                vector_params=("loc", *mv._MATRIX)),
+    _continuous(mv.LowRankMultivariateNormal, torch_class=td.LowRankMultivariateNormal,
+                log_density=ld.low_rank_multivariate_normal, event_dims=1,
+                vector_params=("loc", "cov_factor", "cov_diag")),
+    _declare(mv.LKJCholesky, torch_class=td.LKJCholesky),
+    _continuous(mv.Wishart, torch_class=td.Wishart),
+    _continuous(mv.RelaxedOneHotCategorical, torch_class=td.RelaxedOneHotCategorical),
+    _continuous(timeseries.GaussianRandomWalk, log_density=ld.gaussian_random_walk,
+                event_dims=1, vector_params=("scale",)),
     # discrete
-    (d.Bernoulli, False, True, True, td.Bernoulli),
-    (d.Binomial, False, True, True, td.Binomial),
-    (d.Categorical, False, True, True, td.Categorical),
-    (d.OneHotCategorical, False, True, True, td.OneHotCategorical),
-    (d.Multinomial, False, True, False, td.Multinomial),
-    (d.Poisson, False, True, False, td.Poisson),
-    (d.Geometric, False, True, False, td.Geometric),
-    (d.NegativeBinomial, False, True, False, td.NegativeBinomial),
-    (counts.BetaBinomial, False, True, True, None),
-    (counts.ZeroInflatedPoisson, False, True, False, None),
-    (counts.ZeroInflatedNegativeBinomial, False, True, False, None),
-    (counts.NegativeBinomial2, False, True, False, None),
-    (ordinal.OrderedLogistic, False, True, True, None),
+    _discrete(d.Bernoulli, enumerable=True, torch_class=td.Bernoulli, log_density=ld.bernoulli),
+    _discrete(d.Binomial, enumerable=True, torch_class=td.Binomial, log_density=ld.binomial),
+    _discrete(d.Categorical, enumerable=True, torch_class=td.Categorical,
+              log_density=ld.categorical, vector_params=_PROBS),
+    _discrete(d.OneHotCategorical, enumerable=True, torch_class=td.OneHotCategorical,
+              log_density=ld.one_hot_categorical, event_dims=1, vector_params=_PROBS),
+    _discrete(d.Multinomial, torch_class=td.Multinomial, log_density=ld.multinomial,
+              event_dims=1, vector_params=_PROBS),
+    _discrete(d.Poisson, torch_class=td.Poisson, log_density=ld.poisson),
+    _discrete(d.Geometric, torch_class=td.Geometric, log_density=ld.geometric),
+    _discrete(d.NegativeBinomial, torch_class=td.NegativeBinomial,
+              log_density=ld.negative_binomial),
+    _discrete(counts.BetaBinomial, enumerable=True, log_density=ld.beta_binomial),
+    _discrete(counts.ZeroInflatedPoisson),
+    _discrete(counts.ZeroInflatedNegativeBinomial),
+    _discrete(counts.NegativeBinomial2, log_density=ld.negative_binomial2),
+    _discrete(ordinal.OrderedLogistic, enumerable=True, log_density=ld.ordered_logistic,
+              vector_params=("predictor", "cutpoints")),
     # degenerate and improper
-    (special.Delta, True, False, False, None),
-    (special.ImproperUniform, False, False, False, None),
+    _continuous(special.Delta, log_density=ld.delta, event_dims=_delta_event_dims,
+                vector_params=("log_density",)),
+    _declare(special.ImproperUniform, log_density=ld.improper_uniform),
     # wrappers and mixtures: flags depend on the instance (see the module docstring)
-    (mv.MixtureSameFamily, False, False, False, td.MixtureSameFamily),
-    (wrappers.Independent, False, False, False, td.Independent),
-    (wrappers.Masked, False, False, False, None),
-]
+    _declare(mv.MixtureSameFamily, torch_class=td.MixtureSameFamily),
+    _declare(wrappers.Independent, torch_class=td.Independent, log_density=ld.independent,
+             wraps="base_distribution"),
+    _declare(wrappers.Masked, log_density=ld.masked, wraps="base_dist"),
+)
 
 
 def register_all() -> None:
-    """Register (or re-register) every built-in family under its class name."""
-    for cls, has_rsample, is_discrete, enumerable, torch_class in _TABLE:
-        register_family(
-            Family(
-                name=cls.__name__,
-                cls=cls,
-                params=cls._ppl_params,  # type: ignore[attr-defined]
-                has_rsample=has_rsample,
-                is_discrete=is_discrete,
-                enumerable=enumerable,
-                torch_class=torch_class,
-            )
-        )
+    """Register (or re-register) every built-in family under its class and class name."""
+    for family in DECLARATIONS:
+        register_family(family)
 
 
-FAMILY_CLASSES: tuple[type[Distribution], ...] = tuple(row[0] for row in _TABLE)
+FAMILY_CLASSES: tuple[type[Distribution], ...] = tuple(f.cls for f in DECLARATIONS)

@@ -1,7 +1,8 @@
 """``noncenter(sites="auto")``: loc-scale reparameterization of latent sites.
 
-A latent ``x ~ F(loc=m, scale=s)`` of a loc-scale family (Normal, StudentT with its ``df``
-kept, Cauchy, Laplace; also under ``Independent``) becomes::
+A latent ``x ~ F(loc=m, scale=s)`` of a loc-scale family (one whose declaration names its
+``loc_scale`` parameters: Normal, StudentT with its ``df`` kept, Cauchy, Laplace; also under
+``Independent``) becomes::
 
     %x__raw = sample "x__raw" F(loc=zeros, scale=ones)   {role="noncentered_raw", of="x"}
     %x      = call "x" ppl.identity(m + s * %x__raw)      {role="noncentered", raw="x__raw"}
@@ -32,11 +33,21 @@ from typing import Any
 
 from ppl.ir import DistSpec, Graph, Meta, Node, Ref
 from ppl.ir.errors import IRError
+from ppl.registry import families
 
 from .rewriting import Rewriter, depends_on_latent, probe
 
 RAW = "__raw"
-LOC_SCALE = ("Normal", "StudentT", "Cauchy", "Laplace", "LogNormal")
+
+
+def _loc_scale_names(family: str) -> tuple[str, str] | None:
+    """The ``(loc, scale)`` parameters a family declares, None for other families."""
+    declared = families().get(family)
+    return None if declared is None else declared.loc_scale
+
+
+def _loc_scale_families() -> list[str]:
+    return sorted(name for name, f in families().items() if f.loc_scale is not None)
 
 
 def _loc_scale(node: Node) -> tuple[DistSpec, int] | None:
@@ -48,7 +59,7 @@ def _loc_scale(node: Node) -> tuple[DistSpec, int] | None:
         if not isinstance(base, DistSpec):
             return None
         spec, depth = base, depth + 1
-    return (spec, depth) if spec.family in LOC_SCALE else None
+    return (spec, depth) if _loc_scale_names(spec.family) is not None else None
 
 
 def _wrap(spec: DistSpec, outer: DistSpec, depth: int) -> DistSpec:
@@ -82,8 +93,8 @@ class noncenter:
                 if node is None or node.kind != "sample" or _loc_scale(node) is None:
                     raise IRError(
                         f"noncenter: {address!r} is not a latent site of a loc-scale family "
-                        f"({', '.join(LOC_SCALE)}, optionally under Independent) in graph "
-                        f"{graph.name!r}"
+                        f"({', '.join(_loc_scale_families())}, optionally under Independent) "
+                        f"in graph {graph.name!r}"
                     )
             return set(self.sites)
         random = depends_on_latent(graph)
@@ -98,7 +109,7 @@ class noncenter:
             found = _loc_scale(node)
             if found is not None:
                 params = dict(found[0].params)
-                if latent_dependent(params.get("loc")) or latent_dependent(params.get("scale")):
+                if any(latent_dependent(params.get(k)) for k in _loc_scale_names(found[0].family)):
                     out.add(node.address)
         return out
 
@@ -119,6 +130,7 @@ class noncenter:
     @staticmethod
     def _rewrite(rw: Rewriter, node: Node, dist) -> str:
         spec, depth = _loc_scale(node)
+        loc, scale = _loc_scale_names(spec.family)
         params = {k: rw.arg(v) for k, v in spec.params}
         base = dist
         for _ in range(depth):
@@ -140,7 +152,7 @@ class noncenter:
             raw_spec = DistSpec(
                 spec.family,
                 tuple(
-                    (k, zeros if k == "loc" else ones if k == "scale" else v)
+                    (k, zeros if k == loc else ones if k == scale else v)
                     for k, v in params.items()
                 ),
             )
@@ -160,10 +172,10 @@ class noncenter:
         )
         value_meta = Meta(shape=node.meta.shape, dtype=node.meta.dtype, source=node.meta.source)
         scaled = rw.add(
-            "call", "torch.mul", (params["scale"], raw), meta=value_meta, hint=f"{address}_scaled"
+            "call", "torch.mul", (params[scale], raw), meta=value_meta, hint=f"{address}_scaled"
         )
         value = rw.add(
-            "call", "torch.add", (params["loc"], scaled), meta=value_meta, hint=f"{address}_shifted"
+            "call", "torch.add", (params[loc], scaled), meta=value_meta, hint=f"{address}_shifted"
         )
         if spec.family == "LogNormal":
             value = rw.add("call", "torch.exp", (value,), meta=value_meta, hint=f"{address}_exp")

@@ -8,7 +8,7 @@ import torch
 
 import ppl.stdlib as D
 from ppl.registry import families, family_of, get_family
-from ppl.stdlib.examples import example_distributions
+from ppl.stdlib.examples import example_distributions, example_value
 from ppl.stdlib.testing import assert_rebuilds
 
 EXAMPLES = example_distributions()
@@ -16,12 +16,6 @@ CASES = [
     pytest.param(d, id=f"{name}-{i}") for name, ds in EXAMPLES.items() for i, d in enumerate(ds)
 ]
 WRAPPERS = {"Independent", "Masked", "MixtureSameFamily"}
-
-
-def _point(d):
-    if isinstance(d, D.ImproperUniform):
-        return torch.full(d.batch_shape + d.event_shape, 2.0)
-    return d.sample()
 
 
 def test_every_family_is_registered_exported_and_has_examples():
@@ -36,7 +30,7 @@ def test_every_family_is_registered_exported_and_has_examples():
 
 @pytest.mark.parametrize("d", CASES)
 def test_rebuild_from_ppl_args(d):
-    assert_rebuilds(d, _point(d))
+    assert_rebuilds(d, example_value(d))
 
 
 @pytest.mark.parametrize("d", CASES)
@@ -44,14 +38,14 @@ def test_flags_match_instances(d):
     family = family_of(d)
     if family.name in WRAPPERS:
         return  # instance-dependent, registered as False
-    assert family.has_rsample == d.has_rsample
-    assert family.is_discrete == d.support.is_discrete
+    assert family.reparameterized == d.has_rsample
+    assert family.discrete == d.support.is_discrete
     assert family.enumerable == d.has_enumerate_support
 
 
 @pytest.mark.parametrize("d", CASES)
 def test_sample_and_log_prob_shapes(d):
-    x = _point(d)
+    x = example_value(d)
     assert x.shape == d.batch_shape + d.event_shape
     assert d.log_prob(x).shape == d.batch_shape
     assert torch.isfinite(d.log_prob(x)).all()

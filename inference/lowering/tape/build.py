@@ -36,12 +36,13 @@ from ppl.ir import Graph, Interpreter
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.node import DistSpec, Node, map_refs
 from ppl.ir.ops import resolve_op
+from ppl.registry import Family, get_family
 from ppl.shapes import broadcast_shapes
 
+from . import ops
 from . import prims as P
 from .bijectors import unconstrain
 from .calls import call_rule
-from .families import EVENT_DIMS, LOG_PROBS, VECTOR_PARAMETER_FAMILIES
 from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
 
@@ -149,40 +150,45 @@ class TapeInterpreter(Interpreter):
     def site_terms(self, node: Node, spec: DistSpec, value: Value) -> None:
         weight = node.meta.attr("scale")
         weight = 1.0 if weight is None else float(weight)
-        params = self._params(spec)
-        if not contains_var((value, list(params.values()))):
+        params = self._params(spec, node.address)
+        if not _depends_on_position(value, params):
             log_prob = build_distribution(spec, self._lookup).log_prob(_as_float64(value))
             self.add_term(log_prob, tuple(log_prob.shape), weight)
             return
-        family, params = self._univariate(spec.family, params)
-        if family not in LOG_PROBS:
-            raise Unsupported(
-                f"no generated log density for family {family} (site {node.address!r})"
-            )
+        family = get_family(spec.family)
+        terms = self.family_terms(family, params, value, node.address)
         value_shape = shape_of(value)
-        if family not in VECTOR_PARAMETER_FAMILIES:
-            params = {k: _unbroadcast(self.tape, v, value_shape) for k, v in params.items()}
-        terms = LOG_PROBS[family](value, **params)
-        batch = value_shape[: len(value_shape) - EVENT_DIMS.get(family, 0)]
+        batch = value_shape[: len(value_shape) - _event_dims(family, params)]
         full = broadcast_shapes(batch, *(shape_of(t) for t in terms))
         for term in terms:
             self.add_term(term, full, weight)
 
-    def _params(self, spec: DistSpec) -> dict[str, Any]:
-        """Resolved parameters; 0-d constants become Python floats so they fold and simplify."""
+    def family_terms(
+        self, family: Family, params: dict[str, Any], value: Value, address: str
+    ) -> list[Value]:
+        """The terms of the family's declared tape rule (``Unsupported`` without one)."""
+        if family.log_density is None:
+            raise Unsupported(
+                f"no generated log density for family {family.name} (site {address!r})"
+            )
+        value_shape = shape_of(value)
+        params = {
+            k: v if k in family.vector_params else _unbroadcast(self.tape, v, value_shape)
+            for k, v in params.items()
+        }
+        return family.log_density(ops, value, **params)
+
+    def _params(self, spec: DistSpec, address: str | None = None) -> dict[str, Any]:
+        """Resolved parameters; 0-d constants become Python floats so they fold and simplify,
+        a distribution parameter (a wrapper's base) becomes a :class:`NestedDistribution`."""
         return {
-            k: (v if isinstance(v, DistSpec) else _scalar_as_float(self.resolve(v)))
+            k: (
+                NestedDistribution(self, v, address)
+                if isinstance(v, DistSpec)
+                else _scalar_as_float(self.resolve(v))
+            )
             for k, v in spec.params
         }
-
-    def _univariate(self, family: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Unwrap ``Independent`` (the total log density sums every dimension anyway)."""
-        while family == "Independent":
-            base = params["base_distribution"]
-            family, params = base.family, self._params(base)
-        if any(isinstance(v, DistSpec) for v in params.values()):
-            raise Unsupported(f"nested distribution in {family}")
-        return family, params
 
     # -- node kinds -------------------------------------------------------------------------
     def sample(self, node: Node) -> Value:
@@ -191,7 +197,7 @@ class TapeInterpreter(Interpreter):
         if node.target == "Uniform":
             params = self._params(spec)
             bounds = (params["low"], params["high"])
-        elif contains_var(list(self._params(spec).values())) and _has_tensor_bounds(
+        elif _depends_on_position(None, self._params(spec)) and _has_tensor_bounds(
             self.supports[node.address]
         ):
             raise Unsupported(f"support of {node.address!r} depends on other latents")
@@ -236,6 +242,37 @@ class TapeInterpreter(Interpreter):
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
         inputs = list(zip(self.latents.values(), self.blocks.values(), strict=True))
         return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()))
+
+
+class NestedDistribution:
+    """A distribution parameter (a wrapper's base) as its wrapper's rule sees it:
+    ``log_density(value)`` gives the wrapped family's terms."""
+
+    def __init__(self, interpreter: TapeInterpreter, spec: DistSpec, address: str | None):
+        self.family = get_family(spec.family)
+        self.params = interpreter._params(spec, address)
+        self._interpreter, self._address = interpreter, address
+
+    def log_density(self, value: Value) -> list[Value]:
+        return self._interpreter.family_terms(self.family, self.params, value, self._address)
+
+
+def _depends_on_position(value: Value, params: dict[str, Any]) -> bool:
+    """Whether the value or a parameter, nested ones included, is a tape variable."""
+    nested = [v for v in params.values() if isinstance(v, NestedDistribution)]
+    plain = [v for v in params.values() if not isinstance(v, NestedDistribution)]
+    return contains_var([value, *plain]) or any(
+        _depends_on_position(None, n.params) for n in nested
+    )
+
+
+def _event_dims(family: Family, params: dict[str, Any]) -> int:
+    """The value dims the family's rule sums itself (a wrapper's: its base's)."""
+    if family.wraps is not None:
+        base = params[family.wraps]
+        return _event_dims(base.family, base.params)
+    dims = family.event_dims
+    return dims(**params) if callable(dims) else dims
 
 
 class Lowered(NamedTuple):

@@ -10,11 +10,10 @@ block) share one update interface; ``Gibbs`` composes them into an ``infer`` met
 """
 
 from .conjugate import Conjugate, conjugate_match
-from .conjugate_priors import CONJUGATE_PRIORS, ConjugatePrior, Likelihood
 from .discrete import DiscreteGibbs, GibbsUpdate
 from .kernel_update import KernelUpdate
 from .method import Gibbs
 from .site_program import SiteProgram
 
-__all__ = ["CONJUGATE_PRIORS", "Conjugate", "ConjugatePrior", "DiscreteGibbs", "Gibbs",
-           "GibbsUpdate", "KernelUpdate", "Likelihood", "SiteProgram", "conjugate_match"]
+__all__ = ["Conjugate", "DiscreteGibbs", "Gibbs", "GibbsUpdate", "KernelUpdate", "SiteProgram",
+           "conjugate_match"]

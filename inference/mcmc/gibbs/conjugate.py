@@ -1,15 +1,15 @@
 """Conjugate Gibbs updates: exact draws from a site's full conditional when the graph shows a
-conjugate pair (the pairs and their posteriors: :mod:`ppl.inference.mcmc.gibbs.conjugate_priors`).
+conjugate pair (the pairs and their posteriors: :mod:`ppl.stdlib.conjugate_priors`).
 
-A latent ``theta`` gets a conjugate update when its prior family is in ``CONJUGATE_PRIORS``
-and every child in the graph (``random_dag`` successors: observe or sample nodes) uses it
+A latent ``theta`` gets a conjugate update when its prior family declares a ``conjugate``
+rule and every child in the graph (``random_dag`` successors: observe or sample nodes) uses it
 *directly* as one parameter of a matching likelihood: the parameter is ``theta`` up to
 broadcasting (``expand``, ``broadcast_tensors``, a deterministic site), up to a power
 (``theta ** -0.5`` as a Normal scale is a precision), and for a Categorical up to the
 normalization ``theta / theta.sum(-1, keepdim=True)``; no other parameter, nor the child's
 observed value, depends on ``theta``; no site involved is scaled (tempered or subsampled).
 Indexing (``locs[z]``) is not direct use: such a site is left to another kernel.
-``conjugate_match`` says which pair matched, or why none did.
+``conjugate_match`` says which prior family and likelihoods matched, or why none did.
 
 The prior's natural parameters and each child's sufficient statistics, summed over every
 dimension the child broadcasts ``theta`` along (``Independent`` wrappers are looked
@@ -26,7 +26,7 @@ over the site and its children; their sum parameterizes the posterior draw.
     ...     with plate("flips", len(y)):
     ...         sample("y", Bernoulli(p), obs=y)
     >>> graph = coin.graph(torch.tensor([1.0, 1.0, 0.0]))
-    >>> conjugate_match(graph, "p")[0].family
+    >>> conjugate_match(graph, "p")[0].name
     'Beta'
     >>> update = Conjugate().bind(graph, ("p",))
     >>> values, _, _ = update.step(chain_generators(0, 3), {"p": torch.full((3,), 0.5)}, None)
@@ -49,8 +49,9 @@ from ppl.ir.analysis import random_dag
 from ppl.ir.errors import IRError
 from ppl.ir.node import iter_refs
 from ppl.passes.rewriting import probe
+from ppl.registry import Family, families, get_family
+from ppl.stdlib.conjugate_priors import ConjugatePrior, Likelihood, Stats
 
-from .conjugate_priors import CONJUGATE_PRIORS, ConjugatePrior, Likelihood, Stats
 from .discrete import Values
 from .site_program import SiteProgram
 
@@ -185,28 +186,32 @@ def _child_likelihood(graph: Graph, deps, theta: Node, prior: ConjugatePrior,
         return f"{where} ({spec.family}) reads it in parameters {using}, not in exactly one"
     param = dict(spec.params)[using[0]]
     traced = _trace(graph, param)
+    child_class = get_family(spec.family).cls
     for lik in prior.likelihoods:
-        if (lik.family, lik.param) != (spec.family, using[0]) or traced is None:
+        if lik.family is not child_class or lik.param != using[0] or traced is None:
             continue
         name, power, normalized = traced
         if name == theta.name and power == lik.power and (lik.normalized or not normalized):
             return lik
-    known = [f"{lik.family}({lik.param}=theta**{lik.power:g})" for lik in prior.likelihoods]
+    known = [f"{lik.family.__name__}({lik.param}=theta**{lik.power:g})"
+             for lik in prior.likelihoods]
     return (f"{where} uses it as {spec.family}({using[0]}=...), not directly as one of {known}")
 
 
 def conjugate_match(
     graph: Graph, address: str
-) -> tuple[ConjugatePrior, list[tuple[Node, Likelihood]]] | str:
-    """The conjugate prior of latent ``address`` and a likelihood for each child, or a string
-    saying why the site's conditional is not a conjugate update."""
+) -> tuple[Family, list[tuple[Node, Likelihood]]] | str:
+    """The prior family of latent ``address`` (its ``conjugate`` rule matched) and a
+    likelihood for each child, or a string saying why the site's conditional is not a
+    conjugate update."""
     theta = graph.site(address)
     if theta.kind != "sample":
         return f"{address!r} is a {theta.kind} node, not a latent"
-    family = _innermost(DistSpec(theta.target, theta.kwargs)).family
-    prior = CONJUGATE_PRIORS.get(family)
+    family = get_family(_innermost(DistSpec(theta.target, theta.kwargs)).family)
+    prior = family.conjugate
     if prior is None:
-        return f"its prior {family} is not one of the conjugate priors {sorted(CONJUGATE_PRIORS)}"
+        known = sorted(name for name, f in families().items() if f.conjugate is not None)
+        return f"its prior {family.name} is not one of the conjugate priors {known}"
     if theta.meta.attr("scale") is not None:
         return "its prior is scaled (tempered or subsampled)"
     children = [graph.site(a) for a in random_dag(graph).successors(address)]
@@ -219,7 +224,7 @@ def conjugate_match(
         if isinstance(lik, str):
             return lik
         matched.append((child, lik))
-    return prior, matched
+    return family, matched
 
 
 # -- the update -----------------------------------------------------------------------------
@@ -266,7 +271,7 @@ def _plan(graph: Graph, p, address: str) -> _ConjugatePlan:
     match = conjugate_match(graph, address)
     if isinstance(match, str):
         raise IRError(f"Conjugate: site {address!r} has no conjugate update: {match}")
-    prior, children = match
+    prior, children = match[0].conjugate, match[1]
     shape = tuple(p.env[graph.site(address).name].shape)
     fns = {address: _Stats(lambda d, v: prior.natural(d), shape)}
     fns.update({child.address: _Stats(lik.stats, shape) for child, lik in children})

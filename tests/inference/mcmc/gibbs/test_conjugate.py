@@ -169,7 +169,7 @@ def test_detection_explains_why_not(models):
     assert "not directly" in conjugate_match(models.hmm.graph(models.hmm_data), "locs")
     assert "scaled" in conjugate_match(temper(0.5)(normal_mean.graph(Y)), "mu")
     prior, children = conjugate_match(models.mixture.graph(models.mixture_data), "weights")
-    assert prior.family == "Dirichlet" and [c.address for c, _ in children] == ["z"]
+    assert prior.name == "Dirichlet" and [c.address for c, _ in children] == ["z"]
     with pytest.raises(IRError, match="Conjugate: site 'mu' has no conjugate update"):
         Conjugate().bind(g, ("mu",))
 

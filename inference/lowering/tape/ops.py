@@ -1,0 +1,137 @@
+"""The operations a family's tape rule is written with (the ``ops`` of ``Family.log_density``).
+
+A rule in :mod:`ppl.stdlib.log_densities` receives this module as ``ops`` and calls only
+what is listed in ``__all__``. Every operation takes tape ``Var`` s or constants (tensors,
+floats) alike: with no ``Var`` among its arguments it is evaluated at once, so the terms of
+a rule that do not depend on the position fold into build-time constants. Structural
+operations take ``dim=-1`` style dimensions of the per-chain shape.
+
+    >>> import torch
+    >>> from ppl.inference.lowering.tape import ops
+    >>> from ppl.inference.lowering.tape.tape import Tape
+    >>> x = Tape().input("x", (3,))
+    >>> ops.sum_last(ops.log(x)).shape, float(ops.sum_last(ops.exp(torch.zeros(3))))
+    ((), 3.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ppl.shapes import broadcast_shapes
+
+from . import prims as P
+from .prims import (
+    exp,
+    expm1,
+    lgamma,
+    log,
+    log1p,
+    logsigmoid,
+    sigmoid,
+    softplus,
+    square,
+    where,
+)
+from .tape import Tape, Unsupported, Value, is_var, shape_of
+
+__all__ = [
+    "Unsupported",
+    "abs",
+    "cat",
+    "compare",
+    "exp",
+    "expm1",
+    "is_var",
+    "lgamma",
+    "log",
+    "log1p",
+    "log_softmax",
+    "logsigmoid",
+    "matmul",
+    "narrow",
+    "reshape",
+    "shape_of",
+    "sigmoid",
+    "softplus",
+    "square",
+    "sum_last",
+    "take_last",
+    "where",
+]
+
+
+def _tape(values: Sequence[Any]) -> Tape | None:
+    return next((v.tape for v in values if is_var(v)), None)
+
+
+def _apply(prim: P.Prim, *args: Value, **attrs: Any) -> Value:
+    """``prim`` recorded on the tape of its ``Var`` arguments, or evaluated on constants."""
+    tape = _tape(args)
+    return tape.apply(prim, *args, **attrs) if tape else prim.evaluate(*args, **attrs)
+
+
+def abs(x: Value) -> Value:
+    return _apply(P.ABS, x)
+
+
+def compare(op: str, a: Value, b: Value) -> Value:
+    """``torch.<op>(a, b)`` for ``op`` in lt, le, gt, ge, eq, ne (a boolean value)."""
+    return _apply(P.COMPARISONS[op], a, b)
+
+
+def sum_last(x: Value) -> Value:
+    """``x.sum(-1)``."""
+    if is_var(x):
+        return x.tape.apply(P.SUM, x, dims=(-1,))
+    return torch.as_tensor(x, dtype=torch.float64).sum(-1)
+
+
+def log_softmax(x: Value) -> Value:
+    """``torch.log_softmax(x, -1)``."""
+    if is_var(x):
+        return x.tape.apply(P.LOG_SOFTMAX, x, dim=-1)
+    return torch.log_softmax(torch.as_tensor(x, dtype=torch.float64), -1)
+
+
+def matmul(a: Value, b: Value) -> Value:
+    """``a @ b`` (at most one side a per-chain matrix; see ``prims.MatMul``)."""
+    return _apply(P.MATMUL, a, b)
+
+
+def reshape(x: Value, shape: Sequence[int]) -> Value:
+    return P.reshape(x, tuple(shape))
+
+
+def narrow(x: Value, dim: int, start: int, length: int) -> Value:
+    """``x.narrow(dim, start, length)``."""
+    if not is_var(x):
+        return torch.as_tensor(x, dtype=torch.float64).narrow(dim, start, length)
+    return x.tape.apply(P.NARROW, x, dim=dim % x.ndim, start=start, length=length)
+
+
+def cat(parts: Sequence[Value], dim: int = -1) -> Value:
+    """``torch.cat(parts, dim)``; every part has the full rank."""
+    tape = _tape(parts)
+    if tape is None:
+        return torch.cat([torch.as_tensor(p, dtype=torch.float64) for p in parts], dim)
+    rank = len(shape_of(next(p for p in parts if is_var(p))))
+    return tape.apply(P.CAT, list(parts), dim=dim % rank)
+
+
+def take_last(table: Value, index: Value) -> Value:
+    """``table[..., index]`` for an integer ``index`` over the last dim: a gather of fixed
+    positions for a constant index, a per-chain gather for per-chain data."""
+    if is_var(index):
+        return index.tape.apply(P.TAKE_LAST, table, index)
+    if not is_var(table):
+        return P.TAKE_LAST.evaluate(table, index)
+    shape = shape_of(table)
+    batch = broadcast_shapes(shape[:-1], tuple(index.shape))
+    flat = torch.arange(math.prod(shape)).reshape(shape).expand(*batch, shape[-1])
+    positions = torch.gather(flat, -1, index.long().expand(batch).unsqueeze(-1)).squeeze(-1)
+    return table.tape.apply(P.GATHER, table, positions=positions)

@@ -1,0 +1,340 @@
+"""The log density of each family as a tape rule: ``rule(ops, value, **params) -> terms``.
+
+A rule is a pure function of the operations in ``ops`` (the generated potential passes
+``ppl.inference.lowering.tape.ops``, whose functions take tape variables and constants
+alike), so it lives here, next to the family, without the standard library importing an
+engine. The sum of the returned terms, each broadcast to the site's batch shape, is the
+family's ``log_prob``; terms that do not depend on the position fold into one constant. A
+family's declaration (:mod:`ppl.stdlib.families`) says which value dims its rule sums
+itself (``event_dims``) and which parameters it needs unbroadcast (``vector_params``). A
+wrapper's distribution parameter reaches its rule as an object whose ``log_density(value)``
+gives the wrapped family's terms. With plain tensors for ``ops`` functions, a rule is the
+family's ``log_prob``:
+
+    >>> import torch
+    >>> from ppl.inference.lowering.tape import ops
+    >>> terms = normal(ops, torch.tensor(0.5), loc=0.0, scale=torch.tensor(2.0))
+    >>> expected = torch.distributions.Normal(0.0, 2.0).log_prob(torch.tensor(0.5))
+    >>> torch.isclose(sum(t.sum() for t in terms), expected).item()
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+import torch
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+LOG_2 = math.log(2.0)
+LOG_PI = math.log(math.pi)
+
+Ops = ModuleType  # the namespace of tape operations a rule is given
+Value = Any  # a tape variable or a constant (tensor or float)
+
+
+def _standardized(x: Value, loc: Value, scale: Value) -> Value:
+    return (x - loc) / scale
+
+
+# -- continuous, univariate -----------------------------------------------------------------
+def normal(ops: Ops, x: Value, loc: Value, scale: Value) -> list:
+    return [-0.5 * ops.square(_standardized(x, loc, scale)), -ops.log(scale) - HALF_LOG_2PI]
+
+
+def half_normal(ops: Ops, x: Value, scale: Value) -> list:
+    return normal(ops, x, 0.0, scale) + [LOG_2]
+
+
+def log_normal(ops: Ops, x: Value, loc: Value, scale: Value) -> list:
+    return normal(ops, ops.log(x), loc, scale) + [-ops.log(x)]
+
+
+def cauchy(ops: Ops, x: Value, loc: Value, scale: Value) -> list:
+    return [-ops.log1p(ops.square(_standardized(x, loc, scale))), -ops.log(scale) - LOG_PI]
+
+
+def half_cauchy(ops: Ops, x: Value, scale: Value) -> list:
+    return cauchy(ops, x, 0.0, scale) + [LOG_2]
+
+
+def student_t(ops: Ops, x: Value, df: Value, loc: Value, scale: Value) -> list:
+    z = _standardized(x, loc, scale)
+    normalizer = (
+        ops.lgamma(0.5 * (df + 1.0)) - ops.lgamma(0.5 * df) - 0.5 * ops.log(df) - 0.5 * LOG_PI
+        - ops.log(scale)
+    )
+    return [-0.5 * (df + 1.0) * ops.log1p(ops.square(z) / df), normalizer]
+
+
+def laplace(ops: Ops, x: Value, loc: Value, scale: Value) -> list:
+    return [-ops.abs(x - loc) / scale, -ops.log(2.0 * scale)]
+
+
+def gumbel(ops: Ops, x: Value, loc: Value, scale: Value) -> list:
+    y = (loc - x) / scale
+    return [y - ops.exp(y), -ops.log(scale)]
+
+
+def exponential(ops: Ops, x: Value, rate: Value) -> list:
+    return [ops.log(rate), -rate * x]
+
+
+def gamma(ops: Ops, x: Value, concentration: Value, rate: Value) -> list:
+    return [
+        concentration * ops.log(rate),
+        (concentration - 1.0) * ops.log(x),
+        -rate * x,
+        -ops.lgamma(concentration),
+    ]
+
+
+def chi2(ops: Ops, x: Value, df: Value) -> list:
+    return gamma(ops, x, 0.5 * df, 0.5)
+
+
+def inverse_gamma(ops: Ops, x: Value, concentration: Value, rate: Value) -> list:
+    return [
+        concentration * ops.log(rate),
+        -(concentration + 1.0) * ops.log(x),
+        -rate / x,
+        -ops.lgamma(concentration),
+    ]
+
+
+def weibull(ops: Ops, x: Value, scale: Value, concentration: Value) -> list:
+    log_ratio = ops.log(x) - ops.log(scale)
+    return [
+        ops.log(concentration) - ops.log(scale),
+        (concentration - 1.0) * log_ratio,
+        -ops.exp(concentration * log_ratio),
+    ]
+
+
+def pareto(ops: Ops, x: Value, scale: Value, alpha: Value) -> list:
+    """``log a + a log s - (a + 1) log x``; like torch's, unchecked below ``scale``."""
+    return [ops.log(alpha), alpha * ops.log(scale), -(alpha + 1.0) * ops.log(x)]
+
+
+def beta(ops: Ops, x: Value, concentration1: Value, concentration0: Value) -> list:
+    a, b = concentration1, concentration0
+    return [
+        (a - 1.0) * ops.log(x),
+        (b - 1.0) * ops.log1p(-x),
+        ops.lgamma(a + b) - ops.lgamma(a) - ops.lgamma(b),
+    ]
+
+
+def uniform(ops: Ops, x: Value, low: Value, high: Value) -> list:
+    terms = [-ops.log(high - low)]
+    if ops.is_var(x):  # a latent's value lies in its support by construction
+        return terms
+    return terms + [_log_indicator(ops, "le", low, x), _log_indicator(ops, "lt", x, high)]
+
+
+def _log_indicator(ops: Ops, comparison: str, a: Value, b: Value) -> Value:
+    """0 where ``comparison(a, b)`` holds, -inf elsewhere (a support check at run time)."""
+    return ops.where(ops.compare(comparison, a, b), 0.0, -math.inf)
+
+
+def relaxed_bernoulli(
+    ops: Ops, x: Value, temperature: Value, probs: Value = None, logits: Value = None
+) -> list:
+    """A logistic density of ``logit(x)`` (torch's ``LogitRelaxedBernoulli``) and the
+    ``log|d logit(x) / dx|`` of the sigmoid that maps it into (0, 1)."""
+    if logits is None:
+        logits = ops.log(probs) - ops.log1p(-probs)
+    log_x, log_rest = ops.log(x), ops.log1p(-x)
+    diff = logits - (log_x - log_rest) * temperature
+    return [ops.log(temperature), diff - 2.0 * ops.softplus(diff), -log_x, -log_rest]
+
+
+# -- discrete -------------------------------------------------------------------------------
+def bernoulli(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
+    if logits is None:
+        return [x * ops.log(probs), (1.0 - x) * ops.log1p(-probs)]
+    return [x * logits, -ops.softplus(logits)]
+
+
+def binomial(
+    ops: Ops, x: Value, total_count: Value, probs: Value = None, logits: Value = None
+) -> list:
+    if ops.is_var(total_count) or ops.is_var(x):
+        raise ops.Unsupported("Binomial with a batched count")
+    log_choose = (
+        ops.lgamma(total_count + 1.0) - ops.lgamma(x + 1.0) - ops.lgamma(total_count - x + 1.0)
+    )
+    if logits is None:
+        return [log_choose, x * ops.log(probs), (total_count - x) * ops.log1p(-probs)]
+    return [log_choose, x * logits, -total_count * ops.softplus(logits)]
+
+
+def _log_beta(ops: Ops, a: Value, b: Value) -> Value:
+    return ops.lgamma(a) + ops.lgamma(b) - ops.lgamma(a + b)
+
+
+def beta_binomial(
+    ops: Ops, x: Value, concentration1: Value, concentration0: Value, total_count: Value
+) -> list:
+    if ops.is_var(total_count) or ops.is_var(x):
+        raise ops.Unsupported("BetaBinomial with a batched count")
+    a, b, n = concentration1, concentration0, total_count
+    log_choose = ops.lgamma(n + 1.0) - ops.lgamma(x + 1.0) - ops.lgamma(n - x + 1.0)
+    return [log_choose, _log_beta(ops, x + a, n - x + b), -_log_beta(ops, a, b)]
+
+
+def poisson(ops: Ops, x: Value, rate: Value) -> list:
+    return [x * ops.log(rate), -rate, -ops.lgamma(x + 1.0)]
+
+
+def geometric(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
+    if logits is None:
+        return [x * ops.log1p(-probs), ops.log(probs)]
+    return [x * ops.logsigmoid(-logits), ops.logsigmoid(logits)]
+
+
+def negative_binomial(
+    ops: Ops, x: Value, total_count: Value, probs: Value = None, logits: Value = None
+) -> list:
+    """``r log(1 - p) + x log p`` and the normalizer ``log C(x + r - 1, x)``."""
+    r = total_count
+    normalizer = ops.lgamma(r + x) - ops.lgamma(x + 1.0) - ops.lgamma(r)
+    if logits is None:
+        return [r * ops.log1p(-probs), x * ops.log(probs), normalizer]
+    return [r * ops.logsigmoid(-logits), x * ops.logsigmoid(logits), normalizer]
+
+
+def negative_binomial2(ops: Ops, x: Value, mean: Value, concentration: Value) -> list:
+    phi = concentration
+    log_total = ops.log(mean + phi)
+    return [
+        ops.lgamma(x + phi) - ops.lgamma(phi) - ops.lgamma(x + 1.0),
+        phi * (ops.log(phi) - log_total),
+        x * (ops.log(mean) - log_total),
+    ]
+
+
+def categorical(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
+    if ops.is_var(x) and x.dtype.is_floating_point:
+        raise ops.Unsupported("Categorical with a batched value")
+    if logits is not None:
+        return [ops.take_last(ops.log_softmax(logits), x)]
+    return [ops.take_last(ops.log(probs), x), -ops.log(ops.sum_last(probs))]
+
+
+def one_hot_categorical(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
+    """``sum(x log p)`` over the one-hot last dim, ``p`` normalized as torch does."""
+    if logits is not None:
+        return [ops.sum_last(x * ops.log_softmax(logits))]
+    return [ops.sum_last(x * ops.log(probs)), -ops.log(ops.sum_last(probs))]
+
+
+def multinomial(
+    ops: Ops, x: Value, total_count: Value, probs: Value = None, logits: Value = None
+) -> list:
+    """``lgamma(n + 1) - sum lgamma(x + 1) + sum x log p`` (the counts sum to ``n``)."""
+    log_choose = ops.lgamma(total_count + 1.0) - ops.sum_last(ops.lgamma(x + 1.0))
+    if logits is not None:
+        return [log_choose, ops.sum_last(x * ops.log_softmax(logits))]
+    return [
+        log_choose,
+        ops.sum_last(x * ops.log(probs)),
+        -total_count * ops.log(ops.sum_last(probs)),
+    ]
+
+
+def ordered_logistic(ops: Ops, x: Value, predictor: Value, cutpoints: Value) -> list:
+    """``log P(y = k)`` from the cutpoints (as :func:`ppl.stdlib.ordinal.ordinal_logits`:
+    ``log(sigmoid(b) - sigmoid(a)) = b + log(1 - e^(a-b)) - softplus(a) - softplus(b)``
+    between neighbours, log-sigmoid tails), read at the observed category."""
+    if ops.is_var(x) and x.dtype.is_floating_point:
+        raise ops.Unsupported("OrderedLogistic with a batched value")
+    k = ops.shape_of(cutpoints)[-1]
+    upper = cutpoints - ops.reshape(predictor, (*ops.shape_of(predictor), 1))
+    categories = [ops.logsigmoid(ops.narrow(upper, -1, 0, 1))]
+    if k > 1:
+        a, b = ops.narrow(upper, -1, 0, k - 1), ops.narrow(upper, -1, 1, k - 1)
+        categories.append(b + ops.log(-ops.expm1(a - b)) - ops.softplus(a) - ops.softplus(b))
+    categories.append(-ops.softplus(ops.narrow(upper, -1, k - 1, 1)))
+    return [ops.take_last(ops.cat(categories, -1), x)]
+
+
+# -- multivariate ---------------------------------------------------------------------------
+def multivariate_normal(
+    ops: Ops,
+    x: Value,
+    loc: Value,
+    scale_tril: Value = None,
+    covariance_matrix: Value = None,
+    precision_matrix: Value = None,
+) -> list:
+    matrix = next(m for m in (scale_tril, covariance_matrix, precision_matrix) if m is not None)
+    if ops.is_var(matrix):
+        raise ops.Unsupported("MultivariateNormal with a batched covariance")
+    if scale_tril is None:
+        cov = covariance_matrix if precision_matrix is None else torch.linalg.inv(precision_matrix)
+        scale_tril = torch.linalg.cholesky(cov)
+    precision_factor = torch.linalg.inv(scale_tril).mT.contiguous()  # w = (x - loc) @ L^{-T}
+    w = ops.matmul(x - loc, precision_factor)
+    k = scale_tril.shape[-1]
+    log_norm = -torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1) - k * HALF_LOG_2PI
+    return [-0.5 * ops.sum_last(w * w), log_norm]
+
+
+def low_rank_multivariate_normal(
+    ops: Ops, x: Value, loc: Value, cov_factor: Value, cov_diag: Value
+) -> list:
+    """A MultivariateNormal with covariance ``W W^T + diag(D)`` (both constant)."""
+    if ops.is_var(cov_factor) or ops.is_var(cov_diag):
+        raise ops.Unsupported("LowRankMultivariateNormal with a batched covariance")
+    cov = cov_factor @ cov_factor.mT + torch.diag_embed(torch.as_tensor(cov_diag))
+    return multivariate_normal(ops, x, loc, covariance_matrix=cov)
+
+
+def dirichlet(ops: Ops, x: Value, concentration: Value) -> list:
+    """``sum((a - 1) log x) + lgamma(sum a) - sum lgamma(a)`` over the last (event) dim; the
+    first term vanishes for a flat Dirichlet (constant ``a`` of ones)."""
+    weight = concentration - 1.0
+    terms = [ops.lgamma(ops.sum_last(concentration)) - ops.sum_last(ops.lgamma(concentration))]
+    if ops.is_var(weight) or bool((torch.as_tensor(weight) != 0).any()):
+        terms.append(ops.sum_last(weight * ops.log(x)))
+    return terms
+
+
+def gaussian_random_walk(ops: Ops, x: Value, scale: Value, num_steps: int) -> list:
+    """Normal(0, scale) increments of the path along the last dim, starting from 0."""
+    if num_steps == 1:
+        steps = x
+    else:
+        rest = ops.narrow(x, -1, 1, num_steps - 1) - ops.narrow(x, -1, 0, num_steps - 1)
+        steps = ops.cat([ops.narrow(x, -1, 0, 1), rest], -1)
+    return [
+        -0.5 * ops.sum_last(ops.square(steps)) / ops.square(scale),
+        -num_steps * (ops.log(scale) + HALF_LOG_2PI),
+    ]
+
+
+# -- degenerate, improper and wrappers ------------------------------------------------------
+def delta(ops: Ops, x: Value, v: Value, log_density: Value, event_dim: int) -> list:
+    """``log_density`` where ``x == v`` in every event entry, -inf elsewhere."""
+    indicator = ops.where(ops.compare("eq", x, v), 0.0, -math.inf)
+    for _ in range(event_dim):
+        indicator = ops.sum_last(indicator)
+    return [indicator, log_density]
+
+
+def improper_uniform(ops: Ops, x: Value, **_: Any) -> list:
+    return []
+
+
+def independent(ops: Ops, x: Value, base_distribution: Any, reinterpreted_batch_ndims: int) -> list:
+    """The base's terms: the potential sums the reinterpreted dims with all the others."""
+    return base_distribution.log_density(x)
+
+
+def masked(ops: Ops, x: Value, base_dist: Any, mask: Value) -> list:
+    if ops.is_var(mask):
+        raise ops.Unsupported("Masked with a mask that depends on the position")
+    return [ops.where(mask, term, 0.0) for term in base_dist.log_density(x)]
