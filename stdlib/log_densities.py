@@ -8,8 +8,10 @@ family's ``log_prob``; terms that do not depend on the position fold into one co
 family's declaration (:mod:`ppl.stdlib.families`) says which value dims its rule sums
 itself (``event_dims``) and which parameters it needs unbroadcast (``vector_params``). A
 wrapper's distribution parameter reaches its rule as an object whose ``log_density(value)``
-gives the wrapped family's terms. With plain tensors for ``ops`` functions, a rule is the
-family's ``log_prob``:
+gives the wrapped family's terms, and whose ``family`` and ``params`` are the wrapped
+declaration and its parameters (``MixtureSameFamily`` reads its weights and its components'
+event dims there). With plain tensors for ``ops`` functions, a rule is the family's
+``log_prob``:
 
     >>> import torch
     >>> from ppl.inference.lowering.tape import ops

@@ -11,7 +11,7 @@ from torch.distributions import biject_to
 from ppl import factor, model, plate, sample
 from ppl.inference.lowering.flat import FlatModel, LatentBlock
 from ppl.inference.lowering.native import NativePotential, compiler_available
-from ppl.inference.lowering.tape import Lowered, torch_potential
+from ppl.inference.lowering.tape import Lowered, ops, torch_potential
 from ppl.inference.lowering.tape import prims as P
 from ppl.inference.lowering.tape.bijectors import unconstrain, unconstrained_shape
 from ppl.inference.lowering.tape.tape import Tape
@@ -34,6 +34,7 @@ from ppl.stdlib import (
     ZeroInflatedPoisson,
     constraints,
 )
+from ppl.stdlib import log_densities as ld
 from ppl.stdlib._math import log1mexp
 
 BACKENDS = ["generated", pytest.param("native", marks=pytest.mark.skipif(
@@ -279,3 +280,38 @@ def test_families_of_the_new_primitives_run_on_the_tape(m, backend):
     flat = FlatModel.from_graph(m.graph(), backend=backend)
     assert flat.backend == backend
     assert_flat_matches(flat, tolerance=1e-6)
+
+
+# rules whose latent parameters the tracer cannot pass to the constructor (it validates them):
+# the rule on the tape against autograd through ``log_prob``
+CORR = torch.linalg.cholesky(torch.tensor([[1.0, 0.4, -0.2], [0.4, 1.0, 0.3], [-0.2, 0.3, 1.0]],
+                                          dtype=torch.float64))
+SIMPLEX = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+
+
+def _entry(u, i: int):
+    return P.reshape(u.tape.apply(P.NARROW, u, dim=0, start=i, length=1), ())
+
+
+RULE_CASES = {
+    "LKJCholesky(concentration)": (
+        lambda u: ld.lkj_cholesky(ops, CORR, dim=3, concentration=P.exp(_entry(u, 0))),
+        lambda x: LKJCholesky(3, torch.exp(x[0])).log_prob(CORR), 1),
+    "Wishart(df)": (
+        lambda u: ld.wishart(ops, SPD, 3.0 + P.exp(_entry(u, 0)), covariance_matrix=SPD * 0.5),
+        lambda x: Wishart(3.0 + torch.exp(x[0]), covariance_matrix=SPD * 0.5).log_prob(SPD), 1),
+    "RelaxedOneHotCategorical(temperature, logits)": (
+        lambda u: ld.relaxed_one_hot_categorical(
+            ops, SIMPLEX, P.exp(_entry(u, 0)), logits=u.tape.apply(P.NARROW, u, dim=0, start=1,
+                                                                   length=3)),
+        lambda x: RelaxedOneHotCategorical(torch.exp(x[0]), logits=x[1:]).log_prob(SIMPLEX), 4),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(RULE_CASES))
+def test_rule_with_latent_parameters_matches_autograd(name, backend):
+    rule, log_prob, size = RULE_CASES[name]
+    z = 0.5 * torch.randn(2, size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert_potential_matches(lambda u: sum(P.sum_all(t) for t in rule(u)), log_prob, (size,), z,
+                             backend)
