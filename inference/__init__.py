@@ -12,6 +12,7 @@ running any kernel on the rest). The kernels themselves, with the same names, li
 """
 
 from . import mcmc
+from .lowering.flat import FastPathWarning
 from .mcmc.gibbs import Conjugate, DiscreteGibbs, KernelUpdate
 from .mcmc.gibbs.method import Gibbs
 from .mcmc.methods import HMC, MALA, MCMC, NUTS, RWMH, Slice
@@ -24,5 +25,5 @@ __all__ = [
     "Importance", "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",
-    "Summary", "summarize", "convergence_warnings",
+    "Summary", "summarize", "convergence_warnings", "FastPathWarning",
 ]

@@ -246,7 +246,7 @@ def shift_within(
         return value + shift
     if isinstance(base, (constraints.greater_than, constraints.greater_than_eq)):
         return base.lower_bound + (value - base.lower_bound) * torch.exp(shift)
-    if isinstance(base, constraints.interval):
+    if isinstance(base, (constraints.interval, constraints.half_open_interval)):
         low, width = base.lower_bound, base.upper_bound - base.lower_bound
         return low + width * torch.sigmoid(torch.logit((value - low) / width) + shift)
     if isinstance(base, type(constraints.simplex)):

@@ -339,14 +339,29 @@ def multivariate_normal(
     matrix = next(m for m in (scale_tril, covariance_matrix, precision_matrix) if m is not None)
     if ops.is_var(matrix):
         raise ops.Unsupported("MultivariateNormal with a batched covariance")
+    scale_tril, covariance_matrix, precision_matrix = (
+        None if m is None else _one_matrix(ops, m)
+        for m in (scale_tril, covariance_matrix, precision_matrix)
+    )
     if scale_tril is None:
         cov = covariance_matrix if precision_matrix is None else torch.linalg.inv(precision_matrix)
         scale_tril = torch.linalg.cholesky(cov)
     precision_factor = torch.linalg.inv(scale_tril).mT.contiguous()  # w = (x - loc) @ L^{-T}
-    w = ops.matmul(x - loc, precision_factor)
-    k = scale_tril.shape[-1]
+    diff = x - loc  # as rows of a matrix: matmul takes per-chain ranks 1 and 2
+    k, shape = scale_tril.shape[-1], ops.shape_of(diff)
+    rows = ops.reshape(diff, (math.prod(shape[:-1]), k)) if len(shape) > 2 else diff
+    w = ops.reshape(ops.matmul(rows, precision_factor), shape)
     log_norm = -torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1) - k * HALF_LOG_2PI
     return [-0.5 * ops.sum_last(w * w), log_norm]
+
+
+def _one_matrix(ops: Ops, matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix of a constant batch of equal matrices (one broadcast to the batch)."""
+    matrix = torch.as_tensor(matrix)
+    flat = matrix.reshape(-1, *matrix.shape[-2:])
+    if not bool((flat == flat[0]).all()):
+        raise ops.Unsupported("MultivariateNormal with a batch of different covariances")
+    return flat[0]
 
 
 def low_rank_multivariate_normal(

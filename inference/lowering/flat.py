@@ -16,8 +16,9 @@ with ``biject_to(support)``, with ``log|det J|`` added. Three implementations:
   autograd pass; it handles every graph, e.g. supports whose bounds are other latents.
 
 ``backend`` says which one runs (chosen once, when the model is built), and
-``fallback_reason`` why a faster one was refused. The autograd code is compiled only when
-it is used.
+``fallback_reason`` why a faster one was refused (naming the family or operation without a
+rule); a model that lands on the autograd path also says so once, with a
+:class:`FastPathWarning`. The autograd code is compiled only when it is used.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -34,6 +35,7 @@ it is used.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,6 +51,10 @@ from ppl.ir.node import DistSpec, Node
 from .native import NativePotential
 from .tape import Unsupported, lower_potential, torch_potential
 from .tape.bijectors import unconstrained_shape
+
+
+class FastPathWarning(UserWarning):
+    """A model runs on the autograd path: a family or operation has no generated rule."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,11 @@ class FlatModel:
             if backend != "auto":
                 raise
             self.fallback_reason = str(refusal)
+            if self._generated is None:
+                warnings.warn(
+                    f"{refusal}: the model runs on the autograd path, several times slower "
+                    "than the generated one", FastPathWarning, stacklevel=4,
+                )
 
     @cached_property
     def log_density_fn(self) -> Callable:

@@ -20,7 +20,7 @@ from ppl.inference.lowering.tape.tape import Instr, Value, Var, is_var, shape_of
 from .emitter import Emitter, contiguous_strides, literal
 from .fusion import FusedLoop, is_full_sum
 
-__all__ = ["emit", "supported"]
+__all__ = ["emit", "has_rule", "supported"]
 
 # C spellings of the elementwise primitives; {0}, {1}, {2} are the operands.
 _ELEMENTWISE = {
@@ -479,13 +479,16 @@ _RULES: dict[str, Callable[[Emitter, Instr], None]] = {
 
 
 
+def has_rule(prim: P.Prim) -> bool:
+    """Whether the primitive has a C rule."""
+    if isinstance(prim, P.Elementwise):
+        return prim.name in _ELEMENTWISE
+    return prim.name in _RULES
+
+
 def supported(instr: Instr) -> bool:
     """Whether ``instr`` has a C rule (and a value type the C buffers hold)."""
-    if instr.out.dtype not in (torch.float64, torch.bool):
-        return False
-    if isinstance(instr.prim, P.Elementwise):
-        return instr.prim.name in _ELEMENTWISE
-    return instr.prim.name in _RULES
+    return instr.out.dtype in (torch.float64, torch.bool) and has_rule(instr.prim)
 
 
 def emit(em: Emitter, item: Instr | FusedLoop) -> None:

@@ -301,6 +301,7 @@ CALL_RULES: dict[str, Rule] = {
     "zeros_like": _constant_like(0.0),
     "full_like": _constant_like(None),
     "to": _to,
+    "as_tensor": _to,
     "type_as": lambda tape, x, other: _to(tape, x, getattr(other, "dtype", None)),
     "double": lambda tape, x: x,
     "float": lambda tape, x: x,

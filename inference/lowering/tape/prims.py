@@ -525,9 +525,8 @@ class ScatterAdd(Prim):
 
     def fn(self, g, positions, shape):
         out = torch.zeros(math.prod(shape), dtype=torch.float64)
-        return out.index_add_(0, positions.reshape(-1), torch.as_tensor(g).reshape(-1)).reshape(
-            shape
-        )
+        g = torch.as_tensor(g, dtype=torch.float64).reshape(-1)
+        return out.index_add_(0, positions.reshape(-1), g).reshape(shape)
 
     def infer(self, g, positions, shape):
         return tuple(shape), torch.float64
