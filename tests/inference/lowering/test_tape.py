@@ -344,13 +344,15 @@ CONSTANT_PARAMETERS = {
     "Delta": ("v",),  # the observed value is ``v`` itself: a finite log density
     "Pareto": ("scale",),
     "Uniform": ("low", "high"),
+    "TruncatedNormal": ("low", "high"),
 }
 # families whose constructors cannot be traced with random parameters (torch validates an
 # inner distribution, or computes logits with a batched ``where``): the latent site, if
 # any, exercises their rule; ``test_every_family_rule_is_log_prob`` checks the others
 UNTRACEABLE_WITH_RANDOM_PARAMETERS = {
-    "LowRankMultivariateNormal", "Multinomial", "OneHotCategorical", "OrderedLogistic",
-    "RelaxedBernoulli",
+    "LKJCholesky", "LowRankMultivariateNormal", "Multinomial", "OneHotCategorical",
+    "OrderedLogistic", "RelaxedBernoulli", "RelaxedOneHotCategorical",
+    "Wishart",  # its constructor checks ``df > dim - 1``
 }
 RULED_EXAMPLES = [
     pytest.param(name, i, id=f"{name}-{i}")
@@ -398,7 +400,7 @@ def test_every_family_rule_matches_autograd(name, index, backend, float64_exampl
     fixed = CONSTANT_PARAMETERS.get(name, ())
     random = name not in UNTRACEABLE_WITH_RANDOM_PARAMETERS
     observed = example_value(dist)
-    latent = dist.has_rsample and not dist.support.is_discrete and name != "Delta"
+    latent = not dist.support.is_discrete and name != "Delta"  # without rsample too
     # a latent whose support is bounded by its parameters keeps them constant
     latent_shifts = random and not _has_tensor_bounds(dist.support)
 
