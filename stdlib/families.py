@@ -50,6 +50,7 @@ def _delta_event_dims(event_dim: int, **_: Any) -> int:
 
 
 LOC_SCALE = ("loc", "scale")
+BOUNDS = ("low", "high")
 
 DECLARATIONS: tuple[Family, ...] = (
     # continuous, univariate
@@ -69,13 +70,15 @@ DECLARATIONS: tuple[Family, ...] = (
     _continuous(c.InverseGamma, torch_class=td.InverseGamma, log_density=ld.inverse_gamma),
     _continuous(c.Chi2, torch_class=td.Chi2, log_density=ld.chi2),
     _continuous(c.Beta, torch_class=td.Beta, log_density=ld.beta, conjugate=conj.BETA),
-    _continuous(c.Uniform, torch_class=td.Uniform, log_density=ld.uniform),
+    _continuous(c.Uniform, torch_class=td.Uniform, log_density=ld.uniform,
+                support_bounds=BOUNDS),
     _continuous(c.Weibull, torch_class=td.Weibull, log_density=ld.weibull),
     _continuous(c.Pareto, torch_class=td.Pareto, log_density=ld.pareto),
     _declare(c.VonMises, torch_class=td.VonMises, log_density=ld.von_mises),
     _continuous(c.RelaxedBernoulli, torch_class=td.RelaxedBernoulli,
                 log_density=ld.relaxed_bernoulli),
-    _continuous(truncated.TruncatedNormal, log_density=ld.truncated_normal),
+    _continuous(truncated.TruncatedNormal, log_density=ld.truncated_normal,
+                support_bounds=BOUNDS),
     # multivariate
     _continuous(mv.Dirichlet, torch_class=td.Dirichlet, log_density=ld.dirichlet,
                 event_dims=1, vector_params=("concentration",), conjugate=conj.DIRICHLET),

@@ -43,7 +43,7 @@ from .prims import (
 )
 from .tape import Unsupported, Value, Var
 
-__all__ = ["base_support", "unconstrain", "unconstrained_shape"]
+__all__ = ["INTERVALS", "base_support", "unconstrain", "unconstrained_shape"]
 
 
 ELEMENTWISE_SUPPORTS = (
@@ -64,6 +64,7 @@ def base_support(support: constraints.Constraint) -> constraints.Constraint:
     return support
 
 
+INTERVALS = (constraints.interval, constraints.half_open_interval)
 MIXTURE = ppl_constraints.MixtureSameFamilyConstraint
 ORDERED = type(ppl_constraints.ordered)
 POSITIVE_ORDERED = type(ppl_constraints.positive_ordered)  # a subclass: test it first
@@ -101,7 +102,7 @@ def unconstrain(
         return _shifted(support.lower_bound, exp(u), 1.0), [u]
     if isinstance(support, constraints.less_than):
         return _shifted(support.upper_bound, exp(u), -1.0), [u]
-    if isinstance(support, (constraints.interval, constraints.half_open_interval)):
+    if isinstance(support, INTERVALS):
         low, high = bounds if bounds is not None else (support.lower_bound, support.upper_bound)
         width = high - low
         value = low + width * sigmoid(u)

@@ -41,7 +41,7 @@ from ppl.shapes import broadcast_shapes
 
 from . import ops
 from . import prims as P
-from .bijectors import unconstrain
+from .bijectors import INTERVALS, base_support, unconstrain
 from .calls import call_rule
 from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
@@ -193,18 +193,17 @@ class TapeInterpreter(Interpreter):
     # -- node kinds -------------------------------------------------------------------------
     def sample(self, node: Node) -> Value:
         spec = DistSpec(node.target, node.kwargs)
-        bounds = None
-        if node.target == "Uniform":
-            params = self._params(spec)
-            bounds = (params["low"], params["high"])
-        elif _depends_on_position(None, self._params(spec)) and _has_tensor_bounds(
-            self.supports[node.address]
-        ):
+        params, support = self._params(spec), self.supports[node.address]
+        bounds, names = None, get_family(spec.family).support_bounds
+        if names is not None:  # declared bounds: latent ones are read by an interval's bijector
+            bounds = tuple(params[name] for name in names)
+            fixed = not contains_var(list(bounds)) or isinstance(base_support(support), INTERVALS)
+        else:
+            fixed = not (_depends_on_position(None, params) and _has_tensor_bounds(support))
+        if not fixed:
             raise Unsupported(f"support of {node.address!r} depends on other latents")
         block = self.blocks[node.address]
-        value, log_det = unconstrain(
-            self.supports[node.address], self.latents[node.address], bounds
-        )
+        value, log_det = unconstrain(support, self.latents[node.address], bounds)
         value = P.reshape(value, block.shape)
         for term in log_det:
             self.add_term(term, block.unconstrained_shape)

@@ -11,7 +11,7 @@ from torch.distributions import biject_to
 from ppl import factor, model, plate, sample
 from ppl.inference.lowering.flat import FlatModel, LatentBlock
 from ppl.inference.lowering.native import NativePotential, compiler_available
-from ppl.inference.lowering.tape import Lowered, ops, torch_potential
+from ppl.inference.lowering.tape import Lowered, Unsupported, ops, torch_potential
 from ppl.inference.lowering.tape import prims as P
 from ppl.inference.lowering.tape.bijectors import unconstrain, unconstrained_shape
 from ppl.inference.lowering.tape.tape import Tape
@@ -220,8 +220,8 @@ def truncated_and_circular():
     mu = sample("mu", Normal(0.0, 1.0))
     s = sample("s", HalfNormal(1.0))
     k = sample("k", Gamma(2.0, 1.0))
-    sample("tn", TruncatedNormal(0.5, 1.0, low=0.0))
-    sample("tn_both", TruncatedNormal(0.0, 2.0, -1.0, 1.5))
+    sample("tn", TruncatedNormal(mu, 1.0, low=0.0))  # a constant bound, latent parameters
+    sample("tn_both", TruncatedNormal(0.0, s, -1.0, 1.5))
     sample("a", VonMises(0.5, 2.0))
     with plate("N", 4):
         sample("y", TruncatedNormal(mu, s, -1.0, 2.0), obs=ANGLES / 3.0)
@@ -269,6 +269,17 @@ def matrices():
     with plate("R", 2):
         sample("relaxed", RelaxedOneHotCategorical(
             torch.tensor(0.5), logits=torch.tensor([[0.1, -0.4, 1.2], [-0.1, 0.4, -1.2]])))
+
+
+@model
+def truncated_by_a_latent():
+    low = sample("low", Normal(0.0, 1.0))
+    sample("x", TruncatedNormal(0.0, 1.0, low=low))
+
+
+def test_a_support_bounded_by_a_latent_is_refused():
+    with pytest.raises(Unsupported, match="depends on other latents"):
+        FlatModel.from_graph(truncated_by_a_latent.graph(), backend="generated")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
