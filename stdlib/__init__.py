@@ -2,8 +2,11 @@
 
 Every family is a torch.distributions class with the ppl mixin (``to_event``, ``mask``,
 ``expand``, ``ppl_args``; ``validate_args=False`` by default, the runtime validates at the
-sample site), plus families torch lacks. Importing this package registers every family
-with :mod:`ppl.registry` and the extra bijectors with ``biject_to`` / ``transform_to``.
+sample site), plus families torch lacks. Importing this package registers every family's
+declaration (:mod:`ppl.stdlib.families`: its flags and the rules the engines use, with the
+tape log densities in :mod:`ppl.stdlib.log_densities` and the conjugate priors in
+:mod:`ppl.stdlib.conjugate_priors`) with :mod:`ppl.registry`, and the extra bijectors with
+``biject_to`` / ``transform_to``.
 
     >>> import torch
     >>> from ppl.stdlib import Normal, constraints
