@@ -48,7 +48,9 @@ class Family:
     ``vector_params``: parameters that carry dims the value lacks or must keep their event
     dims (the caller passes them as they are);
     ``wraps``: the parameter holding the wrapped distribution of a wrapper, whose event
-    dims it shares. ``loc_scale``: the ``(loc, scale)`` parameter names when
+    dims it shares. ``support_bounds``: the ``(low, high)`` parameter names that bound the
+    support (a latent's support is fixed while they are constants; a latent bound is read
+    by an interval's bijector). ``loc_scale``: the ``(loc, scale)`` parameter names when
     ``F(loc, scale)`` is ``loc + scale * F(0, 1)`` (the noncentering pass), else None.
     ``conjugate``: the conjugate-prior rule of the Gibbs ``Conjugate`` update, else None.
     """
@@ -64,6 +66,7 @@ class Family:
     event_dims: int | Callable[..., int] = 0
     vector_params: tuple[str, ...] = ()
     wraps: str | None = None
+    support_bounds: tuple[str, str] | None = None
     loc_scale: tuple[str, str] | None = None
     conjugate: Any = None
 

@@ -50,6 +50,7 @@ def _delta_event_dims(event_dim: int, **_: Any) -> int:
 
 
 LOC_SCALE = ("loc", "scale")
+BOUNDS = ("low", "high")
 
 DECLARATIONS: tuple[Family, ...] = (
     # continuous, univariate
@@ -69,13 +70,15 @@ DECLARATIONS: tuple[Family, ...] = (
     _continuous(c.InverseGamma, torch_class=td.InverseGamma, log_density=ld.inverse_gamma),
     _continuous(c.Chi2, torch_class=td.Chi2, log_density=ld.chi2),
     _continuous(c.Beta, torch_class=td.Beta, log_density=ld.beta, conjugate=conj.BETA),
-    _continuous(c.Uniform, torch_class=td.Uniform, log_density=ld.uniform),
+    _continuous(c.Uniform, torch_class=td.Uniform, log_density=ld.uniform,
+                support_bounds=BOUNDS),
     _continuous(c.Weibull, torch_class=td.Weibull, log_density=ld.weibull),
     _continuous(c.Pareto, torch_class=td.Pareto, log_density=ld.pareto),
-    _declare(c.VonMises, torch_class=td.VonMises),
+    _declare(c.VonMises, torch_class=td.VonMises, log_density=ld.von_mises),
     _continuous(c.RelaxedBernoulli, torch_class=td.RelaxedBernoulli,
                 log_density=ld.relaxed_bernoulli),
-    _continuous(truncated.TruncatedNormal),
+    _continuous(truncated.TruncatedNormal, log_density=ld.truncated_normal,
+                support_bounds=BOUNDS),
     # multivariate
     _continuous(mv.Dirichlet, torch_class=td.Dirichlet, log_density=ld.dirichlet,
                 event_dims=1, vector_params=("concentration",), conjugate=conj.DIRICHLET),
@@ -85,9 +88,13 @@ DECLARATIONS: tuple[Family, ...] = (
     _continuous(mv.LowRankMultivariateNormal, torch_class=td.LowRankMultivariateNormal,
                 log_density=ld.low_rank_multivariate_normal, event_dims=1,
                 vector_params=("loc", "cov_factor", "cov_diag")),
-    _declare(mv.LKJCholesky, torch_class=td.LKJCholesky),
-    _continuous(mv.Wishart, torch_class=td.Wishart),
-    _continuous(mv.RelaxedOneHotCategorical, torch_class=td.RelaxedOneHotCategorical),
+    _declare(mv.LKJCholesky, torch_class=td.LKJCholesky, log_density=ld.lkj_cholesky,
+             event_dims=2, vector_params=("concentration",)),
+    _continuous(mv.Wishart, torch_class=td.Wishart, log_density=ld.wishart, event_dims=2,
+                vector_params=("df", *mv._MATRIX)),
+    _continuous(mv.RelaxedOneHotCategorical, torch_class=td.RelaxedOneHotCategorical,
+                log_density=ld.relaxed_one_hot_categorical, event_dims=1,
+                vector_params=("temperature", *_PROBS)),
     _continuous(timeseries.GaussianRandomWalk, log_density=ld.gaussian_random_walk,
                 event_dims=1, vector_params=("scale",)),
     # discrete
@@ -104,8 +111,9 @@ DECLARATIONS: tuple[Family, ...] = (
     _discrete(d.NegativeBinomial, torch_class=td.NegativeBinomial,
               log_density=ld.negative_binomial),
     _discrete(counts.BetaBinomial, enumerable=True, log_density=ld.beta_binomial),
-    _discrete(counts.ZeroInflatedPoisson),
-    _discrete(counts.ZeroInflatedNegativeBinomial),
+    _discrete(counts.ZeroInflatedPoisson, log_density=ld.zero_inflated_poisson),
+    _discrete(counts.ZeroInflatedNegativeBinomial,
+              log_density=ld.zero_inflated_negative_binomial),
     _discrete(counts.NegativeBinomial2, log_density=ld.negative_binomial2),
     _discrete(ordinal.OrderedLogistic, enumerable=True, log_density=ld.ordered_logistic,
               vector_params=("predictor", "cutpoints")),
@@ -114,7 +122,9 @@ DECLARATIONS: tuple[Family, ...] = (
                 vector_params=("log_density",)),
     _declare(special.ImproperUniform, log_density=ld.improper_uniform),
     # wrappers and mixtures: flags depend on the instance (see the module docstring)
-    _declare(mv.MixtureSameFamily, torch_class=td.MixtureSameFamily),
+    _declare(mv.MixtureSameFamily, torch_class=td.MixtureSameFamily,
+             log_density=ld.mixture_same_family, event_dims=ld.mixture_event_dims,
+             vector_params=("mixture_distribution", "component_distribution")),
     _declare(wrappers.Independent, torch_class=td.Independent, log_density=ld.independent,
              wraps="base_distribution"),
     _declare(wrappers.Masked, log_density=ld.masked, wraps="base_dist"),

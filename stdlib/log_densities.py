@@ -8,8 +8,10 @@ family's ``log_prob``; terms that do not depend on the position fold into one co
 family's declaration (:mod:`ppl.stdlib.families`) says which value dims its rule sums
 itself (``event_dims``) and which parameters it needs unbroadcast (``vector_params``). A
 wrapper's distribution parameter reaches its rule as an object whose ``log_density(value)``
-gives the wrapped family's terms. With plain tensors for ``ops`` functions, a rule is the
-family's ``log_prob``:
+gives the wrapped family's terms, and whose ``family`` and ``params`` are the wrapped
+declaration and its parameters (``MixtureSameFamily`` reads its weights and its components'
+event dims there). With plain tensors for ``ops`` functions, a rule is the family's
+``log_prob``:
 
     >>> import torch
     >>> from ppl.inference.lowering.tape import ops
@@ -26,10 +28,14 @@ from types import ModuleType
 from typing import Any
 
 import torch
+from torch.distributions.utils import probs_to_logits
+
+from ppl.shapes import broadcast_shapes
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2 = math.log(2.0)
 LOG_PI = math.log(math.pi)
+LOG_2PI = math.log(2 * math.pi)
 
 Ops = ModuleType  # the namespace of tape operations a rule is given
 Value = Any  # a tape variable or a constant (tensor or float)
@@ -151,6 +157,44 @@ def relaxed_bernoulli(
     return [ops.log(temperature), diff - 2.0 * ops.softplus(diff), -log_x, -log_rest]
 
 
+_FAR = 40.0  # where TruncatedNormal puts an infinite bound, in standard deviations
+
+
+def _standardized_bound(
+    ops: Ops, bound: torch.Tensor, loc: Value, scale: Value, far: float
+) -> Value:
+    """A constant bound in standard deviations from ``loc``; an infinite one at ``far`` (as
+    :class:`~ppl.stdlib.truncated.TruncatedNormal` does, so no inf enters the arithmetic)."""
+    finite = torch.isfinite(bound)
+    if not bool(finite.any()):
+        return far
+    standardized = _standardized(torch.where(finite, bound, 0.0), loc, scale)
+    return standardized if bool(finite.all()) else ops.where(finite, standardized, far)
+
+
+def truncated_normal(ops: Ops, x: Value, loc: Value, scale: Value, low: Value, high: Value) -> list:
+    """The normal density over the mass ``Phi(b) - Phi(a)`` between the standardized bounds,
+    in log space on the side of the mean where the CDF is small (the interval mirrored
+    when it lies right of the mean), and a support check for data."""
+    if ops.is_var(low) or ops.is_var(high):
+        raise ops.Unsupported("TruncatedNormal with bounds that depend on the position")
+    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in (low, high))
+    a = _standardized_bound(ops, low, loc, scale, -_FAR)
+    b = _standardized_bound(ops, high, loc, scale, _FAR)
+    flip = ops.compare("gt", a, 0.0)
+    lo, hi = ops.where(flip, -b, a), ops.where(flip, -a, b)
+    log_hi = ops.log_ndtr(hi)
+    log_mass = log_hi + ops.log1mexp(ops.log_ndtr(lo) - log_hi)
+    terms = normal(ops, x, loc, scale) + [-log_mass]
+    if ops.is_var(x):  # a latent's value lies in its support by construction
+        return terms
+    return terms + [_log_indicator(ops, "le", low, x), _log_indicator(ops, "le", x, high)]
+
+
+def von_mises(ops: Ops, x: Value, loc: Value, concentration: Value) -> list:
+    return [concentration * ops.cos(x - loc), -LOG_2PI - ops.log_i0(concentration)]
+
+
 # -- discrete -------------------------------------------------------------------------------
 def bernoulli(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
     if logits is None:
@@ -214,6 +258,28 @@ def negative_binomial2(ops: Ops, x: Value, mean: Value, concentration: Value) ->
         phi * (ops.log(phi) - log_total),
         x * (ops.log(mean) - log_total),
     ]
+
+
+def _zero_inflated(ops: Ops, x: Value, gate: Value, base: list) -> list:
+    """``gate`` mixed with a point mass at 0: ``log(gate + (1 - gate) p(0))`` at zeros,
+    ``log(1 - gate) + log p(x)`` elsewhere."""
+    if ops.is_var(x):
+        raise ops.Unsupported("a zero-inflated family with a batched value")
+    log_p = sum(base[1:], base[0])
+    log_not_gate = ops.log1p(-gate)
+    inflated = ops.logaddexp(ops.log(gate), log_not_gate + log_p)
+    return [ops.where(torch.as_tensor(x) == 0, inflated, log_not_gate + log_p)]
+
+
+def zero_inflated_poisson(ops: Ops, x: Value, gate: Value, rate: Value) -> list:
+    return _zero_inflated(ops, x, gate, poisson(ops, x, rate))
+
+
+def zero_inflated_negative_binomial(
+    ops: Ops, x: Value, gate: Value, total_count: Value, probs: Value = None,
+    logits: Value = None,
+) -> list:
+    return _zero_inflated(ops, x, gate, negative_binomial(ops, x, total_count, probs, logits))
 
 
 def categorical(ops: Ops, x: Value, probs: Value = None, logits: Value = None) -> list:
@@ -331,6 +397,71 @@ def gaussian_random_walk(ops: Ops, x: Value, scale: Value, num_steps: int) -> li
     ]
 
 
+def _mvlgamma(ops: Ops, a: Value, p: int) -> Value:
+    """``torch.mvlgamma(a, p)``: ``p (p - 1) / 4 log pi + sum_i lgamma(a - i / 2)``."""
+    return p * (p - 1) / 4 * LOG_PI + sum((ops.lgamma(a - 0.5 * i) for i in range(p)), 0.0)
+
+
+def lkj_cholesky(ops: Ops, x: Value, dim: int, concentration: Value) -> list:
+    """``sum_i (2 (eta - 1) + dim - i - 1) log L_ii`` over the diagonal below the first
+    entry, and the normalizer of Lewandowski, Kurowicka and Joe (as torch writes it)."""
+    eta = concentration
+    diagonal = ops.narrow(ops.diagonal(x), -1, 1, dim - 1)
+    order = torch.arange(dim - 2, -1, -1, dtype=torch.float64)  # dim - i for i = 2..dim
+    eta_last = ops.reshape(eta, (*ops.shape_of(eta), 1))
+    unnormalized = ops.sum_last((2.0 * (eta_last - 1.0) + order) * ops.log(diagonal))
+    dm1 = dim - 1
+    alpha = eta + 0.5 * dm1
+    normalizer = 0.5 * dm1 * LOG_PI + _mvlgamma(ops, alpha - 0.5, dm1) - ops.lgamma(alpha) * dm1
+    return [unnormalized, -normalizer]
+
+
+def wishart(
+    ops: Ops, x: Value, df: Value, covariance_matrix: Value = None,
+    precision_matrix: Value = None, scale_tril: Value = None,
+) -> list:
+    """torch's Wishart density of ``x`` given a constant scale: ``-df (p/2 log 2 + log|L|)
+    - mvlgamma(df/2, p) + (df - p - 1)/2 log|x| - tr(S^-1 x)/2``."""
+    matrix = next(m for m in (scale_tril, covariance_matrix, precision_matrix) if m is not None)
+    if ops.is_var(matrix):
+        raise ops.Unsupported("Wishart with a batched scale")
+    if scale_tril is None:
+        cov = covariance_matrix if precision_matrix is None else torch.linalg.inv(precision_matrix)
+        scale_tril = torch.linalg.cholesky(cov)
+    p = ops.shape_of(x)[-1]
+    log_det_scale = torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1)
+    inverse_scale = torch.cholesky_inverse(scale_tril)
+    if ops.is_var(x):
+        log_det_x = 2.0 * ops.sum_last(ops.cholesky_log_diagonal(x))
+    else:
+        log_det_x = torch.linalg.slogdet(torch.as_tensor(x, dtype=torch.float64)).logabsdet
+    trace = ops.sum_last(ops.sum_last(x * inverse_scale.mT))
+    return [
+        -df * (0.5 * p * LOG_2 + log_det_scale),
+        -_mvlgamma(ops, 0.5 * df, p),
+        0.5 * (df - p - 1.0) * log_det_x,
+        -0.5 * trace,
+    ]
+
+
+def relaxed_one_hot_categorical(
+    ops: Ops, x: Value, temperature: Value, probs: Value = None, logits: Value = None
+) -> list:
+    """torch's ``ExpRelaxedCategorical`` density of ``log x`` and the ``-sum log x`` of the
+    exponential that maps it onto the simplex (the logits' normalization cancels)."""
+    if logits is None:  # torch's logits of normalized probabilities, for constant ones
+        logits = ops.log(probs) if ops.is_var(probs) else probs_to_logits(
+            probs / torch.as_tensor(probs).sum(-1, keepdim=True))
+    k = ops.shape_of(x)[-1]
+    log_x = ops.log(x)
+    score = logits - log_x * temperature
+    return [
+        ops.sum_last(score) - k * ops.logsumexp(score, -1),
+        math.lgamma(k) + (k - 1) * ops.log(temperature),
+        -ops.sum_last(log_x),
+    ]
+
+
 # -- degenerate, improper and wrappers ------------------------------------------------------
 def delta(ops: Ops, x: Value, v: Value, log_density: Value, event_dim: int) -> list:
     """``log_density`` where ``x == v`` in every event entry, -inf elsewhere."""
@@ -353,3 +484,41 @@ def masked(ops: Ops, x: Value, base_dist: Any, mask: Value) -> list:
     if ops.is_var(mask):
         raise ops.Unsupported("Masked with a mask that depends on the position")
     return [ops.where(mask, term, 0.0) for term in base_dist.log_density(x)]
+
+
+def event_ndims(dist: Any) -> int:
+    """The event dims of a wrapped distribution (its ``len(event_shape)``): a family's own,
+    plus the dims ``Independent`` reinterprets."""
+    family, params = dist.family, dist.params
+    if "reinterpreted_batch_ndims" in params:
+        return params["reinterpreted_batch_ndims"] + event_ndims(params[family.wraps])
+    if family.wraps is not None:
+        return event_ndims(params[family.wraps])
+    return family.event_dims(**params) if callable(family.event_dims) else family.event_dims
+
+
+def mixture_event_dims(component_distribution: Any, **_: Any) -> int:
+    return event_ndims(component_distribution)
+
+
+def mixture_same_family(
+    ops: Ops, x: Value, mixture_distribution: Any, component_distribution: Any
+) -> list:
+    """``logsumexp_k(log w_k + log p_k(x))`` over the components (the last batch dim of
+    ``component_distribution``), each component's terms summed over its event dims."""
+    k = event_ndims(component_distribution)
+    shape = ops.shape_of(x)
+    at_components = ops.reshape(x, (*shape[: len(shape) - k], 1, *shape[len(shape) - k:]))
+    terms = component_distribution.log_density(at_components)
+    full = broadcast_shapes(ops.shape_of(at_components), *(ops.shape_of(t) for t in terms))
+    log_p = sum((ops.broadcast_to(t, full) for t in terms), 0.0)
+    for _ in range(k):
+        log_p = ops.sum_last(log_p)
+    weights = mixture_distribution.params
+    if weights.get("logits") is not None:
+        log_w = ops.log_softmax(weights["logits"])
+    else:
+        probs = weights["probs"]
+        total = ops.sum_last(probs)
+        log_w = ops.log(probs) - ops.log(ops.reshape(total, (*ops.shape_of(total), 1)))
+    return [ops.logsumexp(log_p + log_w, -1)]

@@ -103,6 +103,48 @@ static inline double ppl_logaddexp(double a, double b) {
     double m = a > b ? a : b;
     return isinf(m) ? m : m + ppl_log1p(ppl_exp(-fabs(a - b)));
 }
+/* log(1 - exp(a)) for a <= 0, by the branch that keeps its precision */
+static inline double ppl_log1mexp(double a) {
+    return a > -0x1.62e42fefa39efp-1 ? ppl_log(-expm1(a)) : ppl_log1p(-ppl_exp(a));
+}
+/* log Phi(x) of the standard normal CDF: log1p of the upper tail above -1, the log of erfc
+   down to -20, then the asymptotic series of the Mills ratio (terms to x^-16, below 2e-16) */
+static double ppl_log_ndtr(double x) {
+    if (isnan(x)) return x;
+    if (x > -1.0) return log1p(-0.5 * erfc(x * 0.70710678118654752440));
+    if (x > -20.0) return log(0.5 * erfc(-x * 0.70710678118654752440));
+    double r = 1.0 / (x * x), term = 1.0, series = 0.0;
+    for (int k = 1; k <= 8; k++) { term *= -(2 * k - 1) * r; series += term; }
+    return -0.5 * x * x - log(-x) - 0.91893853320467274178 + log1p(series);
+}
+/* log I0(x) as torch's VonMises computes it: Abramowitz and Stegun 9.8.1-2, below and above
+   3.75 (ppl.inference.lowering.tape.prims holds the same coefficients); its derivative */
+static const double ppl_i0_small[7] = {1.0, 3.5156229, 3.0899424, 1.2067492, 0.2659732,
+                                       0.0360768, 0.0045813};
+static const double ppl_i0_large[9] = {0.39894228, 0.01328592, 0.00225319, -0.00157565,
+                                       0.00916281, -0.02057706, 0.02635537, -0.01647633,
+                                       0.00392377};
+static inline void ppl_polynomial(double y, const double *c, int n, double *value,
+                                  double *slope) {
+    double v = c[n - 1], s = 0.0;
+    for (int k = n - 2; k >= 0; k--) { s = s * y + v; v = v * y + c[k]; }
+    *value = v; *slope = s;
+}
+static double ppl_log_i0(double x) {
+    double v, s;
+    if (x < 3.75) { ppl_polynomial(x * x / 14.0625, ppl_i0_small, 7, &v, &s); return log(v); }
+    ppl_polynomial(3.75 / x, ppl_i0_large, 9, &v, &s);
+    return x - 0.5 * log(x) + log(v);
+}
+static double ppl_log_i0_slope(double x) {
+    double v, s;
+    if (x < 3.75) {
+        ppl_polynomial(x * x / 14.0625, ppl_i0_small, 7, &v, &s);
+        return s / v * (2.0 / 14.0625) * x;
+    }
+    ppl_polynomial(3.75 / x, ppl_i0_large, 9, &v, &s);
+    return 1.0 - 0.5 / x - s / v * 3.75 / (x * x);
+}
 /* psi(x): reflection below 0, recurrence up to 10, then the asymptotic series */
 static double ppl_digamma(double x) {
     if (x == 0.0) return -INFINITY;

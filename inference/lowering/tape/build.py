@@ -43,8 +43,8 @@ from ppl.shapes import broadcast_shapes
 
 from . import ops
 from . import prims as P
+from .bijectors import unconstrain
 from .calls import call_rule
-from .families import unconstrain
 from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
 
@@ -173,12 +173,14 @@ class TapeInterpreter(Interpreter):
 
     def _support(self, support: Any) -> constraints.Constraint:
         """A bijection's support: a constraint literal, or (bounds read at run time) a site's
-        distribution; ``Uniform``'s bounds may be batched values."""
+        distribution; the bounds a family declares (``support_bounds``: Uniform's,
+        TruncatedNormal's) may be batched values."""
         if not isinstance(support, DistSpec):
             return support
-        if support.family == "Uniform":
+        bounds = get_family(support.family).support_bounds
+        if bounds is not None:
             params = self._params(support)
-            return constraints.interval(params["low"], params["high"])
+            return _between(*(params[name] for name in bounds))
         if any(contains_var(self.env[name]) for name in iter_refs(support)):
             raise Unsupported(f"the support of a {support.family} site depends on other latents")
         return build_distribution(support, self._lookup).support
@@ -291,6 +293,22 @@ class NestedDistribution:
 
     def log_density(self, value: Value) -> list[Value]:
         return self._interpreter.family_terms(self.family, self.params, value, self._address)
+
+
+def _between(low: Value, high: Value) -> constraints.Constraint:
+    """The support between two declared bounds (either may be infinite or batched), as the
+    families that declare ``support_bounds`` give it."""
+    def infinite(bound: Value, sign: float) -> bool:
+        return not is_var(bound) and bool((torch.as_tensor(bound) == sign * math.inf).all())
+
+    low_free, high_free = infinite(low, -1.0), infinite(high, 1.0)
+    if low_free and high_free:
+        return constraints.real
+    if high_free:
+        return constraints.greater_than(low)
+    if low_free:
+        return constraints.less_than(high)
+    return constraints.interval(low, high)
 
 
 def _depends_on_position(value: Value, params: dict[str, Any]) -> bool:

@@ -182,6 +182,14 @@ def _softmax(tape, x, dim, dtype=None):
     return P.exp(_log_softmax(tape, x, dim))
 
 
+def _clamp(tape, x, min=None, max=None):
+    """``torch.clamp``: the bound where ``x`` passes it (no gradient there), as torch's."""
+    for bound, beyond in ((min, "lt"), (max, "gt")):
+        if bound is not None:
+            x = P.where(tape.apply(P.COMPARISONS[beyond], x, bound), bound, x)
+    return x
+
+
 def _to(tape, x, *args, **kwargs):
     """Float casts are no-ops (the potential runs in float64); anything else is refused."""
     target = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.dtype)), None)
@@ -259,6 +267,8 @@ CALL_RULES: dict[str, Rule] = {
     "gammaln": _unary(P.LGAMMA),
     "digamma": _unary(P.DIGAMMA),
     "erf": _unary(P.ERF),
+    "log_ndtr": _unary(P.LOG_NDTR),
+    "logaddexp": _binary(P.LOGADDEXP),
     "sum": _sum,
     "mean": _mean,
     "reshape": _reshape_to,
@@ -296,6 +306,8 @@ CALL_RULES: dict[str, Rule] = {
     "double": lambda tape, x: x,
     "float": lambda tape, x: x,
     "where": _where,
+    "clamp": _clamp,
+    "clip": _clamp,
     **{op: _binary(prim) for op, prim in P.COMPARISONS.items()},
 }
 

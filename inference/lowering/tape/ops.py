@@ -42,16 +42,25 @@ from .tape import Tape, Unsupported, Value, is_var, shape_of
 __all__ = [
     "Unsupported",
     "abs",
+    "broadcast_to",
     "cat",
+    "cholesky_log_diagonal",
     "compare",
+    "cos",
+    "diagonal",
     "exp",
     "expm1",
     "is_var",
     "lgamma",
     "log",
+    "log1mexp",
     "log1p",
+    "log_i0",
+    "log_ndtr",
     "log_softmax",
+    "logaddexp",
     "logsigmoid",
+    "logsumexp",
     "matmul",
     "narrow",
     "reshape",
@@ -135,3 +144,72 @@ def take_last(table: Value, index: Value) -> Value:
     flat = torch.arange(math.prod(shape)).reshape(shape).expand(*batch, shape[-1])
     positions = torch.gather(flat, -1, index.long().expand(batch).unsqueeze(-1)).squeeze(-1)
     return table.tape.apply(P.GATHER, table, positions=positions)
+
+
+def cos(x: Value) -> Value:
+    return _apply(P.COS, x)
+
+
+def log_ndtr(x: Value) -> Value:
+    """``log Phi(x)``, the standard normal CDF, accurate far into the lower tail."""
+    return _apply(P.LOG_NDTR, x)
+
+
+def log1mexp(x: Value) -> Value:
+    """``log(1 - exp(x))`` for ``x <= 0``."""
+    return _apply(P.LOG1MEXP, x)
+
+
+def logaddexp(a: Value, b: Value) -> Value:
+    return _apply(P.LOGADDEXP, a, b)
+
+
+def log_i0(x: Value) -> Value:
+    """``log I0(x)``, the modified Bessel function, as torch's ``VonMises`` computes it."""
+    return _apply(P.LOG_I0, x)
+
+
+def logsumexp(x: Value, dim: int = -1) -> Value:
+    """``torch.logsumexp(x, dim)``."""
+    if not is_var(x):
+        return torch.logsumexp(torch.as_tensor(x, dtype=torch.float64), dim)
+    return x.tape.apply(P.LOGSUMEXP, x, dim=dim % x.ndim)
+
+
+def broadcast_to(x: Value, shape: Sequence[int]) -> Value:
+    """``x`` expanded to ``shape`` (a no-op when it has it already)."""
+    if not is_var(x):
+        return torch.broadcast_to(torch.as_tensor(x, dtype=torch.float64), tuple(shape))
+    return x if x.shape == tuple(shape) else x.tape.apply(P.EXPAND, x, shape=tuple(shape))
+
+
+def diagonal(x: Value) -> Value:
+    """The diagonals of the matrices in the last two dims: ``x.diagonal(dim1=-2, dim2=-1)``."""
+    if not is_var(x):
+        return torch.as_tensor(x, dtype=torch.float64).diagonal(dim1=-2, dim2=-1)
+    *batch, n, _ = x.shape
+    cells = torch.arange(n) * (n + 1)
+    starts = torch.arange(math.prod(batch), dtype=torch.int64).reshape(batch) * (n * n)
+    return x.tape.apply(P.GATHER, x, positions=starts.unsqueeze(-1) + cells)
+
+
+def cholesky_log_diagonal(x: Value) -> Value:
+    """``log`` of the diagonal of the lower Cholesky factor of each matrix in the last two
+    dims (half of ``log det x`` each): the factor unrolled entry by entry, so a batch of
+    matrices is as many elementwise operations (a matrix that is not positive definite
+    gives NaN)."""
+    if not is_var(x):
+        return torch.linalg.cholesky(torch.as_tensor(x, dtype=torch.float64)).diagonal(
+            dim1=-2, dim2=-1).log()
+    n = x.shape[-1]
+    entry = [[narrow(narrow(x, -2, i, 1), -1, j, 1) for j in range(n)] for i in range(n)]
+    factor: list[list[Value]] = [[0.0] * n for _ in range(n)]
+    logs = []
+    for j in range(n):
+        pivot = entry[j][j] - sum((square(factor[j][k]) for k in range(j)), 0.0)
+        logs.append(0.5 * log(pivot))
+        factor[j][j] = exp(logs[-1])
+        for i in range(j + 1, n):
+            dot = sum((factor[i][k] * factor[j][k] for k in range(j)), 0.0)
+            factor[i][j] = (entry[i][j] - dot) / factor[j][j]
+    return reshape(cat(logs, -1), x.shape[:-1])

@@ -27,6 +27,9 @@ import torch
 
 from .tape import OPERATORS, Tape, Unsupported, Value, Var, is_var, shape_of
 
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+LOG_2 = math.log(2.0)
+
 
 def _stand_in(value: Value) -> Any:
     """A zero tensor in place of each ``Var``, to run a primitive for its output shape (real
@@ -106,16 +109,20 @@ def materialize(tape: Tape, g: Value, shape: tuple[int, ...]) -> Value:
 
 # -- elementwise ------------------------------------------------------------------------------
 class Elementwise(Prim):
-    """An elementwise operation given by a source template over padded arguments."""
+    """An elementwise operation given by a source template over padded arguments (no
+    template: a call of ``fn`` itself, bound as a constant of the generated code)."""
 
-    def __init__(self, name: str, fn, template: str, vjp_rule=None):
+    def __init__(self, name: str, fn, template: str | None, vjp_rule=None):
         self.name, self._fn, self.template, self._vjp_rule = name, fn, template, vjp_rule
 
     def fn(self, *args, **attrs):
         return self._fn(*args)
 
     def emit(self, tape, out, *args, **attrs):
-        return self.template.format(*(padded(tape, a, out.ndim) for a in args))
+        operands = [padded(tape, a, out.ndim) for a in args]
+        if self.template is None:
+            return f"{tape.const(self._fn)}({', '.join(operands)})"
+        return self.template.format(*operands)
 
     def simplify(self, tape, *args, **attrs):
         identity = _IDENTITIES.get(self.name)
@@ -297,6 +304,62 @@ ERF = Elementwise(
     "torch.erf({})",
     lambda g, o, a: (g * (2.0 / math.sqrt(math.pi)) * exp(-a * a),),
 )
+LOGADDEXP = Elementwise(
+    "logaddexp",
+    lambda a, b: torch.logaddexp(_t(a), _t(b)),
+    "torch.logaddexp({}, {})",
+    lambda g, o, a, b: (g * exp(a - o), g * exp(b - o)),
+)
+LOG_NDTR = Elementwise(
+    "log_ndtr",
+    lambda a: torch.special.log_ndtr(_t(a)),
+    "torch.special.log_ndtr({})",
+    lambda g, o, a: (g * exp(-0.5 * square(a) - HALF_LOG_2PI - o),),  # phi(a) / Phi(a)
+)
+
+
+def _log1mexp(a):
+    """``log(1 - exp(a))`` for ``a <= 0``, by the branch that keeps its precision."""
+    a = _t(a)
+    return torch.where(a > -LOG_2, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+LOG1MEXP = Elementwise("log1mexp", _log1mexp, None, lambda g, o, a: (-g / expm1(-a),))
+
+# log I0 as torch's VonMises computes it, the polynomials of Abramowitz and Stegun 9.8.1-2
+# (below and above x = 3.75; relative error under 2e-7), so that the tape and the autograd
+# path agree to rounding; LOG_I0_SLOPE is their exact derivative (about I1 / I0).
+_I0_SMALL = (1.0, 3.5156229, 3.0899424, 1.2067492, 0.2659732, 0.0360768, 0.0045813)
+_I0_LARGE = (0.39894228, 0.01328592, 0.00225319, -0.00157565, 0.00916281, -0.02057706,
+             0.02635537, -0.01647633, 0.00392377)
+
+
+def _polynomial(y, coefficients):
+    """``sum(c_k y^k)`` and its derivative in ``y``, by Horner's rule."""
+    value, slope = coefficients[-1], 0.0
+    for c in reversed(coefficients[:-1]):
+        slope = slope * y + value
+        value = value * y + c
+    return value, slope
+
+
+def _log_i0(x):
+    x = _t(x)
+    small, _ = _polynomial(torch.square(x / 3.75), _I0_SMALL)
+    large, _ = _polynomial(3.75 / x, _I0_LARGE)
+    return torch.where(x < 3.75, torch.log(small), x - 0.5 * torch.log(x) + torch.log(large))
+
+
+def _log_i0_slope(x):
+    x = _t(x)
+    small, small_slope = _polynomial(torch.square(x / 3.75), _I0_SMALL)
+    large, large_slope = _polynomial(3.75 / x, _I0_LARGE)
+    return torch.where(x < 3.75, small_slope / small * (2.0 / 3.75**2) * x,
+                       1.0 - 0.5 / x - large_slope / large * 3.75 / torch.square(x))
+
+
+LOG_I0_SLOPE = Elementwise("log_i0_slope", _log_i0_slope, None)
+LOG_I0 = Elementwise("log_i0", _log_i0, None, lambda g, o, a: (g * log_i0_slope(a),))
 MAXIMUM = Elementwise("maximum", lambda a, b: torch.maximum(_t(a), _t(b)), "torch.maximum({}, {})")
 WHERE = Elementwise(
     "where",
@@ -325,6 +388,12 @@ exp, log, log1p, sigmoid, sign, sin, cos, trigamma, digamma = map(
 lgamma, softplus, logsigmoid, square, expm1 = map(
     _unary, (LGAMMA, SOFTPLUS, LOGSIGMOID, SQUARE, EXPM1)
 )
+log_ndtr, log1mexp, log_i0, log_i0_slope = map(_unary, (LOG_NDTR, LOG1MEXP, LOG_I0, LOG_I0_SLOPE))
+
+
+def logaddexp(a: Value, b: Value) -> Value:
+    tape = next((v.tape for v in (a, b) if is_var(v)), None)
+    return tape.apply(LOGADDEXP, a, b) if tape else LOGADDEXP.evaluate(a, b)
 
 
 def where(cond: Value, a: Value, b: Value) -> Value:
@@ -449,7 +518,8 @@ class Gather(Prim):
 
 
 class ScatterAdd(Prim):
-    """Adjoint of :class:`Gather`: add ``g`` into zeros of ``shape`` at the flat positions."""
+    """Adjoint of :class:`Gather`: add ``g`` into zeros of ``shape`` at the flat positions
+    (also how a bijector lays a vector out as a triangular matrix)."""
 
     name = "scatter_add"
 
@@ -467,6 +537,9 @@ class ScatterAdd(Prim):
             f"{g.name}.new_zeros((C, {math.prod(shape)})).index_add_(1, {flat_positions}, "
             f"{g.name}.reshape(C, -1)).reshape({(-1, *shape)!r})"
         )
+
+    def vjp(self, tape, adjoint, out, g, positions, shape):
+        return (tape.apply(GATHER, materialize(tape, adjoint, out.shape), positions=positions),)
 
 
 class MatMul(Prim):

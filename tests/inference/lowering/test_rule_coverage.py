@@ -14,16 +14,7 @@ from ppl.registry import families, family_of
 from ppl.shapes import broadcast_shapes
 from ppl.stdlib.examples import example_distributions, example_value
 
-KNOWN_WITHOUT_TAPE_RULE = {
-    "LKJCholesky",
-    "MixtureSameFamily",
-    "RelaxedOneHotCategorical",
-    "TruncatedNormal",
-    "VonMises",
-    "Wishart",
-    "ZeroInflatedNegativeBinomial",
-    "ZeroInflatedPoisson",
-}
+KNOWN_WITHOUT_TAPE_RULE: set[str] = set()
 KNOWN_WITHOUT_C_RULE = {
     "index_select",
     "scatter_last",
@@ -43,10 +34,14 @@ def test_primitives_without_a_c_rule_are_the_known_ones():
 
 
 class _Wrapped:
-    """A wrapped constant distribution as its wrapper's rule sees it."""
+    """A wrapped constant distribution as its wrapper's rule sees it: its terms, its family
+    and its parameters."""
 
     def __init__(self, dist: Distribution):
         self.dist = dist
+        self.family = family_of(dist)
+        self.params = {k: _Wrapped(v) if isinstance(v, Distribution) else v
+                       for k, v in dist.ppl_args.items()}
 
     def log_density(self, value):
         return _terms(self.dist, value)

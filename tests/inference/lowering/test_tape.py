@@ -253,15 +253,15 @@ def test_failed_cholesky_is_nan_not_an_error(backend):
 
 def test_unsupported_operation_names_itself_and_falls_back():
     @model
-    def clamped():
+    def floored():
         x = sample("x", Normal(0.0, 1.0))
-        factor("f", torch.clamp(x, min=0.0))
+        factor("f", torch.floor(x))
 
-    with pytest.warns(FastPathWarning, match="clamp.*autograd path, several times slower"):
-        flat = FlatModel.from_graph(clamped.graph())
-    assert flat.backend == "autograd" and "clamp" in flat.fallback_reason
-    with pytest.raises(Unsupported, match="clamp"):
-        FlatModel.from_graph(clamped.graph(), backend="generated")
+    with pytest.warns(FastPathWarning, match="floor.*autograd path, several times slower"):
+        flat = FlatModel.from_graph(floored.graph())
+    assert flat.backend == "autograd" and "floor" in flat.fallback_reason
+    with pytest.raises(Unsupported, match="floor"):
+        FlatModel.from_graph(floored.graph(), backend="generated")
 
 
 # -- random models ------------------------------------------------------------------------------
@@ -343,11 +343,15 @@ CONSTANT_PARAMETERS = {
     "Delta": ("v",),  # the observed value is ``v`` itself: a finite log density
     "Pareto": ("scale",),
     "Uniform": ("low", "high"),
+    "TruncatedNormal": ("low", "high"),
 }
 # families whose constructors cannot be traced with random parameters (torch validates an
 # inner distribution, adds in place, or the logits need a batched ``where``): a latent site
 # with constant parameters exercises their rule
-UNTRACEABLE_WITH_RANDOM_PARAMETERS = {"LowRankMultivariateNormal", "RelaxedBernoulli"}
+UNTRACEABLE_WITH_RANDOM_PARAMETERS = {
+    "LKJCholesky", "LowRankMultivariateNormal", "RelaxedBernoulli", "RelaxedOneHotCategorical",
+    "Wishart",  # its constructor checks ``df > dim - 1``
+}
 # ... and those that cannot be a latent either (discrete, or without a sampler): their rules
 # are checked on constants only (tests/inference/lowering/test_rule_coverage.py)
 CHECKED_ON_CONSTANTS = {"ImproperUniform", "Multinomial", "OneHotCategorical", "OrderedLogistic"}
@@ -397,7 +401,7 @@ def test_every_family_rule_matches_autograd(name, index, backend, float64_exampl
     fixed = CONSTANT_PARAMETERS.get(name, ())
     random = name not in UNTRACEABLE_WITH_RANDOM_PARAMETERS
     observed = example_value(dist)
-    latent = dist.has_rsample and not dist.support.is_discrete and name != "Delta"
+    latent = not dist.support.is_discrete and name != "Delta"  # without rsample too
     # a latent whose support is bounded by its parameters keeps them constant
     latent_shifts = random and not _has_tensor_bounds(dist.support)
 
