@@ -52,12 +52,14 @@ from ppl.ir.node import Node
 from ppl.passes import latent_transforms, unconstrain
 from ppl.passes.rewriting import probe
 
-from .native import NativePotential
+from .native import CompileError, NativePotential
+from .native.compiler import Unit
 from .tape import Lowered, Unsupported, lower_potential, torch_potential, torch_values
 
 
 class FastPathWarning(UserWarning):
-    """A model runs on the autograd path: a family or operation has no generated rule."""
+    """A model left its fastest path: a family or operation has no generated rule (it runs on
+    autograd), or its native library could not be built (it runs the generated torch code)."""
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,34 @@ class FlatModel:
             self._lower(backend)
         # the backend is chosen here, once: every evaluation goes through ``potential``
         self.potential: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
-            self.native if self.native is not None
+            self._first_native_call if self.native is not None
             else self._generated if self._generated is not None
             else self.autograd_log_density_and_grad
         )
+
+    def build_native(self, *companions: Unit) -> bool:
+        """Build the native library now, with ``companions`` (C units that call the
+        potential, e.g. a sampler's) linked in. If the C compiler or the library fails, the
+        model runs the generated torch code from then on: ``backend`` and
+        ``fallback_reason`` say so, with one :class:`FastPathWarning`; returns whether the
+        native backend is still in use."""
+        if self.native is None:
+            return False
+        try:
+            self.native.link(*companions)
+            self.native.build()
+        except (CompileError, OSError) as error:
+            self.native, self.backend, self.potential = None, "generated", self._generated
+            self.fallback_reason = f"the native library could not be built: {error}"
+            warnings.warn(f"{self.fallback_reason}; the model runs the generated torch code "
+                          "instead, several times slower", FastPathWarning, stacklevel=3)
+            return False
+        self.potential = self.native
+        return True
+
+    def _first_native_call(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.build_native()
+        return self.potential(z)
 
     def _lower(self, backend: str) -> None:
         """Record the tape and emit torch (and, on the CPU with a compiler, C) code for it;

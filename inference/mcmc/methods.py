@@ -29,7 +29,7 @@ from ppl.errors import ModelError
 from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
 from ppl.inference.mcmc.base import check_count
-from ppl.inference.mcmc.native_nuts import NativeNUTS
+from ppl.inference.mcmc.native_nuts import NativeNUTS, nuts_unit
 from ppl.inference.mcmc.runner import Checkpoint, SamplingInterrupted
 from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
@@ -90,7 +90,7 @@ def build_kernel(kernel: mcmc.Kernel, flat: FlatModel) -> mcmc.Kernel:
     """``kernel`` bound to the model's potential, on the model's backend, chosen here once:
     NUTS becomes :class:`~ppl.inference.mcmc.native_nuts.NativeNUTS` (whole transitions in
     C) when the potential is native; every other kernel calls the potential."""
-    if type(kernel) is mcmc.NUTS and flat.native is not None:
+    if type(kernel) is mcmc.NUTS and flat.build_native(nuts_unit(flat.dim)):
         return NativeNUTS.of(kernel, flat.native)
     return kernel.bind(flat.potential)
 
@@ -146,10 +146,10 @@ class MCMC:
 
             graph = run_passes(graph, passes)
         flat = FlatModel.from_graph(graph, self.backend)
+        kernel = build_kernel(self.kernel, flat)  # first: it builds the native library once
         init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed))
         options = {"adapt": self.adapt, "thin": self.thin, "progress_bar": self.progress_bar,
                    **self.options}
-        kernel = build_kernel(self.kernel, flat)
         try:
             result = mcmc.sample(kernel, kernel.log_density_fn, init, self.num_warmup,
                                  self.num_samples, seed=seed, chain_method=self.chain_method,

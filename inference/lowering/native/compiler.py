@@ -100,8 +100,8 @@ def _finish(process: subprocess.Popen, what: str) -> None:
     _, err = process.communicate()
     if process.returncode != 0:
         raise CompileError(f"{what} exited with status {process.returncode} on generated code "
-                           f"(a broken or unusual $CC, or a bug in ppl's C generator):\n"
-                           f"{err[-4000:]}")
+                           "(a broken or unusual $CC, or a bug in ppl's C generator)"
+                           + (f":\n{err[-4000:]}" if err.strip() else ""))
 
 
 def library_path(*units: Unit) -> Path:
@@ -162,9 +162,15 @@ def _build(units: tuple[Unit, ...], target: Path, failure: str | None = None) ->
             src.write_text(unit.source)
             command = [cc, *FLAGS, *unit.flags, "-c", str(src), "-o", str(obj)]
             jobs.append((_run(command), obj, cached))
-        for job, obj, cached in jobs:
-            _finish(job, cc)
-            cache.install(obj, cached)
+        try:
+            for job, obj, cached in jobs:
+                _finish(job, cc)
+                cache.install(obj, cached)
+        finally:  # a failed unit leaves no compiler running
+            for job, _, _ in jobs:
+                if job.poll() is None:
+                    job.kill()
+                    job.communicate()
         out = tmp / "module.so"
         _finish(_run([cc, "-shared", *map(str, objects), "-o", str(out), "-lm"]),
                 f"{cc} (linking)")

@@ -53,6 +53,11 @@ class NativePotential:
         if companions != self._companions:
             self._companions, self._library = companions, None
 
+    def build(self) -> None:
+        """Compile (or load from the cache) the library now, not at the first call."""
+        with self.bound():
+            pass
+
     @contextmanager
     def bound(self) -> Iterator[ctypes.CDLL]:
         """The compiled library, pointed at this model's constants for the duration of the

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from ppl import infer, model, plate, sample
-from ppl.inference import NUTS, ConvergenceWarning
+from ppl.inference import NUTS, ConvergenceWarning, FastPathWarning
 from ppl.inference.lowering.native import cache, compiler
 from ppl.inference.lowering.native.cache import CacheWarning
 from ppl.inference.lowering.native.compiler import Unit, compile_library, library_path
@@ -214,7 +214,7 @@ def test_an_empty_or_garbage_cached_library_is_rebuilt_and_the_model_samples(
 SAMPLE_IN_A_FRESH_PROCESS = """
 import torch
 from ppl import infer, model, plate, sample
-from ppl.inference import NUTS, ConvergenceWarning
+from ppl.inference import NUTS, ConvergenceWarning, FastPathWarning
 from ppl.stdlib import HalfNormal, Normal
 
 @model
@@ -273,5 +273,23 @@ def test_an_invalid_cc_is_reported_and_a_failing_one_is_named(tmp_path, monkeypa
         compiler.compiler.cache_clear()
         with pytest.raises(compiler.CompileError, match="false exited with status 1"):
             compile_library(TWICE)
+    finally:
+        compiler.compiler.cache_clear()
+
+
+def test_a_failing_compiler_falls_back_to_the_generated_backend_and_samples(tmp_path,
+                                                                             monkeypatch):
+    use_cache(monkeypatch, tmp_path / "native")
+    monkeypatch.setenv("CC", "/bin/false")
+    compiler.compiler.cache_clear()
+    try:
+        @model
+        def m():
+            sample("x", Normal(0.0, 1.0))
+
+        with pytest.warns(FastPathWarning, match="(?s)could not be built.*generated torch code"):
+            post = infer(m, method=NUTS(50, 50, chains=2), seed=0)
+        assert post.extra["backend"] == "generated"
+        assert torch.isfinite(post.samples["x"]).all()
     finally:
         compiler.compiler.cache_clear()
