@@ -16,6 +16,8 @@ Each is a context manager and a decorator (see ``ppl.runtime.Messenger``):
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,10 +29,26 @@ from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
 from .runtime import Message, Messenger, internal
 from .trace import Site, Trace, site_log_prob
 
+_PPL_DIR = os.path.dirname(os.path.abspath(__file__))
+
 __all__ = [
     "trace", "seed", "condition", "substitute", "replay", "block", "scale", "mask", "do",
     "broadcast",
 ]
+
+
+def _note_where(error: Exception, tb, sites: list[str]) -> None:
+    """Add to an error raised inside a model (a torch error between sites, say) where it
+    happened: the model's source line and the last site recorded before it (once)."""
+    if getattr(error, "_ppl_noted", False):
+        return
+    frames = [f for f in traceback.extract_tb(tb)
+              if not os.path.abspath(f.filename).startswith(_PPL_DIR)]
+    line = f"{frames[-1].filename}:{frames[-1].lineno} ({(frames[-1].line or '').strip()})" \
+        if frames else "<unknown>"
+    after = f"after site {sites[-1]!r}" if sites else "before any site"
+    error.add_note(f"ppl: raised inside the model at {line}, {after}")
+    error._ppl_noted = True  # type: ignore[attr-defined]
 
 
 class trace(Messenger):
@@ -45,6 +63,11 @@ class trace(Messenger):
     def __enter__(self) -> trace:
         self.trace = Trace()
         return super().__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, ModelError):
+            _note_where(exc, tb, list(self.trace))
+        super().__exit__(exc_type, exc, tb)
 
     def postprocess(self, msg: Message) -> None:
         if msg.name in self.trace:

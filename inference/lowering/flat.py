@@ -275,8 +275,8 @@ class FlatModel:
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             log_p = self._batched(z)
-            (grad,) = torch.autograd.grad(log_p.sum(), z)
-        return log_p.detach(), grad
+            (grad,) = torch.autograd.grad(log_p.sum(), z, allow_unused=True)
+        return log_p.detach(), torch.zeros_like(z) if grad is None else grad
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         if self._generated is not None:

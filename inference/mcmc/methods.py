@@ -146,6 +146,12 @@ class MCMC:
 
             graph = run_passes(graph, passes)
         flat = FlatModel.from_graph(graph, self.backend)
+        if flat.dim == 0:
+            raise ModelError(
+                f"graph {graph.name!r} has no continuous latent left for MCMC to sample (every "
+                "latent was enumerated out or observed): its posterior over the enumerated "
+                "sites is exact, from ppl.passes.posterior_of_enumerated, or sample them with "
+                "Gibbs or Importance")
         kernel = build_kernel(self.kernel, flat)  # first: it builds the native library once
         init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed))
         options = {"adapt": self.adapt, "thin": self.thin, "progress_bar": self.progress_bar,

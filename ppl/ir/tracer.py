@@ -32,6 +32,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ppl.errors import operation_error
 from ppl.registry import family_of
 from ppl.runtime import Message, Messenger, in_internal, internal
 
@@ -191,7 +192,12 @@ class _RecordingMode(TorchFunctionMode):
                 f"{fname}(..., out=...) at {_user_line()} cannot be traced; "
                 "assign the result instead"
             )
-        result = func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except (RuntimeError, TypeError, ValueError, IndexError) as error:
+            inputs = [(tuple(x.shape), _dtype_name(x.dtype)) for x in _tensors_in((args, kwargs))]
+            raise operation_error(fname or repr(func), _user_line(), rec.deps((args, kwargs)),
+                                  inputs, error) from error
         if not any(True for _ in _tensors_in(result)):
             return result  # shapes, sizes, dtypes: the graph specializes on them
         return self._record(func, args, kwargs, result)
