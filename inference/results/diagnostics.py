@@ -102,8 +102,9 @@ _MIN_DRAWS_RHAT = 4
 _MIN_DRAWS_ESS = 4
 _TAIL_PROBS = (0.05, 0.95)
 
-CHUNK_VALUES = 1 << 21
-"""Draws (float64 values, 16 MiB) per chunk of elements: bounds the diagnostics' memory."""
+CHUNK_VALUES = 1 << 20
+"""Draws (float64 values, 8 MiB) per chunk of elements: bounds the diagnostics' memory (the
+working set is about 8 chunks); smaller chunks cost time in per-chunk overhead."""
 
 _F64 = torch.float64
 
