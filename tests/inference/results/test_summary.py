@@ -59,6 +59,16 @@ def test_values_match_diagnostics():
     assert s["mu"]["mean"] == pytest.approx(2.0, abs=0.1)
 
 
+def test_chunks_of_elements_spanning_sites_give_the_same_rows(monkeypatch):
+    d = draws(7)
+    whole = summarize(d).rows
+    monkeypatch.setattr(diag, "CHUNK_VALUES", 3 * 4 * 500)  # 3 elements a chunk, across sites
+    chunked = summarize(d).rows
+    assert list(chunked) == list(whole)
+    for name, row in whole.items():
+        assert chunked[name] == pytest.approx(row, rel=1e-12, nan_ok=True), name
+
+
 def _resident_bytes(key: str) -> int:
     line = next(v for v in Path("/proc/self/status").read_text().splitlines() if v.startswith(key))
     return int(line.split()[1]) * 1024
