@@ -191,13 +191,13 @@ def _type7(srt: np.ndarray, probs: Sequence[float]) -> np.ndarray:
     return below + frac * (above - below)
 
 
-def _normal_scores(values: np.ndarray) -> np.ndarray:
-    """Phi^{-1}((r - 3/8) / (S + 1/4)) of the average ranks r along the last dim of (k, S).
-    Linear after the sort: without ties the rank is the sorted position, and each run of
-    ties gets the mean of its 1-based ranks."""
+def _normal_scores(values: np.ndarray, srt: np.ndarray | None = None) -> np.ndarray:
+    """Phi^{-1}((r - 3/8) / (S + 1/4)) of the average ranks r along the last dim of (k, S)
+    (``srt``: the rows sorted, when known). Linear after the sort: without ties the rank is
+    the sorted position, and each run of ties gets the mean of its 1-based ranks."""
     k, s = values.shape
     order = np.argsort(values, axis=-1)
-    srt = np.take_along_axis(values, order, axis=-1)
+    srt = np.sort(values, axis=-1) if srt is None else srt  # cheaper than gathering by order
     scores = np.broadcast_to(_untied_scores(s), (k, s)).copy()
     row, j = np.nonzero(srt[:, 1:] == srt[:, :-1])  # row-major: sorted j, j+1 tie
     if row.size:
@@ -343,7 +343,7 @@ class _Elements:
 
     @cached_property
     def bulk_scores(self) -> np.ndarray:
-        return _normal_scores(self.pooled).reshape(self.x.shape)
+        return _normal_scores(self.pooled, self.sorted).reshape(self.x.shape)
 
     @cached_property
     def tail_scores(self) -> np.ndarray:
