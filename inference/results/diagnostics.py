@@ -61,12 +61,23 @@ Edge cases (decisions, applied per element):
   4 draws per (split) chain, i.e. 8 draws with ``split=True``; otherwise nan.
   Fewer than 2 dimensions (no chain or draw axis), or zero chains or draws, is a
   ``ValueError``.
+
+Cost: elements are processed in chunks of about ``CHUNK_VALUES`` draws, so the working memory
+stays a few times one chunk whatever the number of elements.  Per element the pooled draws
+are sorted once (quantiles, ranks) and the folded draws once more (tail R-hat); ties get their
+average rank in one linear pass over the sorted draws.  Each ESS takes one FFT per chain and
+one inverse FFT of the chains' summed power spectra.  ``summary_columns`` computes every
+column of the posterior summary in one such pass.  Results are float64 CPU tensors.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,18 +95,25 @@ __all__ = [
     "mcse_quantile",
     "e_bfmi",
     "autocovariance",
+    "summary_columns",
 ]
 
 _MIN_DRAWS_RHAT = 4
 _MIN_DRAWS_ESS = 4
 _TAIL_PROBS = (0.05, 0.95)
 
+CHUNK_VALUES = 1 << 20
+"""Draws (float64 values, 8 MiB) per chunk of elements: bounds the diagnostics' memory (the
+working set is about 8 chunks); smaller chunks cost time in per-chunk overhead."""
+
+_F64 = torch.float64
+
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _flatten(x: Tensor, name: str = "draws") -> tuple[Tensor, torch.Size]:
-    """(chains, draws, *shape) -> float64 (chains, draws, K) and ``shape``."""
+def _checked(x, name: str = "draws") -> Tensor:
+    """``x`` as a detached tensor shaped (chains, draws, *shape) with some draws."""
     if not isinstance(x, Tensor):
         x = torch.as_tensor(x)
     if x.dim() < 2:
@@ -105,134 +123,280 @@ def _flatten(x: Tensor, name: str = "draws") -> tuple[Tensor, torch.Size]:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} has no draws: shape {tuple(x.shape)} (chains, draws, ...)")
-    shape = x.shape[2:]
-    x = x.detach().to(torch.float64)
-    return x.reshape(x.shape[0], x.shape[1], -1), shape
+    return x.detach()
 
 
-def _bad_mask(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per element of (chains, draws, K): (has non-finite values, is constant)."""
-    nonfinite = ~torch.isfinite(x).all(dim=1).all(dim=0)
-    flat = x.reshape(-1, x.shape[-1])
-    constant = flat.amax(dim=0) == flat.amin(dim=0)
-    return nonfinite, constant & ~nonfinite
+def _per_element(
+    draws: Tensor | Sequence[Tensor], compute: Callable[[_Elements], np.ndarray]
+) -> tuple[Tensor, torch.Size]:
+    """``compute`` over chunks of elements of ``draws`` (chains, draws, *shape), results
+    concatenated element-first: (K, ...) with K = prod(shape), and ``shape``.  A sequence of
+    draws sharing (chains, draws) counts as the elements of all of them in turn, shape (K,)."""
+    one = isinstance(draws, Tensor)
+    parts = [_checked(x) for x in ([draws] if one else draws)]
+    m, n = parts[0].shape[:2]
+    flats = [x.reshape(m, n, -1) for x in parts]
+    shape = parts[0].shape[2:] if one else torch.Size([sum(f.shape[-1] for f in flats)])
+    step = max(1, CHUNK_VALUES // (m * n))
+    with np.errstate(invalid="ignore", divide="ignore"):  # non-finite elements give nan
+        results = [compute(_Elements(chunk)) for chunk in _chunks(flats, step)]
+    return torch.from_numpy(np.concatenate(results, axis=0)), shape
 
 
-def _split(x: Tensor) -> Tensor:
-    """(chains, n, K) -> (2 chains, n // 2, K), dropping the middle draw when n is odd."""
-    n = x.shape[1]
+def _chunks(flats: list[Tensor], step: int) -> Iterator[Tensor]:
+    """(chains, draws, k) slices of ``step`` elements (fewer in the last), gathered across
+    the (chains, draws, K_i) tensors in order; one empty slice when there are no elements."""
+    pending: list[Tensor] = []
+    count = 0
+    yielded = False
+    for flat in flats:
+        start = 0
+        while start < flat.shape[-1]:
+            take = min(step - count, flat.shape[-1] - start)
+            pending.append(flat[:, :, start : start + take])
+            count += take
+            start += take
+            if count == step:
+                yield pending[0] if len(pending) == 1 else torch.cat(pending, dim=-1)
+                pending, count, yielded = [], 0, True
+    if pending:
+        yield pending[0] if len(pending) == 1 else torch.cat(pending, dim=-1)
+    elif not yielded:
+        yield flats[0][:, :, :0]
+
+
+# The arithmetic on a chunk is numpy's: one thread, no per-operation thread-pool overhead
+# (torch's intra-op threads cost more than they save on a loaded machine), and numpy's sort
+# and FFT are several times faster than torch's on CPU.
+
+
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    return torch.special.ndtri(torch.from_numpy(p)).numpy()
+
+
+@functools.lru_cache(maxsize=8)
+def _untied_scores(s: int) -> np.ndarray:
+    """Normal scores of the ranks 1..s (no ties), shared by every element with s draws."""
+    return _ndtri((np.arange(1, s + 1, dtype=np.float64) - 0.375) / (s + 0.25))
+
+
+def _type7(srt: np.ndarray, probs: Sequence[float]) -> np.ndarray:
+    """Linear-interpolation (type 7) quantiles of sorted (k, S) rows -> (len(probs), k)."""
+    s = srt.shape[-1]
+    h = np.asarray(probs, dtype=np.float64) * (s - 1)
+    lo = np.clip(np.floor(h).astype(np.int64), 0, s - 1)
+    hi = np.clip(np.ceil(h).astype(np.int64), 0, s - 1)
+    frac = (h - lo)[:, None]
+    below, above = srt[:, lo].T, srt[:, hi].T
+    return below + frac * (above - below)
+
+
+def _normal_scores(values: np.ndarray, srt: np.ndarray | None = None) -> np.ndarray:
+    """Phi^{-1}((r - 3/8) / (S + 1/4)) of the average ranks r along the last dim of (k, S)
+    (``srt``: the rows sorted, when known). Linear after the sort: without ties the rank is
+    the sorted position, and each run of ties gets the mean of its 1-based ranks."""
+    k, s = values.shape
+    order = np.argsort(values, axis=-1)
+    srt = np.sort(values, axis=-1) if srt is None else srt  # cheaper than gathering by order
+    scores = np.broadcast_to(_untied_scores(s), (k, s)).copy()
+    row, j = np.nonzero(srt[:, 1:] == srt[:, :-1])  # row-major: sorted j, j+1 tie
+    if row.size:
+        starts = np.ones(j.shape, dtype=bool)
+        starts[1:] = (row[1:] != row[:-1]) | (j[1:] != j[:-1] + 1)
+        ends = np.ones_like(starts)
+        ends[:-1] = starts[1:]
+        run = np.cumsum(starts) - 1
+        rank = (j[starts] + j[ends] + 3) / 2.0  # the run covers positions j_first .. j_last + 1
+        tied = _ndtri((rank - 0.375) / (s + 0.25))[run]
+        scores[row, j] = tied
+        scores[row, j + 1] = tied
+    out = np.empty_like(scores)
+    np.put_along_axis(out, order, scores, axis=-1)
+    return out
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    """(k, chains, n) -> (k, 2 chains, n // 2), dropping the middle draw when n is odd (a
+    view for even n: the halves of each chain are adjacent; the estimators ignore chain
+    order)."""
+    k, c, n = x.shape
     half = n // 2
     if half == 0:
         return x
-    return torch.cat([x[:, :half], x[:, n - half :]], dim=0)
+    if n % 2 == 0:
+        return x.reshape(k, 2 * c, half)
+    return np.concatenate([x[..., :half], x[..., n - half :]], axis=1)
 
 
-def _quantile(x: Tensor, probs: Tensor) -> Tensor:
-    """Linear-interpolation (type 7) quantiles over dim 0 of (S, K) -> (len(probs), K)."""
-    s = x.shape[0]
-    xs = torch.sort(x, dim=0).values
-    h = probs.to(torch.float64) * (s - 1)
-    lo = h.floor().long().clamp(0, s - 1)
-    hi = h.ceil().long().clamp(0, s - 1)
-    frac = (h - lo.to(torch.float64)).unsqueeze(-1)
-    return xs[lo] + frac * (xs[hi] - xs[lo])
+def _bad(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (k, S): (has a non-finite value, is constant but finite), from one min and
+    one max pass (both are nan if a nan is present, +-inf if an inf is)."""
+    if flat.shape[-1] == 0 or flat.shape[0] == 0:
+        empty = np.zeros(flat.shape[0], dtype=bool)
+        return empty, empty
+    lo, hi = flat.min(axis=-1), flat.max(axis=-1)
+    nonfinite = ~(np.isfinite(lo) & np.isfinite(hi))
+    return nonfinite, (lo == hi) & ~nonfinite
 
 
-def _pooled(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-1])
-
-
-def _rank_normalize_flat(x: Tensor) -> Tensor:
-    """Rank-normalize (chains, draws, K) over the pooled chains*draws axis."""
-    m, n, k = x.shape
-    s = m * n
-    pooled = _pooled(x).T.contiguous()  # (K, S)
-    srt, order = torch.sort(pooled, dim=-1)
-    if bool((srt[:, 1:] > srt[:, :-1]).all()):  # no ties: the rank is the sorted position
-        positions = torch.arange(1, s + 1, dtype=torch.float64).expand_as(pooled)
-        rank = torch.empty_like(pooled).scatter_(-1, order, positions)
-    else:
-        left = torch.searchsorted(srt, pooled, side="left")
-        right = torch.searchsorted(srt, pooled, side="right")
-        rank = (left + right + 1).to(torch.float64) / 2.0  # average 1-based rank of ties
-    z = torch.special.ndtri((rank - 0.375) / (s + 0.25))
-    return z.T.reshape(m, n, k)
-
-
-def _rhat_flat(x: Tensor) -> Tensor:
-    """Basic (not split) R-hat over chains of (chains, n, K)."""
-    m, n = x.shape[0], x.shape[1]
-    chain_mean = x.mean(dim=1)
-    within = x.var(dim=1, correction=1).mean(dim=0)
-    if m > 1:
-        between_over_n = chain_mean.var(dim=0, correction=1)
-    else:
-        between_over_n = torch.zeros_like(within)
+def _split_rhat(x: np.ndarray) -> np.ndarray:
+    """Split R-hat of (k, chains, n) -> (k,); nan below 4 draws per chain."""
+    if x.shape[-1] < _MIN_DRAWS_RHAT:
+        return np.full(x.shape[0], math.nan)
+    y = _split(x)
+    c, n = y.shape[1], y.shape[2]
+    # torch's (Welford) variance is exactly 0 for a constant chain, where numpy's is ~1e-33:
+    # R-hat must be inf for chains constant but different.
+    chain_var = torch.from_numpy(np.ascontiguousarray(y)).var(dim=-1, correction=1).numpy()
+    within = chain_var.mean(axis=-1)
+    between_over_n = y.mean(axis=-1).var(axis=-1, ddof=1) if c > 1 else 0.0
     var_plus = within * (n - 1) / n + between_over_n
-    return torch.sqrt(var_plus / within)
+    return np.sqrt(var_plus / within)
 
 
-def _split_rhat_flat(x: Tensor) -> Tensor:
-    nonfinite, constant = _bad_mask(x)
-    if x.shape[1] < _MIN_DRAWS_RHAT:
-        return torch.full((x.shape[-1],), math.nan, dtype=torch.float64)
-    out = _rhat_flat(_split(x))
-    return torch.where(nonfinite | constant, math.nan, out)
-
-
-def _autocovariance_flat(x: Tensor) -> Tensor:
-    """Biased autocovariance along dim 1 of (chains, n, K), lags 0..n-1, via FFT."""
-    n = x.shape[1]
-    centered = x - x.mean(dim=1, keepdim=True)
+def _autocovariance(x: np.ndarray, *, mean_over_chains: bool) -> np.ndarray:
+    """Biased autocovariance along the last dim of (k, chains, n), lags 0..n-1, via a
+    zero-padded FFT: per chain (k, chains, n), or its mean over chains (k, n), which takes
+    one inverse FFT of the summed power spectra."""
+    k, c, n = x.shape
     size = 1 << (2 * n - 1).bit_length()  # >= 2n: no circular wrap-around
-    f = torch.fft.rfft(centered, n=size, dim=1)
-    acov = torch.fft.irfft(f.real.square() + f.imag.square(), n=size, dim=1)[:, :n]
-    return acov / n
+    padded = np.zeros((k, size))
+    per_chain = np.empty((k, c, n))
+    total = np.zeros((k, size // 2 + 1))
+    for chain in range(c):
+        y = x[:, chain]
+        padded[:, :n] = y - y.mean(axis=-1, keepdims=True)
+        f = np.fft.rfft(padded, axis=-1)
+        power = np.square(f.real)
+        power += np.square(f.imag)
+        if mean_over_chains:
+            total += power
+        else:
+            per_chain[:, chain] = np.fft.irfft(power, n=size, axis=-1)[:, :n] / n
+    if mean_over_chains:
+        return np.fft.irfft(total, n=size, axis=-1)[:, :n] / (n * c)
+    return per_chain
 
 
-def _ess_flat(x: Tensor) -> Tensor:
-    """Stan's multi-chain ESS of (chains, n, K) (no splitting here), see module docstring."""
-    m, n, k = x.shape
-    nonfinite, constant = _bad_mask(x)
+def _ess(x: np.ndarray) -> np.ndarray:
+    """Stan's multi-chain ESS of (k, chains, n) (no splitting here) -> (k,), see the module
+    docstring; nan for non-finite or constant elements and below 4 draws per chain."""
+    k, m, n = x.shape
     if n < _MIN_DRAWS_ESS:
-        return torch.full((k,), math.nan, dtype=torch.float64)
+        return np.full(k, math.nan)
+    nonfinite, constant = _bad(x.reshape(k, -1))
     s = m * n
-    acov = _autocovariance_flat(x)  # (m, n, K)
-    chain_mean = x.mean(dim=1)
-    mean_var = (acov[:, 0] * n / (n - 1)).mean(dim=0)  # W, ddof=1
+    acov = _autocovariance(x, mean_over_chains=True)  # rows are independent: nan stays put
+    mean_var = acov[:, 0] * n / (n - 1)  # W, ddof=1
     var_plus = mean_var * (n - 1) / n
     if m > 1:
-        var_plus = var_plus + chain_mean.var(dim=0, correction=1)
-    rho = 1.0 - (mean_var - acov.mean(dim=0)) / var_plus  # (n, K)
-    rho[0] = 1.0
-
+        var_plus = var_plus + x.mean(axis=-1).var(axis=-1, ddof=1)
     k_max = max(1, (n - 4) // 2)
-    pairs = rho[0 : 2 * k_max + 1 : 2] + rho[1 : 2 * k_max + 2 : 2]  # (k_max+1, K)
-    nonpos = pairs[1:] <= 0
-    first = nonpos.to(torch.int64).argmax(dim=0) + 1
-    big_k = torch.where(nonpos.any(dim=0), first, torch.full_like(first, k_max))
-    monotone = torch.cummin(pairs, dim=0).values
-    keep = torch.arange(k_max + 1).unsqueeze(-1) < big_k.unsqueeze(0)
+    rho = 1.0 - (mean_var[:, None] - acov[:, : 2 * k_max + 2]) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    pairs = rho[:, 0::2] + rho[:, 1::2]  # (k, k_max+1)
+    nonpos = pairs[:, 1:] <= 0
+    big_k = np.where(nonpos.any(axis=-1), nonpos.argmax(axis=-1) + 1, k_max)
+    monotone = np.minimum.accumulate(pairs, axis=-1)
+    keep = np.arange(k_max + 1) < big_k[:, None]
     # The even autocorrelation after the kept pairs enters once (Geyer's truncated
-    # estimator, Stan/posterior's "improved estimate"), floored at 0 if its pair is negative.
-    tail = rho.gather(0, (2 * big_k).unsqueeze(0)).squeeze(0)
-    tail_pair = pairs.gather(0, big_k.unsqueeze(0)).squeeze(0)
-    tail = torch.where(tail_pair < 0, tail.clamp(min=0.0), tail)
-    tau = -1.0 + 2.0 * torch.where(keep, monotone, 0.0).sum(dim=0) + tail
-    tau = tau.clamp(min=1.0 / math.log10(s))
-    out = s / tau
-    return torch.where(nonfinite | constant, math.nan, out)
+    # estimator, Stan/posterior's "improved estimate"), floored at 0 if its pair is < 0.
+    tail = np.take_along_axis(rho, (2 * big_k)[:, None], axis=-1)[:, 0]
+    tail_pair = np.take_along_axis(pairs, big_k[:, None], axis=-1)[:, 0]
+    tail = np.where(tail_pair < 0, np.maximum(tail, 0.0), tail)
+    tau = -1.0 + 2.0 * np.where(keep, monotone, 0.0).sum(axis=-1) + tail
+    tau = np.maximum(tau, 1.0 / math.log10(s))
+    return np.where(nonfinite | constant, math.nan, s / tau)
 
 
-def _indicator_ess_flat(x: Tensor, prob: float) -> Tensor:
-    nonfinite, _ = _bad_mask(x)
-    q = _quantile(_pooled(x), torch.tensor([prob], dtype=torch.float64))[0]  # (K,)
-    ind = (x <= q).to(torch.float64)
-    out = _ess_flat(_split(ind))
-    return torch.where(nonfinite, math.nan, out)
+class _Elements:
+    """One chunk of elements, element-major (k, chains, draws) float64, with the pieces
+    several diagnostics share (sorted pooled draws, rank-normalized draws) computed once."""
+
+    def __init__(self, x: Tensor) -> None:
+        m, n, k = x.shape
+        self.x = torch.empty((k, m, n), dtype=_F64).copy_(x.permute(2, 0, 1)).numpy()
+        self.pooled = self.x.reshape(self.x.shape[0], -1)  # (k, S)
+        self.nonfinite, self.constant = _bad(self.pooled)
+
+    def masked(self, out: np.ndarray) -> np.ndarray:
+        """nan where the element is non-finite or constant."""
+        return np.where(self.nonfinite | self.constant, math.nan, out)
+
+    @cached_property
+    def sorted(self) -> np.ndarray:
+        return np.sort(self.pooled, axis=-1)
+
+    def quantiles(self, probs: Sequence[float]) -> np.ndarray:
+        """Pooled type-7 quantiles, (len(probs), k)."""
+        return _type7(self.sorted, probs)
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        return self.pooled.mean(axis=-1)
+
+    @cached_property
+    def sd(self) -> np.ndarray:
+        if self.pooled.shape[-1] < 2:
+            return np.full_like(self.mean, math.nan)
+        return self.pooled.std(axis=-1, ddof=1)
+
+    @cached_property
+    def bulk_scores(self) -> np.ndarray:
+        return _normal_scores(self.pooled, self.sorted).reshape(self.x.shape)
+
+    @cached_property
+    def tail_scores(self) -> np.ndarray:
+        folded = np.abs(self.pooled - self.quantiles([0.5])[0][:, None])
+        return _normal_scores(folded).reshape(self.x.shape)
+
+    def split_rhat(self) -> np.ndarray:
+        return self.masked(_split_rhat(self.x))
+
+    def rhat_bulk(self) -> np.ndarray:
+        return self.masked(_split_rhat(self.bulk_scores))
+
+    def rhat_tail(self) -> np.ndarray:
+        return self.masked(_split_rhat(self.tail_scores))
+
+    def rhat(self) -> np.ndarray:
+        return self.masked(np.maximum(self.rhat_bulk(), self.rhat_tail()))
+
+    def ess(self, split: bool = True) -> np.ndarray:
+        return _ess(_split(self.x) if split else self.x)
+
+    def ess_bulk(self) -> np.ndarray:
+        return self.masked(_ess(_split(self.bulk_scores)))
+
+    def ess_quantile(self, prob: float) -> np.ndarray:
+        q = self.quantiles([prob])[0]
+        indicator = (self.x <= q[:, None, None]).astype(np.float64)
+        return np.where(self.nonfinite, math.nan, _ess(_split(indicator)))
+
+    def ess_tail(self) -> np.ndarray:
+        return np.minimum(*(self.ess_quantile(p) for p in _TAIL_PROBS))
+
+    def mcse_mean(self) -> np.ndarray:
+        out = self.sd / np.sqrt(self.ess())
+        out = np.where(self.constant, 0.0, out)
+        return np.where(self.nonfinite, math.nan, out)
+
+    def mcse_quantile(self, prob: float) -> np.ndarray:
+        e = self.ess_quantile(prob)
+        d = np.sqrt(prob * (1.0 - prob) / e)
+        s = self.sorted.shape[-1]
+        lo = np.clip(np.nan_to_num(np.floor(s * (prob - d)), nan=0.0), 1, s).astype(np.int64)
+        hi = np.nan_to_num(np.ceil(s * (prob + d)), nan=float(s))
+        hi = np.clip(hi, 1, s).astype(np.int64)
+        pick = lambda i: np.take_along_axis(self.sorted, (i - 1)[:, None], axis=-1)[:, 0]
+        out = (pick(hi) - pick(lo)) / 2
+        out = np.where(np.isnan(e), math.nan, out)
+        out = np.where(self.constant, 0.0, out)
+        return np.where(self.nonfinite, math.nan, out)
 
 
-def _finish(out: Tensor, shape: torch.Size) -> Tensor:
+def _scalar_per_element(draws, compute: Callable[[_Elements], np.ndarray]) -> Tensor:
+    out, shape = _per_element(draws, compute)
     return out.reshape(shape)
 
 
@@ -245,8 +409,8 @@ def rank_normalize(draws: Tensor) -> Tensor:
     Each element is normalized over its S = chains*draws pooled draws:
     z = Phi^{-1}((r - 3/8) / (S + 1/4)), r the average 1-based rank (ties share the mean rank).
     """
-    x, shape = _flatten(draws)
-    return _rank_normalize_flat(x).reshape(x.shape[0], x.shape[1], *shape)
+    out, shape = _per_element(draws, lambda e: e.bulk_scores)
+    return out.permute(1, 2, 0).reshape(*out.shape[1:], *shape)
 
 
 def split_rhat(draws: Tensor) -> Tensor:
@@ -254,16 +418,12 @@ def split_rhat(draws: Tensor) -> Tensor:
 
     sqrt(((n-1)/n W + B/n) / W) over the 2*chains half chains of length n.
     """
-    x, shape = _flatten(draws)
-    return _finish(_split_rhat_flat(x), shape)
+    return _scalar_per_element(draws, _Elements.split_rhat)
 
 
 def rhat_bulk(draws: Tensor) -> Tensor:
     """Bulk R-hat: split R-hat of the rank-normalized draws; shape ``draws.shape[2:]``."""
-    x, shape = _flatten(draws)
-    nonfinite, constant = _bad_mask(x)
-    out = _split_rhat_flat(_rank_normalize_flat(x))
-    return _finish(torch.where(nonfinite | constant, math.nan, out), shape)
+    return _scalar_per_element(draws, _Elements.rhat_bulk)
 
 
 def rhat_tail(draws: Tensor) -> Tensor:
@@ -272,15 +432,7 @@ def rhat_tail(draws: Tensor) -> Tensor:
     The median is the pooled median of each element.  Sensitive to chains that agree in
     location but differ in scale.  Shape ``draws.shape[2:]``.
     """
-    x, shape = _flatten(draws)
-    return _finish(_rhat_tail_flat(x), shape)
-
-
-def _rhat_tail_flat(x: Tensor) -> Tensor:
-    nonfinite, constant = _bad_mask(x)
-    med = _quantile(_pooled(x), torch.tensor([0.5], dtype=torch.float64))[0]
-    out = _split_rhat_flat(_rank_normalize_flat((x - med).abs()))
-    return torch.where(nonfinite | constant, math.nan, out)
+    return _scalar_per_element(draws, _Elements.rhat_tail)
 
 
 def rhat(draws: Tensor) -> Tensor:
@@ -289,12 +441,7 @@ def rhat(draws: Tensor) -> Tensor:
     Vehtari et al. (2021) recommend using draws only when this is below 1.01.
     nan for constant or non-finite elements and for fewer than 4 draws per chain.
     """
-    x, shape = _flatten(draws)
-    nonfinite, constant = _bad_mask(x)
-    bulk = _split_rhat_flat(_rank_normalize_flat(x))
-    tail = _rhat_tail_flat(x)
-    out = torch.maximum(bulk, tail)
-    return _finish(torch.where(nonfinite | constant, math.nan, out), shape)
+    return _scalar_per_element(draws, _Elements.rhat)
 
 
 def ess(draws: Tensor, *, split: bool = True) -> Tensor:
@@ -304,18 +451,12 @@ def ess(draws: Tensor, *, split: bool = True) -> Tensor:
     docstring), applied to split chains when ``split`` is true (the default, as in Stan and
     the paper).  Not rank-normalized, so it assumes a finite variance.
     """
-    x, shape = _flatten(draws)
-    if split:
-        x = _split(x)
-    return _finish(_ess_flat(x), shape)
+    return _scalar_per_element(draws, lambda e: e.ess(split))
 
 
 def ess_bulk(draws: Tensor) -> Tensor:
     """Bulk ESS: ``ess`` of the rank-normalized split draws; shape ``draws.shape[2:]``."""
-    x, shape = _flatten(draws)
-    nonfinite, constant = _bad_mask(x)
-    out = _ess_flat(_split(_rank_normalize_flat(x)))
-    return _finish(torch.where(nonfinite | constant, math.nan, out), shape)
+    return _scalar_per_element(draws, _Elements.ess_bulk)
 
 
 def ess_quantile(draws: Tensor, prob: float) -> Tensor:
@@ -323,16 +464,12 @@ def ess_quantile(draws: Tensor, prob: float) -> Tensor:
 
     q_prob is the pooled empirical (linear interpolation) quantile.  Shape ``draws.shape[2:]``.
     """
-    x, shape = _flatten(draws)
-    return _finish(_indicator_ess_flat(x, float(prob)), shape)
+    return _scalar_per_element(draws, lambda e: e.ess_quantile(float(prob)))
 
 
 def ess_tail(draws: Tensor) -> Tensor:
     """Tail ESS: min of ``ess_quantile`` at 0.05 and 0.95; shape ``draws.shape[2:]``."""
-    x, shape = _flatten(draws)
-    lo = _indicator_ess_flat(x, _TAIL_PROBS[0])
-    hi = _indicator_ess_flat(x, _TAIL_PROBS[1])
-    return _finish(torch.minimum(lo, hi), shape)
+    return _scalar_per_element(draws, _Elements.ess_tail)
 
 
 def mcse_mean(draws: Tensor) -> Tensor:
@@ -340,12 +477,7 @@ def mcse_mean(draws: Tensor) -> Tensor:
 
     Uses the (split, not rank-normalized) ESS of the mean.  0 for constant elements.
     """
-    x, shape = _flatten(draws)
-    nonfinite, constant = _bad_mask(x)
-    sd = _pooled(x).std(dim=0, correction=1)
-    out = sd / torch.sqrt(_ess_flat(_split(x)))
-    out = torch.where(constant, 0.0, out)
-    return _finish(torch.where(nonfinite, math.nan, out), shape)
+    return _scalar_per_element(draws, _Elements.mcse_mean)
 
 
 def mcse_quantile(draws: Tensor, prob: float) -> Tensor:
@@ -356,19 +488,30 @@ def mcse_quantile(draws: Tensor, prob: float) -> Tensor:
     (indices clamped to 1..S): the normal approximation to the Beta interval of Vehtari et
     al. (2021, sec. 4.3).  0 for constant elements.
     """
-    x, shape = _flatten(draws)
-    nonfinite, constant = _bad_mask(x)
-    prob = float(prob)
-    e = _indicator_ess_flat(x, prob)
-    d = torch.sqrt(prob * (1.0 - prob) / e)
-    pooled = torch.sort(_pooled(x), dim=0).values
-    s = pooled.shape[0]
-    lo = torch.floor(s * (prob - d)).nan_to_num(0.0).long().clamp(1, s) - 1
-    hi = torch.ceil(s * (prob + d)).nan_to_num(float(s)).long().clamp(1, s) - 1
-    out = (pooled.gather(0, hi.unsqueeze(0)) - pooled.gather(0, lo.unsqueeze(0))).squeeze(0) / 2
-    out = torch.where(torch.isnan(e), math.nan, out)
-    out = torch.where(constant, 0.0, out)
-    return _finish(torch.where(nonfinite, math.nan, out), shape)
+    return _scalar_per_element(draws, lambda e: e.mcse_quantile(float(prob)))
+
+
+def summary_columns(
+    draws: Tensor | Sequence[Tensor], probs: Sequence[float]
+) -> dict[str, Tensor]:
+    """Every column of an MCMC summary in one pass over the elements of ``draws`` (a tensor,
+    or a sequence of tensors sharing (chains, draws), whose elements count in turn):
+    ``mean``, ``sd`` (pooled, ddof=1), ``mcse_mean``, ``ess_bulk``, ``ess_tail``, ``r_hat``,
+    each shaped ``draws.shape[2:]``, and ``quantiles`` (pooled type-7) shaped
+    ``(len(probs), *draws.shape[2:])``.  Values equal the functions above; each element's
+    draws are sorted once for all of them."""
+    probs = [float(p) for p in probs]
+
+    names = ["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
+
+    def columns(e: _Elements) -> Tensor:
+        stats = [e.mean, e.sd, e.mcse_mean(), e.ess_bulk(), e.ess_tail(), e.rhat()]
+        return np.stack([*stats, *e.quantiles(probs)], axis=-1)
+
+    out, shape = _per_element(draws, columns)
+    table = {name: out[:, i].reshape(shape) for i, name in enumerate(names)}
+    table["quantiles"] = out[:, len(names) :].T.reshape(len(probs), *shape)
+    return table
 
 
 def e_bfmi(energy: Tensor) -> Tensor:
@@ -400,5 +543,5 @@ def autocovariance(draws: Tensor) -> Tensor:
     acov[c, t] = (1/n) sum_{i=0}^{n-1-t} (x_i - xbar)(x_{i+t} - xbar), lags t = 0..n-1,
     computed with a zero-padded FFT in float64.
     """
-    x, shape = _flatten(draws)
-    return _autocovariance_flat(x).reshape(x.shape[0], x.shape[1], *shape)
+    out, shape = _per_element(draws, lambda e: _autocovariance(e.x, mean_over_chains=False))
+    return out.permute(1, 2, 0).reshape(*out.shape[1:], *shape)

@@ -196,7 +196,7 @@ def _check(name: str, value, min_dim: int, what: str) -> Tensor:
             f"site {name!r}: expected {what}, got shape {tuple(t.shape)}"
             + ("; for a single chain use x.unsqueeze(0)" if min_dim == 2 else "")
         )
-    return t.detach().to(torch.float64)
+    return t.detach()
 
 
 def _nonfinite(sites: Mapping[str, Tensor], lead: int) -> dict[str, int]:
@@ -213,25 +213,17 @@ def _nonfinite(sites: Mapping[str, Tensor], lead: int) -> dict[str, int]:
 def _mcmc_rows(
     sites: Mapping[str, Tensor], probs: Tensor, labels: list[str]
 ) -> dict[str, dict[str, float]]:
-    """Rows of every element of every site's ``(chains, draws, *shape)`` draws, computed on
-    all elements at once (the diagnostics cost per call, not per element)."""
+    """Rows of every element of every site's ``(chains, draws, *shape)`` draws, computed in
+    one pass over chunks of elements gathered across sites (no copy of all the draws)."""
     names = [nm for name, x in sites.items() for nm in _element_names(name, x.shape[2:])]
     if not names:
         return {}
-    x = torch.cat([x.reshape(x.shape[0], x.shape[1], -1) for x in sites.values()], dim=-1)
-    m, n = x.shape[0], x.shape[1]
-    flat = x.reshape(m * n, -1)
-    stats = {
-        "mean": flat.mean(dim=0),
-        "sd": flat.std(dim=0, correction=1) if m * n > 1 else torch.full_like(flat[0], math.nan),
-    }
-    qs = _diag._quantile(flat, probs)
-    for label, q in zip(labels, qs, strict=True):
+    table = _diag.summary_columns(list(sites.values()), probs)
+    stats = {"mean": table["mean"], "sd": table["sd"]}
+    for label, q in zip(labels, table["quantiles"], strict=True):
         stats[label] = q
-    stats["mcse_mean"] = _diag.mcse_mean(x).reshape(-1)
-    stats["ess_bulk"] = _diag.ess_bulk(x).reshape(-1)
-    stats["ess_tail"] = _diag.ess_tail(x).reshape(-1)
-    stats["r_hat"] = _diag.rhat(x).reshape(-1)
+    for column in _MCMC_COLUMNS:
+        stats[column] = table[column]
     columns = list(stats)
     table = torch.stack([stats[c] for c in columns], dim=-1).tolist()
     return {
@@ -328,6 +320,7 @@ def summarize(
     for name, value in samples.items():
         x = checked[name] = _check(name, value, 1,
                                    "importance samples shaped (num_samples, *site_shape)")
+        x = x.to(torch.float64)
         if x.shape[0] != w.shape[0]:
             raise ValueError(
                 f"site {name!r}: {x.shape[0]} samples (shape {tuple(x.shape)}) but "

@@ -25,9 +25,16 @@ import torch
 
 from .errors import IRError
 from .node import NODE_KINDS, RANDOM_KINDS, DistSpec, Meta, Node, Ref, iter_refs
-from .ops import resolve_op
+from .ops import check_pure, resolve_op
+from .printer import DTYPE_NAMES
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+_DTYPE_NAMES = frozenset(DTYPE_NAMES.values()) | {
+    str(v).removeprefix("torch.") for v in vars(torch).values() if isinstance(v, torch.dtype)
+}
+"""Names a ``Meta.dtype`` may have: the text form's short ones (f32) and torch's (float32)."""
 
 
 def sanitize(hint: str) -> str:
@@ -199,14 +206,49 @@ def lint(graph: Graph) -> None:
             raise IRError(f"{where}: a {node.kind} node needs an address")
         if node.kind == "call":
             resolve_op(node.target)
+            try:
+                check_pure(node.target, node.args, node.kwargs)
+            except IRError as e:
+                raise IRError(f"{where}: {e}") from None
         if node.kind == "observe" and len(node.args) != 1:
             raise IRError(f"{where}: an observe node takes exactly one argument, its value")
+        _lint_meta(graph, node, where)
         is_last = i == len(graph.nodes) - 1
         if (node.kind == "output") != is_last:
             raise IRError(f"{where}: a graph has exactly one output node, and it comes last")
         seen.add(node.name)
     if not graph.nodes:
         raise IRError(f"graph {graph.name!r} is empty; it needs at least an output node")
+
+
+def _lint_meta(graph: Graph, node: Node, where: str) -> None:
+    """The declared dtype, shape and plates of a node are well formed, and the shape agrees
+    with what is known of the value (a literal observed value, bound data). (A plate's dim
+    counts batch dims, left of event dims that depend on the family: not checked here.)"""
+    meta = node.meta
+    if meta.dtype is not None and meta.dtype not in _DTYPE_NAMES:
+        raise IRError(f"{where}: unknown dtype {meta.dtype!r}; dtypes are "
+                      f"{', '.join(DTYPE_NAMES.values())} or torch's names (float32, ...)")
+    for frame in meta.plates:
+        plate = f"plate {frame.name!r}"
+        if type(frame.size) is not int or frame.size < 0:
+            raise IRError(f"{where}: {plate} has size {frame.size!r}; a size is an int >= 0")
+        if type(frame.subsample_size) is not int or not 0 <= frame.subsample_size <= frame.size:
+            raise IRError(f"{where}: {plate} subsamples {frame.subsample_size!r} of {frame.size}; "
+                          "a subsample size is an int from 0 to the plate's size")
+        if frame.dim is not None and (type(frame.dim) is not int or frame.dim >= 0):
+            raise IRError(f"{where}: {plate} has dim {frame.dim!r}; a plate dim is negative")
+    shape = meta.shape
+    if shape is None:
+        return
+    value = None
+    if node.kind == "observe" and isinstance(node.args[0], torch.Tensor):
+        value = node.args[0]
+    elif node.kind == "input":
+        value = graph.data.get(node.name, graph.data.get(node.target))
+    if isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(shape):
+        raise IRError(f"{where}: declared shape {list(shape)} disagrees with its value's shape "
+                      f"{list(value.shape)}")
 
 
 class GraphBuilder:

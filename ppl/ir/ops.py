@@ -1,20 +1,30 @@
 """The allow-list of operations a ``call`` node may name, and the name of each.
 
 Text is never ``eval``'d: a call target is looked up here by qualified name, and only public
-callables of a few torch namespaces (plus ppl's own helpers) resolve. Random-number
-functions are excluded: randomness belongs in ``sample`` sites.
+callables of a few torch namespaces (plus ppl's own helpers) resolve. Refused: random-number
+functions (randomness belongs in ``sample`` sites), in-place ops (``Tensor.add_``: a graph
+must not write into its inputs), functions that change or read process-wide state
+(``torch.use_deterministic_algorithms``, ``torch.manual_seed``, ``torch.set_*``, thread
+counts, ...) and loaders of other code or memory (``torch.import_ir_module*``,
+``torch.as_strided``, dlpack, files). ``check_allocation`` caps what one constructor call of
+a parsed graph may allocate (``torch.zeros``, ``Tensor.expand``, ...).
 
     >>> import torch
     >>> op_name(torch.add), op_name(torch.Tensor.exp)
     ('torch.add', 'Tensor.exp')
     >>> resolve_op("Tensor.__getitem__") is torch.Tensor.__getitem__
     True
+    >>> op_name(torch.Tensor.add_) is None
+    True
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -44,7 +54,12 @@ RANDOM_OPS = frozenset(
 )
 
 _DENIED_WORDS = ("save", "load", "from_file", "set_", "manual_seed", "seed", "compile", "cuda",
-                 "storage", "_C", "numpy", "tolist", "item", "backward", "register")
+                 "storage", "_C", "numpy", "tolist", "item", "backward", "register",
+                 # process-wide state, other code, raw memory
+                 "deterministic", "rng_state", "num_threads", "num_interop", "flush_denormal",
+                 "printoptions", "warn_always", "anomaly", "autocast", "matmul_precision",
+                 "import_ir_module", "parse_ir", "as_strided", "dlpack", "frombuffer",
+                 "file_path", "multiprocessing", "fork", "wait", "generator")
 
 
 def identity(x):
@@ -67,7 +82,7 @@ def _allowed_attr(namespace: str, attr: str) -> bool:
         return True
     if attr in RANDOM_OPS or any(word in attr for word in _DENIED_WORDS):
         return False
-    return not attr.startswith("_")
+    return not attr.startswith("_") and not attr.endswith("_")  # x_: in place
 
 
 @functools.cache
@@ -130,3 +145,101 @@ def attr(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 PPL_OPS.update({"ppl.getitem": getitem, "ppl.attr": attr})
+
+
+@functools.cache
+def _inplace_position(name: str) -> int | None:
+    """Where an op takes an ``inplace`` flag (``torch.nn.functional.relu``), if it does."""
+    try:
+        params = list(inspect.signature(resolve_op(name)).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: no inplace flag
+        return None
+    return params.index("inplace") if "inplace" in params else None
+
+
+def check_pure(target: str, args: tuple, kwargs: tuple[tuple[str, Any], ...]) -> None:
+    """Refuse a call that would write into one of its arguments: ``out=`` or a set (or not
+    literal) ``inplace`` flag."""
+    given = dict(kwargs)
+    if given.get("out") is not None:
+        raise IRError(f"call {target}: out= writes into an argument; a call in a graph must "
+                      "not mutate its inputs")
+    position = _inplace_position(target)
+    if position is None:
+        return
+    flag = args[position] if len(args) > position else given.get("inplace", False)
+    if flag is not False:
+        raise IRError(f"call {target}: inplace={flag!r} writes into its input; a call in a "
+                      "graph must not mutate its inputs (inplace must be a literal False)")
+
+
+MAX_ALLOCATION = 1 << 24
+"""Most elements one constructor call of a parsed graph may create (128 MiB of float64)."""
+
+
+def _sizes(args: tuple) -> list:
+    """Sizes given as ``*ints`` or one int sequence (``torch.Size``, list, tuple)."""
+    if len(args) == 1 and isinstance(args[0], list | tuple):
+        args = tuple(args[0])
+    return list(args)
+
+
+def _arange_count(args: tuple, kwargs: dict) -> list:
+    """[number of values] of ``torch.arange(end)`` / ``(start, end[, step])``, or the
+    non-literal bounds."""
+    given = dict(zip(("end",) if len(args) == 1 else ("start", "end", "step"), args, strict=False))
+    start, end, step = (kwargs.get(k, given.get(k, d)) for k, d in
+                        (("start", 0), ("end", None), ("step", 1)))
+    bounds = [start, end, step]
+    if not all(type(v) in (int, float) and math.isfinite(v) for v in bounds) or step == 0:
+        return [v for v in bounds if type(v) is not int] or [None]
+    return [max(0, math.ceil((end - start) / step))]
+
+
+_ALLOCATIONS: dict[str, Callable[[tuple, dict], list]] = {
+    **{f"torch.{f}": lambda a, k: _sizes(a) if a else _sizes((k.get("size"),))
+       for f in ("zeros", "ones", "empty")},
+    "torch.full": lambda a, k: _sizes(a[:1] or (k.get("size"),)),
+    "torch.empty_strided": lambda a, k: _sizes(a[:1] or (k.get("size"),)),
+    "torch.empty_permuted": lambda a, k: _sizes(a[:1] or (k.get("size"),)),
+    "torch.arange": _arange_count,
+    "torch.linspace": lambda a, k: [(a[2:3] or (k.get("steps"),))[0]],
+    "torch.logspace": lambda a, k: [(a[2:3] or (k.get("steps"),))[0]],
+    "torch.eye": lambda a, k: [a[0], a[1] if len(a) > 1 else a[0]] if a else [k.get("n")],
+    "torch.tril_indices": lambda a, k: [2, *a[:2]],
+    "torch.triu_indices": lambda a, k: [2, *a[:2]],
+    **{f"Tensor.new_{f}": lambda a, k: _sizes(a[1:]) if len(a) > 1 else _sizes((k.get("size"),))
+       for f in ("zeros", "ones", "empty")},
+    "Tensor.new_full": lambda a, k: _sizes(a[1:2] or (k.get("size"),)),
+    # growth factors of the input: the new (or repeated) dims; -1 keeps a dim of the input
+    "Tensor.expand": lambda a, k: [d for d in _sizes(a[1:]) if d != -1],
+    "torch.broadcast_to": lambda a, k: [d for d in _sizes(a[1:]) if d != -1],
+    "Tensor.broadcast_to": lambda a, k: [d for d in _sizes(a[1:]) if d != -1],
+    "Tensor.repeat": lambda a, k: _sizes(a[1:]),
+    "Tensor.tile": lambda a, k: _sizes(a[1:]),
+    "torch.tile": lambda a, k: _sizes(a[1:]),
+    "Tensor.repeat_interleave": lambda a, k: list(a[1:2] or (k.get("repeats", 1),)),
+    "torch.repeat_interleave": lambda a, k: list(a[1:2] or (k.get("repeats", 1),)),
+}
+
+
+def check_allocation(target: str, args: tuple, kwargs: tuple[tuple[str, Any], ...]) -> None:
+    """Refuse a constructor call (``torch.zeros``, ``Tensor.expand``, ...) that would create
+    more than ``MAX_ALLOCATION`` elements (or multiply its input by more), or whose sizes are
+    not literal ints, so that what a parsed graph allocates is known before it runs."""
+    count = _ALLOCATIONS.get(target)
+    if count is None:
+        return
+    dims = count(tuple(args), dict(kwargs))
+    if not all(type(d) is int for d in dims):
+        raise IRError(
+            f"call {target}: sizes must be literal ints in a parsed graph (got "
+            f"{', '.join(repr(d) for d in dims if type(d) is not int)}), so that what it "
+            "allocates can be checked"
+        )
+    total = math.prod(max(d, 0) for d in dims)
+    if total > MAX_ALLOCATION:
+        raise IRError(
+            f"call {target}: {total} elements is more than a parsed graph may allocate in one "
+            f"call (at most {MAX_ALLOCATION}); bind large data to an input node"
+        )

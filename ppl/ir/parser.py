@@ -3,8 +3,10 @@
 Nothing in the text is evaluated: call targets resolve through the allow-list
 (``ppl.ir.ops.resolve_op``), constraints through ``ppl.registry``, dtypes through a fixed
 table; distribution families are kept as names (resolved by the registry when the graph
-runs). Errors are ``IRError`` with the line and column and, for syntax errors, what was
-expected. Inputs are left unbound unless ``data`` binds them.
+runs). What a constructor call may allocate is capped (``ppl.ir.ops.check_allocation``) and
+literals nest at most ``MAX_NESTING`` deep, so a parsed graph prints and runs boundedly.
+Errors are ``IRError`` with the line and column and, for syntax errors, what was expected.
+Inputs are left unbound unless ``data`` binds them.
 
     >>> g = parse('''
     ... graph tiny {
@@ -39,7 +41,7 @@ from ppl.runtime import PlateFrame
 from .errors import IRError
 from .graph import Graph
 from .node import NODE_KINDS, DistSpec, Meta, Node, Ref
-from .ops import resolve_op
+from .ops import check_allocation, resolve_op
 from .printer import DTYPE_NAMES, MAX_TENSOR_LITERAL
 
 MAX_NUMBER_CHARS = 1000
@@ -47,6 +49,9 @@ MAX_NUMBER_CHARS = 1000
 MAX_ITEMS = MAX_TENSOR_LITERAL
 """Most items in one list, tuple or dict literal."""
 MAX_TENSOR_DIMS = 32
+MAX_NESTING = 32
+"""Deepest nesting of list, tuple, dict, slice and distribution literals (the printer, like
+any reader of a graph, recurses into them)."""
 
 _DTYPES_BY_SHORT = {short: dt for dt, short in DTYPE_NAMES.items()}
 _DTYPES_BY_NAME = {str(v): v for v in vars(torch).values() if isinstance(v, torch.dtype)}
@@ -217,6 +222,28 @@ def _check_len(items: list, at: _At, what: str) -> None:
         )
 
 
+def _nesting(value: Any) -> int:
+    """How deeply containers nest in ``value`` (children were checked when they were built,
+    so this recursion is at most MAX_NESTING deep)."""
+    if isinstance(value, DistSpec):
+        children = [v for _, v in value.params]
+    elif isinstance(value, slice):
+        children = [value.start, value.stop, value.step]
+    elif type(value) is dict:
+        children = [*value.keys(), *value.values()]
+    elif type(value) in (list, tuple):
+        children = value
+    else:
+        return 0
+    return 1 + max((_nesting(c) for c in children), default=0)
+
+
+def _check_nesting(value: Any, at: _At) -> Any:
+    if _nesting(value) > MAX_NESTING:
+        raise _Err(at, f"literal nested too deeply (more than {MAX_NESTING} levels)")
+    return value
+
+
 def _check_family(name: str, at: _At) -> str:
     if any(part.startswith("_") for part in name.split(".")):
         raise _Err(
@@ -378,15 +405,15 @@ class _Builder(Transformer):
         return c[0]
 
     def apply(self, c):
-        return _apply(c[0], c[1:])
+        return _check_nesting(_apply(c[0], c[1:]), c[0].at)
 
     def list(self, c):
         _check_len(c[1:], _at(c[0]), "list")
-        return [_resolve(v) for v in c[1:]]
+        return _check_nesting([_resolve(v) for v in c[1:]], _at(c[0]))
 
     def tuple(self, c):
         _check_len(c[1:], _at(c[0]), "tuple")
-        return tuple(_resolve(v) for v in c[1:])
+        return _check_nesting(tuple(_resolve(v) for v in c[1:]), _at(c[0]))
 
     def dict_item(self, c):
         return (_resolve(c[0]), _resolve(c[1]))
@@ -400,7 +427,7 @@ class _Builder(Transformer):
                 out[k] = v
             except TypeError:
                 raise _Err(at, f"dict key {k!r} is not hashable") from None
-        return out
+        return _check_nesting(out, at)
 
     def arg(self, c):
         return _Pos(c[0])
@@ -537,6 +564,8 @@ def _node(stmt: _Stmt) -> Node:
     if kind == "call":
         try:
             resolve_op(target)
+            check_allocation(target, stmt.call.args if stmt.call else (),
+                             stmt.call.kwargs if stmt.call else ())
         except IRError as e:
             raise _Err(stmt.target.at, str(e)) from None
     elif kind in ("sample", "observe"):

@@ -1,6 +1,7 @@
 """Tests for ppl.inference.results.summary: the summary table, weighted statistics, warnings."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,38 @@ def test_values_match_diagnostics():
     assert row["ess_tail"] == pytest.approx(diag.ess_tail(x).item(), rel=1e-12)
     assert row["r_hat"] == pytest.approx(diag.rhat(x).item(), rel=1e-12)
     assert s["mu"]["mean"] == pytest.approx(2.0, abs=0.1)
+
+
+def test_chunks_of_elements_spanning_sites_give_the_same_rows(monkeypatch):
+    d = draws(7)
+    whole = summarize(d).rows
+    monkeypatch.setattr(diag, "CHUNK_VALUES", 3 * 4 * 500)  # 3 elements a chunk, across sites
+    chunked = summarize(d).rows
+    assert list(chunked) == list(whole)
+    for name, row in whole.items():
+        assert chunked[name] == pytest.approx(row, rel=1e-12, nan_ok=True), name
+
+
+def _resident_bytes(key: str) -> int:
+    line = next(v for v in Path("/proc/self/status").read_text().splitlines() if v.startswith(key))
+    return int(line.split()[1]) * 1024
+
+
+def test_summary_memory_stays_a_fraction_of_the_draws(monkeypatch):
+    """The summary works through chunks of elements, so its peak memory is about one chunk's,
+    not a multiple of all the draws (before chunking: ~13x the draws at this size)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (Linux)
+    except OSError:
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure a peak RSS")
+    monkeypatch.setattr(diag, "CHUNK_VALUES", 1 << 14)
+    x = torch.randn(4, 5_000, 40, generator=gen(6), dtype=torch.float64)  # 6 MiB
+    small = summarize({"x": x[:, :, :2]})  # the same work per chunk, a tenth of the chunks
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _resident_bytes("VmRSS")
+    s = summarize({"x": x})
+    assert _resident_bytes("VmHWM") - before < 0.5 * x.nbytes
+    assert s["x[1]"] == small["x[1]"]
 
 
 def test_mapping_interface_and_to_dict():
