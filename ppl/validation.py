@@ -9,6 +9,9 @@ the checks off for speed once a model is known to be right.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -18,6 +21,21 @@ from .errors import ModelError
 from .runtime import internal
 
 _ENABLED = True
+# Which parameter values to check now: the graph tracer defers the ones computed from random
+# sites, since the one draw it traces with says nothing about the model (the log density
+# checks them at every point instead).
+_CHECKED: ContextVar[Callable[[torch.Tensor], bool] | None] = ContextVar("ppl_checked",
+                                                                         default=None)
+
+
+@contextmanager
+def checking_only(keep: Callable[[torch.Tensor], bool]) -> Iterator[None]:
+    """Check only the parameter values for which ``keep`` is true, inside the block."""
+    token = _CHECKED.set(keep)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 def set_validation(enabled: bool) -> None:
@@ -62,6 +80,9 @@ def _check_distribution(site: str, dist: Any) -> None:
             continue
         value = getattr(dist, pname)
         if not isinstance(value, torch.Tensor) or value.is_complex():
+            continue
+        keep = _CHECKED.get()
+        if keep is not None and not keep(value):
             continue
         ok = constraint.check(value)
         if not bool(torch.all(ok)):

@@ -35,6 +35,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from ppl.errors import operation_error
 from ppl.registry import family_of
 from ppl.runtime import Message, Messenger, in_internal, internal
+from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
 from .graph import Graph, GraphBuilder
@@ -369,7 +370,7 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     fn = getattr(model, "fn", model)
     rec = _Recorder(getattr(fn, "__name__", "model"))
     _bind_inputs(rec, fn, args, kwargs)
-    with _RecordingMode(rec), GraphTracer(rec):
+    with _RecordingMode(rec), GraphTracer(rec), checking_only(lambda v: not rec.deps(v)):
         result = fn(*args, **kwargs)
     rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
     rec.builder.attrs["reads_data"] = rec.reads_data

@@ -249,3 +249,53 @@ def test_a_handler_left_open_inside_a_block_is_removed_when_the_block_exits():
     with handlers.trace():
         handlers.block().__enter__()  # never exited
     assert active_handlers() == ()
+
+
+@model
+def _mixed_dtype_regression(x, y):
+    beta = sample("beta", Normal(torch.zeros(3), 1.0).to_event(1))  # float32 parameters
+    with plate("N", x.shape[0]):
+        sample("y", Normal(x @ beta, 1.0), obs=y)
+
+
+def _float64_data():
+    return torch.randn(10, 3, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+
+
+def test_a_failing_op_while_tracing_names_op_line_dtypes_and_site():
+    from ppl.errors import OperationError
+
+    with pytest.raises(OperationError) as caught:
+        _mixed_dtype_regression.graph(*_float64_data())
+    message = str(caught.value)
+    assert "matmul failed at" in message and "test_errors.py" in message
+    assert "float64[10, 3], float32[3]" in message and "sites ['beta']" in message
+    assert "cast the data" in message
+
+
+def test_a_failing_op_on_the_trace_path_gets_a_note_with_line_and_last_site():
+    with pytest.raises(RuntimeError) as caught:
+        infer(_mixed_dtype_regression, *_float64_data(), method=Importance(10), seed=0)
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "raised inside the model at" in notes and "test_errors.py" in notes
+    assert "after site 'beta'" in notes
+
+
+@model
+def _latent_scale():
+    s = sample("s", Normal(0.0, 1.0))
+    sample("y", Normal(0.0, s), obs=torch.tensor(0.3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tracing_does_not_judge_parameters_by_the_one_draw_it_traces_with(seed):
+    """Half the prior draws of ``s`` are negative: whether the model traces must not depend
+    on which one the tracer got (the log density is -inf there instead)."""
+    from ppl.inference.lowering import FlatModel
+
+    _latent_scale._graphs.clear()  # trace afresh, with this seed's draw
+    with handlers.seed(rng_seed=seed):
+        graph = _latent_scale.graph()
+    flat = FlatModel.from_graph(graph)
+    log_p, _ = flat.log_density_and_grad(torch.tensor([[-0.5], [0.5]], dtype=torch.float64))
+    assert not torch.isfinite(log_p[0]) and torch.isfinite(log_p[1])
