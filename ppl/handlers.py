@@ -16,7 +16,6 @@ Each is a context manager and a decorator (see ``ppl.runtime.Messenger``):
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,10 +25,8 @@ import torch
 from . import randomness
 from .errors import DuplicateSiteError, ModelError
 from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
-from .runtime import Message, Messenger, internal
+from .runtime import Message, Messenger, internal, is_library_file, source_location
 from .trace import Site, Trace, site_log_prob
-
-_PPL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 __all__ = [
     "trace", "seed", "condition", "substitute", "replay", "block", "scale", "mask", "do",
@@ -42,10 +39,8 @@ def _note_where(error: Exception, tb, sites: list[str]) -> None:
     happened: the model's source line and the last site recorded before it (once)."""
     if getattr(error, "_ppl_noted", False):
         return
-    frames = [f for f in traceback.extract_tb(tb)
-              if not os.path.abspath(f.filename).startswith(_PPL_DIR)]
-    line = f"{frames[-1].filename}:{frames[-1].lineno} ({(frames[-1].line or '').strip()})" \
-        if frames else "<unknown>"
+    frames = [f for f in traceback.extract_tb(tb) if not is_library_file(f.filename)]
+    line = source_location(frames[-1].filename, frames[-1].lineno) if frames else "<unknown>"
     after = f"after site {sites[-1]!r}" if sites else "before any site"
     error.add_note(f"ppl: raised inside the model at {line}, {after}")
     error._ppl_noted = True  # type: ignore[attr-defined]

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import linecache
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+import torch
 
 # Immutable tuples: entering a handler sets a new one, so a context never sees another's edits.
 _STACK: ContextVar[tuple[Messenger, ...]] = ContextVar("ppl_handler_stack", default=())
@@ -144,6 +148,21 @@ def apply_stack(msg: Message) -> Message:
 
 def active_handlers() -> tuple[Messenger, ...]:
     return _STACK.get()
+
+
+_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(__file__)),
+                 os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+@functools.cache
+def is_library_file(filename: str) -> bool:
+    """Whether code in ``filename`` is ppl's or torch's (not the user's model)."""
+    return os.path.abspath(filename).startswith(_LIBRARY_DIRS)
+
+
+def source_location(filename: str, lineno: int) -> str:
+    """``file:line (source line)``, as errors and the IR show where user code is."""
+    return f"{filename}:{lineno} ({linecache.getline(filename, lineno).strip()})"
 
 
 def caller_location(depth: int = 2) -> str:

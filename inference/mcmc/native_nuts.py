@@ -266,8 +266,7 @@ def native_nuts_warmup(
     if da is not None:
         adapting.dual_averaging = torch.stack([da.log_step, da.log_step_avg, da.h_bar, da.mu],
                                               1).contiguous()
-        adapting.da_count = da.count
-        state = state._replace(step_size=da.log_step.exp())
+        adapting.da_count = da.count  # C starts from the table's step: exp(log_step)
     if welford is not None:  # copies: C adds to them in place
         adapting.welford_mean, adapting.welford_m2 = welford.mean.clone(), welford.m2.clone()
         adapting.welford_count = welford.count

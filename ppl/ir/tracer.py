@@ -24,11 +24,8 @@ model keeps working on the trace path.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import inspect
-import linecache
-import os
 import sys
 from typing import Any
 
@@ -37,7 +34,14 @@ from torch.overrides import TorchFunctionMode
 
 from ppl.errors import operation_error
 from ppl.registry import family_of
-from ppl.runtime import Message, Messenger, in_internal, internal
+from ppl.runtime import (
+    Message,
+    Messenger,
+    in_internal,
+    internal,
+    is_library_file,
+    source_location,
+)
 from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
@@ -56,13 +60,6 @@ _READS_VALUE = frozenset(
 )
 _INPLACE_DUNDERS = {"__iadd__": "Tensor.add", "__isub__": "Tensor.sub", "__imul__": "Tensor.mul",
                     "__itruediv__": "Tensor.div", "__ipow__": "Tensor.pow"}
-_PPL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-
-
-@functools.cache
-def _is_library_file(filename: str) -> bool:
-    return os.path.abspath(filename).startswith((_PPL_DIR, _TORCH_DIR))
 
 
 def _user_line() -> str:
@@ -71,9 +68,8 @@ def _user_line() -> str:
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not _is_library_file(filename):
-            source = linecache.getline(filename, frame.f_lineno).strip()
-            return f"{filename}:{frame.f_lineno} ({source})"
+        if not is_library_file(filename):
+            return source_location(filename, frame.f_lineno)
         frame = frame.f_back
     return "<unknown>"
 

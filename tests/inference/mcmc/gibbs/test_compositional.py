@@ -194,6 +194,17 @@ def two_blocks(y):
         sample("y", Normal(loc, scale), obs=y)
 
 
+def test_gibbs_block_values_come_from_the_tape():
+    graph = two_blocks.graph(torch.tensor([0.3, -1.0, 2.0]))
+    flat = ConditionalFlat(graph, ("scale",))
+    assert flat.backend == "generated", flat.fallback_reason
+    data = flat.data({"loc": torch.tensor([0.5, -0.5])})
+    z = torch.randn(2, flat.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    values = flat.values(z, data)
+    assert "values_fn" not in vars(flat.flat)
+    torch.testing.assert_close(values["scale"], torch.exp(z))
+
+
 def test_block_potential_is_generated_with_other_blocks_per_chain():
     """A block's conditional density, given each chain's own values of the other blocks, is
     the generated potential (not autograd), and equals the autograd reference."""
