@@ -76,18 +76,19 @@ def _resident_bytes(key: str) -> int:
 
 def test_summary_memory_stays_a_fraction_of_the_draws(monkeypatch):
     """The summary works through chunks of elements, so its peak memory is about one chunk's,
-    not a multiple of all the draws (before chunking: ~13x the draws at this size)."""
+    not a multiple of all the draws (before chunking: ~13x the draws; the issue's bound is 2x).
+    The draws are large enough (25 MiB) that the allocator's own few MiB do not count."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (Linux)
     except OSError:
         pytest.skip("needs Linux's /proc/self/clear_refs to measure a peak RSS")
     monkeypatch.setattr(diag, "CHUNK_VALUES", 1 << 14)
-    x = torch.randn(4, 5_000, 40, generator=gen(6), dtype=torch.float64)  # 6 MiB
+    x = torch.randn(4, 5_000, 160, generator=gen(6), dtype=torch.float64)  # 25 MiB
     small = summarize({"x": x[:, :, :2]})  # the same work per chunk, a tenth of the chunks
     Path("/proc/self/clear_refs").write_text("5")
     before = _resident_bytes("VmRSS")
     s = summarize({"x": x})
-    assert _resident_bytes("VmHWM") - before < 0.5 * x.nbytes
+    assert _resident_bytes("VmHWM") - before < 2 * x.nbytes
     assert s["x[1]"] == small["x[1]"]
 
 
