@@ -480,6 +480,20 @@ def mcse_mean(draws: Tensor) -> Tensor:
     return _scalar_per_element(draws, _Elements.mcse_mean)
 
 
+def mcse_sd(draws: Tensor) -> Tensor:
+    """Monte Carlo standard error of the sd, by the delta method on the variance.
+
+    With d = (x - mean)^2, the variance estimate mean(d) has MCSE sd(d) / sqrt(ess(d)), and
+    the sd = sqrt(variance) has MCSE that divided by 2 sd. Heavy tails make d's variance (and
+    so this error) large, as they should: a fixed bound on the sd's ratio would not.
+    nan for constant elements.
+    """
+    x = _checked(draws).to(torch.float64)
+    d = (x - x.mean(dim=(0, 1))) ** 2
+    variance = d.mean(dim=(0, 1))
+    return d.std(dim=(0, 1)) / ess(d).sqrt() / (2 * variance.sqrt())
+
+
 def mcse_quantile(draws: Tensor, prob: float) -> Tensor:
     """Monte Carlo standard error of the ``prob`` quantile; shape ``draws.shape[2:]``.
 

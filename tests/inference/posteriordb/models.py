@@ -288,13 +288,14 @@ def load_data(name: str, model: Model) -> dict[str, Tensor | int | float]:
 
 class RefElement(NamedTuple):
     """One scalar of the reference posterior: its name (``theta[1]``, 1-based as in Stan), the
-    ppl site and 0-based index it maps to, and its gold mean and sd."""
+    ppl site and 0-based index it maps to, its gold mean and sd, and the sd's MCSE."""
 
     element: str
     site: str
     index: tuple[int, ...]
     mean: float
     sd: float
+    mcse_sd: float
 
 
 _ELEMENT = re.compile(r"^(\w+)(?:\[([\d,]+)\])?$")
@@ -313,5 +314,7 @@ def parse_element(element: str) -> tuple[str, tuple[int, ...]]:
 def load_reference(name: str) -> list[RefElement]:
     """Every element of ``reference.json``'s summary, in posteriordb's element order."""
     ref = json.loads((_posterior_dir(name) / "reference.json").read_text())
-    return [RefElement(element, *parse_element(element), ref["summary"][element]["mean"],
-                       ref["summary"][element]["sd"]) for element in ref["element_order"]]
+    summary = ref["summary"]
+    return [RefElement(element, *parse_element(element), summary[element]["mean"],
+                       summary[element]["sd"], summary[element]["mcse_sd"])
+            for element in ref["element_order"]]

@@ -223,6 +223,18 @@ def test_mcse():
     assert diag.mcse_mean(y).item() > 2 * diag.mcse_mean(x).item()
 
 
+def test_mcse_sd_matches_the_spread_of_the_sd_over_replications():
+    # For iid normal draws the sd's standard error is sd / sqrt(2 N); for AR(1) draws it is
+    # larger, and the estimate must follow the replications' own spread in both cases.
+    for draws, seed in ((iid, 21), (lambda c, n, s: ar1(0.7, c, n, s), 22)):
+        reps = torch.stack([draws(4, 250, seed * 1000 + r) for r in range(100)])
+        spread = reps.flatten(1).std(dim=1).std().item()  # 100 replications: 7% noise
+        estimate = torch.stack([diag.mcse_sd(x) for x in reps]).mean().item()
+        assert estimate == pytest.approx(spread, rel=0.25)
+    assert diag.mcse_sd(iid(4, 1000, 23)).item() == pytest.approx(1 / math.sqrt(8000), rel=0.1)
+    assert diag.mcse_sd(iid(4, 1000, 24, 3)).shape == (3,)
+
+
 def test_e_bfmi():
     e = iid(4, 2000, 13)
     b = diag.e_bfmi(e)
