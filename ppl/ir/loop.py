@@ -251,6 +251,20 @@ def _unroll_one(graph, loop: Node, builder, nodes: list[Node]) -> tuple[tuple, l
     return carry, ys
 
 
+def unrolled_addresses(graph, kinds: tuple[str, ...]) -> list[str]:
+    """The addresses of the nodes of ``kinds`` as the unrolled twin has them, in order."""
+    out = []
+    for node in graph.nodes:
+        if node.kind == "loop":
+            body = graph.subgraphs[node.target]
+            length = int(node.kwarg_dict["length"])
+            sites = [n.address for n in body.nodes if n.kind in kinds]
+            out.extend(step_address(a, t) for t in range(length) for a in sites)
+        elif node.kind in kinds:
+            out.append(node.address)
+    return out
+
+
 def step_index_sites(graph) -> dict[str, tuple[tuple[str, int], ...]]:
     """Address -> its ``steps`` attr (``((loop or plate, t), ...)``, outermost first) for every
     site made inside a sequential plate iteration or an unrolled scan step."""
@@ -259,4 +273,4 @@ def step_index_sites(graph) -> dict[str, tuple[tuple[str, int], ...]]:
 
 
 __all__ = ["step_address", "split_step_address", "unroll_graph", "refuse_loops", "loops",
-           "loop_parts", "body_inputs", "BODY_ROLES", "lint_loop", "lint_loop_addresses", "step_index_sites"]
+           "loop_parts", "body_inputs", "BODY_ROLES", "lint_loop", "lint_loop_addresses", "unrolled_addresses", "step_index_sites"]
