@@ -17,7 +17,8 @@ from .trace import Site, Trace
 from .validation import set_validation
 
 __all__ = [
-    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "infer", "predictive", "scan",
+    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "scan", "infer",
+    "predictive",
     "InferenceMethod", "handlers", "Trace", "Site", "Message", "Messenger", "ModelError",
     "ShapeError", "DuplicateSiteError", "set_validation", "get_param", "clear_params",
 ]

@@ -26,7 +26,6 @@ from ppl.shapes import broadcast_shapes
 
 from .errors import ModelError, ShapeError
 from .randomness import drawing
-from .scan import record_step
 from .runtime import (
     CHECKS,
     DEFAULT_VALUES,
@@ -38,6 +37,7 @@ from .runtime import (
     caller_location,
     internal,
 )
+from .scan import record_step
 from .validation import check_distribution, check_in_support, validation_enabled
 
 RANDOM_KINDS = ("sample", "factor")

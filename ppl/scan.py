@@ -41,6 +41,17 @@ STEP_KINDS = ("sample", "factor", "deterministic")
 """The messages that get the step index in their address (params are shared by all steps)."""
 
 
+def flatten(tree: Any) -> tuple[list, Any]:
+    """The tensor leaves of a pytree and its structure; ``None`` (no value) has no leaves."""
+    if tree is None:
+        return [], None
+    return pytree.tree_flatten(tree)
+
+
+def unflatten(leaves: list, spec: Any) -> Any:
+    return None if spec is None else pytree.tree_unflatten(leaves, spec)
+
+
 def record_step(msg: Message, name: str, t: int) -> None:
     """Prepend ``(name, t)`` to the message's ``infer["steps"]`` (handlers see a message from
     the innermost out, so the outermost loop ends up first)."""
@@ -70,7 +81,7 @@ def scan(
     """``(final carry, ys)`` of ``carry, y = step(carry, x_t)`` over the leading dim of ``xs``
     (or ``length`` steps with ``x_t = None``); see the module docstring."""
     name = name or getattr(step, "__name__", "scan")
-    x_leaves, x_spec = pytree.tree_flatten(xs)
+    x_leaves, x_spec = flatten(xs)
     length = scan_length(name, x_leaves, length)
     outer = [h for h in active_handlers() if isinstance(h, ScanStep)]
     if outer:
@@ -82,7 +93,7 @@ def scan(
             return trace_scan(step, init, x_leaves, x_spec, length, name)
     carry, ys = init, []
     for t in range(length):
-        x_t = pytree.tree_unflatten([leaf[t] for leaf in x_leaves], x_spec) if x_leaves else xs
+        x_t = unflatten([leaf[t] for leaf in x_leaves], x_spec)
         with ScanStep(name, t):
             new, y = step_result(name, step(carry, x_t))
         check_carry(name, t, carry, new)
@@ -119,7 +130,7 @@ def step_result(name: str, out: Any) -> tuple[Any, Any]:
 
 def check_carry(name: str, t: int, old: Any, new: Any) -> None:
     """The carry keeps its structure, and its tensors their shapes and dtypes, over a step."""
-    (old_leaves, old_spec), (new_leaves, new_spec) = pytree.tree_flatten(old), pytree.tree_flatten(new)
+    (old_leaves, old_spec), (new_leaves, new_spec) = flatten(old), flatten(new)
     if old_spec != new_spec:
         raise ModelError(f"scan {name!r}: step {t} returns a carry of structure {new_spec}, but "
                          f"it came in as {old_spec}; a carry keeps its structure")
@@ -133,7 +144,7 @@ def check_carry(name: str, t: int, old: Any, new: Any) -> None:
 
 def stack_outputs(name: str, ys: list) -> Any:
     """The per-step outputs stacked leaf by leaf on a new leading dim."""
-    leaves = [pytree.tree_flatten(y) for y in ys]
+    leaves = [flatten(y) for y in ys]
     spec = leaves[0][1]
     for t, (_, s) in enumerate(leaves):
         if s != spec:
@@ -141,4 +152,4 @@ def stack_outputs(name: str, ys: list) -> Any:
                              f"{spec}; every step returns the same structure")
     stacked = [torch.stack([torch.as_tensor(ls[i]) for ls, _ in leaves])
                for i in range(len(leaves[0][0]))]
-    return pytree.tree_unflatten(stacked, spec)
+    return unflatten(stacked, spec)

@@ -231,7 +231,7 @@ def _unroll_one(graph, loop: Node, builder, nodes: list[Node]) -> tuple[tuple, l
             ref = Ref(builder.fresh(f"{n.name}_{t}"))
             nodes.append(Node(ref.name, "call", "ppl.getitem", (x, t), (), n.meta))
             env[n.name] = ref
-        lookup = lambda ref: env[ref.name]  # noqa: E731
+        lookup = env_lookup(env)
         for node in body.nodes:
             if node.kind in ("input", "output"):
                 continue
@@ -265,6 +265,11 @@ def unrolled_addresses(graph, kinds: tuple[str, ...]) -> list[str]:
     return out
 
 
+def env_lookup(env: dict[str, Any]):
+    """``ref -> env[ref.name]``, for ``map_refs``."""
+    return lambda ref: env[ref.name]
+
+
 def step_index_sites(graph) -> dict[str, tuple[tuple[str, int], ...]]:
     """Address -> its ``steps`` attr (``((loop or plate, t), ...)``, outermost first) for every
     site made inside a sequential plate iteration or an unrolled scan step."""
@@ -273,4 +278,5 @@ def step_index_sites(graph) -> dict[str, tuple[tuple[str, int], ...]]:
 
 
 __all__ = ["step_address", "split_step_address", "unroll_graph", "refuse_loops", "loops",
-           "loop_parts", "body_inputs", "BODY_ROLES", "lint_loop", "lint_loop_addresses", "unrolled_addresses", "step_index_sites"]
+           "loop_parts", "body_inputs", "BODY_ROLES", "lint_loop", "lint_loop_addresses",
+           "unrolled_addresses", "step_index_sites"]

@@ -22,7 +22,7 @@ for any number of steps.
     ...     scan(step, torch.tensor(0.0), y)
     >>> g = ar.graph(torch.zeros(1000))
     >>> len(g.nodes), [n.target for n in g.subgraphs["step"].inputs]
-    (6, ['step', 'carry', 'x', 'captured'])
+    (5, ['step', 'carry', 'x', 'captured'])
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
 from ppl.errors import ModelError
 from ppl.primitives import as_tensor
 from ppl.runtime import internal
-from ppl.scan import step_result
+from ppl.scan import flatten, step_result, unflatten
 
 from .node import Meta, Node, Ref
 from .tracer import SMALL_LITERAL, _Recorder, _user_line, tensor_meta
@@ -88,7 +87,7 @@ def trace_scan(tracer, step, init: Any, x_leaves: list, x_spec, length: int, nam
     if isinstance(outer, _BodyRecorder):
         raise ModelError(f"scan {name!r} inside the step of scan {outer.scan_name!r}: scans do "
                          "not nest; unroll the inner loop in Python or merge the steps")
-    init_leaves, init_spec = pytree.tree_flatten(init)
+    init_leaves, init_spec = flatten(init)
     init_leaves = [as_tensor(v) for v in init_leaves]
     body = _BodyRecorder(name, outer)
     marker = frozenset({body.step_marker})
@@ -103,11 +102,11 @@ def trace_scan(tracer, step, init: Any, x_leaves: list, x_spec, length: int, nam
             body.track(v, b.add("input", role, meta=tensor_meta(v), name=f"{role}{i}"), marker)
     tracer.rec = tracer.mode.rec = body
     try:
-        new_carry, y = step_result(name, step(pytree.tree_unflatten(carry, init_spec),
-                                              pytree.tree_unflatten(x_t, x_spec)))
-        new_leaves, new_spec = pytree.tree_flatten(new_carry)
+        new_carry, y = step_result(name, step(unflatten(carry, init_spec),
+                                              unflatten(x_t, x_spec)))
+        new_leaves, new_spec = flatten(new_carry)
         _check_carry(name, init_spec, init_leaves, new_spec, new_leaves)
-        y_leaves, y_spec = pytree.tree_flatten(y)
+        y_leaves, y_spec = flatten(y)
         outs = [as_tensor(v) for v in [*new_leaves, *y_leaves]]
         b.add("output", "output", (tuple(body.to_arg(v) for v in outs),))
     finally:
@@ -130,7 +129,7 @@ def trace_scan(tracer, step, init: Any, x_leaves: list, x_spec, length: int, nam
                                 meta=tensor_meta(value), name=f"{loop_name}_{i}")
         deps = symbolic | {f"{a}[t]" for a in body.deps(outs[i]) if not a.startswith("<")}
         outer.track(value, ref, deps)
-    return pytree.tree_unflatten(finals, init_spec), pytree.tree_unflatten(stacked, y_spec)
+    return unflatten(finals, init_spec), unflatten(stacked, y_spec)
 
 
 def _check_carry(name: str, init_spec, init_leaves: list, new_spec, new_leaves: list) -> None:
