@@ -9,7 +9,8 @@ at step t, and its ``infer["steps"]`` (``Meta.attr("steps")`` in a graph) holds
 
 On the trace path the loop runs in Python. Tracing a graph records the step once, as a
 ``loop`` node with a body graph (``ppl.ir.loop``). A step may hold plates, and a scan may sit
-inside plates; a scan inside another scan's step is refused (an error naming both).
+inside plates; a scan inside another scan's step is refused (an error naming both), and so
+is a ``param`` inside a step (declare it outside; the step reads it).
 
     >>> import torch
     >>> from ppl import sample
@@ -38,7 +39,8 @@ from .errors import ModelError
 from .runtime import Message, Messenger, active_handlers
 
 STEP_KINDS = ("sample", "factor", "deterministic")
-"""The messages that get the step index in their address (params are shared by all steps)."""
+"""The messages that get the step index in their address (a param inside a step is refused:
+declared outside, it is one value that every step reads)."""
 
 
 def flatten(tree: Any) -> tuple[list, Any]:
@@ -65,6 +67,9 @@ class ScanStep(Messenger):
         self.name, self.t = name, t
 
     def process(self, msg: Message) -> None:
+        if msg.kind == "param":
+            raise ModelError(f"param {msg.name!r} inside step {self.t} of scan {self.name!r}: "
+                             "declare params outside the step (the step may read them)")
         if msg.kind in STEP_KINDS:
             msg.name = f"{msg.name}[{self.t}]"
             record_step(msg, self.name, self.t)
@@ -129,17 +134,29 @@ def step_result(name: str, out: Any) -> tuple[Any, Any]:
 
 
 def check_carry(name: str, t: int, old: Any, new: Any) -> None:
-    """The carry keeps its structure, and its tensors their shapes and dtypes, over a step."""
+    """The carry keeps its structure, and its tensors their shapes and dtypes, over a step
+    (the first step may broadcast ``init`` up to its batch shape)."""
     (old_leaves, old_spec), (new_leaves, new_spec) = flatten(old), flatten(new)
     if old_spec != new_spec:
         raise ModelError(f"scan {name!r}: step {t} returns a carry of structure {new_spec}, but "
                          f"it came in as {old_spec}; a carry keeps its structure")
     for i, (a, b) in enumerate(zip(old_leaves, new_leaves, strict=True)):
         a, b = torch.as_tensor(a), torch.as_tensor(b)
-        if a.shape != b.shape or (t > 0 and a.dtype != b.dtype):
+        if t == 0:  # init may broadcast up to the step's batch shape (plates, num_samples)
+            same = _broadcasts_to(a.shape, b.shape)
+        else:
+            same = a.shape == b.shape and a.dtype == b.dtype
+        if not same:
             raise ModelError(f"scan {name!r}: step {t} turns carry leaf {i} from "
                              f"{tuple(a.shape)} {a.dtype} into {tuple(b.shape)} {b.dtype}; a "
                              "carry keeps its shape and dtype")
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 def stack_outputs(name: str, ys: list) -> Any:
