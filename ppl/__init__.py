@@ -12,11 +12,13 @@ from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes e
 from .predictive import predictive
 from .primitives import deterministic, factor, param, plate, sample
 from .runtime import Message, Messenger
+from .scan import scan
 from .trace import Site, Trace
 from .validation import set_validation
 
 __all__ = [
-    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "infer", "predictive",
+    "model", "Model", "sample", "param", "plate", "factor", "deterministic", "scan", "infer",
+    "predictive",
     "InferenceMethod", "handlers", "Trace", "Site", "Message", "Messenger", "ModelError",
     "ShapeError", "DuplicateSiteError", "set_validation", "get_param", "clear_params",
 ]

@@ -37,6 +37,7 @@ from .runtime import (
     caller_location,
     internal,
 )
+from .scan import record_step
 from .validation import check_distribution, check_in_support, validation_enabled
 
 RANDOM_KINDS = ("sample", "factor")
@@ -177,7 +178,9 @@ class plate(Messenger):
     batch dimension ``dim`` (chosen automatically from the right if not given), their log
     densities scaled by ``size / subsample_size``; it yields the (sub)sample indices. As an
     iterator, it yields ``0..size-1`` and marks the sites of each iteration as independent
-    without vectorizing (a sequential plate).
+    without vectorizing (a sequential plate); each site made in iteration ``i`` records the
+    plate in ``msg.plates`` and ``(name, i)`` in ``msg.infer["steps"]`` (outermost loop first;
+    ``Meta.attr("steps")`` in a graph), so later passes and schedules know its step.
     """
 
     def __init__(
@@ -196,6 +199,7 @@ class plate(Messenger):
             )
         self.dim = dim
         self._frame: PlateFrame | None = None
+        self._step: int | None = None
         self.indices: torch.Tensor | None = None
 
     def _allocate_dim(self) -> int:
@@ -228,18 +232,21 @@ class plate(Messenger):
     def __iter__(self) -> Iterator[int]:
         for i in range(self.size):
             self._frame = PlateFrame(self.name, self.size, None, self.size)
+            self._step = i
             Messenger.__enter__(self)
             try:
                 yield i
             finally:
                 Messenger.__exit__(self, None, None, None)
-                self._frame = None
+                self._frame, self._step = None, None
 
     def process(self, msg: Message) -> None:
         if msg.kind not in RANDOM_KINDS and msg.kind != "deterministic":
             return
         frame = self._frame
         msg.plates = (frame, *msg.plates)
+        if frame.dim is None:
+            record_step(msg, self.name, self._step)
         if msg.kind == "deterministic" or frame.dim is None:
             return
         if frame.subsample_size < frame.size:

@@ -49,7 +49,7 @@ from torch.distributions import biject_to
 from ppl.ir import Graph, IRError
 from ppl.ir.codegen import LogDensityCodeGen
 from ppl.ir.node import Node
-from ppl.passes import latent_transforms, unconstrain
+from ppl.passes import latent_transforms, unconstrain, unroll
 from ppl.passes.rewriting import probe
 
 from .native import CompileError, NativePotential
@@ -242,6 +242,8 @@ class FlatModel:
     def from_graph(cls, graph: Graph, backend: str = "auto") -> FlatModel:
         """Unconstrain the graph and lay out its latents, in graph order, using one prior
         draw for their shapes."""
+        # Loops (ppl.scan) are unrolled until the tape and the C emitter lower them as loops.
+        graph = unroll()(graph)
         unconstrained = unconstrain()(graph)
         transforms = latent_transforms(unconstrained)
         prior = probe(unconstrained)

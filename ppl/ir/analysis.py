@@ -7,7 +7,9 @@ observed value, log weight, a deterministic value) read ``u``'s value through an
 ``a`` only). Queries about random variables (ancestors,
 descendants, Markov blankets, topological order) look at random sites only, seeing through
 param and deterministic sites; d-separation runs on the full site DAG (a deterministic site
-is a chain node there, and may be conditioned on).
+is a chain node there, and may be conditioned on). A graph with loop nodes (``ppl.scan``)
+is analysed as its unrolled twin (``ppl.ir.loop.unroll_graph``), whose sites are the
+``x[t]`` of every step.
 
     >>> from ppl.ir import GraphBuilder
     >>> b = GraphBuilder("v")
@@ -26,6 +28,7 @@ is a chain node there, and may be conditioned on).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -33,9 +36,26 @@ from typing import Any
 import networkx as nx
 
 from .errors import IRError
+from .loop import unroll_graph
 from .node import RANDOM_KINDS, Node, Ref, iter_refs
 
 SITE_KINDS = (*RANDOM_KINDS, "param", "call")
+_UNROLLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def on_unrolled(fn):
+    """Run the analysis ``fn(graph, ...)`` on the graph's unrolled twin (kept while the
+    graph lives), so loop nodes are analysed step by step."""
+
+    @functools.wraps(fn)
+    def wrapped(graph, *args, **kwargs):
+        if graph.subgraphs:
+            if graph not in _UNROLLED:
+                _UNROLLED[graph] = unroll_graph(graph)
+            graph = _UNROLLED[graph]
+        return fn(graph, *args, **kwargs)
+
+    return wrapped
 
 
 def _is_site(node: Node) -> bool:
@@ -117,6 +137,7 @@ def _build(graph, through, keep) -> nx.DiGraph:
     return g
 
 
+@on_unrolled
 def to_networkx(graph) -> nx.DiGraph:
     """The DAG over sites (by address) described in the module docstring; nodes carry
     ``kind`` (sample, observe, factor, param or deterministic), ``family`` (the target),
@@ -125,6 +146,7 @@ def to_networkx(graph) -> nx.DiGraph:
     return _dags(graph)[0].copy()
 
 
+@on_unrolled
 def random_dag(graph) -> nx.DiGraph:
     """The DAG over random sites only, param and deterministic sites contracted away (an
     edge ``u -> v`` when ``v`` reads ``u`` through calls, params or deterministic sites)."""
@@ -135,6 +157,7 @@ def _check_site(graph, address: str) -> Node:
     return graph.site(address)  # an IRError listing the sites when unknown
 
 
+@on_unrolled
 def topological_sites(graph) -> list[str]:
     """Addresses of the random sites in a topological order (the graph's own order)."""
     return [n.address for n in graph.random_nodes]
@@ -144,18 +167,21 @@ def _random_only(graph, addresses: Iterable[str]) -> set[str]:
     return {a for a in addresses if graph.site(a).is_random}
 
 
+@on_unrolled
 def ancestors(graph, address: str) -> set[str]:
     """Random sites whose value ``address`` (any site) depends on."""
     _check_site(graph, address)
     return _random_only(graph, nx.ancestors(_dags(graph)[0], address))
 
 
+@on_unrolled
 def descendants(graph, address: str) -> set[str]:
     """Random sites that depend on the value of ``address`` (any site)."""
     _check_site(graph, address)
     return _random_only(graph, nx.descendants(_dags(graph)[0], address))
 
 
+@on_unrolled
 def markov_blanket(graph, address: str) -> set[str]:
     """Parents, children and the children's other parents of a random site (its neighbours
     in the moral graph over random sites)."""
@@ -176,6 +202,7 @@ def _as_set(xs: str | Iterable[str]) -> set[str]:
     return {xs} if isinstance(xs, str) else set(xs)
 
 
+@on_unrolled
 def d_separated(
     graph, xs: str | Iterable[str], ys: str | Iterable[str], given: str | Iterable[str] = ()
 ) -> bool:
@@ -191,6 +218,7 @@ def d_separated(
     return nx.is_d_separator(_dags(graph)[0], xs, ys, given)
 
 
+@on_unrolled
 def plate_structure(graph) -> dict[str, dict[str, Any]]:
     """Plate name -> ``{"size", "dim", "subsample_size", "sites": [addresses], "parent"}``,
     plates in order of first appearance; ``parent`` is the enclosing plate (or None) when the

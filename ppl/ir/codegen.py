@@ -5,7 +5,8 @@ expressions: running it over the graph emits one line per node. The generated fu
 exactly what the matching interpreter does, without walking nodes, resolving names or
 building constant distributions on each call: distributions whose parameters are all
 literals are built once at compile time, ops are bound as globals. ``fn.source`` holds the
-text for inspection.
+text for inspection. A loop node (``ppl.scan``) becomes one Python ``for`` over its steps
+with the body's lines inside it, not one copy per step (``EmitsLoops``).
 
     >>> import torch
     >>> from ppl import model, sample
@@ -23,6 +24,7 @@ text for inspection.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +38,7 @@ from ppl.trace import site_log_prob
 from .errors import IRError
 from .graph import Graph
 from .interpreter import Interpreter, build_distribution
+from .loop import step_address, unrolled_addresses
 from .node import DistSpec, Node, Ref, iter_refs
 from .ops import resolve_op
 
@@ -46,6 +49,9 @@ class CodeGen(Interpreter):
     nodes mean."""
 
     signature = "values, data=None, params=None"
+    prefix = ""  # of the variables of a loop body's nodes
+    indent = 1
+    step_var: str | None = None  # inside a loop body: the loop variable (the step index)
 
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph)
@@ -57,9 +63,8 @@ class CodeGen(Interpreter):
         self._consts: dict[int, str] = {}
 
     # -- expressions ----------------------------------------------------------------------
-    @staticmethod
-    def var(name: str) -> str:
-        return f"v_{name}"
+    def var(self, name: str) -> str:
+        return f"v_{self.prefix}{name}"
 
     def const(self, value: Any, hint: str = "k") -> str:
         key = id(value)
@@ -99,7 +104,7 @@ class CodeGen(Interpreter):
 
     # -- statements -------------------------------------------------------------------------
     def emit(self, line: str) -> None:
-        self.body.append("    " + line)
+        self.body.append("    " * self.indent + line)
 
     def assign(self, node: Node, expr: str) -> str:
         """Emit ``v_<node> = expr``; the node's value is then that name."""
@@ -137,7 +142,7 @@ class CodeGen(Interpreter):
     def source(self) -> str:
         self.body, self.env = [], {}
         self.prologue()
-        self.run()
+        self.walk()
         return f"def {self.fn_name}({self.signature}):\n" + "\n".join(self.body) + "\n"
 
     def compile(self) -> Callable:
@@ -149,12 +154,63 @@ class CodeGen(Interpreter):
         return fn
 
 
-class LogDensityCodeGen(CodeGen):
+class EmitsLoops(CodeGen):
+    """Emits a loop node as ``for t in range(T):`` around its body's lines; the body's
+    inputs read the carry variables, ``xs[t]`` and the captured values, and its output
+    updates the carry and appends the step's outputs, stacked after the loop."""
+
+    def loop(self, node: Node, args: tuple, kwargs: dict) -> str:
+        body = self.graph.subgraphs[node.target]
+        init, xs, captured = ([self.resolve(a) for a in group] for group in node.args)
+        tag = f"{self.prefix}{node.name}"
+        step, carry = f"_t_{tag}", [f"_c_{tag}_{i}" for i in range(len(init))]
+        ys = [f"_ys_{tag}_{j}" for j in range(len(body.output.args[0]) - len(init))]
+        for var, expr in zip(carry, init, strict=True):
+            self.emit(f"{var} = {expr}")
+        for var in ys:
+            self.emit(f"{var} = []")
+        self.emit(f"for {step} in range({kwargs['length']}):")
+        child = copy.copy(self)
+        child.graph, child.env, child.prefix = body, {}, f"{tag}__"
+        child.indent, child.step_var, child.loop_node = self.indent + 1, step, node
+        sources = [f"torch.tensor({step})", *carry, *(f"{x}[{step}]" for x in xs), *captured]
+        child.loop_inputs = {n.name: e for n, e in zip(body.inputs, sources, strict=True)}
+        child.loop_outputs = (carry, ys)
+        child.walk()
+        items = [*carry, *(f"torch.stack({var})" for var in ys)]
+        return self.assign(node, "(" + "".join(f"{item}, " for item in items) + ")")
+
+    def run_node(self, node: Node) -> Any:
+        if self.step_var is not None and node.kind == "input":
+            return self.assign(node, self.loop_inputs[node.name])
+        if self.step_var is not None and node.kind == "output":
+            return self.body_output(node)
+        return super().run_node(node)
+
+    def body_output(self, node: Node) -> None:
+        carry, ys = self.loop_outputs
+        items = [self.resolve(a) for a in node.args[0]]
+        if carry:
+            self.emit(f"{', '.join(carry)}, = {''.join(f'{e}, ' for e in items[:len(carry)])}")
+        for var, item in zip(ys, items[len(carry):], strict=True):
+            self.emit(f"{var}.append({item})")
+        return None
+
+    def address(self, node: Node) -> str:
+        """The source of a site's address: a literal, or in a body ``x[t]`` from a table."""
+        if self.step_var is None:
+            return repr(node.address)
+        length = self.loop_node.kwarg_dict["length"]
+        table = self.const([step_address(node.address, t) for t in range(length)], "addr")
+        return f"{table}[{self.step_var}]"
+
+
+class LogDensityCodeGen(EmitsLoops):
     """``log_density(values, data=None, params=None)`` -> joint log density (a 0-d tensor)."""
 
     def prologue(self) -> None:
         super().prologue()
-        latents = tuple(n.address for n in self.graph.latent_nodes)
+        latents = tuple(unrolled_addresses(self.graph, ("sample",)))
         self.emit(f"_missing = [a for a in {self.const(latents, 'latents')} if a not in values]")
         self.emit("if _missing:")
         self.emit("    raise _IRError(f'log density needs a value for latent sites {_missing}')")
@@ -167,7 +223,7 @@ class LogDensityCodeGen(CodeGen):
         self.emit(f"log_p = log_p + _site_log_prob({dist}, {value}{scaled}).sum()")
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
-        value = self.assign(node, f"values[{node.address!r}]")
+        value = self.assign(node, f"values[{self.address(node)}]")
         self.add_site(node, self.site_distribution(node, kwargs), value)
         return value
 

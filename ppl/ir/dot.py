@@ -5,7 +5,7 @@ factors as boxes); an edge ``u -> v`` when ``v`` depends on ``u`` (``ppl.ir.anal
 Each plate is a ``subgraph cluster_<plate>`` labelled ``name (size)``; a plate whose sites
 all sit in another plate is drawn inside it. A site in two crossing plates is drawn in the
 deeper one, the other named in its label. ``all_sites=True`` adds param sites (boxes) and
-deterministic sites (dashed).
+deterministic sites (dashed). A loop (``ppl.scan``) is drawn unrolled, one node per ``x[t]``.
 
     >>> from ppl.ir import GraphBuilder
     >>> b = GraphBuilder("m")
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from .analysis import _dags, _is_site, plate_structure
+from .analysis import _dags, _is_site, on_unrolled, plate_structure
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -60,6 +60,7 @@ def _style(attrs: dict, extra_plates: list[str]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+@on_unrolled
 def to_dot(graph, *, all_sites: bool = False) -> str:
     """DOT text for ``graph`` (see the module docstring)."""
     sites_dag, random_dag = _dags(graph)

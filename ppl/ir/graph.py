@@ -4,7 +4,8 @@ Nodes are in definition order (every reference points backwards), so a graph is 
 straight-line program. Captured data lives in ``graph.data`` (input name -> tensor); a graph
 parsed from text may leave inputs unbound, to be supplied when it is run. ``graph.attrs``
 holds graph-level annotations that passes leave for later ones (e.g. which discrete sites
-were enumerated out).
+were enumerated out). ``graph.subgraphs`` holds the bodies of its loop nodes by name
+(``ppl.ir.loop``).
 
     >>> b = GraphBuilder("tiny")
     >>> mu = b.add("sample", "Normal", kwargs=(("loc", 0.0), ("scale", 1.0)), address="mu")
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from .errors import IRError
+from .loop import lint_loop, lint_loop_addresses, lint_loop_uses, loop_arity
 from .node import NODE_KINDS, RANDOM_KINDS, DistSpec, Meta, Node, Ref, iter_refs
 from .ops import check_pure, resolve_op
 from .printer import DTYPE_NAMES
@@ -58,11 +60,13 @@ class Graph:
         name: str = "model",
         data: dict[str, torch.Tensor] | None = None,
         attrs: dict[str, Any] | None = None,
+        subgraphs: dict[str, Graph] | None = None,
     ):
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.name = name
         self.data: dict[str, torch.Tensor] = dict(data or {})
         self.attrs: dict[str, Any] = dict(attrs or {})
+        self.subgraphs: dict[str, Graph] = dict(subgraphs or {})
         self._by_name = {n.name: n for n in self.nodes}
         self._by_address = {n.address: n for n in self.nodes if n.address is not None}
         lint(self)
@@ -123,13 +127,15 @@ class Graph:
         return out
 
     def replace(self, nodes: Iterable[Node] | None = None, *, data: dict | None = None,
-                attrs: dict | None = None, name: str | None = None) -> Graph:
+                attrs: dict | None = None, name: str | None = None,
+                subgraphs: dict | None = None) -> Graph:
         """A new graph with some parts replaced (linted)."""
         return Graph(
             self.nodes if nodes is None else nodes,
             name=self.name if name is None else name,
             data=self.data if data is None else data,
             attrs=self.attrs if attrs is None else attrs,
+            subgraphs=self.subgraphs if subgraphs is None else subgraphs,
         )
 
     # -- text form and analysis (implemented in their own modules) ---------------------
@@ -186,6 +192,7 @@ def lint(graph: Graph) -> None:
     """Check the invariants every graph keeps; raise ``IRError`` naming the node."""
     seen: set[str] = set()
     addresses: dict[str, str] = {}
+    arity: dict[str, int] = {}  # loop node -> how many values its tuple holds
     for i, node in enumerate(graph.nodes):
         where = f"graph {graph.name!r}, node {node.name!r} ({node.kind} {node.target})"
         if node.kind not in NODE_KINDS:
@@ -212,6 +219,11 @@ def lint(graph: Graph) -> None:
                 check_pure(node.target, node.args, node.kwargs)
             except IRError as e:
                 raise IRError(f"{where}: {e}") from None
+        if arity:
+            lint_loop_uses(graph, node, where, arity)
+        if node.kind == "loop":
+            lint_loop(graph, node, where)
+            arity[node.name] = loop_arity(graph, node)
         if node.kind == "observe" and len(node.args) != 1:
             raise IRError(f"{where}: an observe node takes exactly one argument, its value")
         _lint_meta(graph, node, where)
@@ -221,6 +233,14 @@ def lint(graph: Graph) -> None:
         seen.add(node.name)
     if not graph.nodes:
         raise IRError(f"graph {graph.name!r} is empty; it needs at least an output node")
+    owners: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.kind == "loop":
+            lint_loop_addresses(graph, node, f"graph {graph.name!r}, node {node.name!r}",
+                                addresses, owners)
+    unused = sorted(set(graph.subgraphs) - {n.target for n in graph.nodes if n.kind == "loop"})
+    if unused:
+        raise IRError(f"graph {graph.name!r}: subgraphs {unused} are the body of no loop node")
 
 
 def _lint_meta(graph: Graph, node: Node, where: str) -> None:
@@ -261,6 +281,7 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.data: dict[str, torch.Tensor] = {}
         self.attrs: dict[str, Any] = {}
+        self.subgraphs: dict[str, Graph] = {}
         self._names: set[str] = set()
         self._next_suffix: dict[str, int] = {}  # per base: no smaller free suffix is left
 
@@ -309,7 +330,7 @@ class GraphBuilder:
         self.data[input_name] = value
 
     def build(self) -> Graph:
-        return Graph(self.nodes, self.name, self.data, self.attrs)
+        return Graph(self.nodes, self.name, self.data, self.attrs, self.subgraphs)
 
 
 __all__ = ["Graph", "GraphBuilder", "lint", "sanitize", "DistSpec", "iter_refs"]

@@ -17,6 +17,10 @@ The reference meanings of a model:
 - ``Generate``: given values for some latents, draw the rest; returns the values and the
   log weight ``log p(given latents, observations | drawn latents)``.
 
+All three run loop nodes (``ppl.scan``) step by step (``RunsLoops``): body site ``x`` at
+step t is read from and reported under ``x[t]``. Any other interpreter refuses a loop
+node, naming itself, unless it implements ``loop`` (or the graph is unrolled first).
+
     >>> import torch
     >>> from ppl import model, sample
     >>> from ppl.stdlib import Normal
@@ -40,6 +44,7 @@ A new meaning overrides what it changes; here the log prior leaves observations 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -52,6 +57,7 @@ from ppl.trace import site_log_prob
 
 from .errors import IRError
 from .graph import Graph
+from .loop import body_inputs, step_address
 from .node import DistSpec, Node, Ref, map_refs
 from .ops import resolve_op
 
@@ -86,11 +92,20 @@ class Interpreter:
         self.inputs = {**graph.data, **(inputs or {})}
         self.params = dict(params or {})
         self.env: dict[str, Any] = {}
+        self.step: int | None = None  # inside a loop body: the step being run
 
     def run(self) -> Any:
+        return self.walk()
+
+    def walk(self) -> Any:
+        """Run every node in order; the output node's value."""
         for node in self.graph.nodes:
             self.env[node.name] = self.run_node(node)
         return self.env[self.graph.output.name]
+
+    def site_address(self, node: Node) -> str:
+        """The address of ``node``'s site here: ``x[t]`` for body site ``x`` at step t."""
+        return node.address if self.step is None else step_address(node.address, self.step)
 
     def run_node(self, node: Node) -> Any:
         """Resolve the node's arguments and call its kind's method."""
@@ -145,37 +160,100 @@ class Interpreter:
     def output(self, node: Node, args: tuple, kwargs: dict) -> Any:
         return args[0]
 
+    def loop(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        raise IRError(
+            f"{type(self).__name__} does not run loop nodes (scan {node.name!r} of graph "
+            f"{self.graph.name!r}); unroll the graph first with ppl.passes.unroll()"
+        )
 
-class Simulate(Interpreter):
+
+class RunsLoops(Interpreter):
+    """Runs a loop node as a Python loop over its body: one copy of this interpreter per
+    step (``step_interpreter``), whose results ``absorb`` folds into this one."""
+
+    def loop(self, node: Node, args: tuple, kwargs: dict) -> tuple:
+        body = self.graph.subgraphs[node.target]
+        roles = body_inputs(body)
+        init, xs, captured = args
+        carry, ys = list(init), []
+        for t in range(kwargs["length"]):
+            values = [torch.tensor(t), *carry, *(x[t] for x in xs), *captured]
+            inputs = {n.name: v for n, v in zip(body.inputs, values, strict=True)}
+            child = self.step_interpreter(body, inputs, t)
+            out = child.walk()
+            self.absorb(child)
+            carry, y = list(out[: len(roles["carry"])]), out[len(roles["carry"]):]
+            ys.append(y)
+        return (*carry, *(torch.stack(list(leaf)) for leaf in zip(*ys, strict=True)))
+
+    def step_interpreter(self, body: Graph, inputs: dict[str, Any], t: int) -> RunsLoops:
+        child = copy.copy(self)
+        child.graph, child.inputs, child.env, child.step = body, inputs, {}, t
+        child.reset()
+        return child
+
+    def reset(self) -> None:
+        """Start the accumulators of a step's run afresh (shared ones stay shared)."""
+
+    def absorb(self, child: RunsLoops) -> None:
+        """Fold a step's results into this run."""
+
+
+class Simulate(RunsLoops):
     """Draw from the prior; ``run()`` returns the values of all sample/observe/deterministic
     sites."""
+
+    def __init__(self, graph: Graph, *args, **kw):
+        super().__init__(graph, *args, **kw)
+        self.reset()
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
         return draw(self.site_distribution(node, kwargs))
 
+    def reset(self) -> None:
+        self.step_sites: dict[str, torch.Tensor] = {}
+
+    def absorb(self, child: Simulate) -> None:
+        self.step_sites.update(child.sites())
+
+    def sites(self) -> dict[str, torch.Tensor]:
+        """The values of the sample, observe and deterministic sites run so far."""
+        here = {self.site_address(n): self.env[n.name] for n in self.graph.nodes
+                if n.kind in ("sample", "observe") or n.is_deterministic_site}
+        return {**here, **self.step_sites}
+
     def run(self) -> dict[str, torch.Tensor]:
         super().run()
-        return {n.address: self.env[n.name] for n in self.graph.nodes
-                if n.kind in ("sample", "observe") or n.is_deterministic_site}
+        return self.sites()
 
 
-class LogDensity(Interpreter):
-    """Joint log density of ``values`` (one per latent site, by address)."""
+class LogDensity(RunsLoops):
+    """Joint log density of ``values`` (one per latent site, by address; ``x[t]`` for a
+    loop's site ``x`` at step t)."""
 
     def __init__(self, graph: Graph, values: dict[str, torch.Tensor], **kw):
         super().__init__(graph, **kw)
         self.values = values
+        self.reset()
+
+    def reset(self) -> None:
         self.log_density = torch.zeros(())
+        self.drawn: dict[str, torch.Tensor] = {}
+
+    def absorb(self, child: LogDensity) -> None:
+        self.log_density = self.log_density + child.log_density
+        self.drawn.update(child.drawn)
 
     def add_site(self, node: Node, dist: Distribution, value: torch.Tensor) -> None:
         scale = node.meta.attr("scale")
         self.log_density = self.log_density + site_log_prob(dist, value, scale).sum()
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
+        address = self.site_address(node)
         try:
-            value = self.values[node.address]
+            value = self.values[address]
         except KeyError:
-            raise IRError(f"log density needs a value for latent site {node.address!r}") from None
+            raise IRError(f"log density needs a value for latent site {address!r}") from None
         self.add_site(node, self.site_distribution(node, kwargs), value)
         return value
 
@@ -200,13 +278,16 @@ class Generate(LogDensity):
     observations (the drawn latents' own densities cancel against the proposal)."""
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
-        if node.address in self.values:
-            return super().sample(node, args, kwargs)
-        dist = self.site_distribution(node, kwargs)
-        with drawing():
-            return dist.rsample() if dist.has_rsample else dist.sample()
+        address = self.site_address(node)
+        if address in self.values:
+            value = super().sample(node, args, kwargs)
+        else:
+            dist = self.site_distribution(node, kwargs)
+            with drawing():
+                value = dist.rsample() if dist.has_rsample else dist.sample()
+        self.drawn[address] = value
+        return value
 
     def run(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         log_weight = super().run()
-        values = {n.address: self.env[n.name] for n in self.graph.nodes if n.kind == "sample"}
-        return values, log_weight
+        return dict(self.drawn), log_weight

@@ -1,6 +1,6 @@
 """Nodes of the graph IR: immutable records, one per operation of a model.
 
-Seven kinds, the operation in ``target``:
+Eight kinds, the operation in ``target``:
 
 ========  ==========================================================================
 kind      meaning, ``target``, arguments
@@ -11,8 +11,27 @@ sample    latent random choice; ``target`` = family name, kwargs = family params
 observe   random choice with a fixed value; as sample, ``args = (value,)``
 factor    extra log-weight term; ``target`` = address, ``args = (log_weight,)``
 call      deterministic torch operation; ``target`` = allow-listed op name (``ppl.ir.ops``)
+loop      a ``scan``: ``target`` = name of its body in ``graph.subgraphs``,
+          ``args = (init, xs, captured)`` (three tuples), kwarg ``length``
 output    the return value; ``args = (value,)``
 ========  ==========================================================================
+
+A loop is its own kind, not a ``call`` whose target is a graph: a call is a pure
+deterministic function every pass may fold, move or differentiate through, while a loop
+body holds random sites that repeat once per step, under their own addresses. As a call,
+each pass that handles calls would treat the loop as one opaque op and silently drop its
+sites; as a kind of its own, every walker of a graph either runs it or fails naming
+itself (``Interpreter.loop`` refuses unless a meaning implements it).
+
+A loop's body is a ``Graph`` (``ppl.ir.loop`` documents its layout): inputs ``step``
+(the index, an int64 scalar), ``carry`` (one per leaf of the carry), ``x`` (one per leaf
+of ``xs``, each the step's slice) and ``captured`` (outer values it reads, passed by
+``Ref`` in ``args[2]``), in that order; its output is the tuple of the new carry leaves
+then the step's outputs ``y``. The loop node's value is the tuple of the final carry
+leaves then each ``y`` stacked over steps on a new leading dimension; it is read only
+through ``ppl.getitem(%loop, i)``. A body site with address ``"x"`` stands for the sites
+``"x[0]" .. "x[T-1]"`` (``ppl.ir.loop.step_address``): the addresses of the unrolled
+twin (``ppl.passes.unroll``), the keys of a values dict.
 
 Deterministic sites are ``call`` nodes of ``ppl.identity`` whose ``meta.address`` is set;
 every random and param node carries its address in ``meta.address`` as well. An argument
@@ -34,7 +53,7 @@ from typing import Any, NamedTuple
 
 from ppl.runtime import PlateFrame
 
-NODE_KINDS = ("input", "param", "sample", "observe", "factor", "call", "output")
+NODE_KINDS = ("input", "param", "sample", "observe", "factor", "call", "loop", "output")
 RANDOM_KINDS = ("sample", "observe", "factor")
 
 

@@ -167,6 +167,7 @@ class _RawGraph:
     name: str
     attrs: tuple[tuple[str, Any], ...]
     stmts: tuple[_Stmt, ...]
+    bodies: tuple[_RawGraph, ...] = ()
 
 
 def _decode_string(tok: Token) -> str:
@@ -543,7 +544,10 @@ class _Builder(Transformer):
         (name, _), rest = c[0], c[1:]
         attrs = rest[0].items if rest and isinstance(rest[0], _Attrs) else ()
         stmts = tuple(x for x in rest if isinstance(x, _Stmt))
-        return _RawGraph(name, attrs, stmts)
+        return _RawGraph(name, attrs, stmts, tuple(x for x in rest if isinstance(x, _RawGraph)))
+
+    def body(self, c):
+        return c[0]
 
     def start(self, c):
         return c[0]
@@ -650,6 +654,12 @@ def parse(
         raise _located(text, filename, line, column, _syntax_message(e)) from None
     except RecursionError:
         raise IRError(f"{filename}: literals nested too deeply") from None
+    return _graph(raw, text, filename, data)
+
+
+def _graph(raw: _RawGraph, text: str, filename: str, data: dict | None) -> Graph:
+    """The graph of one parsed ``graph`` block, its loop bodies first."""
+    bodies = {body.name: _graph(body, text, filename, None) for body in raw.bodies}
     lines: dict[str, int] = {}
     nodes = []
     for stmt in raw.stmts:
@@ -669,7 +679,7 @@ def parse(
                 f"{raw.name!r}; inputs: {sorted(names)}"
             )
     try:
-        return Graph(nodes, raw.name, data, dict(raw.attrs))
+        return Graph(nodes, raw.name, data, dict(raw.attrs), bodies)
     except IRError as e:
         m = re.search(r"node '([A-Za-z0-9_]+)'", str(e))
         line = lines.get(m.group(1)) if m else None
@@ -755,6 +765,12 @@ def graph_diff(a: Graph, b: Graph) -> str | None:
         return f"name: {a.name!r} != {b.name!r}"
     if not same_value(a.attrs, b.attrs):
         return f"attrs: {a.attrs!r} != {b.attrs!r}"
+    if list(a.subgraphs) != list(b.subgraphs):
+        return f"subgraphs: {list(a.subgraphs)} != {list(b.subgraphs)}"
+    for key, body in a.subgraphs.items():
+        diff = graph_diff(body, b.subgraphs[key])
+        if diff is not None:
+            return f"body {key!r}: {diff}"
     if len(a.nodes) != len(b.nodes):
         return f"{len(a.nodes)} nodes != {len(b.nodes)} nodes"
     for x, y in zip(a.nodes, b.nodes, strict=True):

@@ -4,10 +4,12 @@ Layout (``ppl/ir/grammar.lark`` is the grammar)::
 
     graph NAME {
       attrs {key=value, ...}                       # graph attributes, when there are any
+      graph BODY { ... }                           # each loop body, indented, before the nodes
       %name = KIND ["address"] TARGET(args, key=value) [= observed] [: type] [plates[...]] [{attrs}]
       return VALUE
     }
 
+* ``loop`` names its body: ``%ar = loop ar((init,), (xs,), (captured,), length=T)``.
 * ``input``, ``param``, ``factor`` name their target as a string (``input "y"``); a param's
   or factor's address is its target unless printed separately (``param "addr" "target"``).
 * ``sample`` / ``observe`` / ``call`` name a family or an allow-listed op; the string before
@@ -279,6 +281,8 @@ def print_graph(graph) -> str:
     lines = [f"graph {_label(graph.name)} {{"]
     if graph.attrs:
         lines.append(_INDENT + "attrs " + _attr_items(graph.attrs.items()))
+    for body in graph.subgraphs.values():
+        lines.extend(_INDENT + line for line in print_graph(body).split("\n"))
     for node in graph.nodes:
         try:
             lines.append(_INDENT + format_node(node))

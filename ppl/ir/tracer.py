@@ -101,6 +101,15 @@ class _Recorder:
         self.random_deps[ref.name] = deps
         self._keep_alive.append(tensor)
 
+    def dynamic_message(self, deps: frozenset[str], fname: str, line: str) -> str:
+        """Why reading a value that depends on ``deps`` (with ``fname()``) cannot be traced."""
+        return (
+            f"the model reads the value of random site(s) {sorted(deps)} with {fname}() at "
+            f"{line}, so its structure depends on a random choice. It has no static "
+            "graph; it still runs on the trace path (handlers, Importance). To trace it, "
+            "replace Python control flow on random values with torch.where / masking"
+        )
+
     def ref_of(self, tensor: torch.Tensor) -> Ref | None:
         return self.refs.get(id(tensor))
 
@@ -230,12 +239,7 @@ class _RecordingMode(TorchFunctionMode):
     def _check_static(self, fname: str, args: tuple) -> None:
         deps = self.rec.deps(args)
         if deps:
-            raise DynamicModelError(
-                f"the model reads the value of random site(s) {sorted(deps)} with {fname}() at "
-                f"{_user_line()}, so its structure depends on a random choice. It has no static "
-                "graph; it still runs on the trace path (handlers, Importance). To trace it, "
-                "replace Python control flow on random values with torch.where / masking"
-            )
+            raise DynamicModelError(self.rec.dynamic_message(deps, fname, _user_line()))
         self.rec.reads_data = True
 
     def _getter(self, func, args):
@@ -308,8 +312,15 @@ class _RecordingMode(TorchFunctionMode):
 class GraphTracer(Messenger):
     """The effect handler that turns each primitive into its IR node."""
 
-    def __init__(self, recorder: _Recorder):
+    def __init__(self, recorder: _Recorder, mode: _RecordingMode | None = None):
         self.rec = recorder
+        self.mode = mode
+
+    def trace_scan(self, step, init, x_leaves, x_spec, length: int, name: str):
+        """``ppl.scan`` under this tracer: its step traced once into a loop node."""
+        from .scan_tracing import trace_scan
+
+        return trace_scan(self, step, init, x_leaves, x_spec, length, name)
 
     def process(self, msg: Message) -> None:
         if msg.kind == "sample" and msg.value is None:
@@ -368,7 +379,7 @@ def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
             "run, which a static graph cannot hold yet (use the trace path, or the subsample pass)"
         )
     for key, value in sorted(msg.infer.items()):
-        if isinstance(value, (bool, int, float, str)) or value is None:
+        if isinstance(value, (bool, int, float, str)) or value is None or key == "steps":
             meta = meta.with_attr(key, value)
     return meta
 
@@ -395,7 +406,8 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     rec = _Recorder(getattr(fn, "__name__", "model"))
     _bind_inputs(rec, fn, args, kwargs)
     with _no_cycle_collection():
-        with _RecordingMode(rec), GraphTracer(rec), checking_only(lambda v: not rec.deps(v)):
+        mode = _RecordingMode(rec)
+        with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)):
             result = fn(*args, **kwargs)
         rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
         rec.builder.attrs["reads_data"] = rec.reads_data

@@ -1,7 +1,9 @@
 """Passes: ``Graph -> Graph`` program transformations, composed by ``run``.
 
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
-``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``); an instance is the pass.
+``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``, ``unroll``); an instance is
+the pass. Passes other than ``unroll`` refuse loop nodes (``ppl.scan``), naming themselves;
+unroll first.
 ``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
 that broke it, and refusing passes out of the order they declare (``must_precede``);
 ``run_report`` also says which passes changed the graph. A user pass is any callable
@@ -34,6 +36,7 @@ from .noncentering import noncenter
 from .simplification import simplify
 from .tempering import temper
 from .unconstraining import UnconstrainedSite, constrained_values, latent_transforms, unconstrain
+from .unrolling import unroll
 
 __all__ = [
     "Pass",
@@ -50,6 +53,7 @@ __all__ = [
     "simplify",
     "temper",
     "enumerate_discrete",
+    "unroll",
     "latent_transforms",
     "constrained_values",
     "UnconstrainedSite",

@@ -23,6 +23,7 @@ from typing import Any
 
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
+from ppl.ir.loop import refuse_loops
 from ppl.primitives import as_tensor
 from ppl.shapes import broadcast_shapes
 
@@ -41,6 +42,7 @@ class condition:
         return f"condition({sorted(self.data)})"
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'condition'")
         for address, value in self.data.items():
             node = latent_site(graph, address, "condition")
             shape = node.meta.shape

@@ -54,6 +54,7 @@ from torch.distributions import constraints
 
 from ppl.ir import DistSpec, Graph, LogDensity, Meta, Node, Ref
 from ppl.ir.errors import IRError
+from ppl.ir.loop import refuse_loops
 from ppl.ir.node import iter_refs
 
 from .contraction import posterior_marginals
@@ -102,6 +103,7 @@ class enumerate_discrete:
         return values
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'enumerate_discrete'")
         p = probe(graph)
         chosen: dict[str, torch.Tensor] = {}
         for node in graph.latent_nodes:
@@ -344,6 +346,7 @@ def posterior_of_enumerated(
     Returns address -> probabilities of shape ``batch_shape + (K,)``; entry ``k`` is the
     probability of the ``k``-th value in ``graph.attrs["enumerated"][..]["sites"][..]["values"]``.
     """
+    refuse_loops(graph, "posterior_of_enumerated")
     records = graph.attrs.get("enumerated")
     if not records:
         raise IRError(

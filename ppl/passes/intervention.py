@@ -26,6 +26,7 @@ from typing import Any
 
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
+from ppl.ir.loop import refuse_loops
 from ppl.primitives import as_tensor
 
 from .rewriting import Rewriter
@@ -43,6 +44,7 @@ class do:
         return f"do({sorted(self.values)})"
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'do'")
         for address in self.values:
             if not graph.has_site(address):
                 raise IRError(

@@ -33,6 +33,7 @@ from typing import Any
 
 from ppl.ir import DistSpec, Graph, Meta, Node, Ref
 from ppl.ir.errors import IRError
+from ppl.ir.loop import refuse_loops
 from ppl.registry import families
 
 from .rewriting import Rewriter, depends_on_latent, probe
@@ -114,6 +115,7 @@ class noncenter:
         return out
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'noncenter'")
         chosen = self._chosen(graph)
         if not chosen:
             return graph

@@ -38,6 +38,7 @@ import torch
 
 from ppl.ir import DistSpec, Graph, Node, Ref
 from ppl.ir.interpreter import build_distribution
+from ppl.ir.loop import refuse_loops
 from ppl.ir.node import map_refs
 from ppl.ir.ops import resolve_op
 from ppl.ir.tracer import SMALL_LITERAL
@@ -92,6 +93,7 @@ class simplify:
         return "simplify()"
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'simplify'")
         for _ in range(self.max_rounds):
             new = _eliminate_dead(_sweep(graph))
             if len(new) == len(graph):

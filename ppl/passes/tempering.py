@@ -24,6 +24,7 @@ tempered SMC.
 from __future__ import annotations
 
 from ppl.ir import Graph
+from ppl.ir.loop import refuse_loops
 
 from .rewriting import Rewriter
 
@@ -47,6 +48,7 @@ class temper:
         return f"temper({self.beta!r}" + (", factors=True)" if self.factors else ")")
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'temper'")
         kinds = ("observe", "factor") if self.factors else ("observe",)
         rw = Rewriter(graph)
         for node in graph.nodes:

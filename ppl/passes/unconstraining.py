@@ -49,6 +49,7 @@ from torch.distributions.constraints import Constraint
 
 from ppl.ir import DistSpec, Graph, LogDensity, Meta, Node, Ref
 from ppl.ir.errors import IRError
+from ppl.ir.loop import refuse_loops
 from ppl.registry import describe_constraint
 
 from .rewriting import Rewriter, is_static, probe
@@ -106,6 +107,7 @@ class unconstrain:
         return "unconstrain()" if self.sites is None else f"unconstrain({self.sites})"
 
     def __call__(self, graph: Graph) -> Graph:
+        refuse_loops(graph, "pass 'unconstrain'")
         for address in self.sites or ():
             if not graph.has_site(address) or graph.site(address).kind != "sample":
                 raise IRError(

@@ -66,6 +66,7 @@ from ppl.inference.mcmc.nuts import NUTS
 from ppl.inference.results.posterior import Posterior
 from ppl.inference.rng import RNG, chain_generators
 from ppl.ir import Graph
+from ppl.ir.loop import refuse_loops
 from ppl.model import Model
 from ppl.passes import enumerate_discrete, posterior_of_enumerated
 from ppl.passes import run as run_passes
@@ -108,6 +109,7 @@ def assign_blocks(
     blocks ``[(sites, unbound update)]``, as described in the module docstring."""
     if discrete not in ("gibbs", "enumerate"):
         raise ValueError(f"discrete must be 'gibbs' or 'enumerate', got {discrete!r}")
+    refuse_loops(graph, "Gibbs")
     latents = [n.address for n in graph.latent_nodes]
     blocks: list[Block] = []
     owner: dict[str, tuple[str, ...]] = {}

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ppl.ir import CodeGen, Graph, Node
+from ppl.ir.loop import refuse_loops
 from ppl.ir.node import iter_refs
 
 SiteFn = Callable[[Distribution | None, Tensor], Any]
@@ -112,6 +113,7 @@ class SiteProgram:
     """
 
     def __init__(self, graph: Graph, fns: Mapping[str, SiteFn]):
+        refuse_loops(graph, "SiteProgram (Gibbs' site programs)")
         chosen = {graph.site(address).name for address in fns}
         pruned = _pruned(graph, chosen)
         self.graph = pruned
