@@ -30,7 +30,7 @@ per step whose sub-graph holds it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ppl.ir import Graph
@@ -57,9 +57,14 @@ class Step:
     reads: tuple[str, ...]
 
 
-def _value_refs(node: Node) -> Iterable[str]:
-    """The refs that an observed site's *value* reads (what a later node sees of it)."""
-    return iter_refs(node.args[0]) if node.kind == "observe" else node.refs()
+class _Refs:
+    """Each node's refs, and those its value reads (an observation's value is its first
+    argument alone), computed once for all walks."""
+
+    def __init__(self, graph: Graph):
+        self.all = {n.name: tuple(dict.fromkeys(n.refs())) for n in graph.nodes}
+        self.value = {n.name: tuple(dict.fromkeys(iter_refs(n.args[0])))
+                      if n.kind == "observe" else self.all[n.name] for n in graph.nodes}
 
 
 class Schedule:
@@ -77,9 +82,10 @@ class Schedule:
         """The default schedule of ``graph``, or the user's ``partition`` (address groups, in
         the order the steps run) once validated."""
         index = {node.name: i for i, node in enumerate(graph.nodes)}
-        groups = (_default_groups(graph, index) if partition is None
-                  else _validated_groups(graph, partition))
-        return cls(graph, [_step(graph, index, group) for group in groups])
+        refs = _Refs(graph)
+        groups = (_default_groups(graph, index, refs) if partition is None
+                  else _validated_groups(graph, partition, refs))
+        return cls(graph, [_step(graph, index, refs, group) for group in groups])
 
     @property
     def num_steps(self) -> int:
@@ -100,7 +106,7 @@ class Schedule:
         return f"<Schedule of {self.graph.name}: {self.num_steps} steps>"
 
 
-def _default_groups(graph: Graph, index: dict[str, int]) -> list[list[Node]]:
+def _default_groups(graph: Graph, index: dict[str, int], refs: _Refs) -> list[list[Node]]:
     """Each observation with its not yet drawn latent ancestors; a node seen once is never
     walked again (every latent it needs is in that step or an earlier one)."""
     seen: set[str] = set()
@@ -109,7 +115,7 @@ def _default_groups(graph: Graph, index: dict[str, int]) -> list[list[Node]]:
         if node.kind not in _OBSERVATIONS:
             continue
         seen.add(node.name)
-        latents, stack = [], list(node.refs())
+        latents, stack = [], list(refs.all[node.name])
         while stack:
             name = stack.pop()
             if name in seen:
@@ -118,7 +124,7 @@ def _default_groups(graph: Graph, index: dict[str, int]) -> list[list[Node]]:
             ancestor = graph.node(name)
             if ancestor.kind == "sample":
                 latents.append(ancestor)
-            stack.extend(_value_refs(ancestor))
+            stack.extend(refs.value[name])
         groups.append(sorted(latents, key=lambda n: index[n.name]) + [node])
     rest = [n for n in graph.nodes if n.kind == "sample" and n.name not in seen]
     if rest or not groups:
@@ -129,7 +135,8 @@ def _default_groups(graph: Graph, index: dict[str, int]) -> list[list[Node]]:
     return groups
 
 
-def _validated_groups(graph: Graph, partition: Sequence[Sequence[str]]) -> list[list[Node]]:
+def _validated_groups(graph: Graph, partition: Sequence[Sequence[str]],
+                      refs: _Refs) -> list[list[Node]]:
     """The partition's groups as nodes, or a :class:`ScheduleError` naming what is wrong."""
     if isinstance(partition, str) or any(isinstance(g, str) for g in partition):
         raise ScheduleError("a partition is a list of address groups (lists of addresses), "
@@ -153,7 +160,7 @@ def _validated_groups(graph: Graph, partition: Sequence[Sequence[str]]) -> list[
         raise ScheduleError(f"the partition leaves out sites {missing[:8]}"
                             f"{' ...' if len(missing) > 8 else ''}; every latent and observed "
                             "site goes in one group")
-    _check_order(graph, group_of)
+    _check_order(graph, group_of, refs)
     groups: list[list[Node]] = [[] for _ in partition]
     for node in graph.nodes:
         if node.address in group_of and node.kind in _RANDOM:
@@ -161,12 +168,12 @@ def _validated_groups(graph: Graph, partition: Sequence[Sequence[str]]) -> list[
     return groups
 
 
-def _check_order(graph: Graph, group_of: dict[str, int]) -> None:
+def _check_order(graph: Graph, group_of: dict[str, int], refs: _Refs) -> None:
     """No site reads a latent of a later group: one forward pass carrying, for each node's
     value, the latest group (and its latent) it depends on."""
     latest: dict[str, tuple[int, str | None]] = {}
     for node in graph.nodes:
-        reads = max((latest[r] for r in node.refs()), default=(-1, None))
+        reads = max((latest[r] for r in refs.all[node.name]), default=(-1, None))
         if node.kind in _RANDOM:
             group = group_of[node.address]
             if reads[0] > group:
@@ -177,36 +184,38 @@ def _check_order(graph: Graph, group_of: dict[str, int]) -> None:
         if node.kind == "sample":
             latest[node.name] = (group_of[node.address], node.address)
         elif node.kind == "observe":
-            latest[node.name] = max((latest[r] for r in iter_refs(node.args[0])),
+            latest[node.name] = max((latest[r] for r in refs.value[node.name]),
                                     default=(-1, None))
         else:
             latest[node.name] = reads
 
 
-def _step(graph: Graph, index: dict[str, int], group: Sequence[Node]) -> Step:
+def _step(graph: Graph, index: dict[str, int], refs: _Refs, group: Sequence[Node]) -> Step:
     """A step from its site nodes: the sub-graph it evaluates and the latents it reads."""
     own = {n.name for n in group}
     needed: set[str] = set()
-    reads: set[str] = set()
-    stack = [n.name for n in group]
+    reads: list[Node] = []
+    stack = list(own)
     while stack:
         name = stack.pop()
         if name in needed:
             continue
         needed.add(name)
+        if name in own:
+            stack.extend(refs.all[name])
+            continue
         node = graph.node(name)
-        if node.kind == "sample" and name not in own:
-            reads.add(node.address)
-        elif node.kind == "observe" and name not in own:
-            stack.extend(iter_refs(node.args[0]))
+        if node.kind == "sample":
+            reads.append(node)
         else:
-            stack.extend(node.refs())
+            stack.extend(refs.value[name])
+    order = index.__getitem__
     return Step(
         sites=tuple(n.address for n in group),
         latents=tuple(n.address for n in group if n.kind == "sample"),
         observed=tuple(n.address for n in group if n.kind in _OBSERVATIONS),
-        nodes=tuple(sorted(needed, key=index.__getitem__)),
-        reads=tuple(sorted(reads, key=lambda a: index[graph.site(a).name])),
+        nodes=tuple(sorted(needed, key=order)),
+        reads=tuple(n.address for n in sorted(reads, key=lambda n: order(n.name))),
     )
 
 
