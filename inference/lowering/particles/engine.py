@@ -67,6 +67,7 @@ class StepFunction:
 
     fn: Callable
     reads: tuple[str, ...]
+    read_dtypes: tuple[torch.dtype, ...]
     inputs: tuple[tuple[str, str], ...]  # ("data", input name) or ("param", address)
     drawn: tuple[str, ...]
     scored: tuple[str, ...]
@@ -166,7 +167,8 @@ class ParticleEngine:
     def _call(self, step: StepFunction, k: int, live: Mapping[str, torch.Tensor],
               num_particles: int, generator: torch.Generator | None) -> StepOutput:
         try:
-            latents = [live[a] for a in step.reads]
+            latents = [v if v.dtype is dtype else v.to(dtype)
+                       for v, dtype in zip([live[a] for a in step.reads], step.read_dtypes)]
         except KeyError:
             missing = [a for a in step.reads if a not in live]
             raise KeyError(f"step {k} reads latents {missing} of earlier steps; keep them in "
@@ -234,7 +236,9 @@ def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
     fn = tape.compile([*(lowering.drawn[a] for a in drawn), *weights, total], arguments,
                       f"{'score' if score_all else 'step'}_{k}")
     reads = (*step.reads, *given)
-    return StepFunction(fn, reads, tuple(inputs), drawn, scored, tuple(lowering.fallbacks))
+    dtypes = tuple(value_dtype(graph.site(a)) for a in reads)
+    return StepFunction(fn, reads, dtypes, tuple(inputs), drawn, scored,
+                        tuple(lowering.fallbacks))
 
 
 def _shape(graph: Graph, address: str) -> tuple[int, ...]:
