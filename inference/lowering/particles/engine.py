@@ -168,7 +168,8 @@ class ParticleEngine:
               num_particles: int, generator: torch.Generator | None) -> StepOutput:
         try:
             latents = [v if v.dtype is dtype else v.to(dtype)
-                       for v, dtype in zip([live[a] for a in step.reads], step.read_dtypes)]
+                       for v, dtype in zip([live[a] for a in step.reads], step.read_dtypes,
+                                           strict=True)]
         except KeyError:
             missing = [a for a in step.reads if a not in live]
             raise KeyError(f"step {k} reads latents {missing} of earlier steps; keep them in "

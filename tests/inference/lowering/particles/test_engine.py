@@ -153,7 +153,7 @@ def _chain_model(spec):
     return chain
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(chain_specs(), st.integers(0, 2**31 - 1))
 def test_steps_with_given_values_sum_to_the_joint_log_density(spec, seed):
     torch.manual_seed(seed)
