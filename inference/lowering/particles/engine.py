@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ppl.inference.lowering.tape.build import per_chain_dtype
-from ppl.inference.lowering.tape.tape import Tape, Unsupported, Value
+from ppl.inference.lowering.tape.tape import Tape, Unsupported, Value, Var
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
 from ppl.params import get_param
@@ -50,7 +50,8 @@ from ppl.params import get_param
 from . import rng_ops
 from .lowering import StepLowering, torch_log_prob, torch_sample, value_dtype
 from .program import StepOutput
-from .schedule import Schedule, Step
+from .proposal import proposal_steps
+from .schedule import Schedule, Step, needed_after_sets
 
 
 class SamplerFallbackWarning(UserWarning):
@@ -83,12 +84,16 @@ class ParticleEngine:
     """A :class:`~.program.ParticleProgram` generated from a graph (see the module doc)."""
 
     def __init__(self, graph: Graph, schedule: Schedule, steps: Sequence[StepFunction],
-                 params: dict[str, torch.Tensor]):
-        self.graph, self.schedule = graph, schedule
+                 params: dict[str, torch.Tensor], proposal: Graph | None = None):
+        self.graph, self.schedule, self.proposal = graph, schedule, proposal
         self.steps = tuple(steps)
         self._params = params
         self._param_version = 0
-        self._data = {name: _as_input(value) for name, value in graph.data.items()}
+        self._data = {(role, name): _as_input(value)
+                      for role, g in (("model", graph), ("proposal", proposal)) if g is not None
+                      for name, value in g.data.items()}
+        self._needed_after = needed_after_sets([s.latents for s in schedule.steps],
+                                               [s.reads for s in self.steps])
         self._scorers: dict[int, StepFunction] = {}
         reasons = dict.fromkeys(r for step in self.steps for r in step.fallbacks)
         self.fallback_reason: str | None = "; ".join(reasons) or None
@@ -98,18 +103,26 @@ class ParticleEngine:
 
     @classmethod
     def from_graph(cls, graph: Graph, schedule: Schedule | Sequence[Sequence[str]] | None = None,
+                   proposal: Graph | None = None,
                    params: Mapping[str, torch.Tensor] | None = None) -> ParticleEngine:
         """The engine of ``graph`` under ``schedule`` (a :class:`Schedule`, a partition into
-        address groups, or None for the default one); ``params`` overrides values of the
-        graph's params (the others are read from the param store once, here)."""
+        address groups, or None for the default one). ``proposal``: a graph whose sites draw
+        some of the model's latents (:mod:`.proposal`) instead of their priors; the weights
+        are then ``log p - log q``. ``params`` overrides values of the graphs' params (the
+        others are read from the param store once, here)."""
         if not isinstance(schedule, Schedule):
             schedule = Schedule.from_graph(graph, schedule)
+        graphs = (graph,) if proposal is None else (graph, proposal)
         values = {node.address: get_param(node.address, None, node.kwarg_dict.get("constraint"))
-                  for node in graph.nodes_of("param")}
+                  for g in graphs for node in g.nodes_of("param")}
         values.update(params or {})
-        steps = [_lower_step(graph, k, step, score_all=False, params=values)
-                 for k, step in enumerate(schedule.steps)]
-        return cls(graph, schedule, steps, {a: _as_input(v) for a, v in values.items()})
+        proposed = (proposal_steps(schedule, proposal) if proposal is not None
+                    else [None] * schedule.num_steps)
+        steps = [_lower_step(graph, k, step, score_all=False, params=values, proposal=proposal,
+                             proposal_step=q)
+                 for k, (step, q) in enumerate(zip(schedule.steps, proposed, strict=True))]
+        return cls(graph, schedule, steps, {a: _as_input(v) for a, v in values.items()},
+                   proposal)
 
     # -- the ParticleProgram protocol ---------------------------------------------------------
     @property
@@ -120,13 +133,15 @@ class ParticleEngine:
         return self.schedule.step_sites(k)
 
     def needed_after(self, k: int) -> frozenset[str]:
-        return self.schedule.needed_after(k)
+        """The latents of steps ``<= k`` that later steps (the proposal's too) read."""
+        return self._needed_after[k]
 
     def run_step(self, k: int, live: Mapping[str, torch.Tensor], num_particles: int,
                  generator: torch.Generator | None = None) -> StepOutput:
-        """Draw step ``k``'s latents for ``num_particles`` particles from their priors given
-        ``live`` (every latent the step reads, each ``(N, *shape)``); the log weight is the
-        sum of the step's observed sites' log densities."""
+        """Draw step ``k``'s latents for ``num_particles`` particles given ``live`` (every
+        latent the step reads, each ``(N, *shape)``): from the proposal where it proposes
+        them, else from their priors. The log weight is the sum of the step's observed sites'
+        log densities, plus ``log p - log q`` of each proposed latent."""
         return self._call(self.steps[k], k, live, num_particles, generator)
 
     def score_step(self, k: int, live: Mapping[str, torch.Tensor],
@@ -184,8 +199,8 @@ class ParticleEngine:
         return StepOutput(dict(zip(step.drawn, outputs[:drawn], strict=True)), outputs[-1],
                           dict(zip(step.scored, outputs[drawn:-1], strict=True)))
 
-    def _input(self, kind: str, key: str, num_particles: int) -> torch.Tensor:
-        value = self._data[key] if kind == "data" else self._params[key]
+    def _input(self, role: str, key: str, num_particles: int) -> torch.Tensor:
+        value = self._params[key] if role == "param" else self._data[role, key]
         return value.expand(num_particles, *value.shape)
 
 
@@ -195,15 +210,59 @@ def _as_input(value: torch.Tensor) -> torch.Tensor:
 
 
 def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
-                params: Mapping[str, torch.Tensor]) -> StepFunction:
-    """Generate step ``k``'s function: live latents, data and params become tape inputs."""
+                params: Mapping[str, torch.Tensor], proposal: Graph | None = None,
+                proposal_step: Step | None = None) -> StepFunction:
+    """Generate step ``k``'s function: live latents, data and params become tape inputs;
+    with a proposal, its sub-graph draws (and scores) the latents it proposes first."""
     tape = Tape()
+    proposing = proposal_step is not None and not score_all
+    reads = tuple(dict.fromkeys((*step.reads, *(proposal_step.reads if proposing else ()))))
     live = {a: tape.input(f"l{i}", _shape(graph, a), value_dtype(graph.site(a)))
-            for i, a in enumerate(step.reads)}
+            for i, a in enumerate(reads)}
     given = ({a: tape.input(f"g{i}", _shape(graph, a), value_dtype(graph.site(a)))
               for i, a in enumerate(step.latents)} if score_all else {})
-    data, param_inputs, inputs = {}, {}, []
-    for name in step.nodes:
+    inputs: list[tuple[str, str]] = []
+    param_vars: dict[str, Var] = {}
+    proposed, log_q, fallbacks = {}, {}, []
+    if proposing:
+        data, param_inputs = _tape_inputs(tape, proposal, proposal_step.nodes, "proposal",
+                                          params, inputs, param_vars)
+        q = StepLowering(proposal, tape, proposal_step.nodes, proposal_step.sites, live=live,
+                         score_draws=True, data=data, params=param_inputs)
+        _run(q, k, proposal)
+        proposed, log_q, fallbacks = q.drawn, q.site_weights, q.fallbacks
+    data, param_inputs = _tape_inputs(tape, graph, step.nodes, "model", params, inputs,
+                                      param_vars)
+    p = StepLowering(graph, tape, step.nodes, step.sites, live=live, given={**given, **proposed},
+                     data=data, params=param_inputs)
+    _run(p, k, graph)
+    scored = tuple(a for a in step.sites if a in p.site_weights)
+    weights = [p.site_weights[a] - log_q[a] if a in log_q else p.site_weights[a] for a in scored]
+    total: Value = 0.0
+    for weight in weights:
+        total = weight + total
+    tape.namespace.update(_rng=rng_ops, _torch_sample=torch_sample,
+                          _torch_log_prob=torch_log_prob)
+    drawn_values = {**proposed, **p.drawn}
+    drawn = tuple(a for a in step.latents if a in drawn_values)
+    arguments = ["C", "_gen", *(v.name for v in (*live.values(), *given.values())),
+                 *(v.name for v in tape.inputs[len(live) + len(given):])]
+    fn = tape.compile([*(drawn_values[a] for a in drawn), *weights, total], arguments,
+                      f"{'score' if score_all else 'step'}_{k}")
+    reads = (*reads, *given)
+    dtypes = tuple(value_dtype(graph.site(a)) for a in reads)
+    return StepFunction(fn, reads, dtypes, tuple(inputs), drawn, scored,
+                        (*fallbacks, *p.fallbacks))
+
+
+def _tape_inputs(tape: Tape, graph: Graph, nodes: Sequence[str], role: str,
+                 params: Mapping[str, torch.Tensor], inputs: list[tuple[str, str]],
+                 param_vars: dict[str, Var]) -> tuple[dict[str, Var], dict[str, Var]]:
+    """Tape inputs for the input and param nodes among ``nodes``; ``inputs`` gets the key of
+    each, in argument order, ``param_vars`` the params' (one input for a param that both
+    graphs read)."""
+    data, param_inputs = {}, {}
+    for name in nodes:
         node = graph.node(name)
         if node.kind == "input":
             if node.name not in graph.data:
@@ -211,35 +270,23 @@ def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
                               "particle engine needs every input bound")
             value = _as_input(graph.data[node.name])
             data[name] = tape.input(f"d{len(inputs)}", tuple(value.shape), value.dtype)
-            inputs.append(("data", name))
+            inputs.append((role, name))
         elif node.kind == "param":
-            value = _as_input(params[node.address])
-            param_inputs[node.address] = tape.input(f"p{len(inputs)}", tuple(value.shape),
-                                                    value.dtype)
-            inputs.append(("param", node.address))
-    lowering = StepLowering(graph, tape, step.nodes, step.sites, live=live, given=given,
-                            data=data, params=param_inputs)
+            if node.address not in param_vars:
+                value = _as_input(params[node.address])
+                param_vars[node.address] = tape.input(f"d{len(inputs)}", tuple(value.shape),
+                                                      value.dtype)
+                inputs.append(("param", node.address))
+            param_inputs[node.address] = param_vars[node.address]
+    return data, param_inputs
+
+
+def _run(lowering: StepLowering, k: int, graph: Graph) -> None:
     try:
         lowering.run()
     except Unsupported as refusal:
-        raise IRError(f"the particle engine cannot lower step {k} (sites {list(step.sites)}) "
-                      f"of graph {graph.name!r}: {refusal}") from None
-    scored = tuple(a for a in step.sites if a in lowering.site_weights)
-    weights = [lowering.site_weights[a] for a in scored]
-    total: Value = 0.0
-    for weight in weights:
-        total = weight + total
-    tape.namespace.update(_rng=rng_ops, _torch_sample=torch_sample,
-                          _torch_log_prob=torch_log_prob)
-    drawn = tuple(a for a in step.latents if a in lowering.drawn)
-    arguments = ["C", "_gen", *(v.name for v in (*live.values(), *given.values())),
-                 *(v.name for v in (*data.values(), *param_inputs.values()))]
-    fn = tape.compile([*(lowering.drawn[a] for a in drawn), *weights, total], arguments,
-                      f"{'score' if score_all else 'step'}_{k}")
-    reads = (*step.reads, *given)
-    dtypes = tuple(value_dtype(graph.site(a)) for a in reads)
-    return StepFunction(fn, reads, dtypes, tuple(inputs), drawn, scored,
-                        tuple(lowering.fallbacks))
+        raise IRError(f"the particle engine cannot lower step {k} (sites "
+                      f"{sorted(lowering.own)}) of graph {graph.name!r}: {refusal}") from None
 
 
 def _shape(graph: Graph, address: str) -> tuple[int, ...]:

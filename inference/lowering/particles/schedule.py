@@ -74,7 +74,8 @@ class Schedule:
         self.graph = graph
         self.steps: tuple[Step, ...] = tuple(steps)
         self._step_of = {a: k for k, step in enumerate(self.steps) for a in step.sites}
-        self._needed_after = _needed_after(self.steps, self._step_of)
+        self._needed_after = needed_after_sets([s.latents for s in self.steps],
+                                               [s.reads for s in self.steps])
 
     @classmethod
     def from_graph(cls, graph: Graph,
@@ -190,6 +191,12 @@ def _check_order(graph: Graph, group_of: dict[str, int], refs: _Refs) -> None:
             latest[node.name] = reads
 
 
+def sub_graph(graph: Graph, group: Sequence[Node]) -> Step:
+    """The :class:`Step` of the site nodes ``group`` of ``graph`` (one walk of the graph's
+    refs; for one group, e.g. a proposal's sites of one step)."""
+    return _step(graph, {n.name: i for i, n in enumerate(graph.nodes)}, _Refs(graph), group)
+
+
 def _step(graph: Graph, index: dict[str, int], refs: _Refs, group: Sequence[Node]) -> Step:
     """A step from its site nodes: the sub-graph it evaluates and the latents it reads."""
     own = {n.name for n in group}
@@ -219,16 +226,18 @@ def _step(graph: Graph, index: dict[str, int], refs: _Refs, group: Sequence[Node
     )
 
 
-def _needed_after(steps: Sequence[Step], step_of: dict[str, int]) -> list[frozenset[str]]:
-    """For each step ``k``, the latents of steps ``<= k`` read after ``k`` (one sweep)."""
+def needed_after_sets(latents: Sequence[Sequence[str]],
+                      reads: Sequence[Sequence[str]]) -> list[frozenset[str]]:
+    """For each step ``k`` (its ``latents`` drawn, its ``reads`` read), the latents of steps
+    ``<= k`` that steps ``> k`` read: one sweep over the steps."""
     last_read: dict[str, int] = {}
-    for k, step in enumerate(steps):
-        for address in step.reads:
+    for k, step_reads in enumerate(reads):
+        for address in step_reads:
             last_read[address] = k
     alive: set[str] = set()
     out = []
-    for k, step in enumerate(steps):
-        alive.update(a for a in step.latents if last_read.get(a, -1) > k)
+    for k, step_latents in enumerate(latents):
+        alive.update(a for a in step_latents if last_read.get(a, -1) > k)
         alive.difference_update([a for a in alive if last_read[a] <= k])
         out.append(frozenset(alive))
     return out

@@ -66,3 +66,42 @@ def test_bootstrap_filter_on_the_engine_is_unbiased_for_the_kalman_evidence():
     assert abs(float(ratios.mean()) - 1.0) < 3 * standard_error, (
         f"mean ratio {float(ratios.mean()):.4f}, standard error {standard_error:.4f}")
     assert standard_error < 0.1  # the estimator is not so noisy that the check says nothing
+
+
+@model
+def locally_optimal(ys):
+    """p(x_t | x_{t-1}, y_t) of the model: prior and likelihood variances 1 and 1."""
+    x = sample("x_0", Normal(0.5 * ys[0], math.sqrt(0.5)))
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(0.5 * (PHI * x + ys[t]), math.sqrt(0.5)))
+
+
+def _data(seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(T)
+
+
+def test_with_the_locally_optimal_proposal_the_weight_is_the_predictive_density():
+    ys = _data()
+    engine = ParticleEngine.from_graph(linear_gaussian.graph(ys),
+                                       proposal=locally_optimal.graph(ys))
+    x0 = torch.randn(50, dtype=torch.float64)
+    out = engine.run_step(1, {"x_0": x0}, 50, torch.Generator().manual_seed(0))
+    predictive = Normal(PHI * x0, math.sqrt(2.0)).log_prob(ys[1].double())
+    # exact up to the float32 literals the trace records (sqrt(0.5), the data)
+    torch.testing.assert_close(out.log_weight, predictive, rtol=1e-6, atol=1e-6)
+    assert set(out.site_log_weights) == {"x_1", "y_1"} and out.values["x_1"].shape == (50,)
+    assert engine.needed_after(0) == {"x_0"}
+
+
+def test_the_guided_filter_is_unbiased_and_less_noisy_than_the_bootstrap_one():
+    ys = _data(1)
+    exact = kalman_log_evidence(ys)
+    guided = ParticleEngine.from_graph(linear_gaussian.graph(ys),
+                                       proposal=locally_optimal.graph(ys))
+    ratios = torch.tensor([
+        math.exp(bootstrap_log_evidence(guided, 32, torch.Generator().manual_seed(s)) - exact)
+        for s in range(100)], dtype=torch.float64)
+    standard_error = float(ratios.std()) / math.sqrt(100)
+    assert abs(float(ratios.mean()) - 1.0) < 3 * standard_error
+    assert standard_error < 0.05

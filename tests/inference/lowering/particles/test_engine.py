@@ -226,3 +226,36 @@ def test_a_missing_live_latent_is_named():
     out = engine.run_step(0, {}, 3)
     with pytest.raises(KeyError, match=r"step 1 reads latents \['scale'\]"):
         engine.run_step(1, {a: v for a, v in out.values.items() if a != "scale"}, 3)
+
+
+def test_a_proposal_that_cannot_run_is_refused_with_the_site_named():
+    from ppl.inference.lowering.particles import ScheduleError
+
+    @model
+    def chain():
+        x = sample("x_0", Normal(0.0, 1.0))
+        sample("y_0", Normal(x, 1.0), obs=torch.tensor(0.0))
+        x = sample("x_1", Normal(x, 1.0))
+        sample("y_1", Normal(x, 1.0), obs=torch.tensor(0.0))
+
+    @model
+    def looks_ahead():
+        x1 = sample("x_1", Normal(0.0, 1.0))
+        sample("x_0", Normal(x1, 1.0))
+
+    @model
+    def observes():
+        sample("x_0", Normal(0.0, 1.0), obs=torch.tensor(0.0))
+
+    @model
+    def unknown():
+        sample("z", Normal(0.0, 1.0))
+
+    g = chain.graph()
+    with pytest.raises(ScheduleError, match=r"reads latents \['x_1'\], which the schedule "
+                                            r"draws in steps \[1\]"):
+        ParticleEngine.from_graph(g, proposal=looks_ahead.graph())
+    with pytest.raises(ScheduleError, match=r"site 'x_0' is a observe site"):
+        ParticleEngine.from_graph(g, proposal=observes.graph())
+    with pytest.raises(ScheduleError, match=r"site 'z': the model 'chain' has no latent"):
+        ParticleEngine.from_graph(g, proposal=unknown.graph())
