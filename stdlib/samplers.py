@@ -31,6 +31,14 @@ _TINY = torch.finfo(torch.float64).tiny
 _EPS = torch.finfo(torch.float64).eps
 
 
+def _affine(z: torch.Tensor, loc: Param, scale: Param) -> torch.Tensor:
+    """``loc + scale * z``, skipping the operations that a literal 0 or 1 makes identities
+    (the engine passes scalar constants as floats): one less pass over N particles each."""
+    if not (type(scale) is float and scale == 1.0):
+        z = scale * z
+    return z if type(loc) is float and loc == 0.0 else loc + z
+
+
 def _probs(probs: Param, logits: Param) -> Param:
     return torch.sigmoid(torch.as_tensor(logits)) if probs is None else probs
 
@@ -45,7 +53,7 @@ def _last_dim_probs(probs: Param, logits: Param) -> torch.Tensor:
 
 # -- continuous, univariate -----------------------------------------------------------------
 def normal(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param, scale: Param) -> torch.Tensor:
-    return loc + scale * rng.normal(gen, shape)
+    return _affine(rng.normal(gen, shape), loc, scale)
 
 
 def log_normal(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param,
@@ -58,7 +66,7 @@ def half_normal(rng: Rng, gen: torch.Generator, shape: Shape, scale: Param) -> t
 
 
 def cauchy(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param, scale: Param) -> torch.Tensor:
-    return loc + scale * rng.cauchy(gen, shape)
+    return _affine(rng.cauchy(gen, shape), loc, scale)
 
 
 def half_cauchy(rng: Rng, gen: torch.Generator, shape: Shape, scale: Param) -> torch.Tensor:
@@ -69,18 +77,18 @@ def student_t(rng: Rng, gen: torch.Generator, shape: Shape, df: Param, loc: Para
               scale: Param) -> torch.Tensor:
     """``z / sqrt(chi2(df) / df)``, the chi-square as twice a Gamma(df / 2)."""
     chi2 = 2.0 * rng.standard_gamma(gen, shape, 0.5 * torch.as_tensor(df, dtype=torch.float64))
-    return loc + scale * rng.normal(gen, shape) * torch.rsqrt(chi2.clamp_min(_TINY) / df)
+    return _affine(rng.normal(gen, shape) * torch.rsqrt(chi2.clamp_min(_TINY) / df), loc, scale)
 
 
 def laplace(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param,
             scale: Param) -> torch.Tensor:
     """The inverse CDF at ``u`` uniform on (-1, 1), kept off -1 so no draw is infinite."""
     u = (2.0 * rng.uniform(gen, shape) - 1.0).clamp_min(_EPS - 1.0)
-    return loc - scale * torch.sign(u) * torch.log1p(-u.abs())
+    return _affine(-torch.sign(u) * torch.log1p(-u.abs()), loc, scale)
 
 
 def gumbel(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param, scale: Param) -> torch.Tensor:
-    return loc - scale * torch.log(rng.exponential(gen, shape))
+    return _affine(-torch.log(rng.exponential(gen, shape)), loc, scale)
 
 
 def exponential(rng: Rng, gen: torch.Generator, shape: Shape, rate: Param) -> torch.Tensor:
@@ -110,7 +118,7 @@ def beta(rng: Rng, gen: torch.Generator, shape: Shape, concentration1: Param,
 
 
 def uniform(rng: Rng, gen: torch.Generator, shape: Shape, low: Param, high: Param) -> torch.Tensor:
-    return low + (high - low) * rng.uniform(gen, shape)
+    return _affine(rng.uniform(gen, shape), low, high - low)
 
 
 def weibull(rng: Rng, gen: torch.Generator, shape: Shape, scale: Param,
@@ -134,7 +142,7 @@ def truncated_normal(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param, s
     cdf_lo, cdf_hi = torch.special.ndtr(lo), torch.special.ndtr(hi)
     z = torch.special.ndtri(cdf_lo + rng.uniform(gen, shape) * (cdf_hi - cdf_lo))
     z = torch.maximum(torch.minimum(z, hi), lo)
-    return loc + scale * torch.where(flip, -z, z)
+    return _affine(torch.where(flip, -z, z), loc, scale)
 
 
 # -- discrete ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ per family and reason) for the engine to report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,8 @@ def _vars_in(value: Any) -> list[Var]:
 
 
 def _expression(tape: Tape, value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)  # a literal, so a sampling rule can see a 0 or a 1
     if isinstance(value, DistributionSource):
         return value.expression(tape)
     if is_var(value):
