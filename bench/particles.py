@@ -5,7 +5,9 @@ The 1-D linear-Gaussian model ``x_t = 0.9 x_{t-1} + N(0, 1)``, ``y_t = x_t + N(0
 (draw x_t for N particles, weight by y_t), accumulate log Z, multinomial resampling in
 float64, and re-index the live latents; the hand filter does the same in a few torch lines.
 Reports the median over repeats of the µs per step at each N and the ratio engine / hand,
-with the log-Z error vs the Kalman filter as a check that both filter the same model.
+with the log-Z error vs the Kalman filter as a check that both filter the same model; then
+the propagate-and-weight part alone (``run_step`` vs the hand filter's two lines, no
+resampling), the engine's own share of a step.
 
 Run: .venv/bin/python bench/particles.py [--repeats 5] [--particles 1000,10000,100000]
 """
@@ -73,6 +75,17 @@ def hand_filter(ys: torch.Tensor, num: int, gen: torch.Generator) -> float:
     return log_z
 
 
+def call_us(fn, calls: int, repeats: int) -> float:
+    """The median over ``repeats`` of the µs per call of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(times)
+
+
 def per_step_us(fn, steps: int, repeats: int) -> tuple[float, float]:
     """The median µs per step over ``repeats`` runs, and the last run's log Z."""
     times, log_z = [], 0.0
@@ -116,6 +129,25 @@ def main() -> None:
                                       options.steps, options.repeats)
         print(f"{num:>8} {engine_us:>15.1f} {hand_us:>13.1f} {engine_us / hand_us:>6.2f} "
               f"{engine_z - exact:>13.3f} {hand_z - exact:>11.3f}")
+    print(f"propagate and weight only (step {options.steps // 2}, no resampling):")
+    print(f"{'N':>8} {'run_step us':>12} {'hand us':>8} {'ratio':>6}")
+    k = options.steps // 2
+    y = ys[k].to(torch.float64)
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    for num in options.particles:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(num, dtype=torch.float64, generator=gen)
+        live = {f"x_{k - 1}": x}
+        calls = max(10, 200_000 // num)
+        engine_us = call_us(lambda n=num, live=live, g=gen: engine.run_step(k, live, n, g), calls,
+                            options.repeats)
+
+        def hand(n=num, x=x, gen=gen):
+            new = PHI * x + torch.randn(n, generator=gen, dtype=torch.float64)
+            return new, -0.5 * (y - new) ** 2 - half_log_2pi
+
+        hand_us = call_us(hand, calls, options.repeats)
+        print(f"{num:>8} {engine_us:>12.1f} {hand_us:>8.1f} {engine_us / hand_us:>6.2f}")
 
 
 if __name__ == "__main__":
