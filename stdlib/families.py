@@ -143,8 +143,9 @@ DECLARATIONS: tuple[Family, ...] = (
              log_density=ld.mixture_same_family, event_dims=ld.mixture_event_dims,
              vector_params=("mixture_distribution", "component_distribution")),
     _declare(wrappers.Independent, torch_class=td.Independent, log_density=ld.independent,
+             sample=sp.independent,
              wraps="base_distribution"),
-    _declare(wrappers.Masked, log_density=ld.masked, wraps="base_dist"),
+    _declare(wrappers.Masked, log_density=ld.masked, sample=sp.masked, wraps="base_dist"),
 )
 
 

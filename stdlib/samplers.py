@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ppl.registry import family_of
+
 Rng = ModuleType  # the namespace of random primitives a rule is given
 Shape = tuple[int, ...]
 Param = Any  # a tensor broadcastable to the draw's shape, or a float
@@ -210,6 +212,25 @@ def multivariate_normal(rng: Rng, gen: torch.Generator, shape: Shape, loc: Param
         scale_tril = torch.linalg.cholesky(torch.as_tensor(cov, dtype=torch.float64))
     z = rng.normal(gen, shape)
     return loc + torch.matmul(scale_tril, z.unsqueeze(-1)).squeeze(-1)
+
+
+# -- wrappers: the base family's rule at the wrapper's shape --------------------------------
+def _base_draws(rng: Rng, gen: torch.Generator, shape: Shape, base: Any) -> torch.Tensor:
+    family = family_of(base)
+    if family is None or family.sample is None:
+        raise NotImplementedError(f"no sampling rule for the wrapped {type(base).__name__}")
+    return family.sample(rng, gen, shape, **base.ppl_args)
+
+
+def independent(rng: Rng, gen: torch.Generator, shape: Shape, base_distribution: Any,
+                reinterpreted_batch_ndims: int) -> torch.Tensor:
+    return _base_draws(rng, gen, shape, base_distribution)
+
+
+def masked(rng: Rng, gen: torch.Generator, shape: Shape, base_dist: Any,
+           mask: Param) -> torch.Tensor:
+    """The base's draws everywhere: the mask only removes terms from the density."""
+    return _base_draws(rng, gen, shape, base_dist)
 
 
 # -- degenerate ---------------------------------------------------------------------------------

@@ -65,6 +65,14 @@ class DistributionSource:
             (k, cls.of(v.family, v.params) if isinstance(v, NestedDistribution) else v)
             for k, v in params.items()))
 
+    def has_sampling_rule(self) -> bool:
+        """Whether the family has a rule, and a wrapper's base has one too."""
+        family = self.family
+        if family.sample is None:
+            return False
+        base = dict(self.params).get(family.wraps) if family.wraps is not None else None
+        return not isinstance(base, DistributionSource) or base.has_sampling_rule()
+
     def leaves(self) -> list[Var]:
         out: list[Var] = []
         for _, v in self.params:
@@ -106,7 +114,7 @@ class Draw(P.Prim):
                  address: str):
         self.dist, self.shape, self.dtype, self.address = dist, shape, dtype, address
         self.name = f"draw {address}"
-        self.fallback = dist.family.sample is None
+        self.fallback = not dist.has_sampling_rule()
 
     def infer(self, *args: Value, **attrs: Any) -> tuple[tuple[int, ...], torch.dtype]:
         return self.shape, self.dtype

@@ -56,7 +56,8 @@ def mixed(ys, counts):
     sample("y_0", Normal(means[z] + 0.0, scale), obs=ys[0])
     w = sample("w", Dirichlet(torch.tensor([1.0, 2.0, 3.0])))
     v = sample("v", MultivariateNormal(torch.zeros(3), scale_tril=torch.eye(3) * 0.5))
-    sample("y_1", Normal((w * v).sum(), scale), obs=ys[1])
+    u = sample("u", Normal(torch.zeros(3), 0.5).to_event(1))
+    sample("y_1", Normal((w * v).sum() + u.sum(), scale), obs=ys[1])
     b = sample("b", Bernoulli(0.3))
     rate = sample("rate", Gamma(2.0, 1.0))
     sample("c", Poisson(rate * (1.0 + b)).expand([3]).to_event(1), obs=counts)
@@ -78,6 +79,7 @@ def test_score_steps_equal_each_sites_reference_log_density():
     torch.manual_seed(0)
     g = _mixed_graph()
     engine = ParticleEngine.from_graph(g)
+    assert engine.fallback_reason is None  # every site here has a rule (Independent too)
     stacked, rows = _particles(g, NUM)
     reference = [SiteLogDensities(g, row) for row in rows]
     for r in reference:

@@ -15,8 +15,8 @@ from ppl.registry import families, family_of
 from ppl.stdlib.examples import example_distributions
 
 KNOWN_WITHOUT_SAMPLE_RULE = {
-    "BetaBinomial", "GaussianRandomWalk", "ImproperUniform", "Independent", "LKJCholesky",
-    "LowRankMultivariateNormal", "Masked", "MixtureSameFamily", "Multinomial",
+    "BetaBinomial", "GaussianRandomWalk", "ImproperUniform", "LKJCholesky",
+    "LowRankMultivariateNormal", "MixtureSameFamily", "Multinomial",
     "NegativeBinomial2", "OrderedLogistic", "RelaxedBernoulli", "RelaxedOneHotCategorical",
     "VonMises", "Wishart", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
 }
