@@ -2,7 +2,8 @@
 import of ``ppl.stdlib``: one ``Family(...)`` each, holding every rule the engines use.
 
 Adding a family end to end is one class and one declaration here (with its tape rule in
-:mod:`ppl.stdlib.log_densities`, its examples in :mod:`ppl.stdlib.examples`); the tests
+:mod:`ppl.stdlib.log_densities`, its batched sampling rule in :mod:`ppl.stdlib.samplers`,
+its examples in :mod:`ppl.stdlib.examples`); the tests
 enumerate the registry. The flags are those of the family as a class. For the wrappers
 (``Independent``, ``Masked``) and ``MixtureSameFamily`` they are conservative (False):
 whether an instance reparameterizes, is discrete or enumerable depends on its base, so read
@@ -57,11 +58,9 @@ BOUNDS = ("low", "high")
 DECLARATIONS: tuple[Family, ...] = (
     # continuous, univariate
     _continuous(c.Normal, torch_class=td.Normal, log_density=ld.normal, sample=sp.normal,
-                loc_scale=LOC_SCALE,
-                conjugate=conj.NORMAL),
+                loc_scale=LOC_SCALE, conjugate=conj.NORMAL),
     _continuous(c.LogNormal, torch_class=td.LogNormal, log_density=ld.log_normal,
-                sample=sp.log_normal,
-                loc_scale=LOC_SCALE),
+                sample=sp.log_normal, loc_scale=LOC_SCALE),
     _continuous(c.HalfNormal, torch_class=td.HalfNormal, log_density=ld.half_normal,
                 sample=sp.half_normal),
     _continuous(c.HalfCauchy, torch_class=td.HalfCauchy, log_density=ld.half_cauchy,

@@ -261,3 +261,18 @@ def test_a_proposal_that_cannot_run_is_refused_with_the_site_named():
         ParticleEngine.from_graph(g, proposal=observes.graph())
     with pytest.raises(ScheduleError, match=r"site 'z': the model 'chain' has no latent"):
         ParticleEngine.from_graph(g, proposal=unknown.graph())
+
+
+def test_one_generator_call_per_site_for_all_particles(monkeypatch):
+    from ppl.inference.lowering.particles import rng_ops
+
+    calls = []
+    normal = rng_ops.normal
+    monkeypatch.setattr(rng_ops, "normal", lambda gen, shape: calls.append(shape) or
+                        normal(gen, shape))
+    engine = ParticleEngine.from_graph(_mixed_graph())
+    live = engine.run_step(0, {}, 1000).values
+    assert calls == [(1000,)]  # HalfNormal's scale; the Categorical draws uniforms
+    calls.clear()
+    engine.run_step(1, live, 1000)  # step 1 draws v (MultivariateNormal) and u (Independent)
+    assert calls == [(1000, 3), (1000, 3)]
