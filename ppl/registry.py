@@ -26,6 +26,7 @@ from torch.distributions import Distribution, constraints
 
 SupportFn = Callable[[Distribution], constraints.Constraint]
 LogDensityRule = Callable[..., list]
+SampleRule = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,9 @@ class Family:
     by an interval's bijector). ``loc_scale``: the ``(loc, scale)`` parameter names when
     ``F(loc, scale)`` is ``loc + scale * F(0, 1)`` (the noncentering pass), else None.
     ``conjugate``: the conjugate-prior rule of the Gibbs ``Conjugate`` update, else None.
+    ``sample(rng, gen, shape, **params) -> draws``: the batched sampling rule, written
+    against the random primitives of ``rng`` that draw from the ``torch.Generator`` ``gen``
+    (the particle engine passes ``ppl.inference.lowering.particles.rng_ops``), else None.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Family:
     support_bounds: tuple[str, str] | None = None
     loc_scale: tuple[str, str] | None = None
     conjugate: Any = None
+    sample: SampleRule | None = None
 
     def support(self, dist: Distribution) -> constraints.Constraint:
         return dist.support

@@ -114,10 +114,10 @@ class TapeInterpreter(Interpreter):
     ``unconstrain``, and ``torch.exp`` (the positive support's bijector) its ``exp`` rule."""
 
     def __init__(self, graph: Graph, blocks: Sequence[Any], per_chain: Sequence[str] = (),
-                 sites: Mapping[str, str] | None = None):
+                 sites: Mapping[str, str] | None = None, tape: Tape | None = None):
         super().__init__(graph)
         self.sites = dict(sites or {})  # address -> node name of the values to report
-        self.tape = Tape()
+        self.tape = Tape() if tape is None else tape  # several graphs may share one tape
         self.blocks = {b.latent: b for b in blocks}
         self.latents = {
             b.latent: self.tape.input(f"u{i}", b.unconstrained_shape) for i, b in enumerate(blocks)

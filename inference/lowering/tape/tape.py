@@ -191,6 +191,16 @@ class Tape:
             self._defining[out.name] = self.instrs[-1]
         return self._memo[key]
 
+    def record(self, prim, *args: Value, **attrs: Any) -> Var:
+        """``prim(*args, **attrs)`` recorded as it is: never evaluated at build time nor shared
+        with an equal instruction (a random draw is neither a constant nor a common
+        subexpression)."""
+        shape, dtype = prim.infer(*args, **attrs)
+        out = self._fresh(shape, dtype)
+        self.instrs.append(Instr(out, prim, args, attrs))
+        self._defining[out.name] = self.instrs[-1]
+        return out
+
     def defining(self, var: Var) -> Instr | None:
         """The instruction that computes ``var`` (None for inputs)."""
         return self._defining.get(var.name)
