@@ -19,7 +19,7 @@ from ppl.inference.lowering.flat import FlatModel
 from ppl.inference.lowering.native import compiler_available
 from ppl.inference.lowering.tape import Unsupported
 from ppl.inference.results.diagnostics import split_rhat
-from ppl.stdlib import HalfNormal, LKJCholesky, MultivariateNormal, Normal
+from ppl.stdlib import GaussianRandomWalk, HalfNormal, LKJCholesky, MultivariateNormal, Normal
 
 CASES = gallery()
 BACKENDS = ["generated", pytest.param("native", marks=pytest.mark.skipif(
@@ -81,11 +81,20 @@ def branch_on_latent(x):
     factor("f", torch.where(a * x > 0.5, -(a * x) ** 2, torch.log1p((a * x).abs())).sum())
 
 
+@model
+def centered_volatility(y):
+    """The centered stochastic volatility model: a random walk with a latent scale."""
+    sigma = sample("sigma", HalfNormal(1.0))
+    h = sample("h", GaussianRandomWalk(sigma, len(y)))
+    sample("y", Normal(0.0, torch.exp(0.5 * h)).to_event(1), obs=y)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("m, args", [(mvn_latent_matrices, (torch.randn(5, 3),)),
-                                     (branch_on_latent, (torch.linspace(-2.0, 2.0, 7),))],
-                         ids=["mvn_latent_matrices", "branch_on_latent"])
-def test_latent_matrix_and_branch_rules_match_autograd(m, args, backend):
+                                     (branch_on_latent, (torch.linspace(-2.0, 2.0, 7),)),
+                                     (centered_volatility, (torch.randn(12),))],
+                         ids=["mvn_latent_matrices", "branch_on_latent", "centered_volatility"])
+def test_latent_matrix_branch_and_walk_rules_match_autograd(m, args, backend):
     flat = FlatModel.from_graph(m.graph(*args), backend=backend)
     assert flat.backend == backend
     assert_same_potential(flat, 4, 2)
