@@ -281,17 +281,22 @@ class PplAdapter(Adapter):
         # priors in ``x @ beta`` while tracing); ppl's lowering computes in float64.
         return _torch_data(data, x64=False)
 
+    def method(self, bench: Benchmark, config: RunConfig):
+        """The ``infer`` method: NUTS with the run's settings."""
+        from ppl.inference.mcmc.methods import NUTS
+
+        return NUTS(num_warmup=config.num_warmup, num_samples=config.num_samples,
+                    chains=config.chains)
+
     def sampler(self, bench: Benchmark, data: Data, config: RunConfig) -> Sampler:
         from ppl import infer, model
-        from ppl.inference.mcmc.methods import NUTS
 
         # An empty cache of compiled models, so the cold run pays for compiling its C (as
         # the peers' cold runs pay for JIT compilation); the warm run reuses the library.
         os.environ["PPL_CACHE_DIR"] = tempfile.mkdtemp(prefix="ppl-bench-")
 
         ppl_model = model(bench.build(self.namespace()))  # a new Model: no cached graph
-        method = NUTS(num_warmup=config.num_warmup, num_samples=config.num_samples,
-                      chains=config.chains)
+        method = self.method(bench, config)
         method.options["num_threads"] = config.threads
 
         def run(seed: int) -> Draws:
@@ -342,14 +347,20 @@ class NumPyroAdapter(Adapter):
         return {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v
                 for k, v in _floats(data, x64).items()}
 
+    def kernel(self, bench: Benchmark, model: Callable):
+        """The NUTS kernel of ``model`` (NumPyro's defaults: init_to_uniform)."""
+        from numpyro.infer import NUTS
+
+        return NUTS(model)
+
     def sampler(self, bench: Benchmark, data: Data, config: RunConfig) -> Sampler:
         import jax
-        from numpyro.infer import MCMC, NUTS
+        from numpyro.infer import MCMC
 
         if not self.stock:
             _memoize_numpyro_jit()
         warmup, total = config.num_warmup, config.num_warmup + config.num_samples
-        mcmc = MCMC(NUTS(bench.build(self.namespace())), num_warmup=warmup,
+        mcmc = MCMC(self.kernel(bench, bench.build(self.namespace())), num_warmup=warmup,
                     num_samples=config.num_samples, num_chains=config.chains,
                     chain_method="vectorized", progress_bar=False)
 
@@ -561,6 +572,9 @@ def run_benchmarks(models: Sequence[str], ppls: Sequence[str], chain_counts: Seq
     return rows
 
 
+PEERS = ("numpyro", "pyro")  # what ppl is compared with (bench/gallery.py adds its fallback)
+
+
 def ratios(rows: Sequence[Row]) -> list[dict]:
     """ppl / peer for each (model, chains) and peer present: times (e2e, warm, per gradient;
     above 1 means ppl is slower) and ESS/s (below 1 means ppl is less efficient)."""
@@ -569,7 +583,7 @@ def ratios(rows: Sequence[Row]) -> list[dict]:
     for (model, chains, name), ours in by_key.items():
         if name != "ppl":
             continue
-        for peer in ("numpyro", "pyro"):
+        for peer in PEERS:
             theirs = by_key.get((model, chains, peer))
             if theirs is None:
                 continue
@@ -621,14 +635,14 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 RESULT_COLUMNS = (  # header, Row attribute, width, decimals
-    ("model", "model", 17, None), ("chains", "chains", 6, None), ("ppl", "ppl", 7, None),
+    ("model", "model", 24, None), ("chains", "chains", 6, None), ("ppl", "ppl", 7, None),
     ("e2e s", "e2e_s", 8, 2), ("warm s", "warm_s", 8, 2), ("grads", "grad_evals", 8, 0),
     ("ESS min", "ess_min", 8, 0), ("ESS med", "ess_median", 8, 0),
     ("ESS/s e2e", "ess_per_s_e2e", 10, 1), ("ESS/s warm", "ess_per_s_warm", 10, 1),
     ("us/grad", "us_per_grad", 8, 1),
 )
 RATIO_COLUMNS = (
-    ("model", "model", 17, None), ("chains", "chains", 6, None), ("vs", "peer", 7, None),
+    ("model", "model", 24, None), ("chains", "chains", 6, None), ("vs", "peer", 7, None),
     ("e2e time", "e2e_time", 9, 2), ("warm time", "warm_time", 9, 2),
     ("ESS/s e2e", "ess_per_s_e2e", 10, 2), ("ESS/s warm", "ess_per_s_warm", 10, 2),
     ("time/grad", "time_per_grad", 9, 2),

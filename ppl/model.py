@@ -21,7 +21,7 @@ import torch
 from .errors import ModelError
 from .handlers import condition, seed, trace
 from .trace import Trace
-from .vectorize import vectorized_trace
+from .vectorize import particle_runs
 
 
 class Model:
@@ -47,13 +47,14 @@ class Model:
     ) -> dict[str, torch.Tensor]:
         """Draw from the prior (observed sites keep their data): address -> value.
 
-        With ``num_samples``, all draws are made in one vectorized run and each value has a
-        leading dimension of that size.
+        With ``num_samples``, all draws are made in one vectorized run (one run per draw, said
+        once, for a model that does not vectorize) and each value has a leading dimension of
+        that size.
         """
         with _seeded(seed):
             if num_samples is None:
                 return self.trace(*args, **kwargs).values()
-            return vectorized_trace(self.fn, args, kwargs, num_samples).values()
+            return particle_runs(self.fn, args, kwargs, num_samples).values()
 
     def log_density(self, values: dict[str, Any], *args, **kwargs) -> torch.Tensor:
         """Joint log density of a full assignment of the latent sites (via the trace path)."""

@@ -14,9 +14,13 @@ sites are recomputed. It returns every sample and deterministic site:
 * for ``posterior=None``, the prior predictive: ``(num_samples, *site_shape)``.
 
 All draws run as one vectorized model run (the particle plate of ``ppl.vectorize``: the
-model must keep independent dimensions in plates or ``.to_event``); ``vectorized=False``
-runs the model once per draw instead, for models that do not vectorize (slower, same
-distribution, different random streams). Randomness comes from ``seed`` (the global torch
+model must keep independent dimensions in plates or ``.to_event``); a model that does not
+vectorize (e.g. ``X @ beta`` with a latent vector ``beta``, whose particle axis ``matmul``
+takes for a matrix dimension, or Python control flow on a latent) runs once per draw
+instead, said once with a ``ppl.vectorize.VectorizationWarning``; ``vectorized=False`` asks
+for that directly (slower, same distribution, different random streams). The draws enter
+the model in each site's own dtype (a float32 model gets float32 values, whatever the
+posterior stores). Randomness comes from ``seed`` (the global torch
 RNG when None). The keyword names ``num_samples``, ``seed`` and ``vectorized`` belong to
 ``predictive``; every other keyword goes to the model.
 
@@ -40,6 +44,7 @@ prior, ignoring the data, would be wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +55,7 @@ from .handlers import substitute, trace
 from .model import _seeded
 from .runtime import Message, Messenger
 from .trace import Site, Trace
-from .vectorize import batch_ndims, pilot_trace, vectorized_trace
+from .vectorize import batch_ndims, pilot_trace, vectorized_trace, warn_once
 
 __all__ = ["predictive"]
 
@@ -110,6 +115,12 @@ def _aligned(value: Tensor, site: Site, ndims: int) -> Tensor:
     return value.reshape(value.shape[0], *([1] * pad), *value.shape[1:])
 
 
+def _in_site_dtype(value: Tensor, site: Site) -> Tensor:
+    """A posterior draw cast to the dtype the model gives its site (MCMC stores float64)."""
+    dtype = torch.as_tensor(site.value).dtype
+    return value.to(dtype) if value.is_floating_point() and dtype.is_floating_point else value
+
+
 def _run_once(fn: Callable, values: dict[str, Tensor], args: tuple,
               kwargs: dict) -> dict[str, Tensor]:
     """One run of ``fn`` with ``values`` substituted: its sample and deterministic values."""
@@ -133,19 +144,23 @@ def predictive(
         fn = unobserve()(model)
         pilot = pilot_trace(fn, args, kwargs)
         _check_latents(pilot, draws, _marginalized(posterior))
-        draws = {k: v for k, v in draws.items()
+        draws = {k: _in_site_dtype(v, pilot.sites[k]) for k, v in draws.items()
                  if k in pilot.sites and pilot.sites[k].kind == "sample"}
-        total = 1
-        for size in lead:
-            total *= size
+        total = math.prod(lead)
+        flat = None
         if vectorized:
             ndims = batch_ndims(pilot)
             fixed = {k: _aligned(v, pilot.sites[k], ndims) for k, v in draws.items()}
-            run = vectorized_trace(substitute(fixed)(fn), args, kwargs, total,
-                                   particle_dim=-(ndims + 1), pilot=pilot)
-            flat = run.values(observed=True)
-        else:
+            try:
+                run = vectorized_trace(substitute(fixed)(fn), args, kwargs, total,
+                                       particle_dim=-(ndims + 1), pilot=pilot)
+                flat = run.values(observed=True)
+            except Exception as error:  # noqa: BLE001 - any failure to vectorize: per draw
+                failure = error
+        if flat is None:
             rows = [_run_once(fn, {k: v[i] for k, v in draws.items()}, args, kwargs)
                     for i in range(total)]
             flat = {k: torch.stack([row[k] for row in rows]) for k in rows[0]} if rows else {}
+            if vectorized:
+                warn_once(model, failure)
     return {k: v.reshape(*lead, *v.shape[1:]) for k, v in flat.items()}

@@ -338,7 +338,7 @@ def multivariate_normal(
 ) -> list:
     matrix = next(m for m in (scale_tril, covariance_matrix, precision_matrix) if m is not None)
     if ops.is_var(matrix):
-        raise ops.Unsupported("MultivariateNormal with a batched covariance")
+        return _mvn_latent_matrix(ops, x - loc, scale_tril, covariance_matrix, precision_matrix)
     scale_tril, covariance_matrix, precision_matrix = (
         None if m is None else _one_matrix(ops, m)
         for m in (scale_tril, covariance_matrix, precision_matrix)
@@ -353,6 +353,36 @@ def multivariate_normal(
     w = ops.reshape(ops.matmul(rows, precision_factor), shape)
     log_norm = -torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1) - k * HALF_LOG_2PI
     return [-0.5 * ops.sum_last(w * w), log_norm]
+
+
+def _mvn_latent_matrix(
+    ops: Ops, diff: Value, scale_tril: Value, covariance_matrix: Value, precision_matrix: Value
+) -> list:
+    """The MultivariateNormal terms for one per-chain matrix (e.g. an LKJ factor scaled by
+    latent sds) shared by every row of ``diff = x - loc``: with ``L`` the scale's Cholesky
+    factor, the rows ``w = diff L^-T`` (one triangular solve) and ``-sum log diag L``; a
+    precision's factor ``F`` (``P = F F^T``) gives ``w = diff F`` and ``+sum log diag F``."""
+    scale_tril, covariance_matrix, precision_matrix = (
+        None if m is None else ops.broadcast_source(m)
+        for m in (scale_tril, covariance_matrix, precision_matrix)
+    )
+    matrix = next(m for m in (scale_tril, covariance_matrix, precision_matrix) if m is not None)
+    if len(ops.shape_of(matrix)) != 2:
+        raise ops.Unsupported(
+            f"MultivariateNormal with a batch of latent matrices (per-chain shape "
+            f"{ops.shape_of(matrix)}); one latent matrix shared by the batch has a rule"
+        )
+    k, shape = ops.shape_of(matrix)[-1], ops.shape_of(diff)
+    rows = ops.reshape(diff, (math.prod(shape[:-1]), k))
+    if precision_matrix is not None:
+        factor = ops.cholesky(precision_matrix)
+        w, log_det = ops.matmul(rows, factor), ops.sum_last(ops.log(ops.diagonal(factor)))
+    else:
+        factor = scale_tril if scale_tril is not None else ops.cholesky(covariance_matrix)
+        w = ops.solve_triangular(ops.transpose(factor), rows, upper=True, left=False)
+        log_det = -ops.sum_last(ops.log(ops.diagonal(factor)))
+    w = ops.reshape(w, shape)
+    return [-0.5 * ops.sum_last(w * w), log_det - k * HALF_LOG_2PI]
 
 
 def _one_matrix(ops: Ops, matrix: torch.Tensor) -> torch.Tensor:

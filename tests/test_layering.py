@@ -148,6 +148,7 @@ ENGINE_LAYERS: dict[str, set[str]] = {
                           "ppl.inference.results"},
     "ppl.inference.vi": {"ppl.inference.rng", "ppl.inference.lowering", "ppl.inference.results"},
     "ppl.inference.testing": {"ppl.inference.results"},
+    "ppl.inference.gallery": {"ppl.inference.results"},
 }
 
 

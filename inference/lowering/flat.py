@@ -211,8 +211,9 @@ class FlatModel:
             self.fallback_reason = str(refusal)
             if self._generated is None:
                 warnings.warn(
-                    f"{refusal}: the model runs on the autograd path, several times slower "
-                    "than the generated one", FastPathWarning, stacklevel=4,
+                    f"{refusal}: the model runs on the autograd path, typically 10 to 50 "
+                    "times slower end to end than the native one (bench/gallery.py)",
+                    FastPathWarning, stacklevel=4,
                 )
 
     @cached_property

@@ -29,53 +29,12 @@ from ppl.errors import ModelError
 from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
 from ppl.inference.mcmc.base import check_count
+from ppl.inference.mcmc.initialization import InitStrategy, check_init, initial_positions
 from ppl.inference.mcmc.native_nuts import NativeNUTS, nuts_unit
 from ppl.inference.mcmc.runner import Checkpoint, SamplingInterrupted
 from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
 from ppl.randomness import drawing
-
-
-def initial_positions(flat: FlatModel, chains: int, generator: torch.Generator,
-                      radius: float = 2.0, tries: int = 100) -> torch.Tensor:
-    """Stan-style initialization: uniform(-radius, radius) on the unconstrained space, redrawn
-    per chain until the log density and its gradient are finite."""
-    def draw(n: int) -> torch.Tensor:
-        return (torch.rand(n, flat.dim, generator=generator, dtype=flat.dtype) * 2 - 1) * radius
-
-    z = draw(chains)
-    for _ in range(tries):
-        log_p, grad = flat.log_density_and_grad(z)
-        bad = ~(torch.isfinite(log_p) & torch.isfinite(grad).all(-1))
-        if not bad.any():
-            return z
-        z[bad] = draw(int(bad.sum()))
-    raise ModelError(
-        f"no finite initial log density after {tries} tries of uniform(-{radius}, {radius}) on the "
-        f"unconstrained space; the non-finite terms come from: {_nonfinite_sites(flat, z[bad][0])}"
-    )
-
-
-def _nonfinite_sites(flat: FlatModel, z: torch.Tensor) -> list[str]:
-    values = {k: v[0] for k, v in flat.constrained_values(z[None]).items()}
-    from ppl.ir import Interpreter
-
-    bad = []
-
-    class Probe(Interpreter):
-        def check(self, node, kwargs, value):
-            if not torch.isfinite(self.site_distribution(node, kwargs).log_prob(value)).all():
-                bad.append(node.address)
-            return value
-
-        def sample(self, node, args, kwargs):
-            return self.check(node, kwargs, values[node.address])
-
-        def observe(self, node, args, kwargs):
-            return self.check(node, kwargs, args[0])
-
-    Probe(flat.graph).run()
-    return bad or ["(a log|det J| term)"]
 
 
 def _samples(flat: FlatModel, draws: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,7 +69,9 @@ class MCMC:
     generated torch, else autograd; see ``FlatModel``): the backends round differently, so one
     seed gives the same draws only on the same backend. ``resume``: the ``checkpoint`` of an
     interrupted run of this method (:class:`~ppl.inference.mcmc.runner.SamplingInterrupted`),
-    to continue it to the draws the uninterrupted run gives.
+    to continue it to the draws the uninterrupted run gives. ``init``: where the chains start,
+    ``"uniform"``, ``"prior"``, ``"median"`` or a dict of site values (see
+    :mod:`ppl.inference.mcmc.initialization`).
     """
 
     kernel: Any
@@ -124,6 +85,7 @@ class MCMC:
     progress_bar: bool | None = None
     backend: str = "auto"
     resume: Checkpoint | None = None
+    init: InitStrategy = "uniform"
 
     def __post_init__(self) -> None:
         owner = f"MCMC({type(self.kernel).__name__})"
@@ -133,6 +95,7 @@ class MCMC:
         check_count(owner, "thin", self.thin, 1)
         if self.backend not in BACKENDS:
             raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_init(owner, self.init)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> Posterior:
@@ -153,7 +116,7 @@ class MCMC:
                 "sites is exact, from ppl.passes.posterior_of_enumerated, or sample them with "
                 "Gibbs or Importance")
         kernel = build_kernel(self.kernel, flat)  # first: it builds the native library once
-        init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed))
+        init = initial_positions(flat, self.chains, torch.Generator().manual_seed(seed), self.init)
         options = {"adapt": self.adapt, "thin": self.thin, "progress_bar": self.progress_bar,
                    **self.options}
         try:
@@ -189,7 +152,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
                 dense_mass: bool = False, target_accept: float | None = None,
                 chain_method: str = "batched", thin: int = 1, progress_bar: bool | None = None,
                 backend: str = "auto", resume: Checkpoint | None = None,
-                **kernel_options: Any) -> MCMC:
+                init: InitStrategy = "uniform", **kernel_options: Any) -> MCMC:
         unknown = sorted(set(kernel_options) - set(options))
         if unknown:
             raise TypeError(f"{kernel_cls.__name__}() got unknown options {unknown}; its kernel "
@@ -199,7 +162,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
         kernel = kernel_cls(metric="dense" if dense_mass else "diag", **kernel_options)
         adapt = mcmc.WindowAdaptation(target_accept=target_accept)
         return MCMC(kernel, num_warmup, num_samples, chains, chain_method, adapt=adapt, thin=thin,
-                    progress_bar=progress_bar, backend=backend, resume=resume)
+                    progress_bar=progress_bar, backend=backend, resume=resume, init=init)
 
     shared = [p for p in inspect.signature(factory).parameters.values() if p.kind != p.VAR_KEYWORD]
     own = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=fields[name].default,
@@ -222,7 +185,9 @@ _SHARED_DOC = """
     ``backend``: pin the potential's backend (``"auto"``, ``"native"``, ``"generated"``,
     ``"autograd"``); the same seed gives the same draws on the same backend. ``resume``: the
     ``checkpoint`` of an interrupted run (``SamplingInterrupted``) with these settings, to
-    continue it to the draws the uninterrupted run gives.
+    continue it to the draws the uninterrupted run gives. ``init``: where the chains start
+    (``"uniform"`` in (-2, 2) on the unconstrained space, ``"prior"``, ``"median"``, or a dict
+    of site values; see ``ppl.inference.mcmc.initialization``).
     Returns an :class:`MCMC` method for ``infer(..., method=...)``.
     """
 

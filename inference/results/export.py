@@ -7,10 +7,12 @@
   ``tree_depth``, ``energy``, ``step_size``, ``acceptance_rate`` and ``n_steps`` (gradient
   evaluations of the transition), those the sampler recorded;
 * ``observed_data``: the observed sites' values, when known;
-* ``posterior_predictive``: draws from ``ppl.predictive``, when given.
+* ``posterior_predictive``: draws from ``ppl.predictive``, when given;
+* ``log_likelihood``: each observed site's pointwise log likelihood per draw, when given
+  (``Posterior.to_arviz`` gives it, so ``az.loo`` and ``az.waic`` work).
 
-There is no ``lp`` (the kernels record the Hamiltonian, not the log density) and no
-``log_likelihood`` group. ``observed_values(graph)`` reads the observations out of a graph
+There is no ``lp`` (the kernels record the Hamiltonian, not the log density).
+``observed_values(graph)`` reads the observations out of a graph
 (those whose value is model data or a constant). ArviZ 0.x (``from_dict(posterior=...)``)
 and 1.x (``from_dict({"posterior": ...})``) are both accepted.
 """
@@ -71,11 +73,13 @@ def to_arviz(
     info: Mapping[str, Tensor] | None = None,
     observed: Mapping[str, Tensor] | None = None,
     posterior_predictive: Mapping[str, Tensor] | None = None,
+    log_likelihood: Mapping[str, Tensor] | None = None,
 ):
     """An ``arviz.InferenceData`` of ``(chains, draws, *shape)`` draws (see module docstring).
 
     ``info``: per-draw sampler info ``{Info field: (chains, draws)}``. ``observed``: observed
     site values. ``posterior_predictive``: ``{site: (chains, draws, *shape)}``.
+    ``log_likelihood``: ``{observed site: (chains, draws, *batch_shape)}``.
     """
     az = _import_arviz()
     groups: dict[str, dict[str, Any]] = {"posterior": _numpy(samples)}
@@ -84,6 +88,8 @@ def to_arviz(
         groups["sample_stats"] = _numpy(stats)
     if posterior_predictive:
         groups["posterior_predictive"] = _numpy(posterior_predictive)
+    if log_likelihood:
+        groups["log_likelihood"] = _numpy(log_likelihood)
     if observed:
         groups["observed_data"] = _numpy(observed)
     attrs = {"inference_library": "ppl"}

@@ -23,6 +23,7 @@ import torch
 from ppl.randomness import drawing
 
 from .export import observed_values, to_arviz
+from .log_likelihood import pointwise_log_likelihood
 from .sampler_diagnostics import SamplerDiagnostics
 from .summary import ConvergenceWarning, Summary, summarize
 
@@ -147,10 +148,22 @@ class Posterior:
             self._summary = summarize(self.samples)
         return self._summary
 
+    def log_likelihood(self) -> dict[str, torch.Tensor]:
+        """Pointwise log likelihood of each observed site at each draw, ``{site: (chains,
+        draws, *batch_shape)}`` (what ``az.loo`` and ``az.waic`` read; see
+        ``ppl.inference.results.log_likelihood``), computed once and kept."""
+        if "log_likelihood" not in self.extra:
+            graph = self.extra.get("graph")
+            if graph is None:
+                raise ValueError("this posterior has no graph to evaluate its likelihood on")
+            self.extra["log_likelihood"] = pointwise_log_likelihood(graph, self.samples)
+        return self.extra["log_likelihood"]
+
     def to_arviz(self, posterior_predictive: dict[str, torch.Tensor] | None = None):
-        """An ``arviz.InferenceData`` with posterior, sample_stats and observed_data groups
-        (and posterior_predictive when given, e.g. from ``ppl.predictive``); needs ArviZ
-        (see ``ppl.inference.results.export``)."""
+        """An ``arviz.InferenceData`` with posterior, sample_stats, log_likelihood and
+        observed_data groups (and posterior_predictive when given, e.g. from
+        ``ppl.predictive``); needs ArviZ (see ``ppl.inference.results.export``)."""
         graph = self.extra.get("graph")
         observed = observed_values(graph) if graph is not None else None
-        return to_arviz(self.samples, self.info, observed, posterior_predictive)
+        log_likelihood = self.log_likelihood() if graph is not None else None
+        return to_arviz(self.samples, self.info, observed, posterior_predictive, log_likelihood)

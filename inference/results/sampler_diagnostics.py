@@ -47,6 +47,20 @@ def _per_chain(x: Tensor | None, reduce: str) -> tuple | None:
     return tuple(float(v) for v in x.to(torch.float64).mean(1).tolist())
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration in s (two decimals), or below a second with three significant digits in ms
+    or us: a fast run's sampling time reads ``4.21 ms``, not ``0.00 s``.
+
+    >>> format_seconds(12.3456), format_seconds(0.0042137), format_seconds(3.2e-5)
+    ('12.35 s', '4.21 ms', '32 us')
+    """
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
 @dataclass(frozen=True)
 class SamplerDiagnostics:
     """What the sampler did, one entry per chain (kept draws only; warmup is not counted).
@@ -177,7 +191,8 @@ class SamplerDiagnostics:
         if self.num_grad_evals is not None:
             facts.append(f"gradient evaluations: {self.num_grad_evals}")
         if self.warmup_time is not None and self.sampling_time is not None:
-            facts.append(f"warmup {self.warmup_time:.2f} s, sampling {self.sampling_time:.2f} s")
+            facts.append(f"warmup {format_seconds(self.warmup_time)}, "
+                         f"sampling {format_seconds(self.sampling_time)}")
         if facts:
             lines += ["", "; ".join(facts)]
         return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""Importance sampling on the trace path, vectorized over samples.
+"""Importance sampling on the trace path, vectorized over samples (a model that does not
+vectorize, e.g. one with Python control flow on a random value, runs once per sample, said
+once with a ``ppl.vectorize.VectorizationWarning``).
 
 With the prior as proposal (default) each sample's log weight is its log likelihood (the
 log joint minus the log prior of the latents it drew); with a ``guide`` (a model over the
@@ -23,21 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
-from ppl.handlers import replay
 from ppl.inference.results.posterior import WeightedPosterior
 from ppl.model import Model
-from ppl.trace import sum_except
-from ppl.vectorize import VectorizedRun, batch_ndims, pilot_trace, vectorized_trace
-
-
-def _prior_log_prob(run: VectorizedRun) -> torch.Tensor:
-    """log p(z) per particle of the latents the prior drew (their own density, no scale/mask)."""
-    total = torch.zeros(run.num_particles)
-    for site in run.trace.latent_sites():
-        total = total + sum_except(site.fn.log_prob(site.value), run.particle_dim)
-    return total
+from ppl.vectorize import batch_ndims, particle_runs, pilot_trace
 
 
 @dataclass
@@ -57,18 +47,18 @@ class Importance:
             )
         model_pilot = pilot_trace(model, args, kwargs)
         if self.guide is None:
-            run = vectorized_trace(model, args, kwargs, self.num_samples, pilot=model_pilot)
-            log_q = _prior_log_prob(run)
+            run = particle_runs(model, args, kwargs, self.num_samples, pilot=model_pilot)
+            log_q = run.latent_log_prob()
         else:
             guide_pilot = pilot_trace(self.guide, args, kwargs)
-            dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
-            guide_run = vectorized_trace(self.guide, args, kwargs, self.num_samples,
-                                         particle_dim=dim, pilot=guide_pilot)
-            run = vectorized_trace(replay(guide_run.trace)(model), args, kwargs, self.num_samples,
-                                   particle_dim=dim, pilot=model_pilot)
-            missing = [s.name for s in run.trace.latent_sites() if s.name not in guide_run.trace]
+            missing = [s.name for s in model_pilot.latent_sites() if s.name not in guide_pilot]
             if missing:
                 raise ValueError(f"the guide does not propose the latent sites {missing}")
+            dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
+            guide_run = particle_runs(self.guide, args, kwargs, self.num_samples,
+                                      particle_dim=dim, pilot=guide_pilot)
+            run = particle_runs(model, args, kwargs, self.num_samples, particle_dim=dim,
+                                pilot=model_pilot, proposal=guide_run)
             log_q = guide_run.log_joint()
         log_weights = run.log_joint() - log_q
         return WeightedPosterior(samples=run.values(observed=False), log_weights=log_weights)

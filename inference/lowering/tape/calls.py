@@ -107,6 +107,20 @@ def _getitem(tape, x, index):
     return tape.apply(P.GATHER, x, positions=positions)
 
 
+def _flip(tape, x, dims):
+    """``torch.flip``: a gather of the per-chain elements in reversed order along ``dims``."""
+    positions = torch.arange(math.prod(x.shape)).reshape(x.shape).flip(_dims_of(dims, x.ndim))
+    return tape.apply(P.GATHER, x, positions=positions)
+
+
+def _diag_embed(tape, x, offset=0, dim1=-2, dim2=-1):
+    """``torch.diag_embed`` (main diagonal, last two dims): ``x[..., :, None] * I``."""
+    if (offset, dim1 % (x.ndim + 1), dim2 % (x.ndim + 1)) != (0, x.ndim - 1, x.ndim):
+        raise Unsupported(f"diag_embed with offset={offset}, dim1={dim1}, dim2={dim2}")
+    n = x.shape[-1]
+    return P.reshape(x, (*x.shape, 1)) * torch.eye(n, dtype=torch.float64)
+
+
 def _permute(tape, x, *dims):
     dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     return tape.apply(P.PERMUTE, x, perm=tuple(d % x.ndim for d in dims))
@@ -199,8 +213,7 @@ def _to(tape, x, *args, **kwargs):
 
 
 def _where(tape, cond, a, b):
-    if is_var(cond):
-        raise Unsupported("where with a batched condition")
+    """``torch.where``; the gradient flows to the branch each element takes (as torch's)."""
     return P.where(cond, a, b)
 
 
@@ -281,6 +294,8 @@ CALL_RULES: dict[str, Rule] = {
     "broadcast_tensors": _broadcast_tensors,
     "getitem": _getitem,
     "permute": _permute,
+    "flip": _flip,
+    "diag_embed": _diag_embed,
     "transpose": _transpose,
     "t": _transpose,
     "attr": _attr,

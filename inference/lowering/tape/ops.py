@@ -44,12 +44,14 @@ __all__ = [
     "abs",
     "broadcast_to",
     "cat",
+    "cholesky",
     "cholesky_log_diagonal",
     "compare",
     "cos",
     "diagonal",
     "exp",
     "expm1",
+    "broadcast_source",
     "is_var",
     "lgamma",
     "log",
@@ -67,9 +69,11 @@ __all__ = [
     "shape_of",
     "sigmoid",
     "softplus",
+    "solve_triangular",
     "square",
     "sum_last",
     "take_last",
+    "transpose",
     "where",
 ]
 
@@ -110,6 +114,23 @@ def log_softmax(x: Value) -> Value:
 def matmul(a: Value, b: Value) -> Value:
     """``a @ b`` (at most one side a per-chain matrix; see ``prims.MatMul``)."""
     return _apply(P.MATMUL, a, b)
+
+
+def cholesky(x: Value) -> Value:
+    """The lower Cholesky factor of a per-chain matrix (NaN where it is not positive
+    definite: a divergence, as ``prims.Cholesky`` says)."""
+    return _apply(P.CHOLESKY, x)
+
+
+def solve_triangular(a: Value, b: Value, upper: bool, left: bool = True) -> Value:
+    """``X`` with ``a X = b`` (``left``) or ``X a = b``, for triangular per-chain matrices
+    ``a`` and per-chain matrices ``b``."""
+    return _apply(P.TRIANGULAR_SOLVE, a, b, upper=upper, left=left)
+
+
+def transpose(x: Value) -> Value:
+    """The transpose of a per-chain matrix."""
+    return P.transpose(x)
 
 
 def reshape(x: Value, shape: Sequence[int]) -> Value:
@@ -181,6 +202,14 @@ def broadcast_to(x: Value, shape: Sequence[int]) -> Value:
     if not is_var(x):
         return torch.broadcast_to(torch.as_tensor(x, dtype=torch.float64), tuple(shape))
     return x if x.shape == tuple(shape) else x.tape.apply(P.EXPAND, x, shape=tuple(shape))
+
+
+def broadcast_source(x: Value) -> Value:
+    """The value ``x`` was expanded from (``x`` itself when it is no expansion): e.g. the one
+    matrix a plate broadcast to each of its elements, so a rule can use it once."""
+    while is_var(x) and (instr := x.tape.defining(x)) is not None and instr.prim is P.EXPAND:
+        x = instr.args[0]
+    return x
 
 
 def diagonal(x: Value) -> Value:
