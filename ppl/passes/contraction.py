@@ -71,20 +71,18 @@ class Plan:
     factor_vars: tuple[frozenset[int], ...]
     roots: tuple[int, ...]
 
-    def largest(self, sizes: Sequence[int]) -> int:
-        """Entries of the largest factor over enumeration dims (``sizes``: each variable's
-        number of values), intermediates included: the contraction's memory per batch
-        element, and the cost of its widest step over ``K`` of that step's variable."""
-        return max((math.prod(sizes[v] for v in vs) for vs in self.factor_vars), default=1)
-
     def cliques(self) -> list[frozenset[int]]:
         """The variable sets that appear together in one tensor while contracting (each
-        step's inputs and result): those variables need distinct dims."""
-        out = [self.factor_vars[i] for i in range(len(self.factor_vars))]
-        for step in self.steps:
-            if step.kind == "eliminate":
-                out.append(step.vars | {step.var})
+        factor, and each step's sum of its inputs): those variables need distinct dims."""
+        out = list(self.factor_vars)
+        out += [s.vars | {s.var} for s in self.steps if s.kind == "eliminate"]
         return out
+
+    def largest(self, sizes: Sequence[int]) -> int:
+        """Entries (per batch element) of the largest tensor over enumeration dims the
+        contraction holds, given each variable's number of values: its memory, and the cost
+        of its widest step."""
+        return max((math.prod(sizes[v] for v in vs) for vs in self.cliques()), default=1)
 
 
 class _Elimination:
@@ -191,6 +189,10 @@ class TorchOps:
         return torch.as_tensor(x).reshape(shape)
 
     @staticmethod
+    def add(a: Any, b: Any) -> Any:
+        return a + b
+
+    @staticmethod
     def sum(x: Any, dims: Sequence[int]) -> Any:
         return x.sum(tuple(dims), keepdim=True)
 
@@ -244,7 +246,7 @@ def contract_enumerated(
         if step.kind == "eliminate":
             total = slots[step.inputs[0]]
             for i in step.inputs[1:]:
-                total = total + slots[i]
+                total = ops.add(total, slots[i])
             slots.append(ops.logsumexp(total, var_dims[step.var]))
         else:
             f = slots[step.inputs[0]]

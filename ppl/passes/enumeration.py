@@ -27,9 +27,11 @@ eliminated front to back like the forward algorithm, ``O(T K^2)`` time and memor
 (``enumeration_plans(graph)`` gives the plans, ``Plan.largest`` their widest factor).
 With ``sites="auto"``, discrete latents that cannot be enumerated (no finite support, more
 than ``max_size`` values, a vector event) are left alone, named with the reason in one
-:class:`EnumerationWarning` and in ``graph.attrs["enumeration_skipped"]``. Model code downstream of an enumerated site must broadcast on the
-left (index from the right, no ``reshape``), as in Pyro's enumeration; deterministic sites
-and the output computed from an enumerated site hold values for every assignment.
+:class:`EnumerationWarning` and in ``graph.attrs["enumeration_skipped"]``.
+
+Model code downstream of an enumerated site must broadcast on the left (index from the
+right, no ``reshape``), as in Pyro's enumeration; deterministic sites and the output
+computed from an enumerated site hold values for every assignment.
 
 ``graph.attrs["enumerated"]`` records, per application, the contraction node and for each
 site its dim, values, batch shape and plates; ``posterior_of_enumerated(graph, values)``

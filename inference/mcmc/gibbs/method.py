@@ -208,8 +208,9 @@ class Gibbs:
     """Compositional MCMC as an ``infer`` method (see the module docstring).
 
     ``updates``: ``{site or tuple of sites: update or kernel}``. ``discrete``: ``"gibbs"`` or
-    ``"enumerate"``; ``max_size``: the most values a site enumerated by ``"enumerate"`` may have
-    (a larger one is an error naming it). ``conjugate``: use exact conjugate updates where the graph shows them.
+    ``"enumerate"``; ``max_size``: the most values a site summed out by ``"enumerate"`` may
+    have (a larger one is an error naming it). ``conjugate``: use exact conjugate updates
+    where the graph shows them.
     ``kernel``: the flat-density kernel (or a whole update) for the remaining continuous
     sites (NUTS by default).
     ``adaptation``: warmup adaptation of every kernel block (None: none).
