@@ -4,10 +4,12 @@ Models (same priors, likelihood and simulated data for both PPLs, each written t
 users write it):
 
 * ``hmm_T``: a 2-state Gaussian HMM, ``T = 100`` and ``T = 1000`` steps:
-  ``trans[k] ~ Dirichlet(1, 1)``, ``mu[k] ~ Normal(0, 3)``, ``z_t ~ Categorical(trans[z_{t-1}])``
-  (``z_{-1} = 0``), ``y_t ~ Normal(mu[z_t], 0.5)``. ppl: a Python loop of ``sample`` sites
-  summed out by the ``enumerate_discrete`` pass; NumPyro: the forward algorithm by hand, a
-  ``jax.lax.scan`` of ``logsumexp`` steps added with ``numpyro.factor`` (no funsor);
+  ``trans[k] ~ Dirichlet(1, 1)``, ordered state means ``mu = (mu0, mu0 + gap)`` with
+  ``mu0 ~ Normal(0, 3)``, ``gap ~ HalfNormal(3)`` (no label switching),
+  ``z_t ~ Categorical(trans[z_{t-1}])`` (``z_{-1} = 0``), ``y_t ~ Normal(mu[z_t], 0.5)``.
+  ppl: a Python loop of ``sample`` sites summed out by the ``enumerate_discrete`` pass;
+  NumPyro: the forward algorithm by hand, a ``jax.lax.scan`` of ``logsumexp`` steps added
+  with ``numpyro.factor`` (no funsor);
 * ``mixture3``: a 3-component Gaussian mixture, N = 1000, weights ``Dirichlet(1, 1, 1)``,
   ordered locations ``loc0 ~ Normal(0, 5)`` plus ``HalfNormal(3)`` gaps, ``sigma ~
   HalfNormal(2)``. ppl: ``z ~ Categorical(weights)`` in a plate, enumerated; NumPyro: the
@@ -65,7 +67,9 @@ def mixture_data(n: int = 1000, seed: int = 0) -> np.ndarray:
 def ppl_hmm(y):
     with plate("states", 2):
         trans = sample("trans", Dirichlet(torch.ones(2)))
-        mu = sample("mu", Normal(0.0, 3.0))
+    mu0 = sample("mu0", Normal(0.0, 3.0))
+    gap = sample("gap", HalfNormal(3.0))
+    mu = torch.stack([mu0, mu0 + gap])
     z = 0
     for t in range(len(y)):
         z = sample(f"z_{t}", Categorical(trans[z]))
@@ -105,7 +109,9 @@ def numpyro_models() -> dict[str, Callable]:
     def hmm(y):
         with numpyro.plate("states", 2):
             trans = numpyro.sample("trans", dist.Dirichlet(jnp.ones(2)))
-            mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        mu0 = numpyro.sample("mu0", dist.Normal(0.0, 3.0))
+        gap = numpyro.sample("gap", dist.HalfNormal(3.0))
+        mu = jnp.stack([mu0, mu0 + gap])
         log_trans = jnp.log(trans)
         emission = dist.Normal(mu, HMM_SCALE).log_prob(y[:, None])  # (T, 2)
 

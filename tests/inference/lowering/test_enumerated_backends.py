@@ -36,7 +36,9 @@ def mixture3(y):
 def hmm2(y):
     with plate("states", 2):
         trans = sample("trans", Dirichlet(torch.ones(2)))
-        mu = sample("mu", Normal(0.0, 3.0))
+    mu0 = sample("mu0", Normal(0.0, 3.0))
+    gap = sample("gap", HalfNormal(3.0))
+    mu = torch.stack([mu0, mu0 + gap])  # ordered: no label switching
     z = 0
     for t in range(len(y)):
         z = sample(f"z_{t}", Categorical(trans[z]))
@@ -45,7 +47,8 @@ def hmm2(y):
 
 MIX_TRUTH = {"weights": torch.tensor([0.5, 0.3, 0.2]), "loc0": torch.tensor(-3.0),
              "gaps": torch.tensor([3.0, 3.5]), "sigma": torch.tensor(0.7)}
-HMM_TRUTH = {"trans": torch.tensor([[0.9, 0.1], [0.15, 0.85]]), "mu": torch.tensor([-1.5, 1.5])}
+HMM_TRUTH = {"trans": torch.tensor([[0.9, 0.1], [0.15, 0.85]]), "mu0": torch.tensor(-1.5),
+             "gap": torch.tensor(3.0)}
 
 
 def mixture_data(n: int, seed: int = 0) -> torch.Tensor:
@@ -61,7 +64,7 @@ def hmm_data(steps: int, seed: int = 0) -> torch.Tensor:
     z, ys = 0, []
     for _ in range(steps):
         z = int(torch.multinomial(HMM_TRUTH["trans"][z], 1, generator=g))
-        ys.append(HMM_TRUTH["mu"][z] + 0.5 * torch.randn((), generator=g))
+        ys.append(HMM_TRUTH["mu0"] + z * HMM_TRUTH["gap"] + 0.5 * torch.randn((), generator=g))
     return torch.stack(ys)
 
 
