@@ -28,8 +28,13 @@ that broke it, and refusing passes out of the order they declare (``must_precede
 
 from . import _ops  # noqa: F401  (registers the ops passes emit with the call allow-list)
 from .conditioning import condition
-from .contraction import contract_enumerated, posterior_marginals
-from .enumeration import enumerate_discrete, posterior_of_enumerated
+from .contraction import Plan, contract_enumerated, plan_contraction, posterior_marginals
+from .enumeration import (
+    EnumerationWarning,
+    enumerate_discrete,
+    enumeration_plans,
+    posterior_of_enumerated,
+)
 from .intervention import do
 from .manager import Pass, PassResult, apply_user_passes, check, pass_name, run, run_report
 from .noncentering import noncenter
@@ -59,5 +64,9 @@ __all__ = [
     "UnconstrainedSite",
     "posterior_of_enumerated",
     "contract_enumerated",
+    "EnumerationWarning",
+    "enumeration_plans",
+    "Plan",
+    "plan_contraction",
     "posterior_marginals",
 ]

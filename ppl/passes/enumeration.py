@@ -1,8 +1,11 @@
 """``enumerate_discrete(sites="auto")``: sum discrete latents out of the model, exactly.
 
 Each enumerated site ``z`` (a latent with finite enumerable support: Bernoulli, Categorical,
-Binomial / BetaBinomial with a small ``total_count``, ...) gets its own *enumeration dim*
-``-(B + 1 + i)``, to the left of all ``B`` batch dims of the sites involved; its node becomes
+Binomial / BetaBinomial with a small ``total_count``, ...) gets an *enumeration dim*
+``-(B + 1 + c)``, to the left of all ``B`` batch dims of the sites involved, where the slot
+``c`` is shared by sites that never meet in one tensor (neither in a node's value nor in the
+contraction plan: a greedy colouring), so a chain ``z_0 -> z_1 -> ...`` of any length uses two
+slots; its node becomes
 a constant ``input`` (same SSA name, ``{role="enumerated"}``) holding all its values along
 that dim, so every node downstream computes, by broadcasting, its value for every
 assignment at once (``Tensor.expand`` is rewritten to ``ppl.expand_right``, which keeps the
@@ -17,12 +20,18 @@ a log-factor tensor (``ppl.log_prob``):
   unconstrains ``x`` as usual: ``must_precede``, checked by ``passes.run``).
 
 One ``ppl.contract_enumerated`` call sums the product of the factors over all assignments
-by variable elimination with plates (see ``ppl.passes.contraction``), and one ``factor``
-node, address ``enumerated__log_marginal``, adds the log marginal. Sites in plates are
-independent per plate element; chains (an HMM's ``z_t`` reading ``z_{t-1}``) cost one small
-contraction per variable. Model code downstream of an enumerated site must broadcast on the
-left (index from the right, no ``reshape``), as in Pyro's enumeration; deterministic sites
-and the output computed from an enumerated site hold values for every assignment.
+by variable elimination with plates in min-fill order (see ``ppl.passes.contraction``), and
+one ``factor`` node, address ``enumerated__log_marginal``, adds the log marginal. Sites in
+plates are independent per plate element; chains (an HMM's ``z_t`` reading ``z_{t-1}``) are
+eliminated front to back like the forward algorithm, ``O(T K^2)`` time and memory
+(``enumeration_plans(graph)`` gives the plans, ``Plan.largest`` their widest factor).
+With ``sites="auto"``, discrete latents that cannot be enumerated (no finite support, more
+than ``max_size`` values, a vector event) are left alone, named with the reason in one
+:class:`EnumerationWarning` and in ``graph.attrs["enumeration_skipped"]``.
+
+Model code downstream of an enumerated site must broadcast on the left (index from the
+right, no ``reshape``), as in Pyro's enumeration; deterministic sites and the output
+computed from an enumerated site hold values for every assignment.
 
 ``graph.attrs["enumerated"]`` records, per application, the contraction node and for each
 site its dim, values, batch shape and plates; ``posterior_of_enumerated(graph, values)``
@@ -42,10 +51,13 @@ returns ``P(z = values[k] | continuous latents, data)`` for each site (shape
     ([], 0.1963)
     >>> posterior_of_enumerated(g, {})["z"]
     tensor([0.4619, 0.5381])
+    >>> [plan.largest([2]) for plan in enumeration_plans(g)]
+    [2]
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,11 +69,16 @@ from ppl.ir.errors import IRError
 from ppl.ir.loop import refuse_loops
 from ppl.ir.node import iter_refs
 
-from .contraction import posterior_marginals
+from .contraction import Plan, plan_contraction, posterior_marginals
 from .rewriting import Rewriter, is_static, probe
 
 LOG_MARGINAL = "enumerated__log_marginal"
 _EXPANDS = frozenset({"Tensor.expand", "torch.broadcast_to", "Tensor.broadcast_to"})
+
+
+class EnumerationWarning(UserWarning):
+    """``enumerate_discrete("auto")`` left discrete latents in the graph (each named with
+    why); they need a Gibbs update or explicit handling."""
 
 
 def _plate_dims(node: Node) -> tuple[int, ...]:
@@ -106,17 +123,26 @@ class enumerate_discrete:
         refuse_loops(graph, "pass 'enumerate_discrete'")
         p = probe(graph)
         chosen: dict[str, torch.Tensor] = {}
+        skipped: dict[str, str] = {}
         for node in graph.latent_nodes:
             if self.sites != "auto" and node.address not in self.sites:
                 continue
-            values = self._values(node, p.dists[node.name])
+            dist = p.dists[node.name]
+            values = self._values(node, dist)
             if isinstance(values, str):
                 if self.sites != "auto":
                     raise IRError(
                         f"enumerate_discrete: site {node.address!r} cannot be enumerated: {values}"
                     )
+                if dist.support.is_discrete:
+                    skipped[node.address] = values
                 continue
             chosen[node.name] = values
+        if skipped:
+            listed = "; ".join(f"{a!r}: {why}" for a, why in skipped.items())
+            warnings.warn(f"enumerate_discrete('auto') left discrete sites in the graph ({listed})",
+                          EnumerationWarning, stacklevel=2)
+            graph = graph.replace(attrs={**graph.attrs, "enumeration_skipped": skipped})
         if self.sites != "auto":
             missing = set(self.sites) - {graph.node(n).address for n in chosen}
             if missing:
@@ -132,24 +158,49 @@ class enumerate_discrete:
 class _Enumerator:
     def __init__(self, graph: Graph, p, chosen: dict[str, torch.Tensor]):
         self.graph, self.p, self.chosen = graph, p, chosen
-        self.carries: set[str] = set(chosen)  # nodes whose value holds enumeration dims
+        # node -> the enumerated sites its value holds dims for
+        self.carried: dict[str, frozenset[str]] = {n: frozenset({n}) for n in chosen}
         self.absorbed: set[str] = set()  # random nodes whose density reads them
+        self.factor_sites: list[frozenset[str]] = []  # per log-factor, in the order run adds them
         for node in graph.nodes:
+            reads = frozenset().union(*(self.carried.get(r, frozenset()) for r in node.refs()))
             if node.name in chosen:
+                self.factor_sites.append(reads | {node.name})
                 continue
-            reads = any(r in self.carries for r in node.refs())
             if node.kind == "call" and reads:
-                self.carries.add(node.name)
+                self.carried[node.name] = reads
             elif node.kind in ("sample", "observe", "factor") and reads:
                 self.absorbed.add(node.name)
-                if node.kind == "observe" and any(r in self.carries for r in iter_refs(node.args)):
-                    self.carries.add(node.name)
+                self.factor_sites.append(reads)
+                value_reads = frozenset().union(
+                    *(self.carried.get(r, frozenset()) for r in iter_refs(node.args))
+                )
+                if node.kind == "observe" and value_reads:
+                    self.carried[node.name] = value_reads
             if node.kind == "sample" and reads and p.dists[node.name].support.is_discrete:
                 raise IRError(
                     f"enumerate_discrete: discrete site {node.address!r} depends on enumerated "
                     f"sites {[graph.node(n).address for n in chosen]} but is not enumerated "
                     "itself; enumerate it too (or list neither)"
                 )
+
+    def _colors(self, factor_vars: list[tuple[int, ...]], factor_plates: list[tuple[int, ...]],
+                var_plates: list[tuple[int, ...]]) -> list[int]:
+        """One dim slot per enumerated site, shared by sites that never meet in one tensor:
+        a greedy colouring of the graph whose cliques are the sites each node's value holds
+        and each tensor of the contraction plan (so a chain needs two slots, not ``T``)."""
+        index = {name: i for i, name in enumerate(self.chosen)}
+        cliques = [frozenset(index[n] for n in sites) for sites in self.carried.values()]
+        cliques += plan_contraction(factor_vars, factor_plates, var_plates).cliques()
+        conflicts: list[set[int]] = [set() for _ in self.chosen]
+        for clique in cliques:
+            for v in clique:
+                conflicts[v].update(clique - {v})
+        colors: list[int] = []
+        for v in range(len(self.chosen)):
+            taken = {colors[u] for u in conflicts[v] if u < v}
+            colors.append(next(c for c in range(len(taken) + 1) if c not in taken))
+        return colors
 
     def _batch_rank(self, node: Node) -> int:
         if node.kind == "factor":
@@ -164,10 +215,15 @@ class _Enumerator:
             + [-d for n in involved for d in _plate_dims(n)]
             + [0]
         )
-        sites, var_dims, var_plates = [], [], []
+        index = {name: i for i, name in enumerate(self.chosen)}
+        factor_vars = [tuple(sorted(index[n] for n in sites)) for sites in self.factor_sites]
+        factor_plates = [_plate_dims(n) for n in involved]
+        var_plates = [_plate_dims(graph.node(name)) for name in self.chosen]
+        colors = self._colors(factor_vars, factor_plates, var_plates)
+        sites, var_dims = [], []
         for i, name in enumerate(self.chosen):
             node, dist = graph.node(name), p.dists[name]
-            plates = _plate_dims(node)
+            plates = var_plates[i]
             for j, size in enumerate(reversed(tuple(dist.batch_shape))):
                 if size > 1 and -(j + 1) not in plates:
                     raise IRError(
@@ -175,13 +231,12 @@ class _Enumerator:
                         f"{tuple(dist.batch_shape)} but its dim {-(j + 1)} is not a plate; declare "
                         "every batch dim of an enumerated site with a plate"
                     )
-            var_dims.append(-(n_batch + 1 + i))
-            var_plates.append(plates)
+            var_dims.append(-(n_batch + 1 + colors[i]))
             sites.append(
                 {
                     "address": node.address,
                     "node": name,
-                    "dim": -(n_batch + 1 + i),
+                    "dim": var_dims[i],
                     "values": self.chosen[name].tolist(),
                     "batch_shape": list(dist.batch_shape),
                     "plates": [f.name for f in node.meta.plates],
@@ -190,7 +245,6 @@ class _Enumerator:
 
         rw = Rewriter(graph)
         log_factors: list[Ref] = []
-        factor_plates: list[tuple[int, ...]] = []
         absorbed: list[str] = []
 
         def add_factor(node: Node, dist_node: Node | None, value: Any) -> int:
@@ -209,7 +263,6 @@ class _Enumerator:
                     "call", "ppl.log_prob", (spec, value, scale), hint=f"{node.address}_log_prob"
                 )
             log_factors.append(lp)
-            factor_plates.append(_plate_dims(node))
             return len(log_factors) - 1
 
         for node in graph.nodes:
@@ -228,7 +281,8 @@ class _Enumerator:
                 contraction = rw.add(
                     "call",
                     "ppl.contract_enumerated",
-                    (tuple(log_factors), tuple(factor_plates), tuple(var_dims), tuple(var_plates)),
+                    (tuple(log_factors), tuple(factor_plates), tuple(factor_vars),
+                     tuple(var_dims), tuple(var_plates)),
                     meta=Meta(shape=()),
                     hint="log_marginal",
                 )
@@ -253,7 +307,7 @@ class _Enumerator:
                 else:
                     rw.subst[node.name] = rw.arg(node.args[0])
                     add_factor(node, None, rw.arg(node.args[0]))
-            elif node.name in self.carries and node.kind == "call":
+            elif node.name in self.carried and node.kind == "call":
                 meta = Meta(
                     None,
                     node.meta.dtype,
@@ -324,6 +378,17 @@ class _Enumerator:
             ) from e
 
 
+def enumeration_plans(graph: Graph) -> list[Plan]:
+    """The contraction plan of each ``enumerate_discrete`` application to ``graph``: which
+    factors each step joins and over which sites (``Plan.largest(sizes)``: its widest
+    factor)."""
+    plans = []
+    for record in graph.attrs.get("enumerated", ()):
+        _, factor_plates, factor_vars, _, var_plates = graph.node(record["contraction"]).args
+        plans.append(plan_contraction(factor_vars, factor_plates, var_plates))
+    return plans
+
+
 class _Capture(LogDensity):
     """Log density that also keeps the arguments of the enumeration contractions."""
 
@@ -357,11 +422,14 @@ def posterior_of_enumerated(
         interp.run()
     out = {}
     for record in records:
-        factors, factor_plates, var_dims, var_plates = interp.captured[record["contraction"]]
+        factors, factor_plates, factor_vars, var_dims, var_plates = interp.captured[
+            record["contraction"]
+        ]
         sites = record["sites"]
         probs = posterior_marginals(
             factors,
             factor_plates,
+            factor_vars,
             var_dims,
             var_plates,
             [s["prior_index"] for s in sites],

@@ -25,8 +25,7 @@ def run_nuts(case, seed, num_warmup, num_samples, chains):
     passes = [enumerate_discrete()] if case.discrete else []
     method = NUTS(num_warmup, num_samples, chains, dense_mass="correlated" in case.tags)
     with warnings.catch_warnings():
-        # an enumerated model sums a distribution's log_prob: autograd, as the warning says
-        warnings.simplefilter("ignore", FastPathWarning)
+        warnings.simplefilter("error", FastPathWarning)  # enumerated graphs too: no fallback
         return infer(case.model, *case.args, method=method, seed=seed, passes=passes,
                      **case.kwargs)
 

@@ -38,6 +38,8 @@ from ppl.ir import Graph, Interpreter
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.node import DistSpec, Node, iter_refs, map_refs
 from ppl.ir.ops import resolve_op
+from ppl.passes import contract_enumerated
+from ppl.passes._ops import expand_right
 from ppl.registry import Family, get_family
 from ppl.shapes import broadcast_shapes
 
@@ -45,6 +47,7 @@ from . import ops
 from . import prims as P
 from .bijectors import unconstrain
 from .calls import call_rule
+from .enumerated import TapeOps
 from .tape import Tape, Unsupported, Value, Var, contains_var, is_var, shape_of
 
 
@@ -103,6 +106,12 @@ class LogDetTerms:
 
 # call targets of the unconstrain pass that the tape runs with its own bijectors: method names
 _BIJECTOR_CALLS = {"ppl.biject_to": "biject", "ppl.log_abs_det_jacobian": "log_abs_det_jacobian"}
+# call targets of the enumerate_discrete pass that the tape runs itself: method names
+_ENUMERATION_CALLS = {
+    "ppl.log_prob": "log_prob",
+    "ppl.expand_right": "expand_right",
+    "ppl.contract_enumerated": "contract_enumerated",
+}
 
 
 class TapeInterpreter(Interpreter):
@@ -151,6 +160,8 @@ class TapeInterpreter(Interpreter):
     def call(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.target in _BIJECTOR_CALLS and is_var(args[0]):
             return getattr(self, _BIJECTOR_CALLS[node.target])(*args, **kwargs)
+        if node.target in _ENUMERATION_CALLS:
+            return getattr(self, _ENUMERATION_CALLS[node.target])(node, *args, **kwargs)
         if any(isinstance(a, DistSpec) for a in (*args, *kwargs.values())):
             raise Unsupported(f"call {node.target} takes a distribution argument")
         if not contains_var((args, list(kwargs.values()))):
@@ -184,6 +195,42 @@ class TapeInterpreter(Interpreter):
         if any(contains_var(self.env[name]) for name in iter_refs(support)):
             raise Unsupported(f"the support of a {support.family} site depends on other latents")
         return build_distribution(support, self._lookup).support
+
+    # -- the enumerate_discrete pass's log-factors and contraction ------------------------
+    def log_prob(self, node: Node, spec: DistSpec, value: Value, scale: float | None = None
+                 ) -> Value:
+        """``ppl.log_prob``: the family's terms summed and broadcast to the site's batch
+        shape, as a tensor (a log-factor of the contraction), not added to the density."""
+        params = self._params(spec, node.name)
+        if not _depends_on_position(value, params):
+            log_p = build_distribution(spec, self._lookup).log_prob(_as_float64(value))
+        else:
+            family = get_family(spec.family)
+            terms = self.family_terms(family, params, value, node.name)
+            value_shape = shape_of(value)
+            batch = value_shape[: len(value_shape) - _event_dims(family, params)]
+            full = broadcast_shapes(batch, *(shape_of(t) for t in terms))
+            log_p = terms[0]
+            for term in terms[1:]:
+                log_p = TapeOps.add(log_p, term)
+            if shape_of(log_p) != full:
+                log_p = (log_p.tape.apply(P.EXPAND, log_p, shape=full) if is_var(log_p)
+                         else torch.broadcast_to(torch.as_tensor(log_p), full))
+        return log_p if scale is None else log_p * float(scale)
+
+    def expand_right(self, node: Node, x: Value, shape: Sequence[int]) -> Value:
+        """``ppl.expand_right``: an expand whose target is fixed by ``x``'s per-chain shape."""
+        if not is_var(x):
+            return expand_right(x, shape)
+        target = tuple(expand_right(torch.zeros(x.shape), shape).shape)
+        return x if target == x.shape else self.tape.apply(P.EXPAND, x, shape=target)
+
+    def contract_enumerated(self, node: Node, factors: Sequence[Value], *layout: Any) -> Value:
+        """``ppl.contract_enumerated``: the contraction plan replayed with tape operations
+        (one ``logsumexp`` per eliminated site)."""
+        if not contains_var(list(factors)):
+            return _as_float64(contract_enumerated(factors, *layout))
+        return contract_enumerated(factors, *layout, ops=TapeOps)
 
     # -- log density terms ----------------------------------------------------------------
     def add_term(self, term: Value, full_shape: tuple[int, ...], weight: float = 1.0) -> None:

@@ -109,8 +109,14 @@ def shape_of(value: Value) -> tuple[int, ...]:
     return ()
 
 
+_CONTENT_KEYED = 256
+"""Constant tensors up to this size are keyed by their contents (gather positions, an
+enumerated site's values), larger ones by identity."""
+
+
 def _key(value: Value):
-    """A hashable identity for an argument (tensors by object identity: the tape keeps them)."""
+    """A hashable identity for an argument (large tensors by object identity: the tape keeps
+    them)."""
     if isinstance(value, Var):
         return ("var", value.name)
     if isinstance(value, (tuple, list)):
@@ -118,6 +124,9 @@ def _key(value: Value):
     if isinstance(value, slice):
         return ("slice", _key((value.start, value.stop, value.step)))
     if isinstance(value, torch.Tensor):
+        if value.numel() <= _CONTENT_KEYED:  # equal small constants are one subexpression
+            contents = tuple(value.reshape(-1).tolist())
+            return ("tensor", str(value.dtype), tuple(value.shape), contents)
         return ("tensor", id(value))
     return (type(value).__name__, value)
 

@@ -101,6 +101,7 @@ def assign_blocks(
     updates: Mapping[str | tuple[str, ...], Any] | None = None,
     *,
     discrete: str = "gibbs",
+    max_size: int = 64,
     conjugate: bool = False,
     kernel: Kernel | GibbsUpdate | None = None,
     adaptation: WindowAdaptation | None = WindowAdaptation(),
@@ -133,7 +134,7 @@ def assign_blocks(
         raise ModelError(f"Gibbs: discrete sites {infinite} have no finite enumerable support; "
                          "give them an update of your own in updates={...}")
     if finite and discrete == "enumerate":
-        graph = enumerate_discrete(finite)(graph)
+        graph = enumerate_discrete(finite, max_size=max_size)(graph)
     elif finite:
         blocks.append((tuple(finite), DiscreteGibbs()))
     continuous = [n.address for n in graph.latent_nodes
@@ -209,7 +210,9 @@ class Gibbs:
     """Compositional MCMC as an ``infer`` method (see the module docstring).
 
     ``updates``: ``{site or tuple of sites: update or kernel}``. ``discrete``: ``"gibbs"`` or
-    ``"enumerate"``. ``conjugate``: use exact conjugate updates where the graph shows them.
+    ``"enumerate"``; ``max_size``: the most values a site summed out by ``"enumerate"`` may
+    have (a larger one is an error naming it). ``conjugate``: use exact conjugate updates
+    where the graph shows them.
     ``kernel``: the flat-density kernel (or a whole update) for the remaining continuous
     sites (NUTS by default).
     ``adaptation``: warmup adaptation of every kernel block (None: none).
@@ -220,6 +223,7 @@ class Gibbs:
     chains: int = 4
     updates: Mapping[str | tuple[str, ...], Any] = field(default_factory=dict)
     discrete: str = "gibbs"
+    max_size: int = 64
     conjugate: bool = False
     kernel: Kernel | GibbsUpdate = field(default_factory=NUTS)
     adaptation: WindowAdaptation | None = field(default_factory=WindowAdaptation)
@@ -232,7 +236,8 @@ class Gibbs:
         if not original.latent_nodes:
             raise ModelError(f"Gibbs: model {original.name!r} has no latent sites to sample")
         graph, blocks = assign_blocks(original, self.updates, discrete=self.discrete,
-                                      conjugate=self.conjugate, kernel=self.kernel,
+                                      max_size=self.max_size, conjugate=self.conjugate,
+                                      kernel=self.kernel,
                                       adaptation=self.adaptation)
         bound = [(sites, update.bind(graph, sites)) for sites, update in blocks]
         with drawing() as generator:

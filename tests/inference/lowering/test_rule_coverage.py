@@ -15,6 +15,7 @@ from ppl.shapes import broadcast_shapes
 from ppl.stdlib.examples import example_distributions, example_value
 
 KNOWN_WITHOUT_TAPE_RULE: set[str] = set()
+KNOWN_PASS_OPS_WITHOUT_TAPE_RULE: set[str] = set()
 KNOWN_WITHOUT_C_RULE = {
     "index_select",
     "scatter_last",
@@ -25,6 +26,16 @@ KNOWN_WITHOUT_C_RULE = {
 def test_families_without_a_tape_rule_are_the_known_ones():
     missing = {name for name, family in families().items() if family.log_density is None}
     assert missing == KNOWN_WITHOUT_TAPE_RULE
+
+
+def test_ops_the_passes_emit_without_a_tape_rule_are_the_known_ones():
+    """Every op a pass writes into a graph (``ppl.passes._ops.OPS``: the unconstrain pass's
+    bijections, enumeration's log-factors and contraction) runs on the tape."""
+    from ppl.inference.lowering.tape.build import _BIJECTOR_CALLS, _ENUMERATION_CALLS
+    from ppl.passes._ops import OPS
+
+    missing = set(OPS) - set(_BIJECTOR_CALLS) - set(_ENUMERATION_CALLS)
+    assert missing == KNOWN_PASS_OPS_WITHOUT_TAPE_RULE
 
 
 def test_primitives_without_a_c_rule_are_the_known_ones():
