@@ -73,7 +73,9 @@ def _invert_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
 
 def _uniforms(shape: tuple[int, ...], generator: torch.Generator | None,
               device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    """Uniforms drawn where ``generator`` lives (a CPU generator may serve CUDA weights)."""
+    source = device if generator is None else generator.device
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=source).to(device)
 
 
 def multinomial(weights: Tensor, num_samples: int, generator: torch.Generator | None = None
