@@ -11,6 +11,7 @@ from .filter import ParticleFilter
 from .importance import Importance
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
+from .tempered import TemperedSMC
 
-__all__ = ["Importance", "ParticleFilter", "SMCPosterior", "DegenerateWeights", "SCHEMES",
-           "ess", "resample"]
+__all__ = ["Importance", "ParticleFilter", "TemperedSMC", "SMCPosterior", "DegenerateWeights",
+           "SCHEMES", "ess", "resample"]

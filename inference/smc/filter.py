@@ -38,20 +38,12 @@ import torch
 from torch import Tensor
 
 from ppl.inference.lowering.particles import ParticleProgram, StepOutput
-from ppl.randomness import drawing
 
 from .resampling import SCHEMES, DegenerateWeights, resample
 from .result import SMCPosterior
+from .streams import run_generator
 
-__all__ = ["ParticleFilter", "check_step_output", "new_generator"]
-
-
-def new_generator() -> torch.Generator:
-    """A generator seeded from the current seed scope (``infer(..., seed=)``), so a run's
-    draws do not depend on what else drew from the scope while it ran."""
-    with drawing() as current:
-        seed = int(torch.randint(0, 2**62, (), generator=current).item())
-    return torch.Generator().manual_seed(seed)
+__all__ = ["ParticleFilter", "check_step_output"]
 
 
 def check_step_output(out: StepOutput, k: int, num_particles: int) -> None:
@@ -107,7 +99,7 @@ class ParticleFilter:
                     ) -> SMCPosterior:
         """Filter ``program`` to its last step; draws come from ``generator`` (default: one
         seeded from the current seed scope)."""
-        generator = new_generator() if generator is None else generator
+        generator = run_generator() if generator is None else generator
         n, steps = self.num_particles, program.num_steps
         if steps < 1:
             raise ValueError("the particle program has no steps")

@@ -1,7 +1,8 @@
 """Passes: ``Graph -> Graph`` program transformations, composed by ``run``.
 
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
-``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``); an instance is the pass.
+``noncenter``, ``simplify``, ``temper``, ``drop_likelihood``, ``enumerate_discrete``); an
+instance is the pass.
 ``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
 that broke it, and refusing passes out of the order they declare (``must_precede``);
 ``run_report`` also says which passes changed the graph. A user pass is any callable
@@ -29,6 +30,7 @@ from .conditioning import condition
 from .contraction import contract_enumerated, posterior_marginals
 from .enumeration import enumerate_discrete, posterior_of_enumerated
 from .intervention import do
+from .likelihood import drop_likelihood
 from .manager import Pass, PassResult, apply_user_passes, check, pass_name, run, run_report
 from .noncentering import noncenter
 from .simplification import simplify
@@ -49,6 +51,7 @@ __all__ = [
     "noncenter",
     "simplify",
     "temper",
+    "drop_likelihood",
     "enumerate_discrete",
     "latent_transforms",
     "constrained_values",
