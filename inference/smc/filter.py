@@ -9,7 +9,8 @@ and returns incremental log weights ``w_k``. The evidence estimate grows by
 estimate of ``p(y_{0:K})`` whatever the resampling pattern (Del Moral 2004). Latents no later
 step reads (``needed_after``) are dropped from ``live`` unless ``keep`` names them, so memory
 is linear in the number of particles, not in steps times particles. The ancestor indices of
-every step are kept (``keep_ancestors``) for genealogies and smoothing.
+every step are kept (``keep_ancestors``) for genealogies; with ``keep_history`` every step's
+particles and weights too, for backward-simulation smoothing (``SMCPosterior.smooth``).
 
     >>> import torch
     >>> from ppl.inference.lowering.particles import StepOutput
@@ -41,6 +42,7 @@ from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 
 from .resampling import SCHEMES, DegenerateWeights, resample
 from .result import SMCPosterior
+from .smoothing import StepHistory
 from .streams import run_generator
 
 __all__ = ["ParticleFilter", "check_step_output"]
@@ -78,13 +80,16 @@ class ParticleFilter:
     (one of ``ppl.inference.smc.resampling.SCHEMES``), ``ess_threshold`` (resample when the
     ESS is below this fraction of ``num_particles``), ``keep`` (latent addresses returned in
     ``samples`` besides the last step's, carried through resampling: their paths, not their
-    filtering marginals) and ``keep_ancestors`` (record ``(steps, N)`` ancestor indices)."""
+    filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
+    ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
+    memory steps times particles)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
     ess_threshold: float = 0.5
     keep: Collection[str] = ()
     keep_ancestors: bool = True
+    keep_history: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -111,6 +116,7 @@ class ParticleFilter:
         resampled = torch.zeros(steps, dtype=torch.bool)
         ancestors = [] if self.keep_ancestors else None
         means: dict[str, Tensor] = {}
+        history = [] if self.keep_history else None
         for k in range(steps):
             index = None
             if k > 0 and float(ess_history[k - 1]) < self.ess_threshold * n:
@@ -132,12 +138,15 @@ class ParticleFilter:
             ess_history[k] = torch.exp(-torch.logsumexp(2 * log_w, 0))  # log_w is normalized
             live.update(out.values)
             means.update({a: _weighted_mean(log_w, v) for a, v in out.values.items()})
+            if history is not None:
+                history.append(StepHistory(dict(out.values), log_w))
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
             live = {a: v for a, v in live.items() if a in wanted}
         return SMCPosterior(
             samples=live, log_weights=log_w, log_evidence=increments.sum(),
             ess_history=ess_history, resampled=resampled, log_evidence_increments=increments,
             ancestors=None if ancestors is None else torch.stack(ancestors),
+            history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,
                    "filtering_means": means},
         )

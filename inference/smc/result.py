@@ -29,6 +29,8 @@ from ppl.inference.results.posterior import WeightedPosterior
 from ppl.inference.results.summary import Summary, summarize
 
 from .resampling import resample
+from .smoothing import StepHistory, backward_simulation
+from .streams import run_generator
 
 __all__ = ["SMCPosterior"]
 
@@ -41,7 +43,8 @@ class SMCPosterior:
     ``log_evidence``) and, when kept, ``ancestors (steps, N)`` (particle ``i`` of step ``k``
     descends from particle ``ancestors[k, i]`` of step ``k - 1``; row 0 is the identity).
     ``extra``: run facts (the resampling ``scheme``, ``filtering_means`` per site at its own
-    step, tempered SMC's ``betas`` and kernel tuning, the lowered ``graph``)."""
+    step, tempered SMC's ``betas`` and kernel tuning, the lowered ``graph``). A filter run
+    with ``keep_history`` keeps its ``history`` and ``program`` for :meth:`smooth`."""
 
     samples: dict[str, Tensor]
     log_weights: Tensor
@@ -51,6 +54,8 @@ class SMCPosterior:
     log_evidence_increments: Tensor | None = None
     ancestors: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    history: list[StepHistory] | None = field(default=None, repr=False)
+    program: Any = field(default=None, repr=False)
 
     @property
     def num_particles(self) -> int:
@@ -89,6 +94,17 @@ class SMCPosterior:
             rows.append(index)
             index = parents[index]
         return torch.stack(rows[::-1])
+
+    def smooth(self, num_paths: int = 100, generator: torch.Generator | None = None
+               ) -> dict[str, Tensor]:
+        """``num_paths`` draws of whole latent paths from the smoothing distribution, by
+        forward filtering, backward simulation (``ppl.inference.smc.smoothing``); each value
+        ``(num_paths, *site_shape)``."""
+        if self.history is None or self.program is None:
+            raise ValueError("smoothing needs the filter's history: run the filter with "
+                             "keep_history=True")
+        generator = run_generator() if generator is None else generator
+        return backward_simulation(self.program, self.history, num_paths, generator)
 
     def mean(self, name: str) -> Tensor:
         return self.particles.mean(name)

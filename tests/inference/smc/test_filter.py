@@ -28,9 +28,9 @@ def simulate(steps: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(ys)
 
 
-def kalman(ys: torch.Tensor) -> tuple[float, list[float]]:
-    """log p(y_{0:T-1}) and the filtering means E[x_t | y_{0:t}]."""
-    mean, var, log_z, means = M0, S0**2, 0.0, []
+def kalman(ys: torch.Tensor) -> tuple[float, list[float], list[float]]:
+    """log p(y_{0:T-1}), the filtering means E[x_t | y_{0:t}] and variances."""
+    mean, var, log_z, means, variances = M0, S0**2, 0.0, [], []
     for t, y in enumerate(ys.tolist()):
         if t > 0:
             mean, var = A * mean, A * A * var + Q * Q
@@ -39,7 +39,21 @@ def kalman(ys: torch.Tensor) -> tuple[float, list[float]]:
         gain = var / s
         mean, var = mean + gain * (y - mean), (1 - gain) * var
         means.append(mean)
-    return log_z, means
+        variances.append(var)
+    return log_z, means, variances
+
+
+def rts_means(ys: torch.Tensor) -> list[float]:
+    """The Rauch-Tung-Striebel smoother's means E[x_t | y_{0:T-1}]."""
+    _, means, variances = kalman(ys)
+    smoothed = [means[-1]]
+    var_next = variances[-1]
+    for t in range(len(ys) - 2, -1, -1):
+        predicted_var = A * A * variances[t] + Q * Q
+        gain = variances[t] * A / predicted_var
+        smoothed.insert(0, means[t] + gain * (smoothed[0] - A * means[t]))
+        var_next = variances[t] + gain * gain * (var_next - predicted_var)
+    return smoothed
 
 
 class LinearGaussianSSM:
@@ -68,9 +82,13 @@ class LinearGaussianSSM:
         self.weights.append(log_lik)
         return StepOutput({f"x_{k}": x}, log_lik, {f"y_{k}": log_lik})
 
+    def transition_log_density(self, k, prev, values):
+        loc = A * prev[f"x_{k - 1}"][None, :]
+        return torch.distributions.Normal(loc, Q).log_prob(values[f"x_{k}"][:, None])
+
 
 YS = simulate(20)
-LOG_Z, FILTER_MEANS = kalman(YS)
+LOG_Z, FILTER_MEANS, _ = kalman(YS)
 
 
 @pytest.mark.parametrize("scheme", EVIDENCE_SCHEMES)
@@ -102,6 +120,41 @@ def test_filtering_means_match_kalman(scheme):
     final = runs[0]
     assert float(final.mean(f"x_{len(YS) - 1}")) == pytest.approx(
         float(estimates[0, -1]), abs=1e-12)
+
+
+def test_backward_simulation_matches_the_rts_smoother():
+    """FFBSi path means per step, averaged over 20 independent filters, against RTS."""
+    filt = ParticleFilter(num_particles=200, keep_history=True)
+    estimates = []
+    for s in range(20):
+        post = filt.run_program(LinearGaussianSSM(YS), torch.Generator().manual_seed(500 + s))
+        paths = post.smooth(100, torch.Generator().manual_seed(s))
+        assert sorted(paths) == sorted(f"x_{t}" for t in range(len(YS)))
+        estimates.append(torch.stack([paths[f"x_{t}"].mean() for t in range(len(YS))]))
+    estimates = torch.stack(estimates)
+    se = estimates.std(0) / math.sqrt(len(estimates))
+    z = (estimates.mean(0) - torch.tensor(rts_means(YS), dtype=torch.float64)) / se
+    assert z.abs().max() < 4.0, z
+
+
+def test_smoothing_needs_history_and_a_transition_density():
+    post = ParticleFilter(num_particles=20).run_program(LinearGaussianSSM(YS))
+    with pytest.raises(ValueError, match="keep_history=True"):
+        post.smooth(5)
+
+    class NoDensity:  # the same program without transition_log_density
+        def __init__(self):
+            self.inner = LinearGaussianSSM(YS[:3])
+            self.num_steps = 3
+
+        def __getattr__(self, name):
+            if name == "transition_log_density":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    post = ParticleFilter(num_particles=20, keep_history=True).run_program(NoDensity())
+    with pytest.raises(TypeError, match="has no transition_log_density"):
+        post.smooth(5)
 
 
 def test_always_resampling_and_never_resampling():
