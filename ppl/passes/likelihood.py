@@ -1,8 +1,9 @@
 """``drop_likelihood()``: the prior of a model, as a graph without its observations.
 
-Every ``observe`` node (and, with ``factors=True``, every user ``factor``) is removed; nodes
-that read an observation read its value instead, so the graph's density is the prior
-``p(z)`` and its latents are laid out exactly as in the full graph. Nodes that other passes
+Every ``observe`` node (and, with ``factors=True``, every user ``factor``) is removed, with
+the computations only they read (the likelihood's linear predictor, say); nodes that read an
+observation read its value instead, so the graph's density is the prior ``p(z)``, its
+latents laid out exactly as in the full graph. Nodes that other passes
 made to carry prior terms (``role`` set) stay, and the pass runs before
 ``enumerate_discrete`` (whose log marginal holds the likelihood of the enumerated sites).
 Tempered SMC evaluates the prior and the full graph as two potentials, so that
@@ -25,6 +26,7 @@ from __future__ import annotations
 from ppl.ir import Graph
 
 from .rewriting import Rewriter
+from .simplification import _eliminate_dead
 
 
 class drop_likelihood:
@@ -52,4 +54,4 @@ class drop_likelihood:
                     rw.subst[node.name] = rw.arg(node.args[0])
             else:
                 rw.copy(node)
-        return rw.build()
+        return _eliminate_dead(rw.build())
