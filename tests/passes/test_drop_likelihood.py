@@ -53,3 +53,18 @@ def test_runs_before_enumerate_discrete():
         float(Normal(0.0, 2.0).log_prob(value["mu"])), abs=1e-6)
     with pytest.raises(PassError, match="drop_likelihood"):
         run(graph, [enumerate_discrete(), drop_likelihood()])
+
+
+@model
+def logistic(x, y):
+    w = sample("w", Normal(0.0, 1.0).expand((3,)).to_event(1))
+    with plate("data", len(y)):
+        sample("y", Bernoulli(logits=x @ w), obs=y)
+
+
+def test_the_likelihood_computations_go_too():
+    x, y = torch.randn(50, 3), (torch.rand(50) < 0.5).float()
+    prior = drop_likelihood()(logistic.graph(x, y))
+    assert [n.kind for n in prior.nodes if n.kind != "call"] == ["sample", "output"]
+    bound = [k for k, v in prior.data.items() if torch.is_tensor(v) and v.shape[:1] == (50,)]
+    assert not bound  # neither x nor y stays in the prior graph
