@@ -138,9 +138,8 @@ class PopulationTuner:
             cov = (centred * w[:, None]).T @ centred
             eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
             inverse_mass = shrink * cov + 1e-3 * (1 - shrink) * eye
-        else:
-            inverse_mass = shrink * (w @ centred**2) + 1e-3 * (1 - shrink)
-        inverse_mass = inverse_mass.clamp_min(1e-10) if not self.dense else inverse_mass
+        else:  # floored: a population collapsed onto one point has zero variance
+            inverse_mass = (shrink * (w @ centred**2) + 1e-3 * (1 - shrink)).clamp_min(1e-10)
         return mcmc.make_metric(inverse_mass.expand(z.shape[0], *inverse_mass.shape).clone())
 
     def update(self, mean_accept: float) -> None:
