@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 
-from .resampling import SCHEMES, DegenerateWeights, resample
+from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
 from .smoothing import StepHistory
 from .streams import run_generator
@@ -112,7 +112,7 @@ class ParticleFilter:
         keep = frozenset(self.keep)
         log_w = torch.full((n,), -math.log(n), dtype=torch.float64)  # normalized
         live: dict[str, Tensor] = {}
-        increments, ess_history = torch.empty(steps, dtype=torch.float64), torch.empty(steps)
+        increments, ess_history = [], torch.empty(steps, dtype=torch.float64)
         resampled = torch.zeros(steps, dtype=torch.bool)
         ancestors = [] if self.keep_ancestors else None
         means: dict[str, Tensor] = {}
@@ -120,17 +120,18 @@ class ParticleFilter:
         for k in range(steps):
             index = None
             if k > 0 and float(ess_history[k - 1]) < self.ess_threshold * n:
-                index = resample(log_w, self.resample, generator=generator,
-                                 where=f"resampling before step {k}")
+                # log_w is normalized, finite-total and NaN-free (checked at the last step)
+                index = SCHEMES[self.resample](torch.exp(log_w), n, generator)
                 live = {a: v[index.to(v.device)] for a, v in live.items()}
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled[k] = True
             if ancestors is not None:
-                ancestors.append(torch.arange(n) if index is None else index)
+                ancestors.append(torch.arange(n, device=log_w.device) if index is None
+                                 else index)
             out = program.run_step(k, _Live(live), n, generator)
             check_step_output(out, k, n)
-            unnormalized = log_w + out.log_weight.to(log_w.device)
-            increments[k] = torch.logsumexp(unnormalized, 0)
+            unnormalized = log_w.to(out.log_weight.device) + out.log_weight  # on its device
+            increments.append(torch.logsumexp(unnormalized, 0))
             if torch.isneginf(increments[k]):
                 raise DegenerateWeights(f"step {k}: every particle has weight zero (log weight "
                                         f"-inf) after the sites {sorted(out.site_log_weights)}")
@@ -143,8 +144,9 @@ class ParticleFilter:
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
             live = {a: v for a, v in live.items() if a in wanted}
         return SMCPosterior(
-            samples=live, log_weights=log_w, log_evidence=increments.sum(),
-            ess_history=ess_history, resampled=resampled, log_evidence_increments=increments,
+            samples=live, log_weights=log_w, log_evidence=torch.stack(increments).sum(),
+            ess_history=ess_history, resampled=resampled,
+            log_evidence_increments=torch.stack(increments),
             ancestors=None if ancestors is None else torch.stack(ancestors),
             history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,

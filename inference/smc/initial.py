@@ -5,8 +5,9 @@ The draws come from one vectorized run of the model (``ppl.vectorize``: every si
 particle axis), and each latent is unconstrained by ``biject_to(support).inv`` with its
 site's batched distribution, so supports with random bounds are mapped exactly. When graph
 passes gave the lowered model latents the model itself has not (``noncenter``'s
-``theta__raw``), the draws come from ``Simulate`` of the passed prior graph instead, one
-particle at a time, with a :class:`~ppl.inference.lowering.flat.FastPathWarning` saying so.
+``theta__raw``), or the model does not run vectorized (``x @ w`` with a batched ``w``), the
+draws come from ``Simulate`` of the passed prior graph instead, one particle at a time, with
+a :class:`~ppl.inference.lowering.flat.FastPathWarning` saying why.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -49,21 +50,31 @@ def _unconstrained_block(run: VectorizedRun, address: str, size: int) -> Tensor:
     return u.reshape(run.num_particles, size)
 
 
+def _vectorized(model: Model, args: tuple, kwargs: dict, flat: FlatModel,
+                num_particles: int) -> Tensor | str:
+    """The particles from one vectorized run, or why there cannot be one."""
+    try:
+        run = vectorized_trace(model, args, kwargs, num_particles)
+    except (RuntimeError, ValueError) as error:  # the model does not vectorize
+        return f"the model does not run vectorized over particles ({error})"
+    missing = [b.address for b in flat.blocks
+               if b.address not in run.trace.sites or not run.trace.sites[b.address].is_latent]
+    if missing:
+        return f"the graph passes made the latents {missing}, which the model does not draw"
+    parts = [_unconstrained_block(run, b.address, b.size) for b in flat.blocks]
+    return torch.cat(parts, 1).to(flat.dtype)
+
+
 def prior_particles(model: Model, args: tuple, kwargs: dict, flat: FlatModel,
                     prior_graph: Graph, num_particles: int, seed: int) -> Tensor:
     """``(num_particles, flat.dim)`` unconstrained prior draws (see the module docstring);
     ``prior_graph`` is the passed graph without observations, for the per-particle path."""
     with seeded(seed):
-        run = vectorized_trace(model, args, kwargs, num_particles)
-        missing = [b.address for b in flat.blocks if b.address not in run.trace.sites
-                   or not run.trace.sites[b.address].is_latent]
-        if not missing:
-            parts = [_unconstrained_block(run, b.address, b.size) for b in flat.blocks]
-            return torch.cat(parts, 1).to(flat.dtype)
-        warnings.warn(f"the graph passes made the latents {missing}, which the model's "
-                      f"vectorized run does not draw: the {num_particles} initial particles "
-                      "are drawn one by one from the passed prior graph, much slower",
-                      FastPathWarning, stacklevel=4)
+        particles = _vectorized(model, args, kwargs, flat, num_particles)
+        if isinstance(particles, Tensor):
+            return particles
+        warnings.warn(f"{particles}: the {num_particles} initial particles are drawn one by "
+                      "one from the prior graph, much slower", FastPathWarning, stacklevel=4)
         draws = [Simulate(prior_graph).run() for _ in range(num_particles)]
     return torch.stack([flat.unconstrain({b.address: d[b.address] for b in flat.blocks})
                         for d in draws]).to(flat.dtype)

@@ -11,9 +11,10 @@ from ppl import infer, model, plate, sample
 from ppl.errors import ModelError
 from ppl.inference import mcmc
 from ppl.inference.lowering import flat as flat_module
+from ppl.inference.lowering.flat import FastPathWarning
 from ppl.inference.smc import TemperedSMC
 from ppl.inference.smc.tempered import PopulationTuner, conditional_ess, next_beta
-from ppl.inference.testing import check_draws, conjugate_cases
+from ppl.inference.testing import ConjugateCase, ExactPosterior, check_draws, conjugate_cases
 from ppl.passes import condition, enumerate_discrete
 from ppl.stdlib import Normal
 
@@ -155,3 +156,23 @@ def test_an_infer_method_factory_gives_its_kernel():
     assert post.extra["kernel"] == "RWMH"
     assert post.samples["w"].shape == (100,)
     assert "tempering stages" in str(post.summary())
+
+
+@model
+def matrix_regression(x, y):
+    w = sample("w", Normal(0.0, 1.0).expand((2,)).to_event(1))
+    with plate("data", len(y)):
+        sample("y", Normal(x @ w, 1.0), obs=y)  # x @ w does not batch over particles
+
+
+def test_a_model_that_does_not_vectorize_draws_its_particles_one_by_one():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(20, 2, generator=g)
+    y = x @ torch.tensor([0.5, -1.0]) + torch.randn(20, generator=g)
+    precision = torch.eye(2, dtype=torch.float64) + x.double().T @ x.double()
+    cov = torch.linalg.inv(precision)
+    exact = ExactPosterior(cov @ x.double().T @ y.double(), cov.diagonal().sqrt(), cov)
+    case = ConjugateCase("matrix_regression", matrix_regression, (x, y), {}, {"w": exact})
+    with pytest.warns(FastPathWarning, match="does not run vectorized over particles"):
+        samples, _ = run_chains(case, mcmc.MALA(), runs=4, particles=200)
+    check_draws(samples, case)
