@@ -1,6 +1,8 @@
 """Inference algorithms and their results.
 
-``infer`` methods: ``Importance``; MCMC by ``NUTS``, ``HMC``, ``MALA``, ``RWMH``, ``Slice``
+``infer`` methods: ``Importance``; ``TemperedSMC`` (adaptive tempered SMC with resample-move
+for static models; ``ParticleFilter`` runs a particle program, ``SMCPosterior`` is their
+result); MCMC by ``NUTS``, ``HMC``, ``MALA``, ``RWMH``, ``Slice``
 (factories of :class:`MCMC`, which runs any kernel); ``Gibbs``, which composes block updates
 (``DiscreteGibbs`` for finite sites, ``Conjugate`` for conjugate pairs, ``KernelUpdate``
 running any kernel on the rest). The kernels themselves, with the same names, live in
@@ -20,10 +22,12 @@ from .mcmc.runner import SamplingInterrupted
 from .results.posterior import Posterior, WeightedPosterior
 from .results.sampler_diagnostics import SamplerDiagnostics
 from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
+from .smc import ParticleFilter, SMCPosterior, TemperedSMC
 from .smc.importance import Importance
 
 __all__ = [
-    "Importance", "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
+    "Importance", "TemperedSMC", "ParticleFilter", "SMCPosterior",
+    "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",
     "Summary", "summarize", "convergence_warnings", "SamplingInterrupted", "FastPathWarning",

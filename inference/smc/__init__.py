@@ -1,11 +1,17 @@
-"""Particle methods: importance sampling today; sequential Monte Carlo (particle filters,
-resample-move, tempering, particle Gibbs) builds here on the same lowering.
+"""Particle methods: importance sampling, the particle filter over any particle program
+(``ParticleFilter``), adaptive tempered SMC for static models (``TemperedSMC``), the four
+resampling schemes and the result they share (``SMCPosterior``).
 
-    >>> from ppl.inference.smc import Importance
-    >>> Importance(num_samples=100).num_samples
-    100
+    >>> from ppl.inference.smc import Importance, ParticleFilter
+    >>> Importance(num_samples=100).num_samples, ParticleFilter(resample="residual").resample
+    (100, 'residual')
 """
 
+from .filter import ParticleFilter
 from .importance import Importance
+from .resampling import SCHEMES, DegenerateWeights, ess, resample
+from .result import SMCPosterior
+from .tempered import TemperedSMC
 
-__all__ = ["Importance"]
+__all__ = ["Importance", "ParticleFilter", "TemperedSMC", "SMCPosterior", "DegenerateWeights",
+           "SCHEMES", "ess", "resample"]
