@@ -49,6 +49,11 @@ def _init_value(name: str, init: Any, constraint: constraints.Constraint) -> tor
     return value
 
 
+def _same_constraint(a: constraints.Constraint, b: constraints.Constraint) -> bool:
+    """Equal as constraints: a pickled ``positive`` comes back as a new object."""
+    return a is b or (type(a) is type(b) and repr(a) == repr(b))
+
+
 class ParamStore:
     """Named learnable tensors: each an unconstrained leaf (what an optimizer moves) and the
     constraint that maps it to the value models see. A context manager: inside ``with
@@ -106,7 +111,7 @@ class ParamStore:
         for name, value in values.items():
             leaf = self._unconstrained.get(name)
             same = leaf is not None and leaf.shape == value.shape
-            if same and self._constraints[name] == kinds[name]:
+            if same and _same_constraint(self._constraints[name], kinds[name]):
                 with torch.no_grad():
                     leaf.copy_(value)
             else:

@@ -23,6 +23,7 @@ the random stream are all in it; it pickles with ``torch.save``).
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -193,9 +194,10 @@ class VI:
         converged = False
 
         def checkpoint() -> VICheckpoint:
+            # deep copies: the optimizer keeps updating its state tensors in place
             return VICheckpoint(len(losses), list(losses), store.state_dict(),
-                                optimizer.state_dict(),
-                                schedule.state_dict() if schedule is not None else None,
+                                copy.deepcopy(optimizer.state_dict()),
+                                copy.deepcopy(schedule.state_dict()) if schedule else None,
                                 objective.state_dict(), stream_state())
 
         try:
@@ -247,7 +249,9 @@ class VI:
             raise ModelError(f"VI resume: the checkpoint has params "
                              f"{sorted(ckpt.params['unconstrained'])}, this run {sorted(store)}")
         store.load_state_dict(ckpt.params)
-        optimizer.load_state_dict(ckpt.optimizer)
+        # a copy: the optimizer adopts the tensors it is given and updates them in place,
+        # which would change the checkpoint (and a second resume from it)
+        optimizer.load_state_dict(copy.deepcopy(ckpt.optimizer))
         if (schedule is None) != (ckpt.schedule is None):
             raise ModelError("VI resume: the checkpoint and this run differ in lr_schedule")
         if schedule is not None:
