@@ -3,11 +3,12 @@
 Mean-field (``AutoNormal``) ADVI of Bayesian logistic regression, N = 5000 rows, D = 25
 features (the data of ``bench/nuts.py``: numpy seed 0), one-particle ELBO, Adam at lr 0.01,
 float32. The linear predictor is written ``(x @ beta[..., None])[..., 0]`` in every PPL, so
-that it broadcasts over ppl's vectorized particles. For each PPL a *cold* run (a fresh guide and optimizer: tracing and compilation
-included) and a *warm* run (the steady state, steps after the first ``--warmup``) are timed;
-reported are steps/s as medians over ``--repeats`` runs and the ratios ppl / peer. A peer
-that is not installed is skipped with a note. A hand-written torch loop computing the same
-reparameterized ELBO gives the overhead of the programmable objective over plain torch.
+that it broadcasts over ppl's vectorized particles. For each PPL a *cold* run (a fresh guide
+and optimizer: tracing and compilation included) and a *warm* run (the steady state, steps
+after the first ``--warmup``) are timed; reported are steps/s as medians over ``--repeats``
+runs and the ratios ppl / peer. A peer that is not installed is skipped with a note. A hand-
+written torch loop computing the same reparameterized ELBO gives the overhead of the
+programmable objective over plain torch.
 
 Run: ``.venv/bin/python bench/svi.py [--steps 500] [--warmup 50] [--repeats 3]
 [--ppls ppl,torch,numpyro,pyro] [--threads 1]``.
