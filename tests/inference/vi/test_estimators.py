@@ -137,7 +137,7 @@ def test_discrete_and_continuous_estimators_are_unbiased(kind, estimator, prior,
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, derandomize=True, phases=(Phase.generate,),
+@settings(max_examples=20, deadline=None, derandomize=True, phases=(Phase.generate,),
           suppress_health_check=[HealthCheck.too_slow])
 @given(**MIXED)
 def test_estimators_are_unbiased_on_many_mixed_models(kind, estimator, prior, shift, data):
