@@ -5,8 +5,9 @@ for static models; ``ParticleFilter`` runs a particle program, ``SMCPosterior`` 
 result); MCMC by ``NUTS``, ``HMC``, ``MALA``, ``RWMH``, ``Slice``
 (factories of :class:`MCMC`, which runs any kernel); ``Gibbs``, which composes block updates
 (``DiscreteGibbs`` for finite sites, ``Conjugate`` for conjugate pairs, ``KernelUpdate``
-running any kernel on the rest). The kernels themselves, with the same names, live in
-``ppl.inference.mcmc``.
+running any kernel on the rest); ``VI`` (variational inference with objectives written as
+programs, per-site gradient estimators and autoguides, :mod:`ppl.inference.vi`). The
+kernels themselves, with the same names, live in ``ppl.inference.mcmc``.
 
     >>> from ppl.inference import NUTS, Importance
     >>> NUTS(num_samples=500, chains=2, dense_mass=True).kernel.metric
@@ -24,6 +25,21 @@ from .results.sampler_diagnostics import SamplerDiagnostics
 from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
 from .smc import ParticleFilter, SMCPosterior, TemperedSMC
 from .smc.importance import Importance
+from .vi import (
+    CUBO,
+    ELBO,
+    IWAE,
+    RWS,
+    VI,
+    VIMCO,
+    AutoDelta,
+    AutoLaplace,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    RenyiELBO,
+    expectation,
+)
 
 __all__ = [
     "Importance", "TemperedSMC", "ParticleFilter", "SMCPosterior",
@@ -31,4 +47,6 @@ __all__ = [
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",
     "Summary", "summarize", "convergence_warnings", "SamplingInterrupted", "FastPathWarning",
+    "VI", "expectation", "ELBO", "IWAE", "RWS", "VIMCO", "RenyiELBO", "CUBO", "AutoDelta",
+    "AutoNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoLaplace",
 ]

@@ -7,7 +7,7 @@ from . import handlers
 from .errors import DuplicateSiteError, ModelError, ShapeError
 from .infer import InferenceMethod, infer
 from .model import Model, model
-from .params import clear_params, get_param
+from .params import ParamStore, clear_params, get_param
 from .passes import _ops as _pass_ops  # noqa: F401  (registers the ops passes emit, so their text parses)
 from .predictive import predictive
 from .primitives import deterministic, factor, param, plate, sample
@@ -21,5 +21,6 @@ __all__ = [
     "predictive",
     "InferenceMethod", "handlers", "Trace", "Site", "Message", "Messenger", "ModelError",
     "ShapeError", "DuplicateSiteError", "set_validation", "get_param", "clear_params",
+    "ParamStore",
 ]
 __version__ = "0.1.0"

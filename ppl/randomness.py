@@ -30,7 +30,10 @@ from contextvars import ContextVar
 
 import torch
 
-__all__ = ["seeded", "forked", "enter_scope", "exit_scope", "drawing"]
+__all__ = [
+    "seeded", "forked", "enter_scope", "exit_scope", "drawing", "stream_state",
+    "set_stream_state",
+]
 
 _SCOPES: ContextVar[tuple[torch.Generator, ...]] = ContextVar("ppl_seed_scopes", default=())
 _LOCK = threading.RLock()
@@ -66,6 +69,24 @@ def seeded(rng_seed: int) -> Iterator[None]:
         exit_scope()
 
 
+def _current() -> torch.Generator:
+    scopes = _SCOPES.get()
+    return scopes[-1] if scopes else torch.default_generator
+
+
+def stream_state() -> torch.Tensor:
+    """The state of the current stream (innermost seed scope, else torch's global generator),
+    for checkpoints: :func:`set_stream_state` puts it back, and the draws continue as they
+    would have."""
+    with _LOCK:
+        return _current().get_state()
+
+
+def set_stream_state(state: torch.Tensor) -> None:
+    with _LOCK:
+        _current().set_state(state)
+
+
 @contextlib.contextmanager
 def forked() -> Iterator[None]:
     """A scope that continues a copy of the current stream and leaves the stream itself where
@@ -73,7 +94,7 @@ def forked() -> Iterator[None]:
     probing a graph for shapes)."""
     with _LOCK:
         scopes = _SCOPES.get()
-        state = (scopes[-1] if scopes else torch.default_generator).get_state()
+        state = _current().get_state()
     _SCOPES.set((*scopes, torch.Generator().set_state(state)))
     try:
         yield

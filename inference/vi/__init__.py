@@ -1,10 +1,44 @@
-"""Variational inference: objectives, per-site gradient estimators and guides (the home the
-programmable-VI work fills; it imports ``lowering`` and ``results``, never ``mcmc`` or
-``smc``).
+"""Variational inference: objectives written as programs, per-site gradient estimators and
+guides, trained by the ``VI`` infer method (imports ``lowering`` and ``results``, never
+``mcmc`` or ``smc``).
 
     >>> import ppl.inference.vi as vi
-    >>> vi.__all__
-    []
+    >>> vi.ELBO(num_particles=8)
+    elbo(num_particles=8)
 """
 
-__all__: list[str] = []
+from .estimators import ESTIMATORS, MAX_ENUMERATE, choose_estimator
+from .guides import (
+    AutoDelta,
+    AutoGuide,
+    AutoLaplace,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
+from .method import VI, TrainedGuide, TrainingInterrupted, VICheckpoint, VIResult
+from .objectives import (
+    CIWAE,
+    CUBO,
+    ELBO,
+    IWAE,
+    MIWAE,
+    RWS,
+    VIMCO,
+    Draws,
+    Estimate,
+    Expectation,
+    RenyiELBO,
+    Surrogate,
+    Terms,
+    expectation,
+)
+
+__all__ = [
+    "VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide",
+    "expectation", "Expectation", "Estimate", "Surrogate", "Draws", "Terms",
+    "ELBO", "IWAE", "MIWAE", "CIWAE", "RenyiELBO", "VIMCO", "RWS", "CUBO",
+    "AutoGuide", "AutoDelta", "AutoNormal", "AutoMultivariateNormal",
+    "AutoLowRankMultivariateNormal", "AutoLaplace",
+    "ESTIMATORS", "MAX_ENUMERATE", "choose_estimator",
+]
