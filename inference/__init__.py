@@ -1,8 +1,9 @@
 """Inference algorithms and their results.
 
-``infer`` methods: ``Importance``; ``TemperedSMC`` (adaptive tempered SMC with resample-move
-for static models; ``ParticleFilter`` runs a particle program, ``SMCPosterior`` is their
-result); MCMC by ``NUTS``, ``HMC``, ``MALA``, ``RWMH``, ``Slice``
+``infer`` methods: ``Importance``; ``SMC`` (a particle filter over the model's graph, cut
+into steps by the particle engine) and ``TemperedSMC`` (adaptive tempered SMC with
+resample-move for static models; ``ParticleFilter`` runs any particle program,
+``SMCPosterior`` is their result); MCMC by ``NUTS``, ``HMC``, ``MALA``, ``RWMH``, ``Slice``
 (factories of :class:`MCMC`, which runs any kernel); ``Gibbs``, which composes block updates
 (``DiscreteGibbs`` for finite sites, ``Conjugate`` for conjugate pairs, ``KernelUpdate``
 running any kernel on the rest); ``VI`` (variational inference with objectives written as
@@ -23,7 +24,7 @@ from .mcmc.runner import SamplingInterrupted
 from .results.posterior import Posterior, WeightedPosterior
 from .results.sampler_diagnostics import SamplerDiagnostics
 from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
-from .smc import ParticleFilter, SMCPosterior, TemperedSMC
+from .smc import SMC, ParticleFilter, SMCPosterior, TemperedSMC
 from .smc.importance import Importance
 from .vi import (
     CUBO,
@@ -42,7 +43,7 @@ from .vi import (
 )
 
 __all__ = [
-    "Importance", "TemperedSMC", "ParticleFilter", "SMCPosterior",
+    "Importance", "SMC", "TemperedSMC", "ParticleFilter", "SMCPosterior",
     "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",

@@ -1,6 +1,6 @@
-"""Particle methods: importance sampling, the particle filter over any particle program
-(``ParticleFilter``), adaptive tempered SMC for static models (``TemperedSMC``), the four
-resampling schemes and the result they share (``SMCPosterior``).
+"""Particle methods: importance sampling, the particle filter over a model's graph (``SMC``)
+or any particle program (``ParticleFilter``), adaptive tempered SMC for static models
+(``TemperedSMC``), the four resampling schemes and the result they share (``SMCPosterior``).
 
     >>> from ppl.inference.smc import Importance, ParticleFilter
     >>> Importance(num_samples=100).num_samples, ParticleFilter(resample="residual").resample
@@ -9,9 +9,10 @@ resampling schemes and the result they share (``SMCPosterior``).
 
 from .filter import ParticleFilter
 from .importance import Importance
+from .method import SMC
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
 from .tempered import TemperedSMC
 
-__all__ = ["Importance", "ParticleFilter", "TemperedSMC", "SMCPosterior", "DegenerateWeights",
-           "SCHEMES", "ess", "resample"]
+__all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
+           "DegenerateWeights", "SCHEMES", "ess", "resample"]

@@ -33,6 +33,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ppl.errors import operation_error
+from ppl.randomness import forked
 from ppl.registry import family_of
 from ppl.runtime import (
     Message,
@@ -405,7 +406,9 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     fn = getattr(model, "fn", model)
     rec = _Recorder(getattr(fn, "__name__", "model"))
     _bind_inputs(rec, fn, args, kwargs)
-    with _no_cycle_collection():
+    # The trace's one prior draw leaves the seed stream where it was: a graph served from the
+    # cache and a freshly traced one give an engine the same draws after them.
+    with forked(), _no_cycle_collection():
         mode = _RecordingMode(rec)
         with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)):
             result = fn(*args, **kwargs)

@@ -222,3 +222,23 @@ def test_random_models_paths_agree(spec, seed):
     data = {s["name"]: prior[s["name"]] for s in sites if s["observed"]}
     m = spec_model(sites, sizes, data)
     assert_paths_agree(m, (), seed=seed + 1)
+
+
+def test_tracing_leaves_the_seed_stream_where_it_was():
+    """A graph traced inside a seed scope and one served from the cache leave the same
+    stream behind, so ``infer(..., seed=s)`` gives the same draws on a first and a later call."""
+    import ppl.randomness as randomness
+
+    @model
+    def noisy(y):
+        x = sample("x", Normal(0.0, 1.0))
+        sample("y", Normal(x, 1.0), obs=y)
+
+    def after_graph(trace: bool):
+        with randomness.seeded(0):
+            if trace:
+                noisy.graph(torch.tensor(0.5))
+            with randomness.drawing() as generator:
+                return torch.randn(3, generator=generator)
+
+    assert torch.equal(after_graph(True), after_graph(False))

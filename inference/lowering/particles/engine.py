@@ -158,6 +158,18 @@ class ParticleEngine:
             raise KeyError(f"score_step({k}) needs values for the step's latents {missing}")
         return self._call(scorer, k, {**live, **values}, num_particles, None)
 
+    def transition_log_density(self, k: int, prev: Mapping[str, torch.Tensor],
+                               values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``log p(values_m, observations of step k | prev_n)`` for every pair: ``prev`` holds
+        the N particles' latents step ``k`` reads, ``values`` M draws of its latents; the
+        result is ``(M, N)`` (the smoothing protocol of ``ppl.inference.smc.smoothing``).
+        The observations' term is kept: it depends on ``prev`` where they read it."""
+        m = next(iter(values.values())).shape[0]
+        n = next(iter(prev.values())).shape[0] if prev else 1
+        pairs_prev = {a: v.repeat(m, *(1,) * (v.dim() - 1)) for a, v in prev.items()}
+        pairs_values = {a: v.repeat_interleave(n, dim=0) for a, v in values.items()}
+        return self.score_step(k, pairs_prev, pairs_values, m * n).log_weight.view(m, n)
+
     # -- params -------------------------------------------------------------------------------
     @property
     def params(self) -> dict[str, torch.Tensor]:

@@ -10,53 +10,17 @@ import torch
 
 from ppl.inference.lowering.particles import StepOutput
 from ppl.inference.smc import DegenerateWeights, ParticleFilter
+from ppl.inference.testing import LinearGaussianSSM
 
 A, Q, R, M0, S0 = 0.9, 0.5, 1.0, 0.0, 1.0  # x_t = A x_{t-1} + N(0, Q^2), y_t = x_t + N(0, R^2)
+EXACT = LinearGaussianSSM(a=A, q=Q, r=R, m0=M0, s0=S0)
 SCHEMES = ["multinomial", "residual", "stratified", "systematic"]
 # the default suite checks the evidence of the default scheme; the other three are slow
 EVIDENCE_SCHEMES = [s if s == "systematic" else pytest.param(s, marks=pytest.mark.slow)
                     for s in SCHEMES]
 
 
-def simulate(steps: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = M0 + S0 * torch.randn((), generator=g, dtype=torch.float64)
-    ys = []
-    for _ in range(steps):
-        ys.append(x + R * torch.randn((), generator=g, dtype=torch.float64))
-        x = A * x + Q * torch.randn((), generator=g, dtype=torch.float64)
-    return torch.stack(ys)
-
-
-def kalman(ys: torch.Tensor) -> tuple[float, list[float], list[float]]:
-    """log p(y_{0:T-1}), the filtering means E[x_t | y_{0:t}] and variances."""
-    mean, var, log_z, means, variances = M0, S0**2, 0.0, [], []
-    for t, y in enumerate(ys.tolist()):
-        if t > 0:
-            mean, var = A * mean, A * A * var + Q * Q
-        s = var + R * R
-        log_z += -0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s)
-        gain = var / s
-        mean, var = mean + gain * (y - mean), (1 - gain) * var
-        means.append(mean)
-        variances.append(var)
-    return log_z, means, variances
-
-
-def rts_means(ys: torch.Tensor) -> list[float]:
-    """The Rauch-Tung-Striebel smoother's means E[x_t | y_{0:T-1}]."""
-    _, means, variances = kalman(ys)
-    smoothed = [means[-1]]
-    var_next = variances[-1]
-    for t in range(len(ys) - 2, -1, -1):
-        predicted_var = A * A * variances[t] + Q * Q
-        gain = variances[t] * A / predicted_var
-        smoothed.insert(0, means[t] + gain * (smoothed[0] - A * means[t]))
-        var_next = variances[t] + gain * gain * (var_next - predicted_var)
-    return smoothed
-
-
-class LinearGaussianSSM:
+class BootstrapProgram:
     """The model as a particle program with the prior (bootstrap) proposal."""
 
     def __init__(self, ys: torch.Tensor):
@@ -87,8 +51,9 @@ class LinearGaussianSSM:
         return torch.distributions.Normal(loc, Q).log_prob(values[f"x_{k}"][:, None])
 
 
-YS = simulate(20)
-LOG_Z, FILTER_MEANS, _ = kalman(YS)
+YS = EXACT.simulate(20)
+_KALMAN = EXACT.kalman(YS)
+LOG_Z, FILTER_MEANS = _KALMAN.log_evidence, _KALMAN.means
 
 
 @pytest.mark.parametrize("scheme", EVIDENCE_SCHEMES)
@@ -97,7 +62,7 @@ def test_evidence_estimate_is_unbiased(scheme):
     spread is large enough that a biased estimator (e.g. the final weights alone) fails."""
     filt = ParticleFilter(num_particles=50, resample=scheme, ess_threshold=0.5)
     ratios = torch.tensor([
-        math.exp(float(filt.run_program(LinearGaussianSSM(YS),
+        math.exp(float(filt.run_program(BootstrapProgram(YS),
                                         torch.Generator().manual_seed(s)).log_evidence) - LOG_Z)
         for s in range(200)
     ])
@@ -110,7 +75,7 @@ def test_filtering_means_match_kalman(scheme):
     """Per step, the mean of 30 independent runs' estimates against the Kalman mean, with the
     standard error of that average (the filters' O(1/N) bias is far below it)."""
     filt = ParticleFilter(num_particles=1000, resample=scheme, ess_threshold=0.5)
-    runs = [filt.run_program(LinearGaussianSSM(YS), torch.Generator().manual_seed(100 + s))
+    runs = [filt.run_program(BootstrapProgram(YS), torch.Generator().manual_seed(100 + s))
             for s in range(30)]
     estimates = torch.stack([torch.stack([r.extra["filtering_means"][f"x_{t}"]
                                           for t in range(len(YS))]) for r in runs])
@@ -127,24 +92,24 @@ def test_backward_simulation_matches_the_rts_smoother():
     filt = ParticleFilter(num_particles=200, keep_history=True)
     estimates = []
     for s in range(20):
-        post = filt.run_program(LinearGaussianSSM(YS), torch.Generator().manual_seed(500 + s))
+        post = filt.run_program(BootstrapProgram(YS), torch.Generator().manual_seed(500 + s))
         paths = post.smooth(100, torch.Generator().manual_seed(s))
         assert sorted(paths) == sorted(f"x_{t}" for t in range(len(YS)))
         estimates.append(torch.stack([paths[f"x_{t}"].mean() for t in range(len(YS))]))
     estimates = torch.stack(estimates)
     se = estimates.std(0) / math.sqrt(len(estimates))
-    z = (estimates.mean(0) - torch.tensor(rts_means(YS), dtype=torch.float64)) / se
+    z = (estimates.mean(0) - torch.tensor(EXACT.smoothed_means(YS), dtype=torch.float64)) / se
     assert z.abs().max() < 4.0, z
 
 
 def test_smoothing_needs_history_and_a_transition_density():
-    post = ParticleFilter(num_particles=20).run_program(LinearGaussianSSM(YS))
+    post = ParticleFilter(num_particles=20).run_program(BootstrapProgram(YS))
     with pytest.raises(ValueError, match="keep_history=True"):
         post.smooth(5)
 
     class NoDensity:  # the same program without transition_log_density
         def __init__(self):
-            self.inner = LinearGaussianSSM(YS[:3])
+            self.inner = BootstrapProgram(YS[:3])
             self.num_steps = 3
 
         def __getattr__(self, name):
@@ -159,17 +124,17 @@ def test_smoothing_needs_history_and_a_transition_density():
 
 def test_always_resampling_and_never_resampling():
     always = ParticleFilter(num_particles=200, ess_threshold=1.0).run_program(
-        LinearGaussianSSM(YS), torch.Generator().manual_seed(0))
+        BootstrapProgram(YS), torch.Generator().manual_seed(0))
     assert always.resampled[1:].all() and not always.resampled[0]
     never = ParticleFilter(num_particles=200, ess_threshold=0.0).run_program(
-        LinearGaussianSSM(YS), torch.Generator().manual_seed(0))
+        BootstrapProgram(YS), torch.Generator().manual_seed(0))
     assert not never.resampled.any()
     assert never.ess_history[-1] < never.ess_history[0]
     assert float(never.log_evidence_increments.sum()) == pytest.approx(float(never.log_evidence))
 
 
 def test_without_resampling_the_estimate_is_importance_sampling():
-    program = LinearGaussianSSM(YS)
+    program = BootstrapProgram(YS)
     never = ParticleFilter(num_particles=200, ess_threshold=0.0).run_program(
         program, torch.Generator().manual_seed(0))
     total = torch.stack(program.weights).sum(0)  # each particle's whole-path log weight
@@ -179,23 +144,23 @@ def test_without_resampling_the_estimate_is_importance_sampling():
 
 
 def test_memory_stays_linear_and_keep_carries_paths():
-    program = LinearGaussianSSM(YS)
+    program = BootstrapProgram(YS)
     post = ParticleFilter(num_particles=100).run_program(program, torch.Generator().manual_seed(1))
     assert all(len(reads) <= 1 for reads in program.reads)  # only x_{k-1} is live at step k
     assert sorted(post.samples) == ["x_19"]
     kept = ParticleFilter(num_particles=100, keep=("x_0", "x_5")).run_program(
-        LinearGaussianSSM(YS), torch.Generator().manual_seed(1))
+        BootstrapProgram(YS), torch.Generator().manual_seed(1))
     assert sorted(kept.samples) == ["x_0", "x_19", "x_5"]
     lineage = kept.lineage()
     assert lineage.shape == (20, 100)
     assert torch.equal(lineage[-1], torch.arange(100))
     with pytest.raises(ValueError, match="no step of the program has"):
-        ParticleFilter(keep=("x_99",)).run_program(LinearGaussianSSM(YS))
+        ParticleFilter(keep=("x_99",)).run_program(BootstrapProgram(YS))
 
 
 def test_lineage_follows_ancestors():
     post = ParticleFilter(num_particles=64, ess_threshold=1.0, keep=("x_0",)).run_program(
-        LinearGaussianSSM(YS[:5]), torch.Generator().manual_seed(2))
+        BootstrapProgram(YS[:5]), torch.Generator().manual_seed(2))
     lineage = post.lineage()
     # x_0 of a final particle is x_0 of its step-0 ancestor, which the filter carried along
     g = torch.Generator().manual_seed(2)  # step 0 makes the run's first draw: x_0
@@ -203,7 +168,7 @@ def test_lineage_follows_ancestors():
     assert torch.equal(post.samples["x_0"], x0[lineage[0]])
 
 
-class Broken(LinearGaussianSSM):
+class Broken(BootstrapProgram):
     def __init__(self, ys, fault):
         super().__init__(ys)
         self.fault = fault
@@ -237,7 +202,7 @@ def test_protocol_errors_name_the_step(fault, error, message):
 
 
 def test_reading_a_dropped_address_names_it():
-    class Greedy(LinearGaussianSSM):
+    class Greedy(BootstrapProgram):
         def run_step(self, k, live, num_particles, generator=None):
             if k == 3:
                 live["x_0"]

@@ -8,32 +8,18 @@ import torch
 
 from ppl import model, sample
 from ppl.inference.lowering.particles import ParticleEngine
+from ppl.inference.testing import LinearGaussianSSM
 from ppl.stdlib import Normal
 
 PHI, T, N, SEEDS = 0.9, 30, 256, 200
 
 
-@model
-def linear_gaussian(ys):
-    x = sample("x_0", Normal(0.0, 1.0))
-    sample("y_0", Normal(x, 1.0), obs=ys[0])
-    for t in range(1, len(ys)):
-        x = sample(f"x_{t}", Normal(PHI * x, 1.0))
-        sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
+EXACT = LinearGaussianSSM(a=PHI)
+linear_gaussian = EXACT.model()
 
 
 def kalman_log_evidence(ys: torch.Tensor) -> float:
-    """log p(ys) by the Kalman filter: x_0 ~ N(0, 1), x_t = PHI x_{t-1} + N(0, 1),
-    y_t = x_t + N(0, 1)."""
-    mean, var, log_z = 0.0, 1.0, 0.0
-    for t, y in enumerate(ys.tolist()):
-        if t > 0:
-            mean, var = PHI * mean, PHI**2 * var + 1.0
-        s = var + 1.0  # the predictive variance of y_t
-        log_z += -0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s)
-        gain = var / s
-        mean, var = mean + gain * (y - mean), (1.0 - gain) * var
-    return log_z
+    return EXACT.kalman(ys).log_evidence
 
 
 def bootstrap_log_evidence(engine: ParticleEngine, num: int, gen: torch.Generator) -> float:

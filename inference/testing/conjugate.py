@@ -50,7 +50,7 @@ from ppl import model, plate, sample
 from ppl.model import Model
 from ppl.stdlib import Bernoulli, Beta, Binomial, Gamma, MultivariateNormal, Normal, Poisson
 
-from .results.diagnostics import mcse_mean
+from ..results.diagnostics import mcse_mean
 
 __all__ = ["ExactPosterior", "ConjugateCase", "conjugate_cases", "moment_z_scores", "check_draws"]
 
