@@ -1,9 +1,9 @@
 """Passes: ``Graph -> Graph`` program transformations, composed by ``run``.
 
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
-``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``, ``unroll``); an instance is
-the pass. Passes other than ``unroll`` refuse loop nodes (``ppl.scan``), naming themselves;
-unroll first.
+``noncenter``, ``simplify``, ``temper``, ``enumerate_discrete``, ``unroll``,
+``vectorize_loops``); an instance is the pass. Passes other than ``unroll`` and
+``vectorize_loops`` refuse loop nodes (``ppl.scan``), naming themselves; unroll first.
 ``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
 that broke it, and refusing passes out of the order they declare (``must_precede``);
 ``run_report`` also says which passes changed the graph. A user pass is any callable
@@ -31,6 +31,7 @@ from .conditioning import condition
 from .contraction import contract_enumerated, posterior_marginals
 from .enumeration import enumerate_discrete, posterior_of_enumerated
 from .intervention import do
+from .loop_vectorization import vectorize_loops
 from .manager import Pass, PassResult, apply_user_passes, check, pass_name, run, run_report
 from .noncentering import noncenter
 from .simplification import simplify
@@ -54,6 +55,7 @@ __all__ = [
     "temper",
     "enumerate_discrete",
     "unroll",
+    "vectorize_loops",
     "latent_transforms",
     "constrained_values",
     "UnconstrainedSite",

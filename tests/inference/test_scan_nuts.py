@@ -1,6 +1,7 @@
-"""NUTS on a scan model (run through the unroll hook of ``FlatModel.from_graph``): a linear
-Gaussian AR(1) whose posterior is exact (a Gaussian with the AR precision plus the noise's),
-recovered within MCSE z-scores by the scan model and by its unrolled twin alike."""
+"""NUTS on a scan model (its loop vectorized over the steps by ``FlatModel.from_graph``): a
+linear Gaussian AR(1) whose posterior is exact (a Gaussian with the AR precision plus the
+noise's), recovered within MCSE z-scores by the scan model (its site ``x`` stacked over the
+steps) and by its unrolled twin (sites ``x[t]``) alike."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from ppl import infer, model, sample, scan
 from ppl.inference import NUTS
 from ppl.inference.testing import ConjugateCase, ExactPosterior, check_draws
+from ppl.scan import unstack_steps
 from ppl.stdlib import Normal
 
 RHO, T = 0.9, 5
@@ -45,10 +47,9 @@ quiet = pytest.mark.filterwarnings("ignore::ppl.inference.results.summary.Conver
 
 
 @quiet
-def test_nuts_runs_a_scan_model_through_the_unroll_hook():
+def test_nuts_reports_a_scan_site_stacked_over_its_steps():
     posterior = infer(ar1_scan, Y, method=NUTS(100, 100, chains=1), seed=0)
-    assert {a: tuple(v.shape) for a, v in posterior.samples.items()} == {
-        f"x[{t}]": (1, 100) for t in range(T)}
+    assert {a: tuple(v.shape) for a, v in posterior.samples.items()} == {"x": (1, 100, T)}
     assert posterior.extra["backend"] in ("native", "generated")
 
 
@@ -57,7 +58,8 @@ def test_nuts_runs_a_scan_model_through_the_unroll_hook():
 @pytest.mark.parametrize("m", [ar1_scan, ar1_unrolled], ids=["scan", "unrolled"])
 def test_nuts_on_a_scan_ar1_recovers_the_exact_posterior(m):
     posterior = infer(m, Y, method=NUTS(300, 600, chains=2), seed=0)
-    assert sorted(posterior.samples) == [f"x[{t}]" for t in range(T)]
+    samples = unstack_steps(posterior.samples, {f"x[{t}]" for t in range(T)}, dim=2)
+    assert sorted(samples) == [f"x[{t}]" for t in range(T)]
     case = ConjugateCase("ar1", m, (Y,), {}, exact_posterior())
-    check_draws(posterior.samples, case)
+    check_draws(samples, case)
     assert posterior.diagnostics().num_divergent == 0
