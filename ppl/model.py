@@ -62,7 +62,7 @@ class Model:
         (``x`` of shape ``(T, ...)``, as MCMC reports it)."""
         tr = trace().get_trace(condition(values)(self.fn), *args, **kwargs)
         per_step = unstack_steps(values, tr.sites)
-        if len(per_step) != len(values):
+        if per_step.keys() != values.keys():
             values = per_step
             tr = trace().get_trace(condition(values)(self.fn), *args, **kwargs)
         missing = [s.name for s in tr.latent_sites()]

@@ -102,10 +102,13 @@ class _LoopVectorizer:
         """Raise ``Refused`` naming the first obstacle."""
         for node in self.body_nodes:
             if node.kind == "call":
-                if _short(node.target) not in ELEMENTWISE and not self._tuple_item(node):
+                if (_short(node.target) not in ELEMENTWISE and not self._tuple_item(node)
+                        and _step_index(node) is None):
                     raise Refused(f"call {node.target} of node {node.name!r} is not elementwise")
             elif node.is_random:
                 self._check_site(node)
+            if node.is_deterministic_site and node.name not in self.varying:
+                raise Refused(f"deterministic site {node.address!r} is the same at every step")
         for i, new in enumerate(self.outs[: self.n_carry]):
             if not isinstance(new, Ref) or new.name not in self.varying:
                 raise Refused(f"new carry leaf {i} is the same at every step")
@@ -212,10 +215,14 @@ class _LoopVectorizer:
         for node in later:
             self._emit_node(node, density_only=node.kind == "sample")
         final = [self.add("call", "ppl.getitem", (self.env[new.name], -1),
-                          hint=f"{new.name}_final", meta=self.body.node(new.name).meta)
+                          hint=f"{new.name}_final", meta=Meta(*self._body_type(new)))
                  for new in self.outs[: self.n_carry]]
         ys = [self._output(y) for y in self.outs[self.n_carry:]]
         return final, ys
+
+    def _body_type(self, ref: Ref) -> tuple[tuple[int, ...] | None, str | None]:
+        meta = self.body.node(ref.name).meta
+        return meta.shape, meta.dtype
 
     def _lookup(self, ref: Ref) -> Any:
         return self.env[ref.name]
@@ -229,7 +236,10 @@ class _LoopVectorizer:
             return
         meta = self.stacked(node.meta)
         if node.kind == "call":
-            if not self._tuple_item(node):
+            index = _step_index(node)
+            if index is not None:
+                args = (args[0], index)
+            elif not self._tuple_item(node):
                 rank = self._rank(node, args)
                 args = tuple(self.aligned(a, rank) for a in args)
             ref = self.add("call", node.target, args, kwargs, hint=node.name, meta=meta)
@@ -298,6 +308,20 @@ class _LoopVectorizer:
             raise Refused("a step output of unknown shape")
         return self.add("call", "Tensor.expand", (value, (self.T, *shape)), hint="steps",
                         meta=Meta((self.T, *shape), None))
+
+
+def _step_index(node: Node) -> Any:
+    """For ``x[index]`` (``Tensor.__getitem__``) with ints, slices and None: the index of
+    the stacked value (the step dim kept in front), else None."""
+    if node.target != "Tensor.__getitem__" or len(node.args) != 2:
+        return None
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if not all(i is None or i is Ellipsis or type(i) is int
+               or (isinstance(i, slice) and not any(isinstance(b, Ref) for b in
+                                                    (i.start, i.stop, i.step)))
+               for i in index):
+        return None
+    return index if Ellipsis in index else (slice(None), *index)
 
 
 def _reading_values(body: Graph) -> tuple[list[Node], tuple]:
