@@ -34,13 +34,14 @@ def ar1_unrolled(y):
         sample(f"y[{t}]", Normal(x, 1.0), obs=y[t])
 
 
-def exact_posterior() -> dict[str, ExactPosterior]:
+def exact_posterior(y: torch.Tensor) -> dict[str, ExactPosterior]:
     """x = L^-1 e with L lower bidiagonal (1, -rho): prior precision L'L; plus I from y."""
-    eye = torch.eye(T, dtype=torch.float64)
-    L = eye - RHO * torch.diag(torch.ones(T - 1, dtype=torch.float64), -1)
+    n = len(y)
+    eye = torch.eye(n, dtype=torch.float64)
+    L = eye - RHO * torch.diag(torch.ones(n - 1, dtype=torch.float64), -1)
     cov = torch.linalg.inv(L.T @ L + eye)
-    mean = cov @ Y
-    return {f"x[{t}]": ExactPosterior(mean[t], cov[t, t].sqrt()) for t in range(T)}
+    mean = cov @ y
+    return {f"x[{t}]": ExactPosterior(mean[t], cov[t, t].sqrt()) for t in range(n)}
 
 
 quiet = pytest.mark.filterwarnings("ignore::ppl.inference.results.summary.ConvergenceWarning")
@@ -60,6 +61,18 @@ def test_nuts_on_a_scan_ar1_recovers_the_exact_posterior(m):
     posterior = infer(m, Y, method=NUTS(300, 600, chains=2), seed=0)
     samples = unstack_steps(posterior.samples, {f"x[{t}]" for t in range(T)}, dim=2)
     assert sorted(samples) == [f"x[{t}]" for t in range(T)]
-    case = ConjugateCase("ar1", m, (Y,), {}, exact_posterior())
+    case = ConjugateCase("ar1", m, (Y,), {}, exact_posterior(Y))
     check_draws(samples, case)
+    assert posterior.diagnostics().num_divergent == 0
+
+
+@quiet
+@pytest.mark.slow
+def test_nuts_on_a_vectorized_scan_ar1_of_50_steps_recovers_the_exact_posterior():
+    y = torch.randn(50, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.5
+    posterior = infer(ar1_scan, y, method=NUTS(400, 800, chains=2), seed=1)
+    assert posterior.extra["backend"] in ("native", "generated")
+    assert tuple(posterior.samples["x"].shape) == (2, 800, 50)
+    samples = unstack_steps(posterior.samples, {f"x[{t}]" for t in range(50)}, dim=2)
+    check_draws(samples, ConjugateCase("ar1_50", ar1_scan, (y,), {}, exact_posterior(y)))
     assert posterior.diagnostics().num_divergent == 0
