@@ -27,7 +27,7 @@ is kept, with the reason in ``graph.attrs["unvectorized_loops"]`` (loop name -> 
     ...     scan(step, torch.tensor(0.0), y)
     >>> g = vectorize_loops()(ar1.graph(torch.zeros(1000)))
     >>> [(n.address, n.meta.shape) for n in g.random_nodes]
-    [('x', (1000,)), ('x__step_density', (1000,)), ('y', (1000,))]
+    [('x', (1000,)), ('y', (1000,)), ('x__step_density', (1000,))]
 """
 
 from __future__ import annotations
