@@ -61,6 +61,11 @@ class Refused(Exception):
     """Why one loop cannot be vectorized (kept as a loop, then unrolled by its users)."""
 
 
+def _dtype(name: str | None) -> torch.dtype | None:
+    value = getattr(torch, name, None) if name else None
+    return value if isinstance(value, torch.dtype) else None
+
+
 def _short(target: str) -> str:
     return target.rsplit(".", 1)[-1].strip("_")
 
@@ -68,8 +73,8 @@ def _short(target: str) -> str:
 class _LoopVectorizer:
     """Emits one qualifying loop's body into ``builder`` over the step dim."""
 
-    def __init__(self, graph: Graph, loop: Node, builder: GraphBuilder):
-        self.graph, self.loop, self.b = graph, loop, builder
+    def __init__(self, graph: Graph, loop: Node, builder: GraphBuilder, device: torch.device):
+        self.graph, self.loop, self.b, self.device = graph, loop, builder, device
         self.body = graph.subgraphs[loop.target]
         self.init, self.xs, self.captured, self.T = loop_parts(loop)
         self.roles = body_inputs(self.body)
@@ -180,8 +185,8 @@ class _LoopVectorizer:
         """A site parameter as a ``(T, *shape)`` value (constants expanded along steps)."""
         arg = self.aligned(arg, len(shape))
         if not isinstance(arg, Ref) or arg.name not in self._vec_shape:
-            if not isinstance(arg, (Ref, torch.Tensor)):
-                arg = torch.tensor(float(arg))
+            if not isinstance(arg, Ref):  # a literal, on the data's device (CUDA included)
+                arg = torch.as_tensor(arg, dtype=_dtype(dtype), device=self.device)
             return self.add("call", "Tensor.expand", (arg, (self.T, *shape)), hint="steps",
                             meta=Meta((self.T, *shape), dtype))
         return arg
@@ -199,7 +204,7 @@ class _LoopVectorizer:
         if any(step.name in n.refs() for n in self.body_nodes):  # the step index, 0..T-1
             steps = self.b.fresh(f"{self.loop.name}_steps")
             self.nodes.append(Node(steps, "input", steps, (), (), Meta((self.T,), "int64")))
-            self.b.bind(steps, torch.arange(self.T))
+            self.b.bind(steps, torch.arange(self.T, device=self.device))
             self.env[step.name] = Ref(steps)
             self._note(Ref(steps), (self.T,), "int64")
         later = [n for n in self.body_nodes if n.name in self.reads_carry]
@@ -283,6 +288,8 @@ class _LoopVectorizer:
     def _carry(self, inp: Node, init: Any, new: Any) -> None:
         """The carry into every step: ``init``, then the new carry of the step before."""
         shape, dtype = inp.meta.shape, inp.meta.dtype
+        if isinstance(init, torch.Tensor):
+            init = init.to(self.device)
         first = self.add("call", "Tensor.expand", (init, (1, *shape)), hint=f"{inp.name}_init",
                          meta=Meta((1, *shape), dtype))
         if self.T == 1:
@@ -303,7 +310,8 @@ class _LoopVectorizer:
                 return value
             shape = self.body.node(y.name).meta.shape
         else:
-            value, shape = y, tuple(torch.as_tensor(y).shape)
+            value = torch.as_tensor(y, device=self.device)
+            shape = tuple(value.shape)
         if shape is None:
             raise Refused("a step output of unknown shape")
         return self.add("call", "Tensor.expand", (value, (self.T, *shape)), hint="steps",
@@ -352,12 +360,14 @@ def vectorize_graph(graph: Graph) -> Graph:
     results: dict[str, tuple[list, list]] = {}
     refused: dict[str, str] = dict(graph.attrs.get("unvectorized_loops", {}))
     kept: dict[str, Graph] = {}
+    device = next((v.device for v in graph.data.values() if isinstance(v, torch.Tensor)),
+                  torch.device("cpu"))
     nodes: list[Node] = []
     rename = lambda ref: subst.get(ref.name, ref)  # noqa: E731
     for node in graph.nodes:
         node = node.replace(args=map_refs(node.args, rename), kwargs=map_refs(node.kwargs, rename))
         if node.kind == "loop":
-            vectorizer = _LoopVectorizer(graph, node, builder)
+            vectorizer = _LoopVectorizer(graph, node, builder, device)
             try:
                 vectorizer.check()
                 results[node.name] = vectorizer.emit()
