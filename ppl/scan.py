@@ -84,7 +84,8 @@ def scan(
     name: str | None = None,
 ) -> tuple[Any, Any]:
     """``(final carry, ys)`` of ``carry, y = step(carry, x_t)`` over the leading dim of ``xs``
-    (or ``length`` steps with ``x_t = None``); see the module docstring."""
+    (or ``length`` steps with ``x_t = None``); see the module docstring. ``name`` (default: the
+    step function's name) names the loop in ``infer["steps"]`` and the graph's loop node."""
     name = name or getattr(step, "__name__", "scan")
     x_leaves, x_spec = flatten(xs)
     length = scan_length(name, x_leaves, length)

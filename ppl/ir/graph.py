@@ -233,9 +233,11 @@ def lint(graph: Graph) -> None:
         seen.add(node.name)
     if not graph.nodes:
         raise IRError(f"graph {graph.name!r} is empty; it needs at least an output node")
+    owners: dict[str, str] = {}
     for node in graph.nodes:
         if node.kind == "loop":
-            lint_loop_addresses(graph, node, f"graph {graph.name!r}, node {node.name!r}", addresses)
+            lint_loop_addresses(graph, node, f"graph {graph.name!r}, node {node.name!r}",
+                                addresses, owners)
     unused = sorted(set(graph.subgraphs) - {n.target for n in graph.nodes if n.kind == "loop"})
     if unused:
         raise IRError(f"graph {graph.name!r}: subgraphs {unused} are the body of no loop node")

@@ -123,8 +123,15 @@ def lint_loop(graph, node: Node, where: str) -> None:
                           f"slice of xs leaf {i} has {list(shape[1:])}")
 
 
-def lint_loop_addresses(graph, node: Node, where: str, addresses: dict[str, str]) -> None:
-    """No unrolled address ``a[t]`` of the body's sites is an address of the outer graph."""
+def lint_loop_addresses(graph, node: Node, where: str, addresses: dict[str, str],
+                        owners: dict[str, str]) -> None:
+    """No unrolled address ``a[t]`` of the body's sites is an address of the outer graph or
+    of another loop's body (``owners``: body address -> loop, filled as loops are checked)."""
+    for address in graph.subgraphs[node.target]._by_address:
+        other = owners.setdefault(address, node.name)
+        if other != node.name:
+            raise IRError(f"{where}: body site {address!r} is also a site of loop {other!r}, so "
+                          f"both would have the addresses {address}[0], ...; name them apart")
     length = int(node.kwarg_dict["length"])
     for address in addresses:
         split = split_step_address(address)

@@ -285,6 +285,19 @@ def test_lint_refuses_a_param_and_a_loop_inside_a_body():
         graph.replace(subgraphs={"step": graph})  # a body that has a loop itself
 
 
+def test_two_loops_with_the_same_site_names_are_refused():
+    @model
+    def twice():
+        for _ in range(2):
+            scan(lambda c, _: (sample("z", Normal(c, 1.0)), None), torch.tensor(0.0), length=2,
+                 name="walk")
+
+    with pytest.raises(IRError, match="body site 'z' is also a site of loop 'walk'"):
+        twice.graph()
+    with pytest.raises(ModelError, match="'z\\[0\\]' is used twice"):
+        twice.trace()
+
+
 # -- what the tracer refuses ---------------------------------------------------------------------
 def test_python_control_flow_on_the_carry_names_the_scan_and_line():
     @model
