@@ -235,3 +235,21 @@ def test_predictive_and_log_density_read_stacked_posterior_draws():
                 **{f"h[{t}]": one["h"][t] for t in range(5)}}
     torch.testing.assert_close(stochastic_volatility.log_density(one, y),
                                stochastic_volatility.log_density(per_step, y))
+
+
+def test_a_step_with_a_reduction_is_kept_as_a_loop_naming_the_call():
+    @model
+    def summed(y):
+        def step(x, y_t):
+            with plate("parts", 2):
+                x = sample("x", Normal(0.5 * x, 1.0))
+            sample("y", Normal(x.sum(), 1.0), obs=y_t)
+            return x, None
+
+        scan(step, torch.zeros(2, dtype=F64), y)
+
+    graph = summed.graph(torch.randn(3, dtype=F64))
+    reason = vectorize_loops()(graph).attrs["unvectorized_loops"]["step"]
+    assert reason.startswith("call Tensor.sum of node") and "not elementwise" in reason
+    with pytest.warns(FastPathWarning, match="scan 'step' is unrolled"):
+        assert [b.address for b in FlatModel.from_graph(graph).blocks] == ["x[0]", "x[1]", "x[2]"]
