@@ -110,7 +110,7 @@ class _LoopVectorizer:
                 if (_short(node.target) not in ELEMENTWISE and not self._tuple_item(node)
                         and _step_index(node) is None):
                     raise Refused(f"call {node.target} of node {node.name!r} is not elementwise")
-            elif node.is_random:
+            if node.is_random or node.is_deterministic_site:
                 self._check_site(node)
             if node.is_deterministic_site and node.name not in self.varying:
                 raise Refused(f"deterministic site {node.address!r} is the same at every step")
@@ -138,7 +138,7 @@ class _LoopVectorizer:
         where = f"site {node.address!r} of scan {self.loop.name!r}"
         if self.graph.has_site(node.address) or self.graph.has_site(node.address + DENSITY_SUFFIX):
             raise Refused(f"{where} has the address of a site outside the loop")
-        if node.kind == "factor":
+        if node.kind in ("factor", "call"):
             return
         family = get_family(node.target)
         if family.vector_params or family.wraps or family.event_dims != 0:
