@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/coin.py
 	$(BIN)/python examples/eight_schools.py
+	$(BIN)/python examples/state_space.py
+	$(BIN)/python examples/variational.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

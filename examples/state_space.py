@@ -6,8 +6,6 @@ Run: python examples/state_space.py [--short]
 
 import argparse
 
-import torch
-
 from ppl import infer, model, plate, sample, scan
 from ppl.inference import MALA, SMC, TemperedSMC
 from ppl.inference.testing import LinearGaussianSSM

@@ -20,6 +20,7 @@ import torch
 
 from .errors import ModelError
 from .handlers import condition, seed, trace
+from .scan import unstack_steps
 from .trace import Trace
 from .vectorize import particle_runs
 
@@ -57,8 +58,14 @@ class Model:
             return particle_runs(self.fn, args, kwargs, num_samples).values()
 
     def log_density(self, values: dict[str, Any], *args, **kwargs) -> torch.Tensor:
-        """Joint log density of a full assignment of the latent sites (via the trace path)."""
+        """Joint log density of a full assignment of the latent sites (via the trace path).
+        A scan's body site may be given per step (``x[t]``) or stacked over its steps
+        (``x`` of shape ``(T, ...)``, as MCMC reports it)."""
         tr = trace().get_trace(condition(values)(self.fn), *args, **kwargs)
+        per_step = unstack_steps(values, tr.sites)
+        if per_step.keys() != values.keys():
+            values = per_step
+            tr = trace().get_trace(condition(values)(self.fn), *args, **kwargs)
         missing = [s.name for s in tr.latent_sites()]
         if missing:
             raise ModelError(

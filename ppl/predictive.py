@@ -54,6 +54,7 @@ from torch import Tensor
 from .handlers import substitute, trace
 from .model import _seeded
 from .runtime import Message, Messenger
+from .scan import unstack_steps
 from .trace import Site, Trace
 from .vectorize import batch_ndims, pilot_trace, vectorized_trace, warn_once
 
@@ -144,6 +145,7 @@ def predictive(
         fn = unobserve()(model)
         pilot = pilot_trace(fn, args, kwargs)
         _check_latents(pilot, draws, _marginalized(posterior))
+        draws = unstack_steps(draws, pilot.sites, dim=1)  # MCMC stacks a scan's steps
         draws = {k: _in_site_dtype(v, pilot.sites[k]) for k, v in draws.items()
                  if k in pilot.sites and pilot.sites[k].kind == "sample"}
         total = math.prod(lead)

@@ -171,3 +171,17 @@ def stack_outputs(name: str, ys: list) -> Any:
     stacked = [torch.stack([torch.as_tensor(ls[i]) for ls, _ in leaves])
                for i in range(len(leaves[0][0]))]
     return unflatten(stacked, spec)
+
+
+def unstack_steps(values: dict[str, Any], sites: Any, dim: int = 0) -> dict[str, Any]:
+    """``values`` with every stacked body site (a key ``x`` that is no site of ``sites``
+    while ``x[0]`` is, as MCMC reports a vectorized loop's site) split along ``dim`` into its
+    steps ``x[0] .. x[T-1]``; other keys pass through."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in sites and f"{key}[0]" in sites:
+            out.update({f"{key}[{t}]": value.select(dim, t)
+                        for t in range(value.shape[dim])})
+        else:
+            out[key] = value
+    return out

@@ -49,7 +49,7 @@ from torch.distributions import biject_to
 from ppl.ir import Graph, IRError
 from ppl.ir.codegen import LogDensityCodeGen
 from ppl.ir.node import Node
-from ppl.passes import latent_transforms, unconstrain, unroll
+from ppl.passes import latent_transforms, unconstrain, unroll, vectorize_loops
 from ppl.passes.rewriting import probe
 
 from .native import CompileError, NativePotential
@@ -130,6 +130,18 @@ def model_sites(graph: Graph) -> dict[str, str]:
     """The sites whose values a posterior reports, address -> node name: every latent and
     deterministic site of ``graph`` (the node names the ``unconstrain`` pass keeps)."""
     return {n.address: n.name for n in graph.nodes if n.kind == "sample" or n.is_deterministic_site}
+
+
+def lower_loops(graph: Graph) -> Graph:
+    """Loops (``ppl.scan``) as vectorized nodes over their steps (``vectorize_loops``: body
+    site ``x`` is one site of shape ``(T, ...)``); a loop that does not qualify (its carry
+    recurs) is unrolled into T copies of its step, with one :class:`FastPathWarning` naming
+    it and why."""
+    graph = vectorize_loops()(graph)
+    for loop, why in graph.attrs.get("unvectorized_loops", {}).items():
+        warnings.warn(f"scan {loop!r} is unrolled into one copy of its step per step: {why}",
+                      FastPathWarning, stacklevel=4)
+    return unroll()(graph)
 
 
 class FlatModel:
@@ -243,8 +255,7 @@ class FlatModel:
     def from_graph(cls, graph: Graph, backend: str = "auto") -> FlatModel:
         """Unconstrain the graph and lay out its latents, in graph order, using one prior
         draw for their shapes."""
-        # Loops (ppl.scan) are unrolled until the tape and the C emitter lower them as loops.
-        graph = unroll()(graph)
+        graph = lower_loops(graph)
         unconstrained = unconstrain()(graph)
         transforms = latent_transforms(unconstrained)
         prior = probe(unconstrained)

@@ -2,8 +2,8 @@
 
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
 ``noncenter``, ``simplify``, ``temper``, ``drop_likelihood``, ``enumerate_discrete``,
-``unroll``); an instance is the pass. Passes other than ``unroll`` refuse loop nodes
-(``ppl.scan``), naming themselves; unroll first.
+``unroll``, ``vectorize_loops``); an instance is the pass. Passes other than ``unroll`` and
+``vectorize_loops`` refuse loop nodes (``ppl.scan``), naming themselves; unroll first.
 ``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
 that broke it, and refusing passes out of the order they declare (``must_precede``);
 ``run_report`` also says which passes changed the graph. A user pass is any callable
@@ -37,6 +37,7 @@ from .enumeration import (
 )
 from .intervention import do
 from .likelihood import drop_likelihood
+from .loop_vectorization import vectorize_loops
 from .manager import Pass, PassResult, apply_user_passes, check, pass_name, run, run_report
 from .noncentering import noncenter
 from .simplification import simplify
@@ -61,6 +62,7 @@ __all__ = [
     "drop_likelihood",
     "enumerate_discrete",
     "unroll",
+    "vectorize_loops",
     "latent_transforms",
     "constrained_values",
     "UnconstrainedSite",

@@ -3,7 +3,8 @@
 The unrolled twin is the reference semantics of a loop: body site ``x`` becomes the sites
 ``x[0] .. x[T-1]``, each recording ``(loop, t)`` in its ``steps`` attr (see
 ``ppl.ir.loop.unroll_graph``). Passes and engines that do not handle loop nodes run after
-it; ``FlatModel.from_graph`` applies it, so MCMC runs scan models today.
+it; ``FlatModel.from_graph`` applies it to the loops that ``vectorize_loops`` leaves (those
+whose carry recurs on itself), warning once per loop.
 
     >>> import torch
     >>> from ppl import model, sample, scan

@@ -1,6 +1,7 @@
-"""NUTS on a scan model (run through the unroll hook of ``FlatModel.from_graph``): a linear
-Gaussian AR(1) whose posterior is exact (a Gaussian with the AR precision plus the noise's),
-recovered within MCSE z-scores by the scan model and by its unrolled twin alike."""
+"""NUTS on a scan model (its loop vectorized over the steps by ``FlatModel.from_graph``): a
+linear Gaussian AR(1) whose posterior is exact (a Gaussian with the AR precision plus the
+noise's), recovered within MCSE z-scores by the scan model (its site ``x`` stacked over the
+steps) and by its unrolled twin (sites ``x[t]``) alike."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from ppl import infer, model, sample, scan
 from ppl.inference import NUTS
 from ppl.inference.testing import ConjugateCase, ExactPosterior, check_draws
+from ppl.scan import unstack_steps
 from ppl.stdlib import Normal
 
 RHO, T = 0.9, 5
@@ -32,23 +34,23 @@ def ar1_unrolled(y):
         sample(f"y[{t}]", Normal(x, 1.0), obs=y[t])
 
 
-def exact_posterior() -> dict[str, ExactPosterior]:
+def exact_posterior(y: torch.Tensor) -> dict[str, ExactPosterior]:
     """x = L^-1 e with L lower bidiagonal (1, -rho): prior precision L'L; plus I from y."""
-    eye = torch.eye(T, dtype=torch.float64)
-    L = eye - RHO * torch.diag(torch.ones(T - 1, dtype=torch.float64), -1)
+    n = len(y)
+    eye = torch.eye(n, dtype=torch.float64)
+    L = eye - RHO * torch.diag(torch.ones(n - 1, dtype=torch.float64), -1)
     cov = torch.linalg.inv(L.T @ L + eye)
-    mean = cov @ Y
-    return {f"x[{t}]": ExactPosterior(mean[t], cov[t, t].sqrt()) for t in range(T)}
+    mean = cov @ y
+    return {f"x[{t}]": ExactPosterior(mean[t], cov[t, t].sqrt()) for t in range(n)}
 
 
 quiet = pytest.mark.filterwarnings("ignore::ppl.inference.results.summary.ConvergenceWarning")
 
 
 @quiet
-def test_nuts_runs_a_scan_model_through_the_unroll_hook():
+def test_nuts_reports_a_scan_site_stacked_over_its_steps():
     posterior = infer(ar1_scan, Y, method=NUTS(100, 100, chains=1), seed=0)
-    assert {a: tuple(v.shape) for a, v in posterior.samples.items()} == {
-        f"x[{t}]": (1, 100) for t in range(T)}
+    assert {a: tuple(v.shape) for a, v in posterior.samples.items()} == {"x": (1, 100, T)}
     assert posterior.extra["backend"] in ("native", "generated")
 
 
@@ -57,7 +59,20 @@ def test_nuts_runs_a_scan_model_through_the_unroll_hook():
 @pytest.mark.parametrize("m", [ar1_scan, ar1_unrolled], ids=["scan", "unrolled"])
 def test_nuts_on_a_scan_ar1_recovers_the_exact_posterior(m):
     posterior = infer(m, Y, method=NUTS(300, 600, chains=2), seed=0)
-    assert sorted(posterior.samples) == [f"x[{t}]" for t in range(T)]
-    case = ConjugateCase("ar1", m, (Y,), {}, exact_posterior())
-    check_draws(posterior.samples, case)
+    samples = unstack_steps(posterior.samples, {f"x[{t}]" for t in range(T)}, dim=2)
+    assert sorted(samples) == [f"x[{t}]" for t in range(T)]
+    case = ConjugateCase("ar1", m, (Y,), {}, exact_posterior(Y))
+    check_draws(samples, case)
+    assert posterior.diagnostics().num_divergent == 0
+
+
+@quiet
+@pytest.mark.slow
+def test_nuts_on_a_vectorized_scan_ar1_of_50_steps_recovers_the_exact_posterior():
+    y = torch.randn(50, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.5
+    posterior = infer(ar1_scan, y, method=NUTS(400, 800, chains=2), seed=1)
+    assert posterior.extra["backend"] in ("native", "generated")
+    assert tuple(posterior.samples["x"].shape) == (2, 800, 50)
+    samples = unstack_steps(posterior.samples, {f"x[{t}]" for t in range(50)}, dim=2)
+    check_draws(samples, ConjugateCase("ar1_50", ar1_scan, (y,), {}, exact_posterior(y)))
     assert posterior.diagnostics().num_divergent == 0
