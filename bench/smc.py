@@ -32,9 +32,11 @@ from ppl.inference import NUTS
 from ppl.inference.lowering.particles import StepOutput
 from ppl.inference.mcmc import MALA
 from ppl.inference.smc import ParticleFilter, TemperedSMC
+from ppl.inference.testing import LinearGaussianSSM
 from ppl.stdlib import Bernoulli, Normal
 
 A, Q, R = 0.9, 0.5, 1.0
+EXACT = LinearGaussianSSM(a=A, q=Q, r=R)
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -59,26 +61,6 @@ class LinearGaussian:
         x = noise if k == 0 else A * live[f"x_{k - 1}"] + Q * noise
         log_w = -0.5 * ((self.ys[k] - x) / R) ** 2 - HALF_LOG_2PI - math.log(R)
         return StepOutput({f"x_{k}": x}, log_w, {f"y_{k}": log_w})
-
-
-def simulate(steps: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x, ys = torch.randn((), generator=g, dtype=torch.float64), []
-    for _ in range(steps):
-        ys.append(x + R * torch.randn((), generator=g, dtype=torch.float64))
-        x = A * x + Q * torch.randn((), generator=g, dtype=torch.float64)
-    return torch.stack(ys)
-
-
-def kalman_log_z(ys: torch.Tensor) -> float:
-    mean, var, log_z = 0.0, 1.0, 0.0
-    for t, y in enumerate(ys.tolist()):
-        if t > 0:
-            mean, var = A * mean, A * A * var + Q * Q
-        s = var + R * R
-        log_z += -0.5 * (math.log(2 * math.pi * s) + (y - mean) ** 2 / s)
-        mean, var = mean + var / s * (y - mean), (1 - var / s) * var
-    return log_z
 
 
 def numpy_filter(ys: np.ndarray, n: int, rng: np.random.Generator) -> float:
@@ -106,8 +88,8 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
 
 
 def bench_filter(particles: list[int], repeats: int) -> None:
-    ys = simulate(100)
-    exact = kalman_log_z(ys)
+    ys = EXACT.simulate(100)
+    exact = EXACT.kalman(ys).log_evidence
     print("bootstrap PF, linear Gaussian, T=100 (resampling: systematic, every step)")
     print(f"{'particles':>10} {'engine':>8} {'us/step':>10} {'steps*N/s':>12} {'|dlogZ|':>9}")
     for n in particles:
