@@ -195,7 +195,7 @@ class FlatModel:
         if backend != "autograd":
             self._lower(backend, tuple(rows))
         if self.native is not None:
-            self.native.bind_inputs(self._input_rows())
+            self.native.bind_inputs(self._input_rows(), self._input_names())
         # the backend is chosen here, once: every evaluation goes through ``potential``
         self.potential: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
             self._first_native_call if self.native is not None
@@ -234,7 +234,7 @@ class FlatModel:
             binding[key] = _rows(value, binding[key].shape[1:], f"input {name!r}")
         self._binding = binding
         if self.native is not None:
-            self.native.bind_inputs(self._input_rows())
+            self.native.bind_inputs(self._input_rows(), self._input_names())
 
     @property
     def beta(self) -> float | None:
@@ -250,6 +250,9 @@ class FlatModel:
     def _input_rows(self) -> list[torch.Tensor]:
         """The tape's run-time inputs (``Lowered.data``, in order), each ``(1 or R, *shape)``."""
         return [self._binding[key] for key in self._lowered.data_keys]
+
+    def _input_names(self) -> list[str]:
+        return [f"{key.kind} {key.key!r}" for key in self._lowered.data_keys]
 
     def _inputs_for(self, num_chains: int) -> list[torch.Tensor]:
         """The run-time inputs expanded to ``num_chains`` rows (views, no copies)."""
@@ -268,7 +271,7 @@ class FlatModel:
         for key, value in self._binding.items():
             if key.kind == "row":
                 if value.shape[0] not in (1, num_chains):
-                    raise ValueError(f"input {key.key!r} is bound with {value.shape[0]} rows, "
+                    raise ValueError(f"row {key.key!r} is bound with {value.shape[0]} rows, "
                                      f"one per chain, but {num_chains} positions were given")
                 batched = value.shape[0] == num_chains and num_chains > 1
                 data[key.key], dims[key.key] = (value, 0) if batched else (value[0], None)
