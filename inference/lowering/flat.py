@@ -470,7 +470,9 @@ def _latent_dependent_supports(graph: Graph) -> set[str]:
     out = set()
     for node in graph.latent_nodes:
         spec = DistSpec(node.target, node.kwargs)
-        if any(depends[name] for name in iter_refs(spec)) and _support_has_parameters(node):
+        reads_latent = any(depends[name] or graph.node(name).kind == "sample"
+                           for name in iter_refs(spec))
+        if reads_latent and _support_has_parameters(node):
             out.add(node.address)
     return out
 
