@@ -1,23 +1,30 @@
 """How tracing and lowering scale with the length of an unrolled time series.
 
 The AR(1) state-space model ``x_t ~ Normal(0.9 x_{t-1}, 1)``, ``y_t ~ Normal(x_t, 1)`` written
-as a Python loop: ``model.graph`` (trace into the IR) and ``FlatModel.from_graph`` (unconstrain
-pass, tape, generated code) at several T, medians of several repeats, with the time per step,
-which stays flat when the cost is linear in T. Reports the machine.
+as a Python loop, stage by stage: ``model.graph`` (trace into the IR), ``simplify``,
+``FlatModel.from_graph`` (unconstrain pass, tape, generated code; ``--lower``) and the native
+library's C emission and compilation (``--native``, into a fresh cache directory so that it
+really compiles, once), at several T: medians of several repeats, with the time per step,
+which stays flat when the cost is linear in T. Reports the machine and its load (times on a
+shared machine grow with the load).
 
-Run: .venv/bin/python bench/tracing.py [--repeats N] [--steps 1000,10000]
+Run: .venv/bin/python bench/tracing.py [--repeats N] [--steps 1000,10000,100000] [--lower]
+[--native]
 """
 
 import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 import torch
 
 from ppl import model, sample
 from ppl.inference.lowering import FlatModel
+from ppl.inference.lowering.native import NativePotential
+from ppl.passes import simplify
 from ppl.stdlib import Normal
 
 
@@ -44,12 +51,15 @@ def main() -> None:
     parser.add_argument("--steps", type=lambda s: [int(t) for t in s.split(",")],
                         default=[1_000, 10_000])
     parser.add_argument("--lower", action="store_true", help="also time FlatModel.from_graph")
+    parser.add_argument("--native", action="store_true",
+                        help="also time the C emission and one compilation (not repeated)")
     options = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
           f"python {platform.python_version()}; medians of {options.repeats}")
-    print(f"{'T':>8} {'nodes':>8} {'graph s':>9} {'us/step':>8}"
-          + (f" {'lower s':>9} {'us/step':>8}" if options.lower else ""))
+    columns = ["graph", "simplify"] + ["from_graph"] * options.lower + ["emit C", "cc"] * (
+        options.native)
+    print(f"{'T':>8} {'nodes':>8}" + "".join(f" {c + ' s':>12} {'us/step':>8}" for c in columns))
     for steps in options.steps:
         y = torch.randn(steps)
 
@@ -58,13 +68,21 @@ def main() -> None:
             return ar1.graph(y)
 
         graph = trace()
-        traced = median_seconds(trace, options.repeats)
-        line = f"{steps:>8} {len(graph.nodes):>8} {traced:>9.2f} {traced / steps * 1e6:>8.0f}"
+        times = [median_seconds(trace, options.repeats),
+                 median_seconds(lambda g=graph: simplify()(g), options.repeats)]
         if options.lower:
-            lowered = median_seconds(lambda g=graph: FlatModel.from_graph(g, "generated"),
-                                     options.repeats)
-            line += f" {lowered:>9.2f} {lowered / steps * 1e6:>8.0f}"
-        print(line, flush=True)
+            times.append(median_seconds(lambda g=graph: FlatModel.from_graph(g, "generated"),
+                                        options.repeats))
+        if options.native:
+            lowered = FlatModel.from_graph(graph, "generated")._lowered
+            times.append(median_seconds(lambda low=lowered: NativePotential.from_lowered(low), 1))
+            native = NativePotential.from_lowered(lowered)
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["PPL_CACHE_DIR"] = cache
+                native.bind_inputs([])
+                times.append(median_seconds(native.build, 1))
+        print(f"{steps:>8} {len(graph.nodes):>8}"
+              + "".join(f" {t:>12.2f} {t / steps * 1e6:>8.0f}" for t in times), flush=True)
 
 
 if __name__ == "__main__":

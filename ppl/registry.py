@@ -17,7 +17,9 @@ the conjugate update of the Gibbs sampler.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,3 +274,25 @@ def _register_torch_constraints() -> None:
 
 
 _register_torch_constraints()
+
+
+# -- watching constructions --------------------------------------------------------------
+_CONSTRUCTION_OBSERVER: ContextVar[Callable[[Any], None] | None] = ContextVar(
+    "ppl_construction_observer", default=None)
+
+
+@contextlib.contextmanager
+def observing_construction(observer: Callable[[Any], None] | None) -> Iterator[None]:
+    """Hand every ppl distribution constructed in this block to ``observer`` (a graph
+    tracer), its constructor having run with torch function modes off (see
+    ``ppl.stdlib.base.DistributionMixin.__init__``): the tracer records the constructor's
+    arguments, and replays the constructor only if what it derived is read."""
+    token = _CONSTRUCTION_OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _CONSTRUCTION_OBSERVER.reset(token)
+
+
+def construction_observer() -> Callable[[Any], None] | None:
+    return _CONSTRUCTION_OBSERVER.get()

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 import torch
 from torch.distributions import Distribution
 
+from ppl.registry import construction_observer
+
 _SIGNATURES: dict[type, inspect.Signature] = {}
 
 
@@ -36,13 +38,35 @@ def _chosen_parameterization(dist: Any, args: tuple, kwargs: dict) -> str | None
     for name in dist._ppl_exclusive:  # fast path: given by keyword, as usual
         if kwargs.get(name) is not None:
             return name
-    init = super(DistributionMixin, dist).__init__
+    bound = _signature(dist).bind_partial(*args, **kwargs).arguments
+    return next((k for k in dist._ppl_exclusive if bound.get(k) is not None), None)
+
+
+_PARAMETERS: dict[type, tuple[list[str], dict[str, Any], bool]] = {}
+
+
+def _parameters(dist: Any) -> tuple[list[str], dict[str, Any], bool]:
+    """The constructor's positional names, its defaults, and whether it takes no ``*args``
+    or ``**kwargs`` (so that binding is zipping), per class: binding runs at every site of a
+    traced model."""
+    cls = type(dist)
+    if cls not in _PARAMETERS:
+        params = list(_signature(dist).parameters.values())
+        _PARAMETERS[cls] = (
+            [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)],
+            {p.name: p.default for p in params if p.default is not p.empty},
+            all(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params),
+        )
+    return _PARAMETERS[cls]
+
+
+def _signature(dist: Any) -> inspect.Signature:
+    """The signature of the constructor behind the mixin's, per class."""
     cls = type(dist)
     sig = _SIGNATURES.get(cls)
     if sig is None:
-        sig = _SIGNATURES[cls] = inspect.signature(init)
-    bound = sig.bind_partial(*args, **kwargs).arguments
-    return next((k for k in dist._ppl_exclusive if bound.get(k) is not None), None)
+        sig = _SIGNATURES[cls] = inspect.signature(super(DistributionMixin, dist).__init__)
+    return sig
 
 
 class DistributionMixin:
@@ -62,9 +86,33 @@ class DistributionMixin:
     _ppl_exclusive: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, validate_args: bool | None = False, **kwargs: Any) -> None:
-        super().__init__(*args, validate_args=validate_args, **kwargs)
+        observer = construction_observer()
+        if observer is None:
+            super().__init__(*args, validate_args=validate_args, **kwargs)
+        else:  # a graph tracer: it records the arguments, and the constructor only if read
+            with torch._C.DisableTorchFunction():
+                super().__init__(*args, validate_args=validate_args, **kwargs)
+        self._ppl_init = (args, kwargs)
         if self._ppl_exclusive and "_ppl_given" not in self.__dict__:
             self._ppl_given = _chosen_parameterization(self, args, kwargs)
+        if observer is not None:
+            observer(self)
+
+    def ppl_constructor_args(self) -> dict[str, Any] | None:
+        """The arguments this instance was constructed with, by name, defaults filled in
+        (None when it was built without ``__init__``, e.g. by ``expand``): ``cls(**args)``
+        is this distribution, so a graph tracer records them instead of the parameters the
+        constructor derived from them."""
+        init = self.__dict__.get("_ppl_init")
+        if init is None:
+            return None
+        args, kwargs = init
+        names, defaults, plain = _parameters(self)
+        if not plain or len(args) > len(names):
+            bound = _signature(self).bind(*args, **kwargs)
+            bound.apply_defaults()
+            return dict(bound.arguments)
+        return {**defaults, **dict(zip(names, args, strict=False)), **kwargs}
 
     # ----------------------------------------------------------------- ppl_args
     @property

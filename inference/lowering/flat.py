@@ -42,19 +42,30 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
 
 from ppl.ir import Graph, IRError
 from ppl.ir.codegen import LogDensityCodeGen
-from ppl.ir.node import Node
+from ppl.ir.node import DistSpec, Node, iter_refs
+from ppl.params import get_param
 from ppl.passes import latent_transforms, unconstrain, unroll, vectorize_loops
-from ppl.passes.rewriting import probe
+from ppl.passes.rewriting import depends_on_latent, probe
+from ppl.registry import get_family
 
 from .native import CompileError, NativePotential
 from .native.compiler import Unit
-from .tape import Lowered, Unsupported, lower_potential, torch_potential, torch_values
+from .tape import (
+    Lowered,
+    RuntimeInput,
+    Unsupported,
+    lower_potential,
+    per_chain_dtype,
+    torch_potential,
+    torch_values,
+)
 
 
 class FastPathWarning(UserWarning):
@@ -86,9 +97,10 @@ def _as_float64(value):
 
 class _FlatCodeGen(LogDensityCodeGen):
     """Log density of the unconstrained graph at the flat vector ``z`` (one position, no
-    batch dim); with ``sites`` (address -> node name), those sites' values instead."""
+    batch dim); with ``sites`` (address -> node name), those sites' values instead. A node the
+    ``temper`` pass tempered is weighted by its earlier scale times the argument ``beta``."""
 
-    signature = "z, data=None, params=None"
+    signature = "z, data=None, params=None, beta=None"
 
     def __init__(self, graph: Graph, blocks: list[LatentBlock], fn_name: str,
                  sites: dict[str, str] | None = None):
@@ -99,7 +111,22 @@ class _FlatCodeGen(LogDensityCodeGen):
 
     def prologue(self) -> None:
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
+        self.emit(f"_beta = {self.graph.attrs.get('beta')!r} if beta is None else beta")
         self.emit("log_p = 0.0")
+
+    def add_site(self, node: Node, dist: str, value: str) -> None:
+        base = node.meta.attr("tempered")
+        if base is None or "beta" not in self.graph.attrs:
+            return super().add_site(node, dist, value)
+        self.emit(f"log_p = log_p + _site_log_prob({dist}, {value}).sum() * ({base!r} * _beta)")
+
+    def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
+        base = node.meta.attr("tempered")
+        if base is None or "beta" not in self.graph.attrs:
+            return super().factor(node, args, kwargs)
+        value = self.assign(node, args[0])
+        self.emit(f"log_p = log_p + {value}.sum() * ({base!r} * _beta)")
+        return value
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
         block = self.blocks[node.address]
@@ -153,12 +180,18 @@ class FlatModel:
     ``backend`` (``"auto"``: the fastest that accepts the graph, or one of ``BACKENDS``) is
     chosen once, here: ``potential`` is that backend's ``z -> (log density, grad)``, and
     ``native`` the compiled potential a C sampler links to when the backend is native.
+
+    Three kinds of values are run-time inputs of every backend, read from the model's
+    binding (:meth:`bind`) at each evaluation, so changing one never rebuilds or recompiles
+    anything: the ``temper`` pass's ``beta``, the value of each ``param`` site (the param
+    store's when the model is built), and the graph inputs named in ``rows``, which take one
+    row per chain (``(chains, *shape)``; the graph's own value, shared, until bound).
     """
 
     dtype = torch.float64
 
     def __init__(self, graph: Graph, unconstrained: Graph, blocks: list[LatentBlock],
-                 backend: str = "auto"):
+                 backend: str = "auto", rows: tuple[str, ...] = ()):
         self.graph = graph
         self.unconstrained = unconstrained
         self.blocks = blocks
@@ -170,15 +203,97 @@ class FlatModel:
         self.native: NativePotential | None = None
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        self._binding = _initial_binding(unconstrained, tuple(rows))
         if backend != "autograd":
-            self._lower(backend)
+            self._lower(backend, tuple(rows))
+        if self.native is not None:
+            self.native.bind_inputs(self._input_rows(), self._input_names())
         # the backend is chosen here, once: every evaluation goes through ``potential``
         self.potential: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
             self._first_native_call if self.native is not None
-            else self._generated if self._generated is not None
+            else self._generated_potential if self._generated is not None
             else self.autograd_log_density_and_grad
         )
 
+    # -- run-time inputs ------------------------------------------------------------------
+    def bind(self, *, beta: float | None = None, params: dict[str, torch.Tensor] | None = None,
+             rows: dict[str, torch.Tensor] | None = None) -> None:
+        """Set run-time inputs for the following evaluations (on every backend, with no
+        recompilation): the tempering ``beta``, ``params`` (address -> value, of the param's
+        shape), ``rows`` (input name -> ``(chains, *shape)`` rows, or one ``(*shape)``
+        value for all chains). Bad names, shapes and values raise, naming them."""
+        binding = dict(self._binding)
+        if beta is not None:
+            if "beta" not in self.unconstrained.attrs:
+                raise ValueError("bind(beta=...): the model was not tempered; run the temper "
+                                 "pass on its graph first (passes=[temper(beta)])")
+            if not float(beta) >= 0.0:
+                raise ValueError(f"bind(beta=...): beta must be a non-negative number, "
+                                 f"got {beta!r}")
+            binding[RuntimeInput("beta", "beta")] = torch.tensor([float(beta)], dtype=self.dtype)
+        for address, value in (params or {}).items():
+            key = RuntimeInput("param", address)
+            if key not in binding:
+                known = sorted(k.key for k in binding if k.kind == "param")
+                raise ValueError(f"bind(params=...): the model has no param site {address!r}; "
+                                 f"its params: {known}")
+            binding[key] = _one_row(value, binding[key].shape[1:], f"param {address!r}")
+        for name, value in (rows or {}).items():
+            key = RuntimeInput("row", name)
+            if key not in binding:
+                raise ValueError(f"bind(rows=...): {name!r} is not a per-row input of the model; "
+                                 f"build it with FlatModel.from_graph(graph, rows=({name!r},))")
+            binding[key] = _rows(value, binding[key].shape[1:], f"input {name!r}")
+        self._binding = binding
+        if self.native is not None:
+            self.native.bind_inputs(self._input_rows(), self._input_names())
+
+    @property
+    def beta(self) -> float | None:
+        """The tempering beta the model evaluates with (None when it was not tempered)."""
+        value = self._binding.get(RuntimeInput("beta", "beta"))
+        return None if value is None else float(value[0])
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """The param values the model evaluates with, by address."""
+        return {k.key: v[0] for k, v in self._binding.items() if k.kind == "param"}
+
+    def _input_rows(self) -> list[torch.Tensor]:
+        """The tape's run-time inputs (``Lowered.data``, in order), each ``(1 or R, *shape)``."""
+        return [self._binding[key] for key in self._lowered.data_keys]
+
+    def _input_names(self) -> list[str]:
+        return [f"{key.kind} {key.key!r}" for key in self._lowered.data_keys]
+
+    def _inputs_for(self, num_chains: int) -> list[torch.Tensor]:
+        """The run-time inputs expanded to ``num_chains`` rows (views, no copies)."""
+        out = []
+        for key, value in zip(self._lowered.data_keys, self._input_rows(), strict=True):
+            if value.shape[0] not in (1, num_chains):
+                raise ValueError(f"{key.kind} {key.key!r} is bound with {value.shape[0]} rows, "
+                                 f"one per chain, but {num_chains} positions were given")
+            out.append(value.expand(num_chains, *value.shape[1:]))
+        return out
+
+    def _autograd_arguments(self, num_chains: int) -> tuple[dict, dict, Any, dict]:
+        """The autograd code's ``data`` (per-row inputs), ``params`` and ``beta``, and the
+        vmap dims of ``data`` (rows are batched, a shared value is not)."""
+        data, dims, params, beta = {}, {}, {}, None
+        for key, value in self._binding.items():
+            if key.kind == "row":
+                if value.shape[0] not in (1, num_chains):
+                    raise ValueError(f"row {key.key!r} is bound with {value.shape[0]} rows, "
+                                     f"one per chain, but {num_chains} positions were given")
+                batched = value.shape[0] == num_chains and num_chains > 1
+                data[key.key], dims[key.key] = (value, 0) if batched else (value[0], None)
+            elif key.kind == "param":
+                params[key.key] = value[0]
+            else:
+                beta = value[0]
+        return data, dims, beta, params
+
+    # -- backends -------------------------------------------------------------------------
     def build_native(self, *companions: Unit) -> bool:
         """Build the native library now, with ``companions`` (C units that call the
         potential, e.g. a sampler's) linked in. If the C compiler or the library fails, the
@@ -191,7 +306,8 @@ class FlatModel:
             self.native.link(*companions)
             self.native.build()
         except (CompileError, OSError) as error:
-            self.native, self.backend, self.potential = None, "generated", self._generated
+            self.native, self.backend = None, "generated"
+            self.potential = self._generated_potential
             self.fallback_reason = f"the native library could not be built: {error}"
             warnings.warn(f"{self.fallback_reason}; the model runs the generated torch code "
                           "instead, several times slower", FastPathWarning, stacklevel=3)
@@ -203,11 +319,15 @@ class FlatModel:
         self.build_native()
         return self.potential(z)
 
-    def _lower(self, backend: str) -> None:
+    def _generated_potential(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._generated(z, *self._inputs_for(z.shape[0]))
+
+    def _lower(self, backend: str, rows: tuple[str, ...]) -> None:
         """Record the tape and emit torch (and, on the CPU with a compiler, C) code for it;
         with ``backend="auto"`` a refusal is kept in ``fallback_reason``."""
         try:
-            self._lowered = lower_potential(self.unconstrained, self.blocks, sites=self.sites)
+            self._lowered = lower_potential(self.unconstrained, self.blocks, rows,
+                                            sites=self.sites, runtime=True)
             self._generated = torch_potential(self._lowered)
             self.backend = "generated"
             if backend in ("auto", "native"):
@@ -219,7 +339,8 @@ class FlatModel:
         except Unsupported as refusal:
             if backend != "auto":
                 raise
-            self._lowered = None
+            if self._generated is None:
+                self._lowered = None
             self.fallback_reason = str(refusal)
             if self._generated is None:
                 warnings.warn(
@@ -230,7 +351,8 @@ class FlatModel:
 
     @cached_property
     def log_density_fn(self) -> Callable:
-        """The autograd path's log density of one unconstrained position ``z (dim,)``."""
+        """The autograd path's log density of one unconstrained position ``z (dim,)``
+        (``fn(z, data=None, params=None, beta=None)``)."""
         return _FlatCodeGen(self.unconstrained, self.blocks, "flat_log_density").compile()
 
     @cached_property
@@ -239,22 +361,31 @@ class FlatModel:
         position."""
         return _FlatCodeGen(self.unconstrained, self.blocks, "flat_values", self.sites).compile()
 
-    @cached_property
-    def _batched(self) -> Callable:
-        return torch.func.vmap(self.log_density_fn)
+    def _batched(self, z: torch.Tensor) -> torch.Tensor:
+        """The autograd path's log density of a batch of positions, with the binding."""
+        data, dims, beta, params = self._autograd_arguments(z.shape[0])
+        fn = self.log_density_fn
+        return torch.func.vmap(lambda zi, d: fn(zi, d, params, beta), in_dims=(0, dims))(z, data)
 
     @cached_property
-    def _batched_values(self) -> Callable:
+    def _tape_values(self) -> Callable:
+        return torch_values(self._lowered)
+
+    def _batched_values(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Site values of a batch of positions: from the tape when the model is lowered
         (forward code only), else the vmapped autograd code."""
         if self._lowered is not None:
-            return torch_values(self._lowered)
-        return torch.func.vmap(self.values_fn)
+            return self._tape_values(z, *self._inputs_for(z.shape[0]))
+        data, dims, beta, params = self._autograd_arguments(z.shape[0])
+        fn = self.values_fn
+        return torch.func.vmap(lambda zi, d: fn(zi, d, params, beta), in_dims=(0, dims))(z, data)
 
     @classmethod
-    def from_graph(cls, graph: Graph, backend: str = "auto") -> FlatModel:
+    def from_graph(cls, graph: Graph, backend: str = "auto",
+                   rows: tuple[str, ...] = ()) -> FlatModel:
         """Unconstrain the graph and lay out its latents, in graph order, using one prior
-        draw for their shapes."""
+        draw for their shapes; ``rows`` names graph inputs given per chain at run time
+        (see :meth:`bind`). Loops are vectorized or unrolled first (:func:`lower_loops`)."""
         graph = lower_loops(graph)
         unconstrained = unconstrain()(graph)
         transforms = latent_transforms(unconstrained)
@@ -275,11 +406,12 @@ class FlatModel:
                 LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
             )
             offset += size
-        return cls(graph, unconstrained, blocks, backend)
+        return cls(graph, unconstrained, blocks, backend, rows)
 
+    # -- evaluation -----------------------------------------------------------------------
     def log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z (chains, dim)`` -> ``(log density (chains,), gradient (chains, dim))``, float64,
-        on the backend chosen when the model was built (``potential``)."""
+        on the backend chosen when the model was built (``potential``), with the binding."""
         return self.potential(z.to(self.dtype))
 
     def autograd_log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,6 +433,7 @@ class FlatModel:
         """Latent (constrained) and deterministic site values for a batch ``z (n, dim)``."""
         return self._batched_values(z.to(self.dtype))
 
+    # -- constrained values -> positions --------------------------------------------------
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flat vector of a dict of constrained latent values (e.g. user init values)."""
         dists = probe(self.graph, values).dists
@@ -309,3 +442,97 @@ class FlatModel:
             for b in self.blocks
         ]
         return torch.cat([p.reshape(-1) for p in parts]) if parts else torch.zeros(0)
+
+    def unconstrain_batch(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``unconstrain`` of N assignments at once: ``{address: (N, *shape)}`` -> ``(N, dim)``
+        (the inverse of ``constrained_values``). A support that is the same for every row is
+        inverted once for all rows; one that depends on other latents (``Uniform(0, x)``) is
+        evaluated row by row under ``torch.func.vmap``."""
+        sizes = {tuple(values[b.address].shape[:1]) for b in self.blocks if b.address in values}
+        missing = [b.address for b in self.blocks if b.address not in values]
+        if missing or len(sizes) > 1:
+            raise ValueError(f"unconstrain_batch needs every latent with one leading batch dim; "
+                             f"missing {missing}, leading dims {sorted(sizes)}")
+        if not self.blocks:
+            return torch.zeros(0, 0, dtype=self.dtype)
+        num = next(iter(sizes))[0]
+        varying = _latent_dependent_supports(self.graph)
+        first = probe(self.graph, {a: v[0] for a, v in values.items()}).dists
+        parts = []
+        for b in self.blocks:
+            value = values[b.address]
+            if tuple(value.shape[1:]) != b.shape:
+                raise ValueError(f"unconstrain_batch: site {b.address!r} has shape {b.shape}, "
+                                 f"got values of shape {tuple(value.shape)} (N, *shape)")
+            if b.address in varying:
+                part = torch.func.vmap(lambda row, a=b.address: self._unconstrain_site(a, row))(
+                    {a: v for a, v in values.items()})
+            else:
+                part = biject_to(first[self.graph.site(b.address).name].support).inv(value)
+            parts.append(part.reshape(num, -1).to(self.dtype))
+        return torch.cat(parts, dim=1)
+
+    def _unconstrain_site(self, address: str, row: dict[str, torch.Tensor]) -> torch.Tensor:
+        support = probe(self.graph, row).dists[self.graph.site(address).name].support
+        return biject_to(support).inv(row[address])
+
+
+def _latent_dependent_supports(graph: Graph) -> set[str]:
+    """Addresses of the latent sites whose support (a parameter of their distribution)
+    depends on another latent's value, from one pass over the graph."""
+    depends = depends_on_latent(graph)
+    out = set()
+    for node in graph.latent_nodes:
+        spec = DistSpec(node.target, node.kwargs)
+        reads_latent = any(depends[name] or graph.node(name).kind == "sample"
+                           for name in iter_refs(spec))
+        if reads_latent and _support_has_parameters(node):
+            out.add(node.address)
+    return out
+
+
+def _support_has_parameters(node: Node) -> bool:
+    """Whether the family's support is built from its parameters (``interval(low, high)``)
+    rather than fixed (``positive``, ``simplex``): only the former can vary between rows."""
+    family = get_family(node.target)
+    return family.support_bounds is not None or not isinstance(
+        getattr(family.cls, "support", None), constraints.Constraint)
+
+
+def _initial_binding(graph: Graph, rows: tuple[str, ...]) -> dict[RuntimeInput, torch.Tensor]:
+    """Every run-time input's starting value as ``(1, *shape)``: the graph's data for the
+    per-row inputs, the param store's values, the temper pass's beta."""
+    binding = {}
+    for name in rows:
+        if name not in graph or graph.node(name).kind != "input" or name not in graph.data:
+            inputs = [n.name for n in graph.inputs if n.name in graph.data]
+            raise ValueError(f"rows=({name!r},): not a bound input of graph {graph.name!r}; "
+                             f"its inputs: {inputs}")
+        value = torch.as_tensor(graph.data[name])
+        binding[RuntimeInput("row", name)] = value.to(per_chain_dtype(value)).unsqueeze(0)
+    for node in graph.nodes_of("param"):
+        value = get_param(node.address, None, node.kwarg_dict.get("constraint"))
+        binding[RuntimeInput("param", node.address)] = value.detach().to(torch.float64)[None]
+    if "beta" in graph.attrs:
+        binding[RuntimeInput("beta", "beta")] = torch.tensor([graph.attrs["beta"]],
+                                                             dtype=torch.float64)
+    return binding
+
+
+def _one_row(value: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=torch.float64).detach()
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"bind: {what} has shape {tuple(shape)}, got {tuple(value.shape)}")
+    return value[None]
+
+
+def _rows(value: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """Per-chain rows ``(R, *shape)``, or one value ``(*shape)`` for every chain."""
+    value = torch.as_tensor(value).detach()
+    value = value.to(per_chain_dtype(value))
+    if tuple(value.shape) == tuple(shape):
+        return value[None]
+    if value.dim() == len(shape) + 1 and tuple(value.shape[1:]) == tuple(shape):
+        return value
+    raise ValueError(f"bind: {what} takes rows (chains, {', '.join(map(str, shape))}) or one "
+                     f"value {tuple(shape)}, got {tuple(value.shape)}")

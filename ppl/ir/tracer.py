@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from ppl.errors import operation_error
 from ppl.randomness import forked
-from ppl.registry import family_of
+from ppl.registry import family_of, observing_construction
 from ppl.runtime import (
     Message,
     Messenger,
@@ -42,13 +42,14 @@ from ppl.runtime import (
     internal,
     is_library_file,
     source_location,
+    unwatched,
 )
 from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
 from .graph import Graph, GraphBuilder
 from .interpreter import draw
-from .node import DistSpec, Meta, Ref
+from .node import DistSpec, Meta, Node, Ref
 from .ops import is_random_op, op_name
 
 SMALL_LITERAL = 16
@@ -96,6 +97,9 @@ class _Recorder:
         self.random_deps: dict[str, frozenset[str]] = {}
         self.reads_data = False
         self._keep_alive: list[torch.Tensor] = []
+        # results of operations inside distribution constructors, by id: recorded only
+        # when something reads them (most sites record the constructor's arguments instead)
+        self.deferred: dict[int, _Deferred] = {}
 
     def track(self, tensor: torch.Tensor, ref: Ref, deps: frozenset[str] = frozenset()) -> None:
         self.refs[id(tensor)] = ref
@@ -112,6 +116,18 @@ class _Recorder:
         )
 
     def ref_of(self, tensor: torch.Tensor) -> Ref | None:
+        ref = self.refs.get(id(tensor))
+        if ref is None and id(tensor) in self.deferred:
+            return self.materialize(tensor)
+        return ref
+
+    def materialize(self, tensor: torch.Tensor) -> Ref | None:
+        """Record the deferred operation that made ``tensor``; None when it turns out not
+        to depend on anything tracked (a constant)."""
+        entry = self.deferred[id(tensor)]
+        if not entry.recorded:
+            entry.recorded = True
+            entry.record()
         return self.refs.get(id(tensor))
 
     def deps(self, arg: Any) -> frozenset[str]:
@@ -120,16 +136,18 @@ class _Recorder:
             ref = self.refs.get(id(tensor))
             if ref is not None:
                 out |= self.random_deps.get(ref.name, frozenset())
+            elif id(tensor) in self.deferred:
+                out |= self.deferred[id(tensor)].deps
         return frozenset(out)
 
     def any_tracked(self, arg: Any) -> bool:
         """Whether ``arg`` holds a tracked tensor (nested in tuples, lists, dicts, slices): a
         loop, not a generator, since it runs on every torch call of the model."""
-        refs, stack = self.refs, [arg]
+        refs, deferred, stack = self.refs, self.deferred, [arg]
         while stack:
             item = stack.pop()
             if isinstance(item, torch.Tensor):
-                if id(item) in refs:
+                if id(item) in refs or id(item) in deferred:
                     return True
             elif isinstance(item, tuple | list):
                 stack.extend(item)
@@ -142,7 +160,7 @@ class _Recorder:
     def to_arg(self, value: Any) -> Any:
         """A Python value as an IR argument: tracked tensors become refs, the rest literals."""
         if isinstance(value, torch.Tensor):
-            ref = self.refs.get(id(value))
+            ref = self.ref_of(value)
             if ref is not None:
                 return ref
             if value.numel() <= SMALL_LITERAL:
@@ -173,7 +191,28 @@ class _Recorder:
                 "it cannot appear in a graph; use the ppl.stdlib families or register yours "
                 "with ppl.registry.register_family"
             )
-        return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in dist.ppl_args.items()))
+        # A distribution built from tracked arguments records them: they rebuild it, and
+        # what its constructor derived from them (broadcasting) is never recorded.
+        given = getattr(dist, "ppl_constructor_args", lambda: None)()
+        if given is not None and self.any_tracked(tuple(given.values())):
+            with unwatched():  # the names only: reading them may compute (Beta's)
+                names = list(dist.ppl_args)
+            if all(k in given for k in names):
+                params = {k: given[k] for k in names}
+                return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+        with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
+            params = dist.ppl_args
+        return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+
+
+class _Deferred:
+    """A deferred operation: how to record it, the random sites it depends on, and whether it
+    has been recorded."""
+
+    __slots__ = ("record", "deps", "recorded")
+
+    def __init__(self, record, deps: frozenset[str]):
+        self.record, self.deps, self.recorded = record, deps, False
 
 
 def _tensors_in(arg: Any):
@@ -236,6 +275,43 @@ class _RecordingMode(TorchFunctionMode):
         if not any(True for _ in _tensors_in(result)):
             return result  # shapes, sizes, dtypes: the graph specializes on them
         return self._record(func, args, kwargs, result)
+
+    # -- distribution constructors ----------------------------------------------------
+    def constructed(self, dist: torch.distributions.Distribution) -> None:
+        """A ppl distribution was built, its constructor unwatched (``observing_construction``):
+        the parameters it derived from tracked arguments (broadcast, normalized) are
+        deferred, recorded by replaying the constructor only if something reads them; a site
+        records the constructor's arguments instead (``dist_spec``)."""
+        rec = self.rec
+        args, kwargs = dist._ppl_init
+        if not rec.any_tracked((args, kwargs)):
+            return
+        derived = _derived_tensors(dist, rec.refs)
+        entry = _Deferred(lambda: self._replay(dist, derived), rec.deps((args, kwargs)))
+        for value in derived.values():
+            rec.deferred[id(value)] = entry
+            rec._keep_alive.append(value)
+
+    def _replay(self, dist: torch.distributions.Distribution, derived: dict) -> None:
+        """Run ``dist``'s constructor again, watched (its operations recorded), and let each
+        derived parameter stand for its twin's node."""
+        rec = self.rec
+        args, kwargs = dist._ppl_init
+        watching = self in torch.overrides._get_current_function_mode_stack()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch._C._EnableTorchFunction())
+            if not watching:  # inside this mode's handler, which took it off the stack
+                stack.enter_context(self)
+            stack.enter_context(observing_construction(None))
+            twin = type(dist)(*args, **kwargs)
+        for path, value in derived.items():
+            twin_value = twin
+            for name in path:
+                twin_value = vars(twin_value).get(name)
+            ref = rec.refs.get(id(twin_value))
+            if ref is not None:
+                rec.track(value, ref, rec.random_deps[ref.name])
+
 
     def _check_static(self, fname: str, args: tuple) -> None:
         deps = self.rec.deps(args)
@@ -310,6 +386,18 @@ class _RecordingMode(TorchFunctionMode):
         return result
 
 
+def _derived_tensors(dist: Any, refs: dict, path: tuple[str, ...] = ()) -> dict[tuple, Any]:
+    """The untracked tensors a constructor stored, by attribute path, nested distributions
+    included (torch's ``Beta`` keeps its parameters in a ``Dirichlet``)."""
+    out = {}
+    for name, value in vars(dist).items():
+        if isinstance(value, torch.Tensor) and id(value) not in refs:
+            out[(*path, name)] = value
+        elif isinstance(value, torch.distributions.Distribution):
+            out.update(_derived_tensors(value, refs, (*path, name)))
+    return out
+
+
 class GraphTracer(Messenger):
     """The effect handler that turns each primitive into its IR node."""
 
@@ -329,6 +417,10 @@ class GraphTracer(Messenger):
                 msg.value = draw(msg.fn)
 
     def postprocess(self, msg: Message) -> None:
+        with unwatched():  # the tracer's bookkeeping is no part of the model
+            self._postprocess(msg)
+
+    def _postprocess(self, msg: Message) -> None:
         rec = self.rec
         meta = tensor_meta(msg.value, plates=msg.plates, address=msg.name, source=msg.source)
         meta = _with_site_attrs(meta, msg)
@@ -410,11 +502,26 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     # cache and a freshly traced one give an engine the same draws after them.
     with forked(), _no_cycle_collection():
         mode = _RecordingMode(rec)
-        with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)):
+        with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)), \
+                observing_construction(mode.constructed):
             result = fn(*args, **kwargs)
         rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
         rec.builder.attrs["reads_data"] = rec.reads_data
+        rec.builder.nodes = _without_dead_calls(rec.builder.nodes)
         return rec.builder.build()
+
+
+def _without_dead_calls(nodes: list[Node]) -> list[Node]:
+    """``nodes`` less the operations nothing reads (a replayed constructor's parameters that
+    no site uses, results the model computed and dropped): one backward pass."""
+    read: set[str] = set()
+    kept = []
+    for node in reversed(nodes):
+        if node.kind == "call" and node.address is None and node.name not in read:
+            continue
+        read.update(node.refs())
+        kept.append(node)
+    return kept[::-1]
 
 
 @contextlib.contextmanager

@@ -24,10 +24,10 @@ exactly.
     ... def m(y):
     ...     mu = sample("mu", Normal(0.0, 1.0))
     ...     with plate("data", len(y)):
-    ...         sample("y", Normal(mu, 1.0), obs=y)
+    ...         sample("y", Normal(mu.reshape(()) * 1.0, 1.0), obs=y)
     >>> g = m.graph(torch.zeros(3))
     >>> len(g), len(simplify()(g))
-    (9, 5)
+    (10, 6)
 """
 
 from __future__ import annotations

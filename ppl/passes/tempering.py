@@ -10,6 +10,12 @@ other order). ``beta = 0``
 gives the prior, ``beta = 1`` the posterior: the path of annealed importance sampling and
 tempered SMC.
 
+``beta`` is also left as a run-time input for the lowerings: each tempered node keeps the
+scale it had before the pass (``meta.attr("tempered")``) and ``graph.attrs["beta"]`` holds
+``beta``, so a flat model (``FlatModel.bind(beta=...)``) multiplies the node's log density by
+``tempered * beta`` with ``beta`` read at each call instead of the ``scale`` literal: a new
+``beta`` never rebuilds or recompiles the model.
+
     >>> import torch
     >>> from ppl import model, sample
     >>> from ppl.stdlib import Normal
@@ -17,8 +23,8 @@ tempered SMC.
     ... def m(y):
     ...     sample("y", Normal(sample("x", Normal(0.0, 1.0)), 1.0), obs=y)
     >>> g = temper(0.5)(m.graph(torch.tensor(1.0)))
-    >>> g.site("y").meta.attr("scale")
-    0.5
+    >>> g.site("y").meta.attr("scale"), g.site("y").meta.attr("tempered"), g.attrs["beta"]
+    (0.5, 1.0, 0.5)
 """
 
 from __future__ import annotations
@@ -53,13 +59,10 @@ class temper:
         rw = Rewriter(graph)
         for node in graph.nodes:
             if node.kind in kinds and node.meta.attr("role") is None:
-                scale = node.meta.attr("scale")
-                rw.copy(
-                    node,
-                    meta=node.meta.with_attr(
-                        "scale", self.beta * (1.0 if scale is None else scale)
-                    ),
-                )
+                base = node.meta.attr("scale")
+                base = 1.0 if base is None else base
+                meta = node.meta.with_attr("scale", self.beta * base).with_attr("tempered", base)
+                rw.copy(node, meta=meta)
             else:
                 rw.copy(node)
-        return rw.build()
+        return rw.build(attrs={"beta": self.beta})

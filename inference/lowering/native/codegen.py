@@ -5,15 +5,21 @@ source that defines::
 
     #define PPL_DIM D
     void ppl_bind(const void *const *constants);      /* the tensor constants, in order */
-    double ppl_potential(const double *z, double *grad);   /* log p(z), writes grad */
-    void ppl_potential_batch(long C, const double *z, double *lp, double *grad);
+    void ppl_bind_inputs(const void *const *inputs, const long *row_strides);
+    double ppl_potential_row(const double *z, double *grad, long row);  /* log p(z), grad */
+    double ppl_potential(const double *z, double *grad);   /* row 0 */
+    void ppl_potential_batch(long C, const double *z, double *lp, double *grad);  /* row c */
 
 Every tape value becomes a buffer of its per-chain shape (:mod:`.emitter`), each instruction
 a loop nest over its output (:mod:`.rules`), runs of elementwise instructions one loop
 (:mod:`.fusion`), so the C has no shape logic at run time. Tensor constants (data, indices) are not
 embedded: they are bound by pointer through ``ppl_bind``, so models that differ only in
-their data share one compiled library. An instruction without a C rule raises
-``Unsupported``, and the caller keeps the torch potential.
+their data share one compiled library. The run-time inputs (per-chain data rows, param
+values, the tempering beta: ``Lowered.data``) are bound the same way through
+``ppl_bind_inputs``, each with a row stride: input ``k`` of chain ``row`` starts at element
+``row * row_strides[k]``, so a stride of 0 shares one value between all chains. An
+instruction without a C rule raises ``Unsupported``, and the caller keeps the torch
+potential.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class CSource:
     text: str
     constants: list[torch.Tensor]
     dim: int
+    inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...] = ()  # per-chain shape, dtype
 
 
 def _prelude() -> str:
@@ -53,8 +60,6 @@ def emit_potential(lowered: Lowered) -> CSource:
     dim = sum(block.size for _, block in lowered.inputs)
     if dim == 0:
         raise Unsupported("no latent dimensions")
-    if lowered.data:
-        raise Unsupported("per-chain data inputs (the C potential takes constants only)")
     em = Emitter()
     for var, block in lowered.inputs:
         if var.ndim == 0:
@@ -63,6 +68,17 @@ def emit_potential(lowered: Lowered) -> CSource:
         else:
             em.declared[var.name] = f"const double *{var.name};"
             em.emit(f"{var.name} = z + {block.offset};")
+    for k, var in enumerate(lowered.data):
+        ctype = _INPUT_TYPES.get(var.dtype)
+        if ctype is None:
+            raise Unsupported(f"a run-time input of dtype {var.dtype} (C takes float64, int64)")
+        row = f"(const {ctype} *)ppl_X[{k}] + row * ppl_XS[{k}]"
+        if var.ndim == 0:
+            em.declared[var.name] = f"{ctype} {var.name};"
+            em.emit(f"{var.name} = *({row});")
+        else:
+            em.declared[var.name] = f"const {ctype} *{var.name};"
+            em.emit(f"{var.name} = {row};")
     live = tape.live([log_density, grad])
     refused = next((instr for instr in live if not supported(instr)), None)
     if refused is not None:
@@ -76,15 +92,30 @@ def emit_potential(lowered: Lowered) -> CSource:
     text = "\n".join([
         f"#define PPL_DIM {dim}",
         _prelude(),
-        "double ppl_potential(const double *restrict z, double *restrict grad) {",
+        "static const void *const *ppl_X;  /* run-time inputs */",
+        "static const long *ppl_XS;        /* their row strides (0: one value for all rows) */",
+        "void ppl_bind_inputs(const void *const *inputs, const long *row_strides) {",
+        "    ppl_X = inputs;",
+        "    ppl_XS = row_strides;",
+        "}",
+        "",
+        "double ppl_potential_row(const double *restrict z, double *restrict grad, long row) {",
         *declarations,
         *em.lines,
         "}",
         "",
+        "double ppl_potential(const double *restrict z, double *restrict grad) {",
+        "    return ppl_potential_row(z, grad, 0);",
+        "}",
+        "",
         "void ppl_potential_batch(long C, const double *z, double *lp, double *grad) {",
         "    for (long c = 0; c < C; c++)",
-        "        lp[c] = ppl_potential(z + c * PPL_DIM, grad + c * PPL_DIM);",
+        "        lp[c] = ppl_potential_row(z + c * PPL_DIM, grad + c * PPL_DIM, c);",
         "}",
         "",
     ])
-    return CSource(text, em.constants, dim)
+    inputs = tuple((var.shape, var.dtype) for var in lowered.data)
+    return CSource(text, em.constants, dim, inputs)
+
+
+_INPUT_TYPES = {torch.float64: "double", torch.int64: "int64_t"}

@@ -1,5 +1,6 @@
 """A model's potential compiled to C: the same ``fn(z) -> (log_density, grad)`` contract as
-the torch potential, evaluated chain by chain in one foreign call.
+the torch potential, evaluated chain by chain in one foreign call; its run-time inputs
+(:meth:`NativePotential.bind_inputs`) are rebound without recompiling.
 
 The library holds the generated potential and whatever C units a sampler links to it
 (:meth:`NativePotential.link`, e.g. ``ppl.inference.mcmc.native_nuts`` links its NUTS). It is
@@ -38,6 +39,38 @@ class NativePotential:
         self._library: ctypes.CDLL | None = None
         self._lock: threading.Lock | None = None  # the library's, shared with its other users
         self._companions: tuple[Unit, ...] = ()
+        self._rows, self._row_owner = 1, None
+        self._inputs: list[torch.Tensor] | None = None  # bound by bind_inputs
+        self._input_table = (ctypes.c_void_p * max(1, len(source.inputs)))()
+        self._input_strides = (ctypes.c_long * max(1, len(source.inputs)))()
+        if not source.inputs:
+            self.bind_inputs([])
+
+    def bind_inputs(self, values: list[torch.Tensor], names: list[str] | None = None) -> None:
+        """Point the run-time inputs (``CSource.inputs``, in order; ``names`` for errors) at
+        ``values``: each is ``(R, *shape)``, R rows of which row ``c`` is chain ``c``'s, or
+        ``(1, *shape)``, one value for every chain. Copies only what is not already
+        contiguous in its dtype; the values are read at every evaluation until the next
+        binding, nothing is recompiled."""
+        if len(values) != len(self.source.inputs):
+            raise ValueError(f"the potential takes {len(self.source.inputs)} run-time inputs, "
+                             f"got {len(values)}")
+        names = names or [f"run-time input {k}" for k in range(len(values))]
+        kept, rows, self._row_owner = [], 1, None
+        for k, (value, (shape, dtype)) in enumerate(zip(values, self.source.inputs, strict=True)):
+            value = value.detach().to(dtype).contiguous()
+            if tuple(value.shape[1:]) != tuple(shape):
+                raise ValueError(f"{names[k]}: expected rows of shape {tuple(shape)}, "
+                                 f"got {tuple(value.shape)}")
+            if value.shape[0] != 1:
+                if rows not in (1, value.shape[0]):
+                    raise ValueError(f"{names[k]} has {value.shape[0]} rows, "
+                                     f"{self._row_owner} {rows}")
+                rows, self._row_owner = value.shape[0], names[k]
+            kept.append(value)
+            self._input_table[k] = value.data_ptr()
+            self._input_strides[k] = 0 if value.shape[0] == 1 else value[0].numel()
+        self._inputs, self._rows = kept, rows  # kept alive: the C reads them by pointer
 
     @classmethod
     def from_lowered(cls, lowered: Lowered) -> NativePotential:
@@ -70,10 +103,16 @@ class NativePotential:
             library.ppl_bind.restype = None
             library.ppl_potential_batch.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3
             library.ppl_potential_batch.restype = None
+            library.ppl_bind_inputs.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            library.ppl_bind_inputs.restype = None
             self._library = library
             self._lock = _LOCKS.setdefault(library._name, threading.Lock())
+        if self._inputs is None:
+            raise RuntimeError(f"the potential's {len(self.source.inputs)} run-time inputs are "
+                               "not bound; call bind_inputs first")
         with self._lock:
             self._library.ppl_bind(self._table)
+            self._library.ppl_bind_inputs(self._input_table, self._input_strides)
             yield self._library
 
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +121,9 @@ class NativePotential:
             raise ValueError(f"expected positions of shape (chains, {self.dim}), "
                              f"got {tuple(z.shape)}")
         num_chains = z.shape[0]
+        if self._rows not in (1, num_chains):
+            raise ValueError(f"{self._row_owner} is bound with {self._rows} rows, one per "
+                             f"chain, but {num_chains} positions were given")
         log_density = torch.empty(num_chains, dtype=torch.float64)
         grad = torch.empty(num_chains, self.dim, dtype=torch.float64)
         with self.bound() as library:

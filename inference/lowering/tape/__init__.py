@@ -7,6 +7,7 @@ falls back to autograd.
 
 from .build import (
     Lowered,
+    RuntimeInput,
     build_potential,
     lower_potential,
     per_chain_dtype,
@@ -17,6 +18,7 @@ from .tape import Unsupported
 
 __all__ = [
     "Lowered",
+    "RuntimeInput",
     "Unsupported",
     "build_potential",
     "lower_potential",

@@ -104,6 +104,15 @@ class LogDetTerms:
     shape: tuple[int, ...]
 
 
+class RuntimeInput(NamedTuple):
+    """What a run-time input of a lowered potential stands for: ``("row", input name)``, a
+    graph input given per chain; ``("param", address)``, a param's value; ``("beta",
+    "beta")``, the ``temper`` pass's beta."""
+
+    kind: str
+    key: str
+
+
 # call targets of the unconstrain pass that the tape runs with its own bijectors: method names
 _BIJECTOR_CALLS = {"ppl.biject_to": "biject", "ppl.log_abs_det_jacobian": "log_abs_det_jacobian"}
 # call targets of the enumerate_discrete pass that the tape runs itself: method names
@@ -123,7 +132,8 @@ class TapeInterpreter(Interpreter):
     ``unconstrain``, and ``torch.exp`` (the positive support's bijector) its ``exp`` rule."""
 
     def __init__(self, graph: Graph, blocks: Sequence[Any], per_chain: Sequence[str] = (),
-                 sites: Mapping[str, str] | None = None, tape: Tape | None = None):
+                 sites: Mapping[str, str] | None = None, tape: Tape | None = None,
+                 runtime: bool = False):
         super().__init__(graph)
         self.sites = dict(sites or {})  # address -> node name of the values to report
         self.tape = Tape() if tape is None else tape  # several graphs may share one tape
@@ -133,10 +143,13 @@ class TapeInterpreter(Interpreter):
         }
         # graph inputs given per chain at run time (a Gibbs block's view of the other blocks)
         self.data = {
-            name: self.tape.input(f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape),
-                                  per_chain_dtype(self.inputs[name]))
+            RuntimeInput("row", name): self.tape.input(
+                f"x{i}", tuple(torch.as_tensor(self.inputs[name]).shape),
+                per_chain_dtype(self.inputs[name]))
             for i, name in enumerate(per_chain)
         }
+        # with ``runtime``, param values and the tempering beta are inputs too, not constants
+        self.runtime = runtime
         self.terms: list[Value] = []
         self.constant = 0.0
         self._log_dets: dict[str, LogDetTerms] = {}  # by the name of the bijection's value
@@ -150,12 +163,31 @@ class TapeInterpreter(Interpreter):
         return map_refs(_as_float64(arg) if isinstance(arg, torch.Tensor) else arg, self._lookup)
 
     def input(self, node: Node, args: tuple, kwargs: dict) -> Any:
-        if node.name in self.data:
-            return self.data[node.name]
+        row = self.data.get(RuntimeInput("row", node.name))
+        if row is not None:
+            return row
         return _as_float64(super().input(node, args, kwargs))
 
-    def param(self, node: Node, args: tuple, kwargs: dict) -> torch.Tensor:
-        return _as_float64(super().param(node, args, kwargs))
+    def param(self, node: Node, args: tuple, kwargs: dict) -> Value:
+        value = _as_float64(super().param(node, args, kwargs))
+        if not self.runtime:
+            return value
+        return self._runtime_input(RuntimeInput("param", node.address), tuple(value.shape))
+
+    def _runtime_input(self, key: RuntimeInput, shape: tuple[int, ...]) -> Var:
+        if key not in self.data:
+            self.data[key] = self.tape.input(f"x{len(self.data)}", shape)
+        return self.data[key]
+
+    def weight(self, node: Node) -> Value:
+        """The factor a site's log density is multiplied by: its ``scale`` (1 by default),
+        or, for a node the ``temper`` pass tempered, its earlier scale times the run-time
+        input ``beta`` when the interpreter was built with ``runtime``."""
+        base = node.meta.attr("tempered")
+        if self.runtime and base is not None and "beta" in self.graph.attrs:
+            return self._runtime_input(RuntimeInput("beta", "beta"), ()) * float(base)
+        scale = node.meta.attr("scale")
+        return 1.0 if scale is None else float(scale)
 
     def call(self, node: Node, args: tuple, kwargs: dict) -> Any:
         if node.target in _BIJECTOR_CALLS and is_var(args[0]):
@@ -233,17 +265,23 @@ class TapeInterpreter(Interpreter):
         return contract_enumerated(factors, *layout, ops=TapeOps)
 
     # -- log density terms ----------------------------------------------------------------
-    def add_term(self, term: Value, full_shape: tuple[int, ...], weight: float = 1.0) -> None:
-        """Add ``sum(broadcast_to(term, full_shape)) * weight`` to the log density."""
-        factor = weight * math.prod(full_shape) / math.prod(shape_of(term))
+    def add_term(self, term: Value, full_shape: tuple[int, ...], weight: Value = 1.0) -> None:
+        """Add ``sum(broadcast_to(term, full_shape)) * weight`` to the log density (a run-time
+        ``weight``, beta, multiplies the term on the tape)."""
+        factor = math.prod(full_shape) / math.prod(shape_of(term))
         if is_var(term):
-            self.terms.append(P.sum_all(term) * factor)
+            total = P.sum_all(term) * factor
         else:
-            self.constant += float(torch.as_tensor(term, dtype=torch.float64).sum()) * factor
+            total = float(torch.as_tensor(term, dtype=torch.float64).sum()) * factor
+        if is_var(weight):
+            self.terms.append(weight * total)
+        elif is_var(total):
+            self.terms.append(total * weight)
+        else:
+            self.constant += total * weight
 
     def site_terms(self, node: Node, spec: DistSpec, value: Value) -> None:
-        weight = node.meta.attr("scale")
-        weight = 1.0 if weight is None else float(weight)
+        weight = self.weight(node)
         params = self._params(spec, node.address)
         if not _depends_on_position(value, params):
             log_prob = build_distribution(spec, self._lookup).log_prob(_as_float64(value))
@@ -297,8 +335,7 @@ class TapeInterpreter(Interpreter):
 
     def factor(self, node: Node, args: tuple, kwargs: dict) -> Value:
         value = args[0]
-        weight = node.meta.attr("scale")
-        weight = 1.0 if weight is None else float(weight)
+        weight = self.weight(node)
         if isinstance(value, LogDetTerms):
             for term in value.terms:
                 self.add_term(term, value.shape, weight)
@@ -326,7 +363,8 @@ class TapeInterpreter(Interpreter):
         grad = self.tape.apply(P.COLUMNS, parts) if parts else torch.zeros(0, dtype=torch.float64)
         inputs = list(zip(self.latents.values(), self.blocks.values(), strict=True))
         values = {address: self.env[name] for address, name in self.sites.items()}
-        return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()), values)
+        return Lowered(self.tape, log_density, grad, inputs, tuple(self.data.values()), values,
+                       tuple(self.data))
 
 
 class NestedDistribution:
@@ -380,8 +418,9 @@ class Lowered(NamedTuple):
     """A potential on the tape: the scalar-per-chain ``log_density``, the flat ``grad`` (a
     ``COLUMNS`` value of per-chain shape ``(D,)``), each latent's input ``Var`` with its
     block (offset and size in ``z``), the per-chain data inputs (further arguments of
-    the potential, each ``(C, *shape)``) and the values of the sites asked for, by address
-    (the constrained latents, deterministic sites)."""
+    the potential, each ``(C, *shape)``), the values of the sites asked for, by address
+    (the constrained latents, deterministic sites), and what each data input stands for
+    (``data_keys``, a :class:`RuntimeInput` per entry of ``data``)."""
 
     tape: Tape
     log_density: Value
@@ -389,6 +428,7 @@ class Lowered(NamedTuple):
     inputs: list[tuple[Var, Any]]
     data: tuple[Var, ...] = ()
     values: dict[str, Value] = {}
+    data_keys: tuple[RuntimeInput, ...] = ()
 
 
 def _block_slice(block: Any) -> str:
@@ -447,9 +487,12 @@ def lower_potential(
     blocks: Sequence[Any],
     per_chain: Sequence[str] = (),
     sites: Mapping[str, str] | None = None,
+    runtime: bool = False,
 ) -> Lowered:
     """The potential and its gradient recorded on a tape, for emitters other than torch's
     (``Unsupported`` as for :func:`build_potential`). ``per_chain`` names graph inputs whose
     values are given per chain at run time instead of being folded in as constants;
-    ``sites`` (address -> node name) the values to keep in ``Lowered.values``."""
-    return TapeInterpreter(graph, blocks, per_chain, sites).lower()
+    ``sites`` (address -> node name) the values to keep in ``Lowered.values``; with
+    ``runtime``, param values and the ``temper`` pass's beta are run-time inputs as well
+    (``Lowered.data_keys`` says which input is which)."""
+    return TapeInterpreter(graph, blocks, per_chain, sites, runtime).lower()
