@@ -257,7 +257,7 @@ MALFORMED = {
     "reads loop %step other than": ("%step_0 = call ppl.getitem(%step, 0)",
                                    "%step_0 = call ppl.getitem(%step, 2)"),
     "returns a tuple of the 1 new carry": (
-        "return (%broadcast_tensors_2_0, %broadcast_tensors_2_0)", "return %broadcast_tensors_2_0"),
+        "return (%x, %x)", "return %x"),
     "has the address 'x\\[3\\]'": ('%rho = sample "rho"', '%rho = sample "x[3]"'),
     "the body of no loop node": (
         "%step = loop step((tensor(0.0, f32),), (%y,), (%rho,), length=6)\n"

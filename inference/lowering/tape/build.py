@@ -495,4 +495,4 @@ def lower_potential(
     ``sites`` (address -> node name) the values to keep in ``Lowered.values``; with
     ``runtime``, param values and the ``temper`` pass's beta are run-time inputs as well
     (``Lowered.data_keys`` says which input is which)."""
-    return TapeInterpreter(graph, blocks, per_chain, sites, runtime).lower()
+    return TapeInterpreter(graph, blocks, per_chain, sites, runtime=runtime).lower()
