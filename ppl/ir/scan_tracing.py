@@ -22,7 +22,7 @@ for any number of steps.
     ...     scan(step, torch.tensor(0.0), y)
     >>> g = ar.graph(torch.zeros(1000))
     >>> len(g.nodes), [n.target for n in g.subgraphs["step"].inputs]
-    (5, ['step', 'carry', 'x', 'captured'])
+    (4, ['step', 'carry', 'x', 'captured'])
 """
 
 from __future__ import annotations
