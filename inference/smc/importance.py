@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from ppl.inference.results.posterior import WeightedPosterior
 from ppl.model import Model
 from ppl.vectorize import batch_ndims, particle_runs, pilot_trace
@@ -45,6 +47,12 @@ class Importance:
                 "Importance runs on the trace path and cannot apply graph passes; "
                 "apply them to the graph and pass the resulting model instead"
             )
+        with torch.no_grad():  # a guide's params need no gradient here: draws stay plain
+            samples, log_weights = self._weighted_draws(model, args, kwargs)
+        return WeightedPosterior(samples=samples, log_weights=log_weights)
+
+    def _weighted_draws(self, model: Model, args: tuple, kwargs: dict
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         model_pilot = pilot_trace(model, args, kwargs)
         if self.guide is None:
             run = particle_runs(model, args, kwargs, self.num_samples, pilot=model_pilot)
@@ -61,4 +69,4 @@ class Importance:
                                 pilot=model_pilot, proposal=guide_run)
             log_q = guide_run.log_joint()
         log_weights = run.log_joint() - log_q
-        return WeightedPosterior(samples=run.values(observed=False), log_weights=log_weights)
+        return run.values(observed=False), log_weights

@@ -233,3 +233,24 @@ def test_seed_reproduces_the_result_exactly():
 def test_graph_passes_are_refused_on_the_trace_path():
     with pytest.raises(ValueError, match="passes"):
         infer(coin, FLIPS, method=Importance(num_samples=10), seed=0, passes=[lambda g: g])
+
+
+def test_a_guide_with_params_gives_plain_draws_and_weights():
+    import torch
+
+    from ppl import infer, model, param, sample
+    from ppl.inference import Importance
+    from ppl.params import ParamStore
+    from ppl.stdlib import Normal
+
+    @model
+    def m():
+        sample("y", Normal(sample("z", Normal(0.0, 1.0)), 1.0), obs=torch.tensor(1.0))
+
+    @model
+    def q():
+        sample("z", Normal(param("loc", torch.tensor(0.5)), 1.0))
+
+    with ParamStore():
+        post = infer(m, method=Importance(200, guide=q), seed=0)
+    assert not post.log_weights.requires_grad and not post.samples["z"].requires_grad
