@@ -12,50 +12,16 @@ Run: .venv/bin/python bench/scan.py [--repeats N] [--steps 1000,10000,100000]
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from ppl import model, sample, scan
 from ppl.ir import compile_log_density
 from ppl.passes import unroll
-from ppl.stdlib import Normal
 
-
-@model
-def ar1_scan(y):
-    rho = sample("rho", Normal(0.0, 1.0))
-
-    def step(x, y_t):
-        x = sample("x", Normal(rho * x, 1.0))
-        sample("y", Normal(x, 1.0), obs=y_t)
-        return x, None
-
-    scan(step, torch.zeros(()), y)
-
-
-@model
-def ar1_loop(y):
-    rho = sample("rho", Normal(0.0, 1.0))
-    x = torch.zeros(())
-    for t in range(len(y)):
-        x = sample(f"x[{t}]", Normal(rho * x, 1.0))
-        sample(f"y[{t}]", Normal(x, 1.0), obs=y[t])
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def fresh_graph(m, y):
-    m._graphs.clear()
-    return m.graph(y)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential import ar1_loop, ar1_scan, fresh_graph, median_seconds  # noqa: E402
 
 
 def main() -> None:

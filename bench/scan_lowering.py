@@ -15,57 +15,18 @@ Run: .venv/bin/python bench/scan_lowering.py [--repeats N] [--steps 1000,10000,1
 import argparse
 import os
 import platform
-import statistics
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 
-from ppl import model, sample, scan
 from ppl.inference.lowering import FlatModel
-from ppl.stdlib import HalfNormal, Normal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential import ar1_scan, fresh_graph, median_seconds, sv_scan  # noqa: E402
 
 F64 = torch.float64
-
-
-@model
-def ar1(y):
-    rho = sample("rho", Normal(0.0, 1.0))
-
-    def step(x, y_t):
-        x = sample("x", Normal(rho * x, 1.0))
-        sample("y", Normal(x, 1.0), obs=y_t)
-        return x, None
-
-    scan(step, torch.zeros((), dtype=F64), y)
-
-
-@model
-def sv(y):
-    mu = sample("mu", Normal(0.0, 1.0))
-    phi = sample("phi", Normal(0.9, 0.05))
-    sigma = sample("sigma", HalfNormal(0.5))
-
-    def step(h, y_t):
-        h = sample("h", Normal(mu + phi * (h - mu), sigma))
-        sample("y", Normal(0.0, torch.exp(h / 2)), obs=y_t)
-        return h, None
-
-    scan(step, mu, y)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def fresh_graph(m, y):
-    m._graphs.clear()
-    return m.graph(y)
 
 
 def cold_compile(graph) -> None:
@@ -85,7 +46,7 @@ def lowering_row(name: str, m, T: int, repeats: int) -> str:
 
 
 def ppl_gradient_us(T: int, repeats: int, calls: int = 2000) -> float:
-    flat = FlatModel.from_graph(sv.graph(torch.randn(T, dtype=F64)), backend="native")
+    flat = FlatModel.from_graph(sv_scan.graph(torch.randn(T, dtype=F64)), backend="native")
     flat.build_native()
     z = 0.1 * torch.randn(1, flat.dim, dtype=F64)
     flat.log_density_and_grad(z)
@@ -146,7 +107,7 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
           f"python {platform.python_version()}; medians of {options.repeats}")
     print(f"{'model':>5} {'T':>8} {'trace':>10} {'lower':>10} {'compile':>9} {'tape':>6}")
-    for name, m in (("AR(1)", ar1), ("SV", sv)):
+    for name, m in (("AR(1)", ar1_scan), ("SV", sv_scan)):
         for T in options.steps:
             print(lowering_row(name, m, T, options.repeats))
     T = options.grad_steps

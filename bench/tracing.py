@@ -15,9 +15,9 @@ Run: .venv/bin/python bench/tracing.py [--repeats N] [--steps 1000,10000,100000]
 import argparse
 import os
 import platform
-import statistics
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 
@@ -27,6 +27,9 @@ from ppl.inference.lowering.native import NativePotential
 from ppl.passes import simplify
 from ppl.stdlib import Normal
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential import median_seconds  # noqa: E402
+
 
 @model
 def ar1(y):
@@ -34,15 +37,6 @@ def ar1(y):
     for t in range(len(y)):
         x = sample(f"x_{t}", Normal(0.9 * x, 1.0))
         sample(f"y_{t}", Normal(x, 1.0), obs=y[t])
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
