@@ -37,7 +37,7 @@ over the site and its children; their sum parameterizes the posterior draw.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,11 +48,11 @@ from ppl.ir import DistSpec, Graph, Node, Ref
 from ppl.ir.analysis import random_dag
 from ppl.ir.errors import IRError
 from ppl.ir.node import iter_refs
-from ppl.passes.rewriting import probe
 from ppl.registry import Family, families, get_family
 from ppl.stdlib.conjugate_priors import ConjugatePrior, Likelihood, Stats
 
 from .discrete import Values
+from .site_by_site import SiteBySite
 from .site_program import SiteProgram
 
 __all__ = ["Conjugate", "conjugate_match"]
@@ -279,25 +279,8 @@ def _plan(graph: Graph, p, address: str) -> _ConjugatePlan:
 
 
 @dataclass(frozen=True)
-class Conjugate:
+class Conjugate(SiteBySite):
     """Exact conjugate Gibbs updates of continuous sites, one after another (see the module
     docstring for the pairs recognized)."""
 
-    plans: tuple[_ConjugatePlan, ...] = field(default=(), repr=False)
-
-    def bind(self, graph: Graph, sites: tuple[str, ...]) -> Conjugate:
-        p = probe(graph)
-        return replace(self, plans=tuple(_plan(graph, p, a) for a in sites))
-
-    def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, None]:
-        return values, None
-
-    def step(self, rng: RNG, values: Values, state: None) -> tuple[Values, None, dict[str, Tensor]]:
-        """Draw each site from its conjugate full conditional given all other sites."""
-        if not self.plans:
-            raise ValueError("Conjugate is not bound to any site: call .bind(graph, sites)")
-        values = dict(values)
-        with torch.no_grad():
-            for plan in self.plans:
-                values[plan.address] = plan.step(rng, values)
-        return values, None, {}
+    plan_site = staticmethod(_plan)

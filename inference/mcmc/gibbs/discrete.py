@@ -38,7 +38,7 @@ elements along other batch dims are drawn one after another. Sites that depend o
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -49,9 +49,9 @@ from ppl.inference.rng import RNG, rand
 from ppl.ir import Graph, Node
 from ppl.ir.analysis import random_dag
 from ppl.ir.errors import IRError
-from ppl.passes.rewriting import probe
 from ppl.trace import site_log_prob
 
+from .site_by_site import SiteBySite
 from .site_program import SiteProgram
 
 Values = dict[str, Tensor]
@@ -203,28 +203,11 @@ def _plan(graph: Graph, p, address: str) -> _SitePlan:
 
 
 @dataclass(frozen=True)
-class DiscreteGibbs:
+class DiscreteGibbs(SiteBySite):
     """Exact Gibbs updates of discrete sites, one site after another (module docstring).
 
     Candidate values are the support read from the prior once (at ``bind``). Plate semantics
     are trusted: a child in the site's plate reads only the same element of the site.
     """
 
-    plans: tuple[_SitePlan, ...] = field(default=(), repr=False)
-
-    def bind(self, graph: Graph, sites: tuple[str, ...]) -> DiscreteGibbs:
-        p = probe(graph)
-        return replace(self, plans=tuple(_plan(graph, p, a) for a in sites))
-
-    def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, None]:
-        return values, None
-
-    def step(self, rng: RNG, values: Values, state: None) -> tuple[Values, None, dict[str, Tensor]]:
-        """Draw each site from its full conditional given the current values of all others."""
-        if not self.plans:
-            raise ValueError("DiscreteGibbs is not bound to any site: call .bind(graph, sites)")
-        values = dict(values)
-        with torch.no_grad():
-            for plan in self.plans:
-                values[plan.address] = plan.step(rng, values)
-        return values, None, {}
+    plan_site = staticmethod(_plan)
