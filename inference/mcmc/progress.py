@@ -39,10 +39,12 @@ def progress_enabled(option: bool | None, stream: TextIO | None = None) -> bool:
 class ProgressLine:
     """Progress of ``total`` iterations, the first ``num_warmup`` of them warmup.
 
-    ``update(divergent)`` after each iteration, with the number of divergent transitions it
-    had (any int-like, e.g. a 0-dim tensor: it is only converted when the line is drawn);
+    ``update(events)`` after each iteration, with the number of events it had (divergent
+    transitions; any int-like, e.g. a 0-dim tensor: it is only converted when the line is drawn);
     ``close()`` at the end ends the line. ``label`` prefixes the line (e.g. ``"chain 2/4"``);
-    ``clock`` is injectable for tests.
+    ``phase`` names the iterations after warmup and ``counter`` what ``update`` counts (a
+    particle filter shows ``"filtering"`` and ``"resampled"``); ``clock`` is injectable for
+    tests.
     """
 
     def __init__(
@@ -52,37 +54,41 @@ class ProgressLine:
         *,
         stream: TextIO | None = None,
         label: str = "",
+        phase: str = "sampling",
+        counter: str = "divergent",
         min_interval: float = 0.1,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.total, self.num_warmup, self.label = total, num_warmup, label
+        self.phase, self.counter = phase, counter
         self.stream = sys.stderr if stream is None else stream
         self.min_interval, self.clock = min_interval, clock
         self.done = self.drawn = 0  # iterations counted, and shown on screen
-        self.divergences: object = 0  # in the current phase
+        self.counted: object = 0  # in the current phase
         self.start = self.last_draw = clock()
         self.width = 0  # of the line on screen, to blank out leftovers
 
-    def update(self, divergent: object = 0) -> None:
-        """Count one iteration (with ``divergent`` divergent transitions); redraw if due."""
+    def update(self, events: object = 0) -> None:
+        """Count one iteration and the ``events`` it had (divergent transitions, or whether
+        the particles were resampled); redraw if due."""
         self.done += 1
         if self.done == self.num_warmup + 1:
-            self.divergences = 0  # sampling starts: count its divergences afresh
-        self.divergences = self.divergences + divergent
+            self.counted = 0  # sampling starts: count afresh
+        self.counted = self.counted + events
         now = self.clock()
         if now - self.last_draw >= self.min_interval or self.done == self.total:
             self.draw(now)
 
     def render(self, now: float) -> str:
         """The line's text at time ``now``."""
-        phase = "warmup" if self.done <= self.num_warmup and self.num_warmup else "sampling"
+        phase = "warmup" if self.done <= self.num_warmup and self.num_warmup else self.phase
         elapsed = now - self.start
         rate = f"{self.done / elapsed:.1f} it/s" if elapsed > 0 else "- it/s"
         percent = 100 * self.done // max(self.total, 1)
         digits = len(str(self.total))
         prefix = f"{self.label}: " if self.label else ""
         return (f"{prefix}{phase:<8} {self.done:>{digits}}/{self.total} {percent:>3}%  "
-                f"divergent {int(self.divergences)}  {rate}")  # type: ignore[call-overload]
+                f"{self.counter} {int(self.counted)}  {rate}")  # type: ignore[call-overload]
 
     def draw(self, now: float) -> None:
         """Redraw the line in place, blanking what is left of a longer previous one."""

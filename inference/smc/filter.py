@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ppl.inference.lowering.particles import ParticleProgram, StepOutput
+from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 
 from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
@@ -82,7 +83,8 @@ class ParticleFilter:
     ``samples`` besides the last step's, carried through resampling: their paths, not their
     filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
     ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
-    memory steps times particles)."""
+    memory steps times particles) and ``progress_bar`` (a line on stderr with the steps done
+    and the resamplings so far; None: only when stderr is a terminal)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -90,6 +92,7 @@ class ParticleFilter:
     keep: Collection[str] = ()
     keep_ancestors: bool = True
     keep_history: bool = False
+    progress_bar: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -117,6 +120,8 @@ class ParticleFilter:
         ancestors = [] if self.keep_ancestors else None
         means: dict[str, Tensor] = {}
         history = [] if self.keep_history else None
+        line = (ProgressLine(steps, phase="filtering", counter="resampled")
+                if progress_enabled(self.progress_bar) else None)
         for k in range(steps):
             index = None
             if k > 0 and float(ess_history[k - 1]) < self.ess_threshold * n:
@@ -143,6 +148,10 @@ class ParticleFilter:
                 history.append(StepHistory(dict(out.values), log_w))
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
             live = {a: v for a, v in live.items() if a in wanted}
+            if line is not None:
+                line.update(int(index is not None))
+        if line is not None:
+            line.close()
         return SMCPosterior(
             samples=live, log_weights=log_w, log_evidence=torch.stack(increments).sum(),
             ess_history=ess_history, resampled=resampled,

@@ -44,7 +44,8 @@ class SMC:
     """A particle filter over the model's graph: ``num_particles``, the resampling scheme
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
     ``schedule`` (groups of addresses, in order), a ``proposal`` model, ``keep`` (earlier
-    latents to return as paths) and ``keep_history`` (needed by ``smooth``)."""
+    latents to return as paths), ``keep_history`` (needed by ``smooth``) and ``progress_bar``
+    (a progress line on stderr; None: only when stderr is a terminal)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -53,11 +54,13 @@ class SMC:
     proposal: Model | Callable | None = None
     keep: Collection[str] = ()
     keep_history: bool = False
+    progress_bar: bool | None = None
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
-                                     keep=tuple(self.keep), keep_history=self.keep_history)
+                                     keep=tuple(self.keep), keep_history=self.keep_history,
+                                     progress_bar=self.progress_bar)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:

@@ -101,3 +101,13 @@ def test_settings_are_checked():
         SMC(resample="bogus")
     with pytest.raises(ValueError, match="num_particles"):
         SMC(num_particles=0)
+
+
+def test_the_progress_line_counts_steps_and_resamplings(capsys):
+    res = infer(SSM.model(), YS, method=SMC(num_particles=200, progress_bar=True), seed=0)
+    final = capsys.readouterr().err.split("\r")[-1].split()
+    steps, resamplings = len(YS), int(res.resampled.sum())
+    assert final[:3] == ["filtering", f"{steps}/{steps}", "100%"]
+    assert final[3:5] == ["resampled", str(resamplings)] and resamplings > 0
+    infer(SSM.model(), YS, method=SMC(num_particles=200, progress_bar=False), seed=0)
+    assert capsys.readouterr().err == ""
