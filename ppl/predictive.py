@@ -14,11 +14,14 @@ sites are recomputed. It returns every sample and deterministic site:
 * for ``posterior=None``, the prior predictive: ``(num_samples, *site_shape)``.
 
 All draws run as one vectorized model run (the particle plate of ``ppl.vectorize``: the
-model must keep independent dimensions in plates or ``.to_event``); a model that does not
-vectorize (e.g. ``X @ beta`` with a latent vector ``beta``, whose particle axis ``matmul``
-takes for a matrix dimension, or Python control flow on a latent) runs once per draw
-instead, said once with a ``ppl.vectorize.VectorizationWarning``; ``vectorized=False`` asks
-for that directly (slower, same distribution, different random streams). The draws enter
+model must keep independent dimensions in plates or ``.to_event``). A model whose code
+depends on the shapes of its latents (``X @ beta`` with a latent vector ``beta``, whose
+particle axis ``matmul`` would take for a matrix dimension) runs under ``torch.func.vmap``
+instead, each draw seeing its own unbatched values, as in NumPyro; a model that neither
+vectorizes nor vmaps (Python control flow on a latent, a family whose sampler vmap cannot
+batch) runs once per draw, said once with a ``ppl.vectorize.VectorizationWarning``;
+``vectorized=False`` asks for that directly (slower, same distribution, different random
+streams). The draws enter
 the model in each site's own dtype (a float32 model gets float32 values, whatever the
 posterior stores). Randomness comes from ``seed`` (the global torch
 RNG when None). The keyword names ``num_samples``, ``seed`` and ``vectorized`` belong to
@@ -53,6 +56,7 @@ from torch import Tensor
 
 from .handlers import substitute, trace
 from .model import _seeded
+from .randomness import drawing
 from .runtime import Message, Messenger
 from .scan import unstack_steps
 from .trace import Site, Trace
@@ -129,6 +133,29 @@ def _run_once(fn: Callable, values: dict[str, Tensor], args: tuple,
     return {n: s.value for n, s in tr.sites.items() if s.kind in ("sample", "deterministic")}
 
 
+class plain_draws(Messenger):
+    """Draw the sites no handler gave a value with ``sample()``, not ``rsample()``: predictive
+    draws need no gradient, and torch's ``rsample`` fills a fresh tensor in place, which
+    ``vmap`` cannot give a different draw per batch element."""
+
+    def process(self, msg: Message) -> None:
+        if msg.kind == "sample" and msg.value is None:
+            with drawing(), torch.no_grad():
+                msg.value = msg.fn.sample()
+
+
+def _vmapped(fn: Callable, draws: dict[str, Tensor], total: int, args: tuple,
+             kwargs: dict) -> dict[str, Tensor]:
+    """``total`` runs of ``fn`` under ``torch.func.vmap``, run ``i`` with draw ``i`` of each
+    site substituted: the model sees unbatched values, so shape-dependent code runs as
+    written. Returns ``{site: (total, *site_shape)}``."""
+    def once(values: dict[str, Tensor], _row: Tensor) -> dict[str, Tensor]:
+        return _run_once(plain_draws()(fn), values, args, kwargs)
+
+    rows = torch.zeros(total)  # batched even when there are no draws (prior predictive)
+    return torch.func.vmap(once, randomness="different")(draws, rows)
+
+
 def predictive(
     model: Callable,
     posterior: Any = None,
@@ -157,8 +184,11 @@ def predictive(
                 run = vectorized_trace(substitute(fixed)(fn), args, kwargs, total,
                                        particle_dim=-(ndims + 1), pilot=pilot)
                 flat = run.values(observed=True)
-            except Exception as error:  # noqa: BLE001 - any failure to vectorize: per draw
-                failure = error
+            except Exception:  # noqa: BLE001 - shape-dependent code: vmap it instead
+                try:
+                    flat = _vmapped(fn, draws, total, args, kwargs)
+                except Exception as error:  # noqa: BLE001 - nor that: per draw
+                    failure = error
         if flat is None:
             rows = [_run_once(fn, {k: v[i] for k, v in draws.items()}, args, kwargs)
                     for i in range(total)]

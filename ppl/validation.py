@@ -2,7 +2,9 @@
 
 Distributions are built without torch's own argument validation (it cannot know the site),
 and checked here when they reach a ``sample`` site instead. ``set_validation(False)`` turns
-the checks off for speed once a model is known to be right.
+the checks off for speed once a model is known to be right. Values batched by
+``torch.func.vmap`` are not checked (a check branches on the values, which vmap cannot do;
+``predictive`` runs models under vmap with values that were checked when they were drawn).
 
     >>> set_validation(True)
 """
@@ -82,7 +84,7 @@ def _check_distribution(site: str, dist: Any) -> None:
         if not isinstance(value, torch.Tensor) or value.is_complex():
             continue
         keep = _CHECKED.get()
-        if keep is not None and not keep(value):
+        if (keep is not None and not keep(value)) or _is_vmapped(value):
             continue
         ok = constraint.check(value)
         if not bool(torch.all(ok)):
@@ -101,7 +103,13 @@ def check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None
         _check_in_support(site, dist, value)
 
 
+def _is_vmapped(value: torch.Tensor) -> bool:
+    return torch._C._functorch.is_batchedtensor(value)
+
+
 def _check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None:
+    if _is_vmapped(value):
+        return
     try:
         ok = dist.support.check(value)
     except (RuntimeError, ValueError) as err:

@@ -13,7 +13,8 @@ from ppl import deterministic, infer, model, plate, predictive, sample
 from ppl.inference import Importance, Posterior, WeightedPosterior
 from ppl.inference.testing import conjugate_cases
 from ppl.passes import enumerate_discrete
-from ppl.stdlib import Dirichlet, MultivariateNormal, Normal
+from ppl.stdlib import Dirichlet, MultivariateNormal, Normal, StudentT
+from ppl.vectorize import VectorizationWarning
 
 SIGMA = 1.5
 YS = torch.tensor([2.1, 0.4, 1.9])
@@ -95,6 +96,39 @@ def test_event_dims_and_plates_line_up_with_the_draws():
         resid = out["y"] - sub.samples["loc"].unsqueeze(-1) * sub.samples["w"].unsqueeze(-2)
         assert float(resid.abs().max()) < 6  # N(0, I) per draw and group
         assert abs(float(resid.mean())) < 4 / math.sqrt(resid.numel())
+
+
+X = torch.tensor([[1.0, 0.5, -1.0], [0.2, -0.3, 2.0], [-1.5, 1.0, 0.0], [0.0, 2.0, 1.0]])
+
+
+@model
+def matmul_regression(X, likelihood=Normal):
+    """``X @ beta`` with a latent vector ``beta``: code that depends on the latent's shape."""
+    alpha = sample("alpha", Normal(0.0, 1.0))
+    beta = sample("beta", Normal(torch.zeros(X.shape[1]), 1.0).to_event(1))
+    with plate("data", X.shape[0]):
+        mean = alpha + X @ beta
+        deterministic("mean", mean)
+        sample("y", likelihood(mean, SIGMA), obs=torch.zeros(X.shape[0]))
+
+
+def matmul_posterior(draws: int, seed: int = 0) -> Posterior:
+    g = torch.Generator().manual_seed(seed)
+    return Posterior({"alpha": torch.randn(2, draws, generator=g),
+                      "beta": torch.randn(2, draws, 3, generator=g)})
+
+
+def StudentT_3(loc, scale):  # noqa: N802 - a distribution constructor
+    return StudentT(3.0, loc, scale)
+
+
+def test_what_neither_vectorizes_nor_vmaps_runs_per_draw_and_says_why():
+    post = matmul_posterior(draws=6)  # StudentT's sampler fills a tensor in place: no vmap
+    with pytest.warns(VectorizationWarning, match="once per particle"):
+        out = predictive(matmul_regression, post, X, StudentT_3, seed=0)
+    torch.testing.assert_close(out["mean"], post.samples["alpha"].unsqueeze(-1)
+                               + post.samples["beta"] @ X.T)
+    assert out["y"].shape == (2, 6, 4)
 
 
 def test_weighted_posterior_is_resampled():
