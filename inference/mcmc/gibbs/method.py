@@ -63,6 +63,7 @@ from ppl.errors import ModelError
 from ppl.inference.mcmc.adaptation import WindowAdaptation
 from ppl.inference.mcmc.base import Kernel
 from ppl.inference.mcmc.nuts import NUTS
+from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.inference.results.posterior import Posterior
 from ppl.inference.rng import RNG, chain_generators
 from ppl.ir import Graph
@@ -216,6 +217,8 @@ class Gibbs:
     ``kernel``: the flat-density kernel (or a whole update) for the remaining continuous
     sites (NUTS by default).
     ``adaptation``: warmup adaptation of every kernel block (None: none).
+    ``progress_bar``: a progress line on stderr, sweeps done and divergent transitions
+    (None: only when stderr is a terminal).
     """
 
     num_warmup: int = 1000
@@ -227,6 +230,7 @@ class Gibbs:
     conjugate: bool = False
     kernel: Kernel | GibbsUpdate = field(default_factory=NUTS)
     adaptation: WindowAdaptation | None = field(default_factory=WindowAdaptation)
+    progress_bar: bool | None = None
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> Posterior:
@@ -253,12 +257,19 @@ class Gibbs:
                 values, state = update.init(rng, values, self.num_warmup)
                 states.append(state)
             infos: list[list[dict[str, Tensor]]] = [[] for _ in bound]
+            line = (ProgressLine(self.num_warmup + self.num_samples, self.num_warmup,
+                                 label="gibbs") if progress_enabled(self.progress_bar) else None)
 
             def sweep(values: Values, keep: bool) -> Values:
+                divergent = 0
                 for j, (_, update) in enumerate(bound):
                     values, states[j], info = update.step(rng, values, states[j])
                     if keep and info:
                         infos[j].append(info)
+                    if line is not None and "divergent" in info:
+                        divergent = divergent + info["divergent"].sum()
+                if line is not None:
+                    line.update(divergent)
                 return values
 
             for _ in range(self.num_warmup):
@@ -269,6 +280,8 @@ class Gibbs:
                 values = sweep(values, True)
                 kept.append(values)
             end = time.perf_counter()
+            if line is not None:
+                line.close()
             samples = _stack(kept)
             extra: dict[str, Any] = {"graph": graph, "blocks": blocks,
                                      "warmup_time": warm_end - start,

@@ -93,6 +93,17 @@ def test_kernel_block_adapts_during_warmup():
     assert (tuned["inverse_mass_matrix"] < 0.2).all(), tuned["inverse_mass_matrix"]
 
 
+@pytest.mark.filterwarnings("ignore::ppl.inference.ConvergenceWarning")  # few draws
+def test_progress_line_counts_sweeps_without_changing_draws(capsys):
+    runs = [infer(shifted, torch.tensor(1.0), method=Gibbs(5, 7, chains=2, progress_bar=bar),
+                  seed=0) for bar in (True, False)]
+    final = capsys.readouterr().err.split("\r")[-1].split()
+    assert final[:4] == ["gibbs:", "sampling", "12/12", "100%"]
+    assert final[4] == "divergent" and int(final[5]) >= 0
+    for name in runs[0].samples:
+        assert torch.equal(runs[0].samples[name], runs[1].samples[name])
+
+
 class FlipMetropolis:
     """A user's update: propose flipping a binary site, accept by the blanket density ratio."""
 
