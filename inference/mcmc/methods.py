@@ -18,6 +18,7 @@ helper, ``_infer_method``, from the kernel's dataclass fields and defaults).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,8 +156,12 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
                 init: InitStrategy = "uniform", **kernel_options: Any) -> MCMC:
         unknown = sorted(set(kernel_options) - set(options))
         if unknown:
-            raise TypeError(f"{kernel_cls.__name__}() got unknown options {unknown}; its kernel "
-                            f"options are {list(options)}")
+            known = [*shared_names, *options]
+            hints = [f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+                     for name in unknown
+                     for close in [difflib.get_close_matches(name, known, n=1, cutoff=0.5)]]
+            raise TypeError(f"{kernel_cls.__name__}() got unknown options {', '.join(hints)}; "
+                            f"it takes {known}")
         if target_accept is not None and not adapts_step:
             raise ValueError(f"{kernel_cls.__name__} has no step size to adapt; drop target_accept")
         kernel = kernel_cls(metric="dense" if dense_mass else "diag", **kernel_options)
@@ -165,6 +170,7 @@ def _infer_method(kernel_cls: type, options: Sequence[str], doc: str) -> Callabl
                     progress_bar=progress_bar, backend=backend, resume=resume, init=init)
 
     shared = [p for p in inspect.signature(factory).parameters.values() if p.kind != p.VAR_KEYWORD]
+    shared_names = [p.name for p in shared]
     own = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=fields[name].default,
                              annotation=fields[name].type) for name in options]
     factory.__signature__ = inspect.Signature(shared + own, return_annotation=MCMC)  # type: ignore[attr-defined]

@@ -45,6 +45,11 @@ def test_bad_settings_are_refused_by_name(make, message):
         make()
 
 
+def test_a_misspelt_option_is_named_with_the_likely_one():
+    with pytest.raises(TypeError, match=r"'num_chains' \(did you mean 'chains'\?\)"):
+        NUTS(num_chains=2)
+
+
 @pytest.mark.skipif(not compiler_available(), reason="needs a C compiler")
 def test_a_native_phase_cut_into_calls_draws_what_one_call_draws():
     x, y = _data(50, 3)
