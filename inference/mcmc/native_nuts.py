@@ -70,12 +70,12 @@ class _Adaptation(ctypes.Structure):
                 ("welford_mean", _P), ("welford_m2", _P), ("welford_count", ctypes.c_long)]
 
 
-# ppl_nuts_run(C, num_iter, z0, lp0, g0, p0, mass_sqrt, step_size, inv_mass, dense, seeds,
-#              max_depth, threshold, adapt, draws, z, lp, g, accept_prob, divergent, energy,
-#              num_steps, tree_depth, step_used, stop, completed) -> status
-_ARGTYPES = (ctypes.c_long, ctypes.c_long, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int, _P,
-             ctypes.c_int, ctypes.c_double, ctypes.POINTER(_Adaptation), _P, _P, _P, _P, _P,
-             _P, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_int), _P)
+# ppl_nuts_run(C, first_row, num_iter, z0, lp0, g0, p0, mass_sqrt, step_size, inv_mass,
+#              dense, seeds, max_depth, threshold, adapt, draws, z, lp, g, accept_prob,
+#              divergent, energy, num_steps, tree_depth, step_used, stop, completed) -> status
+_ARGTYPES = (ctypes.c_long, ctypes.c_long, ctypes.c_long, _P, _P, _P, _P, _P, _P, _P,
+             ctypes.c_int, _P, ctypes.c_int, ctypes.c_double, ctypes.POINTER(_Adaptation), _P,
+             _P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_int), _P)
 
 
 @cache
@@ -173,7 +173,7 @@ def _run(library: ctypes.CDLL, state: State, num_iter: int, seeds: torch.Tensor,
         begin = time.perf_counter()
         at = (lambda x: x[c, start:].data_ptr()) if start else (lambda x: x[c].data_ptr())
         status = entry(
-            1, n, (draws[c, start - 1] if start else z0[c]).data_ptr(),
+            1, c, n, (draws[c, start - 1] if start else z0[c]).data_ptr(),
             (lp if start else lp0)[c:].data_ptr(), (g if start else g0)[c].data_ptr(),
             None if p0 is None else p0[c].data_ptr(),
             None if mass_sqrt is None else mass_sqrt[c].data_ptr(), step_size[c:].data_ptr(),

@@ -2,8 +2,10 @@
  *
  * It is compiled with -DPPL_DIM=D (the flat unconstrained dimension) and linked with a
  * model's generated potential, or appended to a potential that defines PPL_DIM itself:
- *     double ppl_potential(const double *z, double *grad);
- * returns log p(z) and writes its gradient (it may return -inf or NaN).
+ *     double ppl_potential_row(const double *z, double *grad, long row);
+ * returns log p(z) and writes its gradient (it may return -inf or NaN), reading row ``row``
+ * of the potential's per-row run-time inputs (its chain's data; inputs bound once for all
+ * chains ignore it).
  *
  * ppl_nuts makes one NUTS transition for each of C chains: Stan's algorithm (Hoffman &
  * Gelman 2014 with Betancourt 2017's multinomial sampling), each chain building its own tree.
@@ -50,7 +52,7 @@
 #define PPL_NUTS_ABI 2
 
 /* The potential, from the model's own translation unit (or defined above this file). */
-double ppl_potential(const double *restrict z, double *restrict grad);
+double ppl_potential_row(const double *restrict z, double *restrict grad, long row);
 
 enum { NUTS_BACKWARD = 0, NUTS_FORWARD = 1 };
 
@@ -150,6 +152,7 @@ typedef struct {
     double h0;        /* energy of the initial point */
     double threshold; /* energy error that marks a divergence */
     nuts_rng rng;
+    long row;         /* of the potential's per-row inputs this chain reads */
     /* the trajectory */
     nuts_phase end[2];   /* its backward and forward ends */
     nuts_phase *moving;  /* the end being extended */
@@ -244,7 +247,7 @@ static int nuts_leapfrog(nuts_chain *ch, nuts_subtree *out)
     nuts_velocity(ch, x->p, ch->v);
     for (int i = 0; i < PPL_DIM; i++)
         x->z[i] += ch->eps * ch->v[i];
-    double lp = ppl_potential(x->z, x->g);
+    double lp = ppl_potential_row(x->z, x->g, ch->row);
     for (int i = 0; i < PPL_DIM; i++)
         x->p[i] += half * x->g[i];
 
@@ -421,11 +424,11 @@ static void nuts_welford(double *mean, double *m2, int dense, long n, const doub
  * tree_depth and step_used (unless NULL), seeds (one uint64 each). The final state goes to
  * z (unless NULL: it is the last draw made), lp and g (C rows); completed (unless NULL, C
  * counts) gets the number of transitions each chain made: num_iter, or fewer once *stop (unless
- * NULL) is set. Arrays are row-major float64 except the flags (uint8) and counts and seeds
+ * NULL) is set. Chain c reads row first_row + c of the potential's per-row inputs. Arrays are row-major float64 except the flags (uint8) and counts and seeds
  * (int64); inv_mass is (C, D), or (C, D, D) when dense. Returns 0, or -1 when out of memory
  * (then nothing is written). */
-int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double *lp0,
-                 const double *g0, const double *p0, const double *mass_sqrt,
+int ppl_nuts_run(long num_chains, long first_row, long num_iter, const double *z0,
+                 const double *lp0, const double *g0, const double *p0, const double *mass_sqrt,
                  const double *step_size, const double *inv_mass, int dense,
                  const uint64_t *seeds, int max_depth, double divergence_threshold,
                  const ppl_adaptation *adapt, double *draws, double *z, double *lp, double *g,
@@ -450,6 +453,7 @@ int ppl_nuts_run(long num_chains, long num_iter, const double *z0, const double 
     double *xi = ch->xi, *p = ch->p, *g_now = ch->g_now;
     for (long c = 0; c < num_chains; c++) {
         size_t row = (size_t)c * dim;
+        ch->row = first_row + c;
         ch->inv_mass = inv_mass + (size_t)c * metric_size;
         const double *factor = mass_sqrt ? mass_sqrt + (size_t)c * metric_size : NULL;
         double *da = da_all ? da_all + 4 * c : NULL;
@@ -508,7 +512,7 @@ int ppl_nuts(long num_chains, const double *z0, const double *lp0, const double 
              double *lp, double *g, double *accept_prob, uint8_t *divergent, double *energy,
              int64_t *num_steps, int64_t *tree_depth)
 {
-    return ppl_nuts_run(num_chains, 1, z0, lp0, g0, p0, NULL, step_size, inv_mass, dense,
+    return ppl_nuts_run(num_chains, 0, 1, z0, lp0, g0, p0, NULL, step_size, inv_mass, dense,
                         seeds, max_depth, divergence_threshold, NULL, z, NULL, lp, g,
                         accept_prob, divergent, energy, num_steps, tree_depth, NULL, NULL, NULL);
 }

@@ -40,7 +40,7 @@ _PRELUDE = "#include <math.h>\n"
 
 
 class Target(NamedTuple):
-    """A log density three ways: C (``ppl_potential``), torch ``(C, D)`` rows, and Python
+    """A log density three ways: C (``ppl_potential_row``), torch ``(C, D)`` rows, and Python
     floats (the reference's, in the C's order of operations)."""
 
     c_source: str
@@ -59,7 +59,7 @@ def _diag_gaussian(mean: list[float], sd: list[float]) -> Target:
 #define PPL_DIM {dim}
 {_c_array("mu", mean)}
 {_c_array("sd", sd)}
-static double ppl_potential(const double *restrict z, double *restrict grad)
+static double ppl_potential_row(const double *restrict z, double *restrict grad, long row)
 {{
     double lp = 0.0;
     for (int i = 0; i < PPL_DIM; i++) {{
@@ -95,7 +95,7 @@ def _gaussian(mean: list[float], cov: torch.Tensor) -> Target:
 #define PPL_DIM {dim}
 {_c_array("mu", mean)}
 {_c_array("prec", prec.flatten().tolist())}
-static double ppl_potential(const double *restrict z, double *restrict grad)
+static double ppl_potential_row(const double *restrict z, double *restrict grad, long row)
 {{
     double d[PPL_DIM], lp = 0.0;
     for (int i = 0; i < PPL_DIM; i++)
@@ -135,7 +135,7 @@ def _funnel() -> Target:
     """Neal's funnel in 2-d: v ~ N(0, 3^2), x | v ~ N(0, exp(v))."""
     source = _PRELUDE + """
 #define PPL_DIM 2
-static double ppl_potential(const double *restrict z, double *restrict grad)
+static double ppl_potential_row(const double *restrict z, double *restrict grad, long row)
 {
     double v = z[0], x = z[1], e = exp(-v);
     grad[0] = -v / 9.0 + 0.5 * x * x * e - 0.5;
@@ -163,7 +163,7 @@ def _nan_box() -> Target:
     """A standard normal whose density is NaN outside the box |z_i| <= 2."""
     source = _PRELUDE + """
 #define PPL_DIM 2
-static double ppl_potential(const double *restrict z, double *restrict grad)
+static double ppl_potential_row(const double *restrict z, double *restrict grad, long row)
 {
     double lp = 0.0;
     for (int i = 0; i < PPL_DIM; i++) {
@@ -559,3 +559,35 @@ def test_divergences(library):
     assert boxed.num_divergent > 0
     assert (boxed.draws.abs() <= 2.0).all() and torch.isfinite(boxed.info.energy).all()
     assert ((boxed.info.accept_prob >= 0) & (boxed.info.accept_prob <= 1)).all()
+
+
+@pytest.mark.skipif(not compiler_available(), reason="needs a C compiler")
+def test_each_native_chain_reads_its_own_data_row():
+    """Chains bound to different data rows (``FlatModel.bind(rows=)``, as particle Gibbs and
+    PMMH bind them) sample their own conjugate posteriors in C, not row 0's."""
+    from ppl import model, plate
+    from ppl import sample as site
+    from ppl.inference.lowering.flat import FlatModel
+    from ppl.inference.mcmc.methods import build_kernel
+    from ppl.inference.results.diagnostics import mcse_mean as mcse
+    from ppl.stdlib import Normal
+
+    @model
+    def normal_mean(y):
+        mu = site("mu", Normal(0.0, 10.0))
+        with plate("data", len(y)):
+            site("y", Normal(mu, 1.0), obs=y)
+
+    base = torch.tensor([0.3, -0.4, 1.1, 0.2])
+    flat = FlatModel.from_graph(normal_mean.graph(base), backend="native", rows=("y",))
+    rows = base + 5.0 * torch.arange(3.0)[:, None]
+    flat.bind(rows={"y": rows})
+    kernel = build_kernel(NUTS(), flat)
+    assert type(kernel).__name__ == "NativeNUTS"
+    result = sample(kernel, kernel.log_density_fn, torch.zeros(3, 1, dtype=torch.float64),
+                    300, 600, seed=0)
+    draws = result.draws[..., 0]
+    exact = rows.sum(-1) / (4 + 0.01)  # the posterior mean of mu under each chain's row
+    for c in range(3):
+        z = (draws[c].mean() - exact[c]) / mcse(draws[c].unsqueeze(0))
+        assert abs(float(z)) < 5, (c, float(draws[c].mean()), float(exact[c]))
