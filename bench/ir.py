@@ -8,14 +8,17 @@ Run: .venv/bin/python bench/ir.py [--repeats N]
 
 import argparse
 import platform
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from ppl import model, plate, sample
 from ppl.ir import compile_log_density, trace_graph
 from ppl.stdlib import HalfCauchy, HalfNormal, Normal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential import median_seconds  # noqa: E402
 
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -37,16 +40,6 @@ def state_space(y):
     for t in range(len(y)):
         x = sample(f"x_{t}", Normal(0.9 * x, q))
         sample(f"y_{t}", Normal(x, 0.5), obs=y[t])
-
-
-def median_seconds(fn, repeats: int, inner: int = 1) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - start) / inner)
-    return statistics.median(times)
 
 
 def report(name, m, args, kwargs, repeats):
