@@ -36,6 +36,11 @@ _PLANAR_SHIFT = math.log(math.e - 1.0)  # softplus(_PLANAR_SHIFT) = 1, so m(0) =
 _BISECTIONS = 80
 
 
+def _positive_softplus(x: Tensor) -> Tensor:
+    """softplus, never rounded down to 0."""
+    return F.softplus(x).clamp_min(torch.finfo(x.dtype).tiny)
+
+
 def call_and_ladj(transform: Transform, x: Tensor) -> tuple[Tensor, Tensor]:
     """``(y, log|det dy/dx|)`` in one pass where the transform offers it (these layers and
     zuko's transforms do), else its call and its ``log_abs_det_jacobian``."""
@@ -62,61 +67,68 @@ class _VectorBijection(Transform):
 
 
 class PlanarTransform(_VectorBijection):
-    """``y = z + û tanh(wᵀz + b)`` from raw ``w`` (D,), ``u`` (D,), ``b`` (scalar)."""
+    """``y = z + û tanh(wᵀz + b)`` from raw ``w`` (D,), ``u`` (D,), ``b`` (scalar).
+    ``slack = 1 + wᵀû > 0`` is kept apart so that no step cancels to ``wᵀû = -1``."""
 
     def __init__(self, w: Tensor, u: Tensor, b: Tensor):
         super().__init__()
         self.w, self.b = w, b
         wu = w @ u
-        self.wu_hat = F.softplus(wu + _PLANAR_SHIFT) - 1.0  # wᵀû, always > -1
-        self.u_hat = u + (self.wu_hat - wu) * w / (w @ w)
+        self.slack = _positive_softplus(wu + _PLANAR_SHIFT)
+        self.u_hat = u + (self.slack - 1.0 - wu) * w / (w @ w)
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         h = torch.tanh(z @ self.w + self.b)
         y = z + self.u_hat * h.unsqueeze(-1)
-        return y, torch.log1p((1.0 - h**2) * self.wu_hat)
+        # 1 + (1 - h²) wᵀû = h² + (1 - h²) slack: two terms that are never negative
+        return y, torch.log(h**2 + (1.0 - h**2) * self.slack)
 
     def _inverse(self, y: Tensor) -> Tensor:
         # wᵀy = a + wᵀû tanh(a + b) with a = wᵀz: strictly increasing in a, and |tanh| < 1
         # brackets the root within |wᵀû| of wᵀy.
         target = y @ self.w
+        wu_hat = self.slack - 1.0
         with torch.no_grad():
-            reach = self.wu_hat.abs().detach()
-            low, high = target.detach() - reach, target.detach() + reach
+            reach = wu_hat.abs()
+            low, high = target - reach, target + reach
             for _ in range(_BISECTIONS):
                 mid = (low + high) / 2
-                above = mid + self.wu_hat.detach() * torch.tanh(mid + self.b.detach()) > target
+                above = mid + wu_hat * torch.tanh(mid + self.b) > target
                 low, high = torch.where(above, low, mid), torch.where(above, mid, high)
             a = (low + high) / 2
         h = torch.tanh(a + self.b)
-        a = a - (a + self.wu_hat * h - target) / (1.0 + self.wu_hat * (1.0 - h**2))
+        a = a - (a + wu_hat * h - target) / (h**2 + (1.0 - h**2) * self.slack)
         return y - self.u_hat * torch.tanh(a + self.b).unsqueeze(-1)
 
 
 class RadialTransform(_VectorBijection):
     """``y = z + β (z - z₀) / (α + |z - z₀|)`` from ``center`` z₀ (D,), ``alpha`` (> 0) and
-    raw ``beta_raw`` (β = -α + softplus(β̂))."""
+    raw ``beta_raw``; ``slack = α + β = softplus(β̂) > 0`` is kept apart, as in the planar
+    layer, and every factor of the determinant is a sum of terms that are never negative."""
 
     def __init__(self, center: Tensor, alpha: Tensor, beta_raw: Tensor):
         super().__init__()
         self.center, self.alpha = center, alpha
-        self.beta = -alpha + F.softplus(beta_raw)
+        self.slack = _positive_softplus(beta_raw)
+        self.beta = self.slack - alpha
 
     def call_and_ladj(self, z: Tensor) -> tuple[Tensor, Tensor]:
         diff = z - self.center
-        h = 1.0 / (self.alpha + diff.norm(dim=-1))
-        beta_h = self.beta * h
-        y = z + beta_h.unsqueeze(-1) * diff
-        # det J = (1 + βh)^(D-1) (1 + βh + βh'r), and 1 + βh + βh'r = 1 + βαh²
+        r = diff.norm(dim=-1)
+        h = 1.0 / (self.alpha + r)
+        y = z + (self.beta * h).unsqueeze(-1) * diff
+        # det J = (1 + βh)^(D-1) (1 + βh + βh'r), h' = -h²; with β = slack - α:
+        # 1 + βh = (r + slack) h and 1 + βh + βh'r = (r² + 2αr + α slack) h²
         dim = z.shape[-1]
-        log_det = (dim - 1) * torch.log1p(beta_h) + torch.log1p(self.beta * self.alpha * h**2)
+        log_det = ((dim - 1) * torch.log((r + self.slack) * h)
+                   + torch.log((r**2 + 2 * self.alpha * r + self.alpha * self.slack) * h**2))
         return y, log_det
 
     def _inverse(self, y: Tensor) -> Tensor:
         diff = y - self.center
         big_r = diff.norm(dim=-1)
-        b = self.alpha + self.beta - big_r
+        b = self.slack - big_r  # α + β - R
         root = torch.sqrt(b**2 + 4.0 * self.alpha * big_r)
         # the positive root of r² + b r - αR, in the form without cancellation for each sign
         r = torch.where(b >= 0, 2.0 * self.alpha * big_r / (b + root), (root - b) / 2.0)
-        return self.center + diff / (1.0 + self.beta / (self.alpha + r)).unsqueeze(-1)
+        return self.center + diff * ((self.alpha + r) / (r + self.slack)).unsqueeze(-1)

@@ -40,8 +40,10 @@ from torch.distributions import Distribution, constraints
 
 from ppl import param
 from ppl.errors import ModelError
+from ppl.handlers import block
 from ppl.ir import DynamicModelError
 from ppl.ir.analysis import random_dag
+from ppl.randomness import forked
 from ppl.stdlib import MultivariateNormal
 
 from .guides import JointGuide, LatentSite
@@ -80,7 +82,8 @@ class AutoStructured(JointGuide):
         sites = super().setup(*args, **kwargs)
         if self.parents is None:
             try:
-                graph = self.model.graph(*args, **kwargs)
+                with forked(), block():  # hidden from the handlers around this call
+                    graph = self.model.graph(*args, **kwargs)
             except DynamicModelError as error:
                 raise ModelError(f"AutoStructured reads the dependencies of {self.model!r} "
                                  f"from its graph, which it has none of: {error}") from error
