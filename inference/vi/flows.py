@@ -20,16 +20,16 @@ computed while drawing it; any other value is inverted through the layers.
     >>> import torch
     >>> from ppl import ParamStore, model, sample
     >>> from ppl.handlers import trace
-    >>> from ppl.stdlib import Gamma, Normal
+    >>> from ppl.stdlib import HalfNormal, Normal
     >>> @model
-    ... def m():
-    ...     s = sample("s", Gamma(2.0, 2.0))
-    ...     sample("y", Normal(0.0, s), obs=torch.tensor(0.3))
+    ... def funnel():
+    ...     scale = sample("scale", HalfNormal(1.0))
+    ...     sample("x", Normal(0.0, scale))
     >>> with ParamStore() as store:
-    ...     tr = trace().get_trace(AutoPlanar(m, num_layers=2))
-    ...     sorted(store)[:4]
-    ['auto.layers.0.b', 'auto.layers.0.u', 'auto.layers.0.w', 'auto.layers.1.b']
-    >>> float(tr["s"].value.detach()) > 0
+    ...     tr = trace().get_trace(AutoPlanar(funnel, num_layers=2))
+    ...     sorted(store)[:4], tr["auto.latent"].value.shape
+    (['auto.layers.0.b', 'auto.layers.0.u', 'auto.layers.0.w', 'auto.layers.1.b'], torch.Size([2]))
+    >>> float(tr["scale"].value.detach()) > 0
     True
 """
 
