@@ -34,10 +34,15 @@ from .vi import (
     VI,
     VIMCO,
     AutoDelta,
+    AutoIAF,
     AutoLaplace,
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
+    AutoNeuralSpline,
     AutoNormal,
+    AutoPlanar,
+    AutoRadial,
+    AutoStructured,
     RenyiELBO,
     expectation,
 )
@@ -50,4 +55,5 @@ __all__ = [
     "Summary", "summarize", "convergence_warnings", "SamplingInterrupted", "FastPathWarning",
     "VI", "expectation", "ELBO", "IWAE", "RWS", "VIMCO", "RenyiELBO", "CUBO", "AutoDelta",
     "AutoNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoLaplace",
+    "AutoPlanar", "AutoRadial", "AutoIAF", "AutoNeuralSpline", "AutoStructured",
 ]

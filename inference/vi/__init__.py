@@ -8,6 +8,7 @@ guides, trained by the ``VI`` infer method (imports ``lowering`` and ``results``
 """
 
 from .estimators import ESTIMATORS, MAX_ENUMERATE, choose_estimator
+from .flows import AutoIAF, AutoNeuralSpline, AutoPlanar, AutoRadial, FlowDistribution
 from .guides import (
     AutoDelta,
     AutoGuide,
@@ -33,6 +34,7 @@ from .objectives import (
     Terms,
     expectation,
 )
+from .structured import AutoStructured
 
 __all__ = [
     "VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide",
@@ -40,5 +42,7 @@ __all__ = [
     "ELBO", "IWAE", "MIWAE", "CIWAE", "RenyiELBO", "VIMCO", "RWS", "CUBO",
     "AutoGuide", "AutoDelta", "AutoNormal", "AutoMultivariateNormal",
     "AutoLowRankMultivariateNormal", "AutoLaplace",
+    "AutoPlanar", "AutoRadial", "AutoIAF", "AutoNeuralSpline", "FlowDistribution",
+    "AutoStructured",
     "ESTIMATORS", "MAX_ENUMERATE", "choose_estimator",
 ]
