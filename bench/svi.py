@@ -6,9 +6,10 @@ float32. The linear predictor is written ``(x @ beta[..., None])[..., 0]`` in ev
 that it broadcasts over ppl's vectorized particles. For each PPL a *cold* run (a fresh guide
 and optimizer: tracing and compilation included) and a *warm* run (the steady state, steps
 after the first ``--warmup``) are timed; reported are steps/s as medians over ``--repeats``
-runs and the ratios ppl / peer. A peer that is not installed is skipped with a note. A hand-
-written torch loop computing the same reparameterized ELBO gives the overhead of the
-programmable objective over plain torch.
+runs and the ratios ppl / peer, with the training path ppl took (``res.extra["path"]``: the
+fast path on the flat potential, or why it was refused). A peer that is not installed is
+skipped with a note. A hand-written torch loop computing the same reparameterized ELBO gives
+the overhead of the programmable objective over plain torch.
 
 Run: ``.venv/bin/python bench/svi.py [--steps 500] [--warmup 50] [--repeats 3]
 [--ppls ppl,torch,numpyro,pyro] [--threads 1]``.
@@ -57,7 +58,7 @@ def _rates(total_s: float, warm_s: float, steps: int, warmup: int) -> dict[str, 
     return {"cold_steps_per_s": steps / total_s, "warm_steps_per_s": (steps - warmup) / warm_s}
 
 
-def measure_ppl(data, steps: int, warmup: int) -> dict[str, float]:
+def measure_ppl(data, steps: int, warmup: int) -> dict[str, float | str]:
     x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
     marks: list[float] = []
 
@@ -65,11 +66,11 @@ def measure_ppl(data, steps: int, warmup: int) -> dict[str, float]:
         marks.append(time.perf_counter())
 
     start = time.perf_counter()
-    infer(logistic, x, y, seed=0, method=VI(
+    res = infer(logistic, x, y, seed=0, method=VI(
         AutoNormal(logistic), objective=ELBO(1), steps=steps, lr=0.01, evaluations=1,
         num_samples=10, checkpoint_every=warmup, on_checkpoint=mark))
     end = marks[-1]
-    return _rates(end - start, end - marks[0], steps, warmup)
+    return {**_rates(end - start, end - marks[0], steps, warmup), "path": res.extra["path"]}
 
 
 def measure_torch(data, steps: int, warmup: int) -> dict[str, float]:
@@ -176,16 +177,18 @@ def main() -> None:
             print(f"{name:8s} skipped: not installed (pip install -e '.[bench]')")
             continue
         runs = [MEASURES[name](data, args.steps, args.warmup) for _ in range(args.repeats)]
-        results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]
+                         if k != "path"}
         row = results[name]
+        path = f"   ({runs[0]['path']})" if "path" in runs[0] else ""
         print(f"{name:8s} cold {row['cold_steps_per_s']:8.1f} steps/s   "
-              f"warm {row['warm_steps_per_s']:8.1f} steps/s")
+              f"warm {row['warm_steps_per_s']:8.1f} steps/s{path}")
     if "ppl" in results:
         for peer in ("torch", "numpyro", "pyro"):
             if peer in results:
-                ratio = (results["ppl"]["warm_steps_per_s"]
-                         / results[peer]["warm_steps_per_s"])
-                print(f"ppl / {peer}: warm {ratio:.2f}x")
+                ratios = [results["ppl"][k] / results[peer][k]
+                          for k in ("warm_steps_per_s", "cold_steps_per_s")]
+                print(f"ppl / {peer}: warm {ratios[0]:.2f}x, cold {ratios[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ raises :class:`TrainingInterrupted` with one; ``VI(..., resume=checkpoint)`` con
 exactly the losses of the uninterrupted run (params, optimizer, schedule, baselines and
 the random stream are all in it; it pickles with ``torch.save``).
 
+The reparameterized ELBO of a location-scale autoguide (AutoNormal, AutoMultivariateNormal,
+AutoLowRankMultivariateNormal, AutoDelta) on a model without params trains on the model's
+flat potential (:mod:`.fast`): the same params, optimizer, draws and results, with no
+autograd graph through the model. ``res.extra["path"]`` says which path ran, or why the fast
+one was refused; ``VI(..., fast_path=False)`` always takes the general path.
+
     >>> import torch
     >>> from ppl import infer, model, sample
     >>> from ppl.stdlib import Normal
@@ -42,6 +48,7 @@ from ppl.params import ParamStore
 from ppl.randomness import forked, set_stream_state, stream_state
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
+from .fast import SLOW, fast_elbo
 from .objectives import ELBO, Expectation
 
 __all__ = ["VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide"]
@@ -89,7 +96,8 @@ class VIResult:
     latent and deterministic sites from the trained guide, ``(num_samples, *shape)``;
     ``log_evidence_bound`` the objective's value at the end (a bound on log p(x): lower for
     ELBO/IWAE/..., upper for CUBO), averaged over repeated evaluations, with its standard
-    error; ``checkpoint`` resumes training."""
+    error; ``checkpoint`` resumes training; ``extra["path"]``: the training path taken
+    (``"fast (native potential)"``, or ``"slow: <why the fast one was refused>"``)."""
 
     losses: Tensor
     guide: TrainedGuide
@@ -100,6 +108,7 @@ class VIResult:
     checkpoint: VICheckpoint
     converged: bool
     objective: Expectation
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> Summary:
         """Mean, sd and quantiles of the guide's draws of each site."""
@@ -133,6 +142,17 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _optimizer_options(optimizer: type, options: dict[str, Any],
+                       leaves: list[Tensor]) -> dict[str, Any]:
+    """``options``, with torch's fused Adam where the user left the implementation open: the
+    same update in one kernel, a third of the time of the per-tensor loop on small params."""
+    chosen = {"fused", "foreach"} & options.keys()
+    if optimizer in (torch.optim.Adam, torch.optim.AdamW) and not chosen and all(
+            t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in leaves):
+        return {**options, "fused": True}
+    return options
+
+
 @dataclass
 class VI:
     """Variational inference with ``guide`` (a ``@model`` with ``param``s over the model's
@@ -154,6 +174,7 @@ class VI:
     checkpoint_every: int | None = None
     on_checkpoint: Callable[[VICheckpoint], None] | None = None
     resume: VICheckpoint | None = None
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.objective, Expectation):
@@ -184,8 +205,12 @@ class VI:
             trace().get_trace(model, *args, **kwargs)
         if not len(store):
             raise ModelError("VI: the guide and model have no params to fit")
+        fast, path = (fast_elbo(model, self.guide, objective, args, kwargs) if self.fast_path
+                      else (None, SLOW + "VI(fast_path=False)"))
+        backward = fast.backward if fast else lambda: self._backward(model, args, kwargs)
         leaves = list(store.unconstrained().values())
-        optimizer = self.optimizer(leaves, lr=self.lr, **self.optimizer_options)
+        optimizer = self.optimizer(leaves, lr=self.lr, **_optimizer_options(
+            self.optimizer, self.optimizer_options, leaves))
         schedule = self.lr_schedule(optimizer) if self.lr_schedule is not None else None
         losses: list[float] = []
         if self.resume is not None:
@@ -202,8 +227,8 @@ class VI:
 
         try:
             while len(losses) < self.steps and not converged:
-                losses.append(self._step(model, args, kwargs, optimizer, schedule, leaves,
-                                         store, len(losses)))
+                losses.append(self._step(backward, optimizer, schedule, leaves, store,
+                                         len(losses)))
                 progress.update(len(losses), losses)
                 converged = self._converged(losses)
                 if self.checkpoint_every and len(losses) % self.checkpoint_every == 0:
@@ -214,27 +239,40 @@ class VI:
         if len(store) != len(leaves):
             raise ModelError(f"VI: params {sorted(set(store) - set(store.unconstrained()))} "
                              "appeared after the first step; create every param on each run")
-        bound, bound_se = self._evaluate(model, args, kwargs)
-        return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store,
-                        self._posterior_draws(model, args, kwargs), bound, bound_se, final,
-                        converged, objective)
+        if fast:
+            bound, bound_se = self._evaluate(fast.estimate)
+            draws = fast.posterior_draws(self.num_samples)
+        else:
+            bound, bound_se = self._evaluate(
+                lambda: objective(model, self.guide, *args, **kwargs).value)
+            draws = self._posterior_draws(model, args, kwargs)
+        return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store, draws,
+                        bound, bound_se, final, converged, objective, {"path": path})
 
-    def _step(self, model, args, kwargs, optimizer, schedule, leaves, store, step) -> float:
-        optimizer.zero_grad()
+    def _backward(self, model, args, kwargs) -> float:
+        """The general path: the objective's surrogate, differentiated by autograd."""
         out = self.objective(model, self.guide, *args, **kwargs)
         loss = -out.surrogate if self.objective.maximize else out.surrogate
         loss.backward()
-        bad = [n for n, t in store.unconstrained().items()
-               if t.grad is not None and not bool(torch.isfinite(t.grad).all())]
-        if bad or not math.isfinite(float(out.value)):
-            raise ModelError(f"VI step {step}: objective {float(out.value)}, non-finite "
+        return float(out.value)
+
+    def _step(self, backward: Callable[[], float], optimizer, schedule, leaves, store,
+              step: int) -> float:
+        for leaf in leaves:  # optimizer.zero_grad(), without its profiler record
+            leaf.grad = None
+        value = backward()
+        grads = [t.grad for t in leaves if t.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if not (math.isfinite(value) and math.isfinite(float(norm))):
+            bad = [n for n, t in store.unconstrained().items()
+                   if t.grad is not None and not bool(torch.isfinite(t.grad).all())]
+            raise ModelError(f"VI step {step}: objective {value}, non-finite "
                              f"gradients of params {bad}; lower lr or clip_norm")
         if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(leaves, self.clip_norm)
+            torch.nn.utils.clip_grads_with_norm_(leaves, self.clip_norm, norm)
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        value = float(out.value)
         return -value if self.objective.maximize else value
 
     def _converged(self, losses: list[float]) -> bool:
@@ -260,9 +298,8 @@ class VI:
         set_stream_state(ckpt.rng_state)
         return list(ckpt.losses)
 
-    def _evaluate(self, model, args, kwargs) -> tuple[Tensor, Tensor]:
-        values = torch.stack([self.objective(model, self.guide, *args, **kwargs).value
-                              for _ in range(self.evaluations)])
+    def _evaluate(self, estimate: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+        values = torch.stack([estimate() for _ in range(self.evaluations)])
         se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.tensor(0.0)
         return values.mean(), se
 
