@@ -10,6 +10,9 @@ A guide site picks its estimator with ``sample(name, dist, infer={"estimator": .
   multiplies only the cost terms downstream of it (Rao-Blackwellization), per element along
   the plates they share, minus a running-average baseline (``infer={"baseline": decay}``,
   default 0.9; ``None`` for none).
+- ``"mvd"``: a plain draw whose gradient is a measure-valued derivative, the cost
+  re-evaluated at other values of the site (:mod:`.mvd`; Normal, Bernoulli, Categorical;
+  objectives linear in the log densities).
 - ``"enumerate"``: every value of a finite support at once, along a new dimension left of
   the particles; the expectation over it is then exact (for objectives linear in the log
   densities, such as the ELBO).
@@ -35,11 +38,12 @@ from ppl.errors import ModelError
 from ppl.randomness import drawing
 from ppl.runtime import Message, Messenger, internal
 
+from .mvd import rule_for
 from .provenance import track
 
 __all__ = ["ESTIMATORS", "MAX_ENUMERATE", "SiteEstimator", "choose_estimator", "DrawByEstimator"]
 
-ESTIMATORS = ("reparam", "score", "enumerate")
+ESTIMATORS = ("reparam", "score", "mvd", "enumerate")
 MAX_ENUMERATE = 16
 DEFAULT_BASELINE_DECAY = 0.9
 
@@ -80,6 +84,13 @@ def choose_estimator(name: str, dist: Distribution, requested: str | None, *,
             f"guide site {name!r}: {_family(dist)} has no rsample, so it cannot be "
             "reparameterized; use infer={'estimator': 'score'} (or 'enumerate' if finite)"
         )
+    if requested == "mvd":
+        rule_for(dist, name)
+        if not allow_enumerate:
+            raise ModelError(
+                f"guide site {name!r} asks for a measure-valued derivative, which needs an "
+                "objective linear in the log densities (such as ELBO); this objective is not"
+            )
     if requested == "enumerate":
         if not dist.has_enumerate_support:
             raise ModelError(
@@ -121,11 +132,12 @@ class DrawByEstimator(Messenger):
                 with drawing():
                     msg.value = dist.rsample()
                 self.estimators[msg.name] = SiteEstimator("reparam")
-            elif estimator == "score":
+            elif estimator in ("score", "mvd"):
                 with drawing():
                     msg.value = track(dist.sample(), msg.name)
                 decay = msg.infer.get("baseline", DEFAULT_BASELINE_DECAY)
-                self.estimators[msg.name] = SiteEstimator("score", baseline_decay=decay)
+                self.estimators[msg.name] = SiteEstimator(
+                    estimator, baseline_decay=decay if estimator == "score" else None)
             else:
                 msg.value = track(self._enumerated_values(dist), msg.name)
                 self.estimators[msg.name] = SiteEstimator("enumerate", self.next_enum_dim)

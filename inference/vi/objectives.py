@@ -62,6 +62,7 @@ from ppl.trace import Site, Trace, sum_except
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims, vectorized_trace
 
 from .estimators import DrawByEstimator, SiteEstimator
+from .mvd import Redraw, rule_for
 from .provenance import sources, untrack
 
 __all__ = [
@@ -225,9 +226,10 @@ class GuideView:
     """The guide as an objective program sees it, bound to the run's arguments."""
 
     def __init__(self, guide: Callable, args: tuple, kwargs: dict,
-                 pilots: Callable[[], tuple[Trace, Trace]], record: list[Draws]):
+                 pilots: Callable[[], tuple[Trace, Trace]], record: list[Draws],
+                 redraws: list[Redraw] | None = None):
         self.guide, self.args, self.kwargs = guide, args, kwargs
-        self._pilots, self._record = pilots, record
+        self._pilots, self._record, self._redraws = pilots, record, redraws
 
     def sample(self, num_particles: int = 1, *, linear: bool = False,
                detach: bool = False) -> Draws:
@@ -236,13 +238,24 @@ class GuideView:
         without any gradient path (no reparameterization, no score)."""
         model_pilot, guide_pilot = self._pilots()
         particle_dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
-        drawer = DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
+        drawer = self._drawer(particle_dim, linear, detach)
         with drawer:
             run = vectorized_trace(self.guide, self.args, self.kwargs, num_particles,
                                    particle_dim=particle_dim, pilot=guide_pilot)
         draws = Draws(run.trace, num_particles, particle_dim, drawer.estimators, model_pilot)
         self._record.append(draws)
         return draws
+
+    def _drawer(self, particle_dim: int, linear: bool, detach: bool
+                ) -> DrawByEstimator | Redraw:
+        """A fresh draw, or in a re-run (:mod:`.mvd`) the replay of the first run's draws."""
+        if self._redraws is None:
+            return DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
+        index = len(self._record)
+        if index >= len(self._redraws):
+            raise ModelError("the objective program drew from the guide more often when "
+                             "re-run for a measure-valued derivative than the first time")
+        return self._redraws[index]
 
     def log_density(self, zs: Draws) -> Terms:
         """The guide's log density of its own draws, one term per latent site."""
@@ -325,6 +338,40 @@ def _to_site_shape(cost: Tensor, cost_plates: tuple, site: Site) -> Tensor:
     return out.reshape(out.shape[extra:]) if extra > 0 else out
 
 
+def _costs(terms: Terms, record: list[Draws]) -> list[tuple[Term, Tensor]]:
+    """Each term with its coefficient and its enumerated sites summed out exactly."""
+    enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
+    batch_ndim = -terms.draws.particle_dim
+    return [(t, t.coef * _expect_enumerated(t, enumerated, batch_ndim)) for t in terms.terms]
+
+
+def _downstream_cost(site: Site, costs: list[tuple[Term, Tensor]]) -> Tensor:
+    """The (detached) sum of the costs that depend on ``site``, shaped to broadcast against
+    it: its learning signal."""
+    signal = torch.zeros(())
+    for t, cost in costs:
+        if site.name in sources(t.log_prob):
+            signal = signal + _to_site_shape(cost.detach(), t.plates, site)
+    return signal
+
+
+def _check_elementwise(site: Site, costs: list[tuple[Term, Tensor]]) -> None:
+    """An MVD site sets every element's alternative at once: each dim it varies along must be
+    a plate shared by every cost downstream of it, so that element i's cost sees only z_i."""
+    for t, _ in costs:
+        if site.name not in sources(t.log_prob):
+            continue
+        shared = {f.dim for f in t.plates if f.dim is not None and f in site.plates}
+        ndim = site.log_prob.dim()
+        for dim, size in enumerate(site.log_prob.shape):
+            if size > 1 and dim - ndim not in shared:
+                raise ModelError(
+                    f"MVD site {site.name!r} varies along dim {dim - ndim} (size {size}), "
+                    f"which the cost of site {t.site!r} downstream of it does not share as a "
+                    "plate; put both in one plate or use infer={'estimator': 'score'}"
+                )
+
+
 class Expectation:
     """An objective program (see the module docstring). Call it as
     ``objective(model, guide, *args, **kwargs) -> Surrogate``; ``using(**options)`` fixes the
@@ -373,11 +420,20 @@ class Expectation:
                             "the objective's options")
         record: list[Draws] = []
         pilots = lambda: self._pilot_traces(model, guide, args, kwargs)  # noqa: E731
+
+        def run(view: GuideView) -> Any:
+            return self.program(ModelView(model), view, *args, **kwargs, **self.options)
+
+        def rerun(redraws: list[Redraw]) -> tuple[Any, list[Draws]]:
+            again: list[Draws] = []
+            with _particles_in_flight(), forked(), torch.no_grad():
+                out = run(GuideView(guide, args, kwargs, pilots, again, redraws))
+            return out, again
+
         with _particles_in_flight():
-            out = self.program(ModelView(model), GuideView(guide, args, kwargs, pilots, record),
-                               *args, **kwargs, **self.options)
+            out = run(GuideView(guide, args, kwargs, pilots, record))
         if isinstance(out, Terms):
-            return self._linear(out, record)
+            return self._linear(out, record, rerun)
         estimate = out if isinstance(out, Estimate) else Estimate(out)
         return self._nonlinear(estimate, record)
 
@@ -408,11 +464,9 @@ class Expectation:
         self._baselines[name] = now if previous is None else decay * previous + (1 - decay) * now
         return 0.0 if previous is None else previous
 
-    def _linear(self, terms: Terms, record: list[Draws]) -> Surrogate:
-        draws = terms.draws
+    def _linear(self, terms: Terms, record: list[Draws], rerun: Callable) -> Surrogate:
         enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
-        batch_ndim = -draws.particle_dim
-        costs = [(t, t.coef * _expect_enumerated(t, enumerated, batch_ndim)) for t in terms.terms]
+        costs = _costs(terms, record)
         value = sum((c.sum() for _, c in costs), torch.zeros(()))
         surrogate = value
         for _, site, est in self._score_sites(record):
@@ -423,14 +477,35 @@ class Expectation:
                     f"{[s.name for s in upstream_enum]}; enumerate {site.name!r} too or use "
                     "the score function for them"
                 )
-            signal = torch.zeros(())
-            for t, cost in costs:
-                if site.name in sources(t.log_prob):
-                    signal = signal + _to_site_shape(cost.detach(), t.plates, site)
+            signal = _downstream_cost(site, costs)
             baseline = self._baseline(site.name, est.baseline_decay, signal)
             log_q = untrack(site.log_prob)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * (signal - baseline)).sum()
-        return Surrogate(value.detach(), surrogate)
+        carrier = sum((self._mvd_carrier(i, d.trace[n], record, costs, rerun)
+                       for i, d in enumerate(record) for n, e in d.estimators.items()
+                       if e.estimator == "mvd"), torch.zeros(()))
+        return Surrogate(value.detach(), surrogate + (carrier - carrier.detach()))
+
+    def _mvd_carrier(self, index: int, site: Site, record: list[Draws], costs: list,
+                     rerun: Callable) -> Tensor:
+        """A tensor whose gradient is the site's measure-valued derivative: the program
+        re-run once per alternative value (see :mod:`.mvd`)."""
+        _check_elementwise(site, costs)
+        rule = rule_for(site.fn, site.name)
+        value = untrack(site.value).detach()
+        shape = site.log_prob.shape
+        at_alternatives = []
+        for alternative in rule.alternatives(site.fn, value):
+            redraws = [Redraw(d.trace, d.estimators, site.name if i == index else None,
+                              alternative) for i, d in enumerate(record)]
+            terms, again = rerun(redraws)
+            if not isinstance(terms, Terms) or len(again) != len(record):
+                raise ModelError(f"objective {self.name}: re-run for the measure-valued "
+                                 f"derivative of {site.name!r}, the program did not draw and "
+                                 "return the same Terms as before")
+            at_alternatives.append(_downstream_cost(site, _costs(terms, again)).expand(shape))
+        own = _downstream_cost(site, costs).expand(shape)
+        return rule.gradient_carrier(site.fn, value, own, at_alternatives)
 
     def _nonlinear(self, estimate: Estimate, record: list[Draws]) -> Surrogate:
         target = estimate.value if estimate.gradient_of is None else estimate.gradient_of
@@ -439,6 +514,11 @@ class Expectation:
                 raise ModelError(f"objective {self.name}: the program's {name} has shape "
                                  f"{tuple(value.shape)}; return a scalar (e.g. .mean())")
         depends = sources(target)
+        mvd = [n for d in record for n, e in d.estimators.items()
+               if e.estimator == "mvd" and n in depends]
+        if mvd:
+            raise ModelError(f"objective {self.name} is not linear in the log densities, so "
+                             f"sites {mvd} cannot use measure-valued derivatives")
         enumerated = [n for d in record for n in _enumerated(d) if n in depends]
         if enumerated:
             raise ModelError(f"objective {self.name} is not linear in the log densities, so "
