@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,9 +53,6 @@ from ppl.runtime import Message, Messenger, internal
 from ppl.trace import Trace
 
 from .provenance import sources, track
-
-if TYPE_CHECKING:
-    from .estimators import SiteEstimator
 
 __all__ = ["MVDRule", "NormalRule", "BernoulliRule", "CategoricalRule", "rule_for",
            "Redraw", "FAMILIES"]
@@ -130,10 +127,10 @@ class Redraw(Messenger):
     """A guide re-run for one MVD alternative: site ``target`` takes ``value``, the sites
     whose log density depended on ``target`` in the first run (``trace``) are drawn again,
     every other site is replayed (and enumerated sites always: their support is fixed).
-    ``estimators`` names each site's estimator in the first run; ``target=None`` replays
+    ``estimators``: the first run's :class:`~.estimators.SiteEstimator` of each site; ``target=None`` replays
     everything."""
 
-    def __init__(self, trace: Trace, estimators: dict[str, SiteEstimator],
+    def __init__(self, trace: Trace, estimators: dict[str, Any],
                  target: str | None = None, value: Tensor | None = None):
         self.trace, self.estimators = trace, estimators
         self.target, self.value = target, value

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ppl import ParamStore, model, param, plate, sample
+from ppl import ParamStore, model, param, sample
 from ppl.errors import ModelError
 from ppl.handlers import seed
 from ppl.inference.vi import ELBO, IWAE
