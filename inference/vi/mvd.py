@@ -127,8 +127,8 @@ class Redraw(Messenger):
     """A guide re-run for one MVD alternative: site ``target`` takes ``value``, the sites
     whose log density depended on ``target`` in the first run (``trace``) are drawn again,
     every other site is replayed (and enumerated sites always: their support is fixed).
-    ``estimators``: the first run's :class:`~.estimators.SiteEstimator` of each site; ``target=None`` replays
-    everything."""
+    ``estimators``: the first run's :class:`~.estimators.SiteEstimator` of each site;
+    ``target=None`` replays everything."""
 
     def __init__(self, trace: Trace, estimators: dict[str, Any],
                  target: str | None = None, value: Tensor | None = None):
