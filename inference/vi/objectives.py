@@ -42,6 +42,7 @@ The surrogate's value is the program's value; only its gradient differs.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Iterator
@@ -57,7 +58,7 @@ from ppl.errors import ModelError
 from ppl.handlers import block, replay, trace
 from ppl.model import _signature_key
 from ppl.randomness import forked
-from ppl.runtime import PlateFrame
+from ppl.runtime import Message, Messenger, PlateFrame
 from ppl.trace import Site, Trace, sum_except
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims, vectorized_trace
 
@@ -67,7 +68,8 @@ from .provenance import sources, untrack
 
 __all__ = [
     "expectation", "Expectation", "Estimate", "Surrogate", "Draws", "Terms", "ELBO", "IWAE",
-    "RWS", "VIMCO", "RenyiELBO", "CUBO", "MIWAE", "CIWAE",
+    "RWS", "VIMCO", "RenyiELBO", "CUBO", "MIWAE", "CIWAE", "PIWAE",
+    "ForwardChi2",
 ]
 
 
@@ -87,6 +89,19 @@ class Draws:
 
     def site(self, name: str) -> Site:
         return self.trace[name]
+
+    def detached(self) -> Draws:
+        """The same draws with no gradient path back to the guide (no reparameterization, no
+        score): for a term whose gradient should reach only the model's params."""
+        fixed = Trace()
+        for site in self.trace.sites.values():
+            fixed.add(dataclasses.replace(site, value=_held(site.value),
+                                          log_prob=_held(site.log_prob)))
+        return Draws(fixed, self.num_particles, self.particle_dim, {}, self.model_pilot)
+
+
+def _held(value: Any) -> Any:
+    return untrack(value).detach() if isinstance(value, Tensor) else value
 
 
 @dataclass(frozen=True)
@@ -207,10 +222,14 @@ def _enumerated(draws: Draws) -> dict[str, Site]:
 
 
 class ModelView:
-    """The model as an objective program sees it: ``log_density(zs, *args, **kwargs)``."""
+    """The model as an objective program sees it: ``log_density(zs, *args, **kwargs)``;
+    ``frozen()``: the same with the model's params held fixed (no gradient reaches them)."""
 
     def __init__(self, model: Callable):
         self.model = model
+
+    def frozen(self) -> ModelView:
+        return ModelView(_FrozenParams()(self.model))
 
     def log_density(self, zs: Draws, *args, **kwargs) -> Terms:
         """Every random site's log density with the latents replayed from ``zs``."""
@@ -220,6 +239,15 @@ class ModelView:
         if missing:
             raise ModelError(f"the guide does not propose the model's latent sites {missing}")
         return Terms.of(run.trace, zs, latent_only=False)
+
+
+class _FrozenParams(Messenger):
+    """Params read without a gradient path: a term computed under it moves only the other
+    params (the guide's, through the draws)."""
+
+    def postprocess(self, msg: Message) -> None:
+        if msg.kind == "param":
+            msg.value = msg.value.detach()
 
 
 class GuideView:
@@ -269,11 +297,14 @@ class GuideView:
 class Estimate:
     """What a program may return besides a tensor: ``value`` (reported), ``baseline`` (a
     detached per-particle baseline for the score-function sites, shape ``(K,)``) and
-    ``gradient_of`` (the tensor to differentiate instead of ``value``)."""
+    ``gradient_of`` (the tensor to differentiate instead of ``value``, or several whose
+    gradients add up, the surrogate keeping the first one's value: each is its own score
+    sites' learning signal, so that terms aimed at different params, such as PIWAE's, keep
+    their own)."""
 
     value: Tensor
     baseline: Tensor | None = None
-    gradient_of: Tensor | None = None
+    gradient_of: Tensor | tuple[Tensor, ...] | None = None
 
 
 @dataclass
@@ -508,11 +539,22 @@ class Expectation:
         return rule.gradient_carrier(site.fn, value, own, at_alternatives)
 
     def _nonlinear(self, estimate: Estimate, record: list[Draws]) -> Surrogate:
-        target = estimate.value if estimate.gradient_of is None else estimate.gradient_of
-        for name, value in (("value", estimate.value), ("gradient_of", target)):
+        targets = estimate.gradient_of if estimate.gradient_of is not None else estimate.value
+        targets = targets if isinstance(targets, tuple) else (targets,)
+        for name, value in (("value", estimate.value),
+                            *(("gradient_of", target) for target in targets)):
             if value.numel() != 1:
                 raise ModelError(f"objective {self.name}: the program's {name} has shape "
                                  f"{tuple(value.shape)}; return a scalar (e.g. .mean())")
+        first, *more = (self._dice(target, estimate.baseline, record, index)
+                        for index, target in enumerate(targets))
+        surrogate = first + sum((s - s.detach() for s in more), torch.zeros(()))
+        return Surrogate(untrack(estimate.value).detach().reshape(()), surrogate)
+
+    def _dice(self, target: Tensor, baseline: Tensor | None, record: list[Draws],
+              index: int) -> Tensor:
+        """``target`` plus, for each score site it depends on, ``(▣(log q) - 1)`` times its
+        learning signal (the ``index``-th target keeps running baselines of its own)."""
         depends = sources(target)
         mvd = [n for d in record for n, e in d.estimators.items()
                if e.estimator == "mvd" and n in depends]
@@ -529,12 +571,13 @@ class Expectation:
             if site.name not in depends:
                 continue
             log_q = sum_except(untrack(site.log_prob), d.particle_dim).expand(d.num_particles)
-            if estimate.baseline is not None:
-                signal = f.detach() - estimate.baseline.detach()
+            if baseline is not None:
+                signal = f.detach() - baseline.detach()
             else:
-                signal = f.detach() - self._baseline(site.name, est.baseline_decay, f)
+                key = site.name if index == 0 else f"{site.name}/{index}"
+                signal = f.detach() - self._baseline(key, est.baseline_decay, f)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * signal).sum()
-        return Surrogate(untrack(estimate.value).detach().reshape(()), surrogate)
+        return surrogate
 
 
 @contextmanager
@@ -641,6 +684,23 @@ def rws(model, guide, *args, num_particles: int = 10, **kwargs):
     return Estimate(bound, gradient_of=bound + wake_phi - wake_phi.detach())
 
 
+@expectation
+def piwae(model, guide, *args, num_particles: int = 10, num_averaged: int = 1, **kwargs):
+    """Partially importance-weighted (Rainforth et al. 2018): on the same M·K draws, the
+    model's params follow the IWAE bound over all of them and the guide's the MIWAE bound
+    (M groups of K), whose guide gradient does not lose its signal-to-noise as K grows.
+    The value reported is the IWAE bound."""
+    total = num_particles * num_averaged
+    zs = guide.sample(total)
+    fixed = zs.detached()
+    log_w_model = (model.log_density(fixed, *args, **kwargs) - guide.log_density(fixed)).total()
+    iwae_bound = torch.logsumexp(log_w_model, 0) - math.log(total)
+    log_w_guide = (model.frozen().log_density(zs, *args, **kwargs)
+                   - guide.log_density(zs)).total().reshape(num_averaged, num_particles)
+    miwae_bound = (torch.logsumexp(log_w_guide, 1) - math.log(num_particles)).mean()
+    return Estimate(iwae_bound, gradient_of=(iwae_bound, miwae_bound))
+
+
 @expectation(maximize=False)
 def cubo(model, guide, *args, num_particles: int = 10, n: float = 2.0, **kwargs):
     """The χ upper bound (1/n) log (1/K) Σ w_k^n (n = 2: χ²). It is lowered by the
@@ -650,6 +710,24 @@ def cubo(model, guide, *args, num_particles: int = 10, n: float = 2.0, **kwargs)
     bound = (torch.logsumexp(scaled, 0) - math.log(num_particles)) / n
     shift = scaled.detach().max()
     return Estimate(bound, gradient_of=torch.exp(scaled - shift).mean() / n)
+
+
+@expectation(maximize=False)
+def forward_chi2(model, guide, *args, num_particles: int = 100, **kwargs):
+    """Variational importance sampling: the guide is fitted as an importance proposal by
+    lowering D_χ²(p‖q) = E_q[w²] / p(x)² - 1 (the relative variance of the weights
+    w = p(x, z) / q(z)), which makes it cover the posterior rather than hide in a mode.
+    On draws without a gradient path, ∇ E_q[w²] = -E_q[w² ∇ log q]; the self-normalized
+    -½ Σ_k w̄_k ∇ log q(z_k), w̄_k = w_k² / Σ_j w_j², estimates ∇ ½ log E_q[w²], the
+    gradient of the CUBO₂ bound ½ log (1/K) Σ w_k² reported as the value. The model's
+    params follow the IWAE gradient (as in RWS)."""
+    _, log_p, log_q = _log_weights(model, guide, args, kwargs, num_particles, detach=True)
+    log_w = log_p - log_q.detach()
+    bound = (torch.logsumexp(2 * log_w, 0) - math.log(num_particles)) / 2
+    guide_term = -0.5 * (torch.softmax(2 * log_w.detach(), 0) * log_q).sum()
+    model_term = torch.logsumexp(log_w, 0)
+    return Estimate(bound, gradient_of=bound.detach() + (guide_term - guide_term.detach())
+                    - (model_term - model_term.detach()))
 
 
 def ELBO(num_particles: int = 1) -> Expectation:  # noqa: N802 (objectives read as names)
@@ -683,3 +761,14 @@ def RWS(num_particles: int = 10) -> Expectation:  # noqa: N802
 
 def CUBO(num_particles: int = 10, n: float = 2.0) -> Expectation:  # noqa: N802
     return cubo.using(num_particles=num_particles, n=n)
+
+
+def ForwardChi2(num_particles: int = 100) -> Expectation:  # noqa: N802
+    """D_χ²(p‖q) lowered with self-normalized squared weights (variational importance
+    sampling); the value is the CUBO₂ bound."""
+    return forward_chi2.using(num_particles=num_particles)
+
+
+def PIWAE(num_particles: int = 10, num_averaged: int = 1) -> Expectation:  # noqa: N802
+    """IWAE(M·K) for the model's params, MIWAE(K, M) for the guide's, on the same draws."""
+    return piwae.using(num_particles=num_particles, num_averaged=num_averaged)
