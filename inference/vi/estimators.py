@@ -8,8 +8,9 @@ A guide site picks its estimator with ``sample(name, dist, infer={"estimator": .
   taken implicitly), so the same estimator covers them.
 - ``"score"``: a plain draw, tracked (:mod:`.provenance`) so that its score ``∇ log q``
   multiplies only the cost terms downstream of it (Rao-Blackwellization), per element along
-  the plates they share, minus a running-average baseline (``infer={"baseline": decay}``,
-  default 0.9; ``None`` for none).
+  the plates they share, minus a baseline: a running average (``infer={"baseline": decay}``,
+  default 0.9), a learned network (``"learned"`` or an ``nn.Module``, :mod:`.baselines`), or
+  ``None`` for none.
 - ``"mvd"``: a plain draw whose gradient is a measure-valued derivative, the cost
   re-evaluated at other values of the site (:mod:`.mvd`; Normal, Bernoulli, Categorical;
   objectives linear in the log densities).
@@ -51,11 +52,12 @@ DEFAULT_BASELINE_DECAY = 0.9
 @dataclass(frozen=True)
 class SiteEstimator:
     """How one guide site was drawn: its estimator, the dim its enumerated values occupy
-    (enumeration only) and the decay of its running-average baseline (score only)."""
+    (enumeration only) and its baseline (score only): a running average's decay,
+    ``"learned"``, an ``nn.Module`` or None."""
 
     estimator: str
     enum_dim: int | None = None
-    baseline_decay: float | None = None
+    baseline: float | str | torch.nn.Module | None = None
 
 
 def _support_size(dist: Distribution) -> int:
@@ -104,6 +106,16 @@ def choose_estimator(name: str, dist: Distribution, requested: str | None, *,
     return requested
 
 
+def _checked_baseline(name: str, infer: dict) -> float | str | torch.nn.Module | None:
+    baseline = infer.get("baseline", DEFAULT_BASELINE_DECAY)
+    if baseline is None or baseline == "learned" or isinstance(baseline, torch.nn.Module):
+        return baseline
+    if isinstance(baseline, (int, float)) and 0 <= baseline < 1:
+        return float(baseline)
+    raise ModelError(f"guide site {name!r}: baseline {baseline!r} is not a decay in [0, 1), "
+                     "'learned', an nn.Module or None")
+
+
 class DrawByEstimator(Messenger):
     """Draw each latent guide site according to its estimator (records them in
     ``self.estimators``). Enumerated sites take dims ``first_enum_dim``, one to the left per
@@ -135,9 +147,8 @@ class DrawByEstimator(Messenger):
             elif estimator in ("score", "mvd"):
                 with drawing():
                     msg.value = track(dist.sample(), msg.name)
-                decay = msg.infer.get("baseline", DEFAULT_BASELINE_DECAY)
-                self.estimators[msg.name] = SiteEstimator(
-                    estimator, baseline_decay=decay if estimator == "score" else None)
+                baseline = _checked_baseline(msg.name, msg.infer) if estimator == "score" else None
+                self.estimators[msg.name] = SiteEstimator(estimator, baseline=baseline)
             else:
                 msg.value = track(self._enumerated_values(dist), msg.name)
                 self.estimators[msg.name] = SiteEstimator("enumerate", self.next_enum_dim)

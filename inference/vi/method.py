@@ -182,6 +182,7 @@ class VI:
         with forked(), torch.no_grad(), block():  # create the params without drawing
             trace().get_trace(self.guide, *args, **kwargs)
             trace().get_trace(model, *args, **kwargs)
+            objective.create_params(model, self.guide, *args, **kwargs)
         if not len(store):
             raise ModelError("VI: the guide and model have no params to fit")
         leaves = list(store.unconstrained().values())

@@ -62,7 +62,8 @@ from ppl.runtime import Message, Messenger, PlateFrame
 from ppl.trace import Site, Trace, sum_except
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims, vectorized_trace
 
-from .estimators import DrawByEstimator, SiteEstimator
+from .baselines import LearnedBaseline
+from .estimators import DEFAULT_BASELINE_DECAY, DrawByEstimator, SiteEstimator
 from .mvd import Redraw, rule_for
 from .provenance import sources, untrack
 
@@ -424,6 +425,7 @@ class Expectation:
             raise TypeError(f"{program.__name__} has no options {sorted(unknown)} "
                             f"(its options: {sorted(self.option_names)})")
         self._baselines: dict[str, Tensor] = {}
+        self._learned: dict[str, LearnedBaseline] = {}
         self._pilots: dict[Any, tuple[Trace, Trace]] = {}
 
     @property
@@ -443,6 +445,15 @@ class Expectation:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._baselines = {n: b.clone() for n, b in state["baselines"].items()}
+
+    def create_params(self, model: Callable, guide: Callable, *args, **kwargs) -> None:
+        """Create the params the objective owns (learned baselines) in the current store,
+        so that an optimizer built next holds them: one evaluation on a fork of the random
+        stream, the running baselines put back (no draw or state of the run changes)."""
+        state = self.state_dict()
+        with forked(), torch.no_grad():
+            self(model, guide, *args, **kwargs)
+        self.load_state_dict(state)
 
     def __call__(self, model: Callable, guide: Callable, *args, **kwargs) -> Surrogate:
         clash = set(kwargs) & self.option_names
@@ -490,6 +501,10 @@ class Expectation:
         independent of this step's draws), then updated with this step's."""
         if decay is None:
             return 0.0
+        if not isinstance(decay, float):
+            raise ModelError(f"site {name!r}: a learned baseline needs per-element costs, "
+                             f"which objective {self.name} (not linear in the log densities) "
+                             "does not give; use a running average (a decay) there")
         previous = self._baselines.get(name)
         now = signal.detach().mean()
         self._baselines[name] = now if previous is None else decay * previous + (1 - decay) * now
@@ -509,13 +524,28 @@ class Expectation:
                     "the score function for them"
                 )
             signal = _downstream_cost(site, costs)
-            baseline = self._baseline(site.name, est.baseline_decay, signal)
+            if isinstance(est.baseline, float) or est.baseline is None:
+                baseline = self._baseline(site.name, est.baseline, signal)
+            else:
+                baseline, fit = self._learned_baseline(site, est.baseline, signal)
+                surrogate = surrogate + fit
             log_q = untrack(site.log_prob)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * (signal - baseline)).sum()
         carrier = sum((self._mvd_carrier(i, d.trace[n], record, costs, rerun)
                        for i, d in enumerate(record) for n, e in d.estimators.items()
                        if e.estimator == "mvd"), torch.zeros(()))
         return Surrogate(value.detach(), surrogate + (carrier - carrier.detach()))
+
+    def _learned_baseline(self, site: Site, spec: Any, signal: Tensor) -> tuple[Tensor, Tensor]:
+        """The site's baseline, the running average plus the network's per-element residual
+        (detached), and a zero-valued term whose gradient trains the network towards the
+        signal's residual (squared error), in the objective's direction."""
+        network = self._learned.setdefault(site.name, LearnedBaseline(site.name, spec))
+        offset = self._baseline(site.name, DEFAULT_BASELINE_DECAY, signal)
+        predicted = network(site.fn, site.log_prob.shape)
+        error = ((signal.detach() - offset - predicted) ** 2).mean()
+        fit = (error - error.detach()) * (-1.0 if self.maximize else 1.0)
+        return (offset + predicted).detach(), fit
 
     def _mvd_carrier(self, index: int, site: Site, record: list[Draws], costs: list,
                      rerun: Callable) -> Tensor:
@@ -575,7 +605,7 @@ class Expectation:
                 signal = f.detach() - baseline.detach()
             else:
                 key = site.name if index == 0 else f"{site.name}/{index}"
-                signal = f.detach() - self._baseline(key, est.baseline_decay, f)
+                signal = f.detach() - self._baseline(key, est.baseline, f)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * signal).sum()
         return surrogate
 
