@@ -7,10 +7,10 @@ default, quick to find the scale) plus a network of the *site's features* (its
 distribution's parameters, detached, per element: exactly what the guide computed from
 the observed inputs and the upstream draws, so an amortized guide's baseline sees the
 data), one value per element and particle, trained alongside the guide to minimise the
-squared error to the residual of the site's downstream cost ``f``. Its weights are params of the run's param store, named
-``baseline/<site>/<weight>`` (a checkpoint restores them); a module of your own only gives
-the architecture and the initial weights, evaluated with the store's weights by
-``torch.func.functional_call``. It needs per-element costs, so objectives linear in the log
+squared error to the residual of the site's downstream cost ``f``. Its weights are params
+of the run's param store, named ``baseline/<site>/<weight>`` (a checkpoint restores them);
+a module of your own only gives the architecture and the initial weights, evaluated with
+the store's weights by ``torch.func.functional_call``. It needs per-element costs, so objectives linear in the log
 densities (such as ELBO).
 
     >>> import torch
