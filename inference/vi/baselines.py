@@ -10,8 +10,8 @@ data), one value per element and particle, trained alongside the guide to minimi
 squared error to the residual of the site's downstream cost ``f``. Its weights are params
 of the run's param store, named ``baseline/<site>/<weight>`` (a checkpoint restores them);
 a module of your own only gives the architecture and the initial weights, evaluated with
-the store's weights by ``torch.func.functional_call``. It needs per-element costs, so objectives linear in the log
-densities (such as ELBO).
+the store's weights by ``torch.func.functional_call``. It needs per-element costs, so
+objectives linear in the log densities (such as ELBO).
 
     >>> import torch
     >>> from ppl import ParamStore
