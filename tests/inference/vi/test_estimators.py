@@ -121,11 +121,11 @@ MIXED = dict(
 )
 
 
-def check_mixed_problem(kind, estimator, prior, shift, data, batches):
+def check_mixed_problem(kind, estimator, prior, shift, data, batches, mu_estimator="auto"):
     from ppl import ParamStore
 
     with ParamStore() as store:
-        m, guide, args, exact = mixed_problem(kind, estimator, prior, shift, data)
+        m, guide, args, exact = mixed_problem(kind, estimator, prior, shift, data, mu_estimator)
         estimates, leaves = gradient_batches(ELBO(20), m, guide, args, store, batches)
         assert_unbiased(estimates, exact_gradient(exact, leaves))
 

@@ -14,6 +14,7 @@ import torch
 from torch.distributions import constraints
 
 from ppl import ParamStore, infer, model, param, plate, sample
+from ppl.errors import ModelError
 from ppl.handlers import seed
 from ppl.inference.vi import ELBO, IWAE, MIWAE, PIWAE, VI, ForwardChi2
 from ppl.params import get_param
@@ -246,3 +247,10 @@ def test_a_module_baseline_trains_in_vi_and_resumes_from_its_checkpoint():
     trained = full.params.get("baseline/z/weight")
     assert torch.equal(resumed.params.get("baseline/z/weight"), trained)
     assert not torch.equal(trained, network.weight.detach())  # the store's copy is trained
+
+
+def test_baselines_that_cannot_apply_are_refused_by_name(store):
+    with pytest.raises(ModelError, match="'z': a learned baseline needs per-element costs"):
+        IWAE(4)(indicators, indicator_guide("learned"), POINTS)
+    with pytest.raises(ModelError, match="'z': baseline 'mean' is not a decay"):
+        ELBO()(indicators, indicator_guide("mean"), POINTS)
