@@ -8,8 +8,12 @@ A guide site picks its estimator with ``sample(name, dist, infer={"estimator": .
   taken implicitly), so the same estimator covers them.
 - ``"score"``: a plain draw, tracked (:mod:`.provenance`) so that its score ``∇ log q``
   multiplies only the cost terms downstream of it (Rao-Blackwellization), per element along
-  the plates they share, minus a running-average baseline (``infer={"baseline": decay}``,
-  default 0.9; ``None`` for none).
+  the plates they share, minus a baseline: a running average (``infer={"baseline": decay}``,
+  default 0.9), a learned network (``"learned"`` or an ``nn.Module``, :mod:`.baselines`), or
+  ``None`` for none.
+- ``"mvd"``: a plain draw whose gradient is a measure-valued derivative, the cost
+  re-evaluated at other values of the site (:mod:`.mvd`; Normal, Bernoulli, Categorical;
+  objectives linear in the log densities).
 - ``"enumerate"``: every value of a finite support at once, along a new dimension left of
   the particles; the expectation over it is then exact (for objectives linear in the log
   densities, such as the ELBO).
@@ -35,11 +39,12 @@ from ppl.errors import ModelError
 from ppl.randomness import drawing
 from ppl.runtime import Message, Messenger, internal
 
+from .mvd import rule_for
 from .provenance import track
 
 __all__ = ["ESTIMATORS", "MAX_ENUMERATE", "SiteEstimator", "choose_estimator", "DrawByEstimator"]
 
-ESTIMATORS = ("reparam", "score", "enumerate")
+ESTIMATORS = ("reparam", "score", "mvd", "enumerate")
 MAX_ENUMERATE = 16
 DEFAULT_BASELINE_DECAY = 0.9
 
@@ -47,11 +52,12 @@ DEFAULT_BASELINE_DECAY = 0.9
 @dataclass(frozen=True)
 class SiteEstimator:
     """How one guide site was drawn: its estimator, the dim its enumerated values occupy
-    (enumeration only) and the decay of its running-average baseline (score only)."""
+    (enumeration only) and its baseline (score only): a running average's decay,
+    ``"learned"``, an ``nn.Module`` or None."""
 
     estimator: str
     enum_dim: int | None = None
-    baseline_decay: float | None = None
+    baseline: float | str | torch.nn.Module | None = None
 
 
 def _support_size(dist: Distribution) -> int:
@@ -80,6 +86,13 @@ def choose_estimator(name: str, dist: Distribution, requested: str | None, *,
             f"guide site {name!r}: {_family(dist)} has no rsample, so it cannot be "
             "reparameterized; use infer={'estimator': 'score'} (or 'enumerate' if finite)"
         )
+    if requested == "mvd":
+        rule_for(dist, name)
+        if not allow_enumerate:
+            raise ModelError(
+                f"guide site {name!r} asks for a measure-valued derivative, which needs an "
+                "objective linear in the log densities (such as ELBO); this objective is not"
+            )
     if requested == "enumerate":
         if not dist.has_enumerate_support:
             raise ModelError(
@@ -91,6 +104,16 @@ def choose_estimator(name: str, dist: Distribution, requested: str | None, *,
                 "linear in the log densities (such as ELBO); this objective is not"
             )
     return requested
+
+
+def _checked_baseline(name: str, infer: dict) -> float | str | torch.nn.Module | None:
+    baseline = infer.get("baseline", DEFAULT_BASELINE_DECAY)
+    if baseline is None or baseline == "learned" or isinstance(baseline, torch.nn.Module):
+        return baseline
+    if isinstance(baseline, (int, float)) and 0 <= baseline < 1:
+        return float(baseline)
+    raise ModelError(f"guide site {name!r}: baseline {baseline!r} is not a decay in [0, 1), "
+                     "'learned', an nn.Module or None")
 
 
 class DrawByEstimator(Messenger):
@@ -121,11 +144,11 @@ class DrawByEstimator(Messenger):
                 with drawing():
                     msg.value = dist.rsample()
                 self.estimators[msg.name] = SiteEstimator("reparam")
-            elif estimator == "score":
+            elif estimator in ("score", "mvd"):
                 with drawing():
                     msg.value = track(dist.sample(), msg.name)
-                decay = msg.infer.get("baseline", DEFAULT_BASELINE_DECAY)
-                self.estimators[msg.name] = SiteEstimator("score", baseline_decay=decay)
+                baseline = _checked_baseline(msg.name, msg.infer) if estimator == "score" else None
+                self.estimators[msg.name] = SiteEstimator(estimator, baseline=baseline)
             else:
                 msg.value = track(self._enumerated_values(dist), msg.name)
                 self.estimators[msg.name] = SiteEstimator("enumerate", self.next_enum_dim)

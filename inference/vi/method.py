@@ -203,6 +203,7 @@ class VI:
         with forked(), torch.no_grad(), block():  # create the params without drawing
             trace().get_trace(self.guide, *args, **kwargs)
             trace().get_trace(model, *args, **kwargs)
+            objective.create_params(model, self.guide, *args, **kwargs)
         if not len(store):
             raise ModelError("VI: the guide and model have no params to fit")
         fast, path = (fast_elbo(model, self.guide, objective, args, kwargs) if self.fast_path

@@ -58,9 +58,10 @@ def log_normal_expect(x, m, s):
     return -0.5 * math.log(2 * math.pi) - 0.5 * ((x - m) ** 2 + s**2)
 
 
-def mixed_problem(kind, estimator, prior, shift, data):
+def mixed_problem(kind, estimator, prior, shift, data, mu_estimator="auto"):
     """Model: mu ~ N(0, 1); per point, z ~ Bernoulli(prior) (or Categorical over 3 shifts);
-    x ~ N(mu + shift * z, 1). Guide: mu ~ N(m, s), z ~ q(z) by ``estimator``."""
+    x ~ N(mu + shift * z, 1). Guide: mu ~ N(m, s) by ``mu_estimator``, z ~ q(z) by
+    ``estimator``."""
     n = len(data)
     x = torch.tensor(data)
     values = torch.arange(2 if kind == "bernoulli" else 3, dtype=torch.float32)
@@ -87,7 +88,7 @@ def mixed_problem(kind, estimator, prior, shift, data):
     def guide(x):
         loc = param("m", torch.tensor(0.3))
         scale = param("s", torch.tensor(0.7), constraints.positive)
-        sample("mu", Normal(loc, scale))
+        sample("mu", Normal(loc, scale), infer={"estimator": mu_estimator})
         with plate("data", n):
             sample("z", site_z(param("logits", logit_init), q=True),
                    infer={"estimator": estimator})
@@ -120,11 +121,11 @@ MIXED = dict(
 )
 
 
-def check_mixed_problem(kind, estimator, prior, shift, data, batches):
+def check_mixed_problem(kind, estimator, prior, shift, data, batches, mu_estimator="auto"):
     from ppl import ParamStore
 
     with ParamStore() as store:
-        m, guide, args, exact = mixed_problem(kind, estimator, prior, shift, data)
+        m, guide, args, exact = mixed_problem(kind, estimator, prior, shift, data, mu_estimator)
         estimates, leaves = gradient_batches(ELBO(20), m, guide, args, store, batches)
         assert_unbiased(estimates, exact_gradient(exact, leaves))
 
