@@ -40,6 +40,7 @@ from ppl.inference.results.summary import Summary, summarize
 from ppl.model import Model
 from ppl.params import ParamStore
 from ppl.randomness import forked, set_stream_state, stream_state
+from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
 from .objectives import ELBO, Expectation
@@ -221,7 +222,7 @@ class VI:
 
     def _step(self, model, args, kwargs, optimizer, schedule, leaves, store, step) -> float:
         optimizer.zero_grad()
-        out = self.objective(model, self.guide, *args, **kwargs)
+        out = _on_one_subsample(self.objective, model, self.guide, args, kwargs)
         loss = -out.surrogate if self.objective.maximize else out.surrogate
         loss.backward()
         bad = [n for n, t in store.unconstrained().items()
@@ -261,14 +262,15 @@ class VI:
         return list(ckpt.losses)
 
     def _evaluate(self, model, args, kwargs) -> tuple[Tensor, Tensor]:
-        values = torch.stack([self.objective(model, self.guide, *args, **kwargs).value
-                              for _ in range(self.evaluations)])
+        values = torch.stack([
+            _on_one_subsample(self.objective, model, self.guide, args, kwargs).value
+            for _ in range(self.evaluations)])
         se = values.std() / math.sqrt(len(values)) if len(values) > 1 else torch.tensor(0.0)
         return values.mean(), se
 
     def _posterior_draws(self, model, args, kwargs) -> dict[str, Tensor]:
         """The model's latent and deterministic sites, replayed on the guide's draws."""
-        with torch.no_grad():
+        with torch.no_grad(), subsample():  # guide and model draw on one minibatch
             model_pilot = pilot_trace(model, args, kwargs)
             guide_pilot = pilot_trace(self.guide, args, kwargs)
             dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
@@ -277,3 +279,10 @@ class VI:
             run = vectorized_trace(replay(guide_run.trace)(model), args, kwargs,
                                    self.num_samples, particle_dim=dim, pilot=model_pilot)
             return {k: v.detach() for k, v in run.values(observed=False).items()}
+
+
+def _on_one_subsample(objective: Expectation, model, guide, args, kwargs) -> Any:
+    """The objective evaluated with one minibatch (the indices of each subsampled plate)
+    shared by the guide's and the model's plates."""
+    with subsample():
+        return objective(model, guide, *args, **kwargs)
