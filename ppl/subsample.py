@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import torch
 
 from .errors import ModelError
-from .randomness import drawing
+from .randomness import current_stream, drawing
 from .runtime import Messenger, PlateFrame, active_handlers
 
 __all__ = ["subsample", "subsample_indices", "draw_subsample", "SUBSAMPLE_ATTR"]
@@ -63,15 +63,24 @@ def subsample_indices(frame: PlateFrame) -> torch.Tensor:
 
 class subsample(Messenger):
     """Inside this block every subsampled plate named ``name`` uses one set of indices:
-    ``indices[name]`` when given, else the draw of the first such plate."""
+    ``indices[name]`` when given, else the draw of the first such plate. A draw made in a
+    forked stream (a pilot run probing shapes) is not remembered: the minibatch comes from
+    the block's own stream, so a run's draws do not depend on whether a pilot ran first."""
 
     def __init__(self, indices: Mapping[str, torch.Tensor] | None = None):
         self.indices = {name: torch.as_tensor(ind) for name, ind in (indices or {}).items()}
+        self._stream: torch.Generator | None = None
+
+    def __enter__(self) -> subsample:
+        self._stream = current_stream()
+        return super().__enter__()
 
     def subsample_indices(self, frame: PlateFrame) -> torch.Tensor:
         indices = self.indices.get(frame.name)
         if indices is None:
-            indices = self.indices[frame.name] = draw_subsample(frame.size, frame.subsample_size)
+            indices = draw_subsample(frame.size, frame.subsample_size)
+            if current_stream() is self._stream:
+                self.indices[frame.name] = indices
         bad = indices.dim() != 1 or len(indices) != frame.subsample_size
         if bad or indices.dtype.is_floating_point:
             raise ModelError(
