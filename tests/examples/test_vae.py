@@ -1,12 +1,16 @@
-"""examples/vae.py: its smoke budget trains below the loss its docstring states, and a run
-resumed from a checkpoint (fresh networks, as in a new process) continues the uninterrupted
-run's loss curve exactly."""
+"""examples/vae.py: its smoke budget trains below the loss its docstring states, a run resumed
+from a checkpoint (fresh networks, as in a new process) continues the uninterrupted run's
+loss curve exactly, and its model traces to a graph (module weights as params, the minibatch
+as an input) that agrees with the trace path."""
 
 import importlib.util
 import io
 import pathlib
 
 import torch
+
+from ppl import ParamStore, subsample
+from ppl.ir import LogDensity
 
 _PATH = pathlib.Path(__file__).parents[2] / "examples" / "vae.py"
 _SPEC = importlib.util.spec_from_file_location("vae_example", _PATH)
@@ -37,3 +41,19 @@ def test_a_resumed_run_continues_the_same_loss_curve():
     resumed = vae.train(images, 16, resume=torch.load(buffer, weights_only=False))
     assert torch.equal(first.losses, whole.losses[:8])
     assert torch.equal(resumed.losses, whole.losses)
+
+
+def test_the_model_traces_to_a_graph_that_agrees_with_the_trace_path():
+    images = vae.shapes(64)
+    generative, _ = vae.vae(*vae.networks(0), batch=8)
+    ind = torch.tensor([3, 60, 7, 0, 12, 41, 5, 33])
+    values = {"z": torch.randn(8, vae.LATENT, generator=torch.Generator().manual_seed(0))}
+    with ParamStore():
+        graph = generative.graph(images)
+        with subsample({"images": ind}):
+            trace_lp = generative.log_density(values, images)
+        graph_lp = LogDensity(graph, values, inputs={"images_indices": ind}).run()
+    assert [n.address for n in graph.nodes_of("param")] == [
+        "decoder.hidden.weight", "decoder.hidden.bias", "decoder.logits.weight",
+        "decoder.logits.bias"]
+    assert torch.allclose(trace_lp, graph_lp)
