@@ -68,11 +68,36 @@ class ParamStore:
             constraint: constraints.Constraint = constraints.real) -> torch.Tensor:
         """The constrained value of ``name``, created from ``init`` on first use."""
         if name not in self._unconstrained:
-            value = _init_value(name, init, constraint)
-            leaf = transform_to(constraint).inv(value).detach().requires_grad_(True)
-            self._unconstrained[name] = leaf
-            self._constraints[name] = constraint
+            if isinstance(init, torch.nn.Parameter) and constraint is constraints.real:
+                self.adopt(name, init)
+            else:
+                value = _init_value(name, init, constraint)
+                leaf = transform_to(constraint).inv(value).detach().requires_grad_(True)
+                self._unconstrained[name] = leaf
+                self._constraints[name] = constraint
         return transform_to(self._constraints[name])(self._unconstrained[name])
+
+    def adopt(self, name: str, parameter: torch.nn.Parameter) -> None:
+        """Make ``parameter`` itself the (unconstrained, real) leaf of ``name``: a module's
+        weight and the store's param are then one tensor, moved by one optimizer. A value
+        the store already holds is copied into it first (a restored checkpoint wins)."""
+        held = self._unconstrained.get(name)
+        if held is not None:
+            if held.shape != parameter.shape or not _same_constraint(
+                    self._constraints[name], constraints.real):
+                raise ModelError(
+                    f"param {name!r}: the store holds shape {tuple(held.shape)} under "
+                    f"{self._constraints[name]}, the module's parameter has shape "
+                    f"{tuple(parameter.shape)} (real); rename the module or clear the store"
+                )
+            with torch.no_grad():
+                parameter.copy_(held)
+        self._unconstrained[name] = parameter
+        self._constraints[name] = constraints.real
+
+    def leaf(self, name: str) -> torch.Tensor | None:
+        """The unconstrained leaf of ``name``, or None when the store has no such param."""
+        return self._unconstrained.get(name)
 
     def unconstrained(self) -> dict[str, torch.Tensor]:
         """The leaf tensors an optimizer updates, by name (in creation order)."""

@@ -38,6 +38,7 @@ from .runtime import (
     internal,
 )
 from .scan import record_step
+from .subsample import subsample_indices
 from .validation import check_distribution, check_in_support, validation_enabled
 
 RANDOM_KINDS = ("sample", "factor")
@@ -176,7 +177,8 @@ class plate(Messenger):
 
     As a context manager, sites inside are broadcast to ``size`` (or ``subsample_size``) at
     batch dimension ``dim`` (chosen automatically from the right if not given), their log
-    densities scaled by ``size / subsample_size``; it yields the (sub)sample indices. As an
+    densities scaled by ``size / subsample_size``; it yields the (sub)sample indices (see
+    :mod:`ppl.subsample` for where subsample indices come from). As an
     iterator, it yields ``0..size-1`` and marks the sites of each iteration as independent
     without vectorizing (a sequential plate); each site made in iteration ``i`` records the
     plate in ``msg.plates`` and ``(name, i)`` in ``msg.infer["steps"]`` (outermost loop first;
@@ -218,8 +220,7 @@ class plate(Messenger):
     def __enter__(self) -> torch.Tensor:
         self._frame = PlateFrame(self.name, self.size, self._allocate_dim(), self.subsample_size)
         if self.subsample_size < self.size:
-            with drawing() as generator:
-                self.indices = torch.randperm(self.size, generator=generator)[: self.subsample_size]
+            self.indices = subsample_indices(self._frame)
         else:
             self.indices = torch.arange(self.size)
         super().__enter__()

@@ -32,7 +32,7 @@ import torch
 
 __all__ = [
     "seeded", "forked", "enter_scope", "exit_scope", "drawing", "stream_state",
-    "set_stream_state",
+    "set_stream_state", "current_stream",
 ]
 
 _SCOPES: ContextVar[tuple[torch.Generator, ...]] = ContextVar("ppl_seed_scopes", default=())
@@ -72,6 +72,11 @@ def seeded(rng_seed: int) -> Iterator[None]:
 def _current() -> torch.Generator:
     scopes = _SCOPES.get()
     return scopes[-1] if scopes else torch.default_generator
+
+
+def current_stream() -> torch.Generator:
+    """The generator whose stream draws continue here: tells a forked scope from its parent."""
+    return _current()
 
 
 def stream_state() -> torch.Tensor:

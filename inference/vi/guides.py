@@ -116,7 +116,10 @@ class AutoGuide:
             if frame.subsample_size < frame.size:
                 raise ModelError(
                     f"site {site.name!r} sits in the subsampled plate {frame.name!r} "
-                    f"({frame.subsample_size} of {frame.size}); autoguides need full plates"
+                    f"({frame.subsample_size} of {frame.size}); autoguides need full plates. "
+                    "Write a guide with the same subsampled plate that indexes per-point params "
+                    "with its indices (VI gives guide and model one minibatch), or an "
+                    "amortized one (examples/vae.py)"
                 )
         transform = biject_to(dist.support)
         value = site.value.detach()

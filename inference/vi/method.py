@@ -46,6 +46,7 @@ from ppl.inference.results.summary import Summary, summarize
 from ppl.model import Model
 from ppl.params import ParamStore
 from ppl.randomness import forked, set_stream_state, stream_state
+from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
 from .fast import SLOW, fast_elbo
@@ -245,14 +246,14 @@ class VI:
             draws = fast.posterior_draws(self.num_samples)
         else:
             bound, bound_se = self._evaluate(
-                lambda: objective(model, self.guide, *args, **kwargs).value)
+                lambda: _on_one_subsample(objective, model, self.guide, args, kwargs).value)
             draws = self._posterior_draws(model, args, kwargs)
         return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store, draws,
                         bound, bound_se, final, converged, objective, {"path": path})
 
     def _backward(self, model, args, kwargs) -> float:
         """The general path: the objective's surrogate, differentiated by autograd."""
-        out = self.objective(model, self.guide, *args, **kwargs)
+        out = _on_one_subsample(self.objective, model, self.guide, args, kwargs)
         loss = -out.surrogate if self.objective.maximize else out.surrogate
         loss.backward()
         return float(out.value)
@@ -306,7 +307,7 @@ class VI:
 
     def _posterior_draws(self, model, args, kwargs) -> dict[str, Tensor]:
         """The model's latent and deterministic sites, replayed on the guide's draws."""
-        with torch.no_grad():
+        with torch.no_grad(), subsample():  # guide and model draw on one minibatch
             model_pilot = pilot_trace(model, args, kwargs)
             guide_pilot = pilot_trace(self.guide, args, kwargs)
             dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
@@ -315,3 +316,10 @@ class VI:
             run = vectorized_trace(replay(guide_run.trace)(model), args, kwargs,
                                    self.num_samples, particle_dim=dim, pilot=model_pilot)
             return {k: v.detach() for k, v in run.values(observed=False).items()}
+
+
+def _on_one_subsample(objective: Expectation, model, guide, args, kwargs) -> Any:
+    """The objective evaluated with one minibatch (the indices of each subsampled plate)
+    shared by the guide's and the model's plates."""
+    with subsample():
+        return objective(model, guide, *args, **kwargs)

@@ -33,6 +33,7 @@ import torch
 
 from ppl.params import get_param
 from ppl.registry import get_family
+from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.trace import site_log_prob
 
 from .errors import IRError
@@ -112,7 +113,12 @@ class CodeGen(Interpreter):
         return self.var(node.name)
 
     def input(self, node: Node, args: tuple, kwargs: dict) -> str:
-        return self.assign(node, f"_data[{node.name!r}]")
+        if node.meta.attr(SUBSAMPLE_ATTR) is None:
+            return self.assign(node, f"_data[{node.name!r}]")
+        # a subsampled plate's indices: drawn on each call unless given, as LogDensity does
+        draw = self.const(draw_subsample, "draw")
+        return self.assign(node, f"_data[{node.name!r}] if {node.name!r} in _data else "
+                                 f"{draw}({node.meta.attr('size')}, {node.meta.shape[0]})")
 
     def param(self, node: Node, args: tuple, kwargs: dict) -> str:
         constraint = self.const(node.kwarg_dict.get("constraint"))

@@ -53,6 +53,7 @@ from torch.distributions import Distribution, biject_to
 from ppl.params import get_param
 from ppl.randomness import drawing
 from ppl.registry import get_family
+from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.trace import site_log_prob
 
 from .errors import IRError
@@ -136,6 +137,14 @@ class Interpreter:
         try:
             return self.inputs[node.name]
         except KeyError:
+            plate = node.meta.attr(SUBSAMPLE_ATTR)
+            if plate is not None:
+                raise IRError(
+                    f"graph {self.graph.name!r}: input {node.name!r} holds the indices of the "
+                    f"subsampled plate {plate!r}, which {type(self).__name__} does not draw per "
+                    "evaluation (Simulate, LogDensity and Generate do); pass them in inputs=, "
+                    "or give the plate no subsample_size"
+                ) from None
             raise IRError(
                 f"graph {self.graph.name!r}: input {node.name!r} has no value; pass it in inputs="
             ) from None
@@ -169,7 +178,15 @@ class Interpreter:
 
 class RunsLoops(Interpreter):
     """Runs a loop node as a Python loop over its body: one copy of this interpreter per
-    step (``step_interpreter``), whose results ``absorb`` folds into this one."""
+    step (``step_interpreter``), whose results ``absorb`` folds into this one. A subsampled
+    plate's indices not given in ``inputs`` are drawn afresh on each run, as the trace path
+    draws them on each run of the model."""
+
+    def input(self, node: Node, args: tuple, kwargs: dict) -> Any:
+        plate = node.meta.attr(SUBSAMPLE_ATTR)
+        if plate is None or node.name in self.inputs:
+            return super().input(node, args, kwargs)
+        return draw_subsample(node.meta.attr("size"), node.meta.shape[0])
 
     def loop(self, node: Node, args: tuple, kwargs: dict) -> tuple:
         body = self.graph.subgraphs[node.target]

@@ -38,12 +38,14 @@ from ppl.registry import family_of, observing_construction
 from ppl.runtime import (
     Message,
     Messenger,
+    PlateFrame,
     in_internal,
     internal,
     is_library_file,
     source_location,
     unwatched,
 )
+from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
@@ -163,6 +165,8 @@ class _Recorder:
             ref = self.ref_of(value)
             if ref is not None:
                 return ref
+            if isinstance(value, torch.nn.Parameter):
+                raise IRError(_unregistered_message(value))
             if value.numel() <= SMALL_LITERAL:
                 return value.detach().clone()
             const = self.builder.add("input", "const", meta=tensor_meta(value), name="const")
@@ -249,6 +253,9 @@ class _RecordingMode(TorchFunctionMode):
                 self._check_static(fname, args)
             return func(*args, **kwargs)
         if not tracked:
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, torch.nn.Parameter):
+                    raise IRError(_unregistered_message(value))
             if is_random_op(func):
                 raise IRError(
                     f"torch.{fname} called inside the model at {_user_line()}: randomness in a "
@@ -411,6 +418,18 @@ class GraphTracer(Messenger):
 
         return trace_scan(self, step, init, x_leaves, x_spec, length, name)
 
+    def subsample_indices(self, frame: PlateFrame) -> torch.Tensor:
+        """A subsampled plate's indices: an unbound ``input`` node (attrs ``subsample`` = the
+        plate, ``size``) that the reference interpreters draw afresh on every evaluation."""
+        with internal():
+            indices = draw_subsample(frame.size, frame.subsample_size)
+        meta = tensor_meta(indices).with_attr(SUBSAMPLE_ATTR, frame.name)
+        hint = f"{frame.name}_indices"
+        ref = self.rec.builder.add("input", hint, meta=meta.with_attr("size", frame.size),
+                                   name=hint)
+        self.rec.track(indices, ref)
+        return indices
+
     def process(self, msg: Message) -> None:
         if msg.kind == "sample" and msg.value is None:
             with internal():
@@ -466,15 +485,32 @@ def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
         scale = float(scale)
     if scale != 1.0:
         meta = meta.with_attr("scale", float(scale))
-    if any(f.subsample_size < f.size for f in msg.plates):
-        raise IRError(
-            f"site {msg.name!r} is in a subsampled plate; subsampling draws random indices each "
-            "run, which a static graph cannot hold yet (use the trace path, or the subsample pass)"
-        )
     for key, value in sorted(msg.infer.items()):
         if isinstance(value, (bool, int, float, str)) or value is None or key == "steps":
             meta = meta.with_attr(key, value)
     return meta
+
+
+def _unregistered_message(weight: torch.nn.Parameter) -> str:
+    """Why a module's weight that is no param of the store cannot enter a graph, naming the
+    outermost module on the stack that owns it."""
+    owner, path = None, None
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, torch.nn.Module):
+            found = next((p for p, w in candidate.named_parameters() if w is weight), None)
+            if found is not None:
+                owner, path = candidate, found
+        frame = frame.f_back
+    what = (f"parameter {path!r} of module {type(owner).__name__}" if owner is not None
+            else "a torch.nn.Parameter")
+    return (
+        f"{what} (shape {tuple(weight.shape)}) is used at {_user_line()} without being "
+        "registered: the graph would freeze it as a constant, so no gradient would reach it "
+        "and an optimizer step would leave the graph stale. Register the module in the model "
+        "or guide with ppl.module('name', net) before calling it"
+    )
 
 
 def _bind_inputs(rec: _Recorder, fn, args: tuple, kwargs: dict) -> None:
