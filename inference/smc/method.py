@@ -79,15 +79,22 @@ class SMC:
                                      keep=tuple(self.keep), keep_history=self.keep_history,
                                      progress_bar=self.progress_bar, auxiliary=self.auxiliary)
 
-    def run(self, model: Model, args: tuple, kwargs: dict, *,
-            passes: Sequence[Callable] = ()) -> SMCPosterior:
+    def engine(self, model: Model, args: tuple = (), kwargs: dict | None = None, *,
+               passes: Sequence[Callable] = ()) -> ParticleEngine:
+        """The particle engine this method filters for ``model(*args, **kwargs)`` (built
+        once, it can be filtered many times: ``self.filter.run_program(engine, gen)``)."""
+        kwargs = kwargs or {}
         graph = _unrolled(run_passes(model.graph(*args, **kwargs), list(passes)))
         proposal, optimal = None, self.proposal == "optimal"
         if self.proposal is not None and not optimal:
             guide = self.proposal if isinstance(self.proposal, Model) else Model(self.proposal)
             proposal = _unrolled(guide.graph(*args, **kwargs))
-        engine = ParticleEngine.from_graph(graph, self.schedule, proposal=proposal,
-                                           optimal=optimal)
+        return ParticleEngine.from_graph(graph, self.schedule, proposal=proposal,
+                                         optimal=optimal)
+
+    def run(self, model: Model, args: tuple, kwargs: dict, *,
+            passes: Sequence[Callable] = ()) -> SMCPosterior:
+        engine = self.engine(model, args, kwargs, passes=passes)
         result = self.filter.run_program(engine)
         result.extra.update(proposal_kinds=engine.proposal_kinds,
                             lookahead_kinds=engine.lookahead_kinds)
