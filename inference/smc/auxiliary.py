@@ -58,7 +58,8 @@ def first_stage(log_w: Tensor, log_lookahead: Tensor, k: int) -> tuple[Tensor, T
                         f"shape {tuple(log_lookahead.shape)}; expected float64 "
                         f"{tuple(log_w.shape)}")
     if torch.isnan(log_lookahead).any() or torch.isposinf(log_lookahead).any():
-        raise DegenerateWeights(f"step {k}: the look-ahead log weights have NaN or +inf")
+        raise DegenerateWeights(f"step {k}: the look-ahead log weights have NaN or +inf "
+                                "(a prior mean that is not finite, e.g. a Cauchy's?)")
     twisted = log_w + log_lookahead.to(log_w.device)
     log_increment = torch.logsumexp(twisted, 0)
     if torch.isneginf(log_increment):
