@@ -62,8 +62,8 @@ def test_filtering_means_match_kalman(name):
     assert z.abs().max() < 4, z
 
 
-@pytest.mark.parametrize("name", [pytest.param("auxiliary", marks=pytest.mark.slow),
-                                  pytest.param("optimal", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", [*(pytest.param(name, marks=pytest.mark.slow)
+                                    for name in ("guided", "auxiliary", "optimal")),
                                   "fully adapted"])
 def test_smoothing_means_match_rts(name):
     results = runs(SMC(300, keep_history=True, **METHODS[name]), range(12))
