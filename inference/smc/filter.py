@@ -11,6 +11,8 @@ step reads (``needed_after``) are dropped from ``live`` unless ``keep`` names th
 is linear in the number of particles, not in steps times particles. The ancestor indices of
 every step are kept (``keep_ancestors``) for genealogies; with ``keep_history`` every step's
 particles and weights too, for backward-simulation smoothing (``SMCPosterior.smooth``).
+With ``auxiliary`` the filter is the auxiliary particle filter (:mod:`.auxiliary`): the
+program's look-ahead weights twist the weights before each resampling decision.
 
     >>> import torch
     >>> from ppl.inference.lowering.particles import StepOutput
@@ -41,6 +43,7 @@ from torch import Tensor
 from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 
+from .auxiliary import first_stage, lookahead_of
 from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
 from .smoothing import StepHistory
@@ -83,8 +86,9 @@ class ParticleFilter:
     ``samples`` besides the last step's, carried through resampling: their paths, not their
     filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
     ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
-    memory steps times particles) and ``progress_bar`` (a line on stderr with the steps done
-    and the resamplings so far; None: only when stderr is a terminal)."""
+    memory steps times particles), ``progress_bar`` (a line on stderr with the steps done
+    and the resamplings so far; None: only when stderr is a terminal) and ``auxiliary``
+    (the auxiliary particle filter: the program needs ``lookahead_log_weight``)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -93,6 +97,7 @@ class ParticleFilter:
     keep_ancestors: bool = True
     keep_history: bool = False
     progress_bar: bool | None = None
+    auxiliary: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -120,27 +125,38 @@ class ParticleFilter:
         ancestors = [] if self.keep_ancestors else None
         means: dict[str, Tensor] = {}
         history = [] if self.keep_history else None
+        lookahead = lookahead_of(program) if self.auxiliary else None
         line = (ProgressLine(steps, phase="filtering", counter="resampled")
                 if progress_enabled(self.progress_bar) else None)
         for k in range(steps):
-            index = None
-            if k > 0 and float(ess_history[k - 1]) < self.ess_threshold * n:
+            index, ahead, log_first = None, None, 0.0
+            ess = ess_history[k - 1] if k > 0 else n
+            if lookahead is not None and k > 0:  # the first stage: W_{k-1} times p̂(y_k | .)
+                ahead = lookahead(k, _Live(live), n)
+                log_w, log_first = first_stage(log_w, ahead, k)
+                ess = torch.exp(-torch.logsumexp(2 * log_w, 0))
+            if k > 0 and float(ess) < self.ess_threshold * n:
                 # log_w is normalized, finite-total and NaN-free (checked at the last step)
                 index = SCHEMES[self.resample](torch.exp(log_w), n, generator)
                 live = {a: v[index.to(v.device)] for a, v in live.items()}
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled[k] = True
+                ahead = None if ahead is None else ahead[index.to(ahead.device)]
             if ancestors is not None:
                 ancestors.append(torch.arange(n, device=log_w.device) if index is None
                                  else index)
             out = program.run_step(k, _Live(live), n, generator)
             check_step_output(out, k, n)
             unnormalized = log_w.to(out.log_weight.device) + out.log_weight  # on its device
-            increments.append(torch.logsumexp(unnormalized, 0))
-            if torch.isneginf(increments[k]):
+            if ahead is not None:  # the second stage: divide by the ancestor's p̂
+                unnormalized = torch.where(torch.isneginf(log_w), log_w,
+                                           unnormalized - ahead.to(unnormalized.device))
+            second = torch.logsumexp(unnormalized, 0)
+            if torch.isneginf(second):
                 raise DegenerateWeights(f"step {k}: every particle has weight zero (log weight "
                                         f"-inf) after the sites {sorted(out.site_log_weights)}")
-            log_w = unnormalized - increments[k]
+            increments.append(second + log_first)
+            log_w = unnormalized - second
             ess_history[k] = torch.exp(-torch.logsumexp(2 * log_w, 0))  # log_w is normalized
             live.update(out.values)
             means.update({a: _weighted_mean(log_w, v) for a, v in out.values.items()})
@@ -159,7 +175,7 @@ class ParticleFilter:
             ancestors=None if ancestors is None else torch.stack(ancestors),
             history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,
-                   "filtering_means": means},
+                   "filtering_means": means, "auxiliary": self.auxiliary},
         )
 
     def _check_keep(self, program: ParticleProgram) -> None:

@@ -6,7 +6,14 @@ into steps (each observation with the latents it needs; ``schedule=`` gives a pa
 the addresses instead) and generates one batched function per step. The particle filter
 (:class:`~ppl.inference.smc.filter.ParticleFilter`) then runs the steps over
 ``num_particles`` particles, resampling adaptively. With ``proposal=`` (a model whose sites
-carry the latents' addresses) the engine proposes from it instead of the prior.
+carry the latents' addresses) the engine proposes from it instead of the prior; with
+``proposal="optimal"`` each step whose locally optimal proposal has a closed form (a Normal
+latent observed through Normal sites with means affine in it) draws from it, the other steps
+from the prior (``res.extra["proposal_kinds"]`` says which). ``auxiliary=True`` runs the
+auxiliary particle filter: first-stage weights from each step's look-ahead (the exact
+predictive at optimal steps, which makes the filter fully adapted; the observation density
+at the prior mean elsewhere; ``res.extra["lookahead_kinds"]``). It is a flag, not a kind of
+proposal, since it combines with each of them.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -20,6 +27,12 @@ carry the latents' addresses) the engine proposes from it instead of the prior.
     >>> res = infer(walk, torch.zeros(4), method=SMC(num_particles=500), seed=0)
     >>> res.samples["x_3"].shape, bool(res.log_evidence < 0)
     (torch.Size([500]), True)
+    >>> method = SMC(num_particles=50, proposal="optimal", auxiliary=True)
+    >>> res = infer(walk, torch.zeros(4), method=method, seed=0)
+    >>> res.extra["proposal_kinds"]
+    ('prior', 'optimal', 'optimal')
+    >>> res.extra["lookahead_kinds"]
+    ('prior mean', 'predictive', 'predictive')
 """
 
 from __future__ import annotations
@@ -43,34 +56,49 @@ __all__ = ["SMC"]
 class SMC:
     """A particle filter over the model's graph: ``num_particles``, the resampling scheme
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
-    ``schedule`` (groups of addresses, in order), a ``proposal`` model, ``keep`` (earlier
-    latents to return as paths), ``keep_history`` (needed by ``smooth``) and ``progress_bar``
-    (a progress line on stderr; None: only when stderr is a terminal)."""
+    ``schedule`` (groups of addresses, in order), a ``proposal`` model or ``"optimal"``,
+    ``keep`` (earlier latents to return as paths), ``keep_history`` (needed by ``smooth``),
+    ``progress_bar`` (a progress line on stderr; None: only when stderr is a terminal) and
+    ``auxiliary`` (the auxiliary particle filter)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
     ess_threshold: float = 0.5
     schedule: Sequence[Sequence[str]] | None = None
-    proposal: Model | Callable | None = None
+    proposal: Model | Callable | str | None = None
     keep: Collection[str] = ()
     keep_history: bool = False
     progress_bar: bool | None = None
+    auxiliary: bool = False
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.proposal, str) and self.proposal != "optimal":
+            raise ValueError(f"proposal is a model or 'optimal', got {self.proposal!r}")
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
-                                     progress_bar=self.progress_bar)
+                                     progress_bar=self.progress_bar, auxiliary=self.auxiliary)
+
+    def engine(self, model: Model, args: tuple = (), kwargs: dict | None = None, *,
+               passes: Sequence[Callable] = ()) -> ParticleEngine:
+        """The particle engine this method filters for ``model(*args, **kwargs)`` (built
+        once, it can be filtered many times: ``self.filter.run_program(engine, gen)``)."""
+        kwargs = kwargs or {}
+        graph = _unrolled(run_passes(model.graph(*args, **kwargs), list(passes)))
+        proposal, optimal = None, self.proposal == "optimal"
+        if self.proposal is not None and not optimal:
+            guide = self.proposal if isinstance(self.proposal, Model) else Model(self.proposal)
+            proposal = _unrolled(guide.graph(*args, **kwargs))
+        return ParticleEngine.from_graph(graph, self.schedule, proposal=proposal,
+                                         optimal=optimal)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
-        graph = _unrolled(run_passes(model.graph(*args, **kwargs), list(passes)))
-        proposal = None
-        if self.proposal is not None:
-            guide = self.proposal if isinstance(self.proposal, Model) else Model(self.proposal)
-            proposal = _unrolled(guide.graph(*args, **kwargs))
-        engine = ParticleEngine.from_graph(graph, self.schedule, proposal=proposal)
-        return self.filter.run_program(engine)
+        engine = self.engine(model, args, kwargs, passes=passes)
+        result = self.filter.run_program(engine)
+        result.extra.update(proposal_kinds=engine.proposal_kinds,
+                            lookahead_kinds=engine.lookahead_kinds)
+        return result
 
 
 def _unrolled(graph):

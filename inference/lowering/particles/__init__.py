@@ -6,8 +6,9 @@
 """
 
 from .engine import ParticleEngine, SamplerFallbackWarning
+from .optimal import GaussianStep, gaussian_step
 from .program import ParticleProgram, StepOutput
 from .schedule import Schedule, ScheduleError, Step
 
-__all__ = ["ParticleEngine", "ParticleProgram", "SamplerFallbackWarning", "Schedule",
-           "ScheduleError", "Step", "StepOutput"]
+__all__ = ["GaussianStep", "ParticleEngine", "ParticleProgram", "SamplerFallbackWarning",
+           "Schedule", "ScheduleError", "Step", "StepOutput", "gaussian_step"]

@@ -10,6 +10,11 @@ param values without generating anything. :meth:`~ParticleEngine.score_step` sco
 values of a step's latents as well (log p of every site of the step), for conditional SMC
 and checks against the joint density.
 
+With ``optimal=True`` a step whose locally optimal proposal is Gaussian in closed form
+(:mod:`.optimal`) draws its latent from it; ``proposal_kinds`` says which steps do.
+:meth:`~ParticleEngine.lookahead_log_weight` gives an auxiliary particle filter its
+first-stage weights (:mod:`.lookahead`), its code generated on first use.
+
 Families without a sampling rule are drawn by torch, and sites whose tape rule cannot
 express them are scored by torch's ``log_prob``: ``fallback_reason`` names them, and one
 :class:`SamplerFallbackWarning` says so when the engine is built.
@@ -48,7 +53,9 @@ from ppl.ir.errors import IRError
 from ppl.params import get_param
 
 from . import rng_ops
+from .lookahead import PriorMeanStep, lookahead_kind
 from .lowering import StepLowering, torch_log_prob, torch_sample, value_dtype
+from .optimal import GaussianStep, gaussian_step, optimal_proposal
 from .program import StepOutput
 from .proposal import proposal_steps
 from .schedule import Schedule, Step, needed_after_sets
@@ -84,9 +91,20 @@ class ParticleEngine:
     """A :class:`~.program.ParticleProgram` generated from a graph (see the module doc)."""
 
     def __init__(self, graph: Graph, schedule: Schedule, steps: Sequence[StepFunction],
-                 params: dict[str, torch.Tensor], proposal: Graph | None = None):
+                 params: dict[str, torch.Tensor], proposal: Graph | None = None,
+                 optimal: Sequence[GaussianStep | None] | None = None):
         self.graph, self.schedule, self.proposal = graph, schedule, proposal
         self.steps = tuple(steps)
+        self.optimal = tuple(optimal or (None,) * schedule.num_steps)
+        proposed = set() if proposal is None else {n.address for n in proposal.latent_nodes}
+        self.proposal_kinds: tuple[str, ...] = tuple(
+            "optimal" if plan is not None
+            else "guide" if proposed.intersection(step.latents) else "prior"
+            for plan, step in zip(self.optimal, schedule.steps, strict=True))
+        self.lookahead_kinds: tuple[str, ...] = tuple(
+            lookahead_kind(graph, step, kind)
+            for step, kind in zip(schedule.steps, self.proposal_kinds, strict=True))
+        self._lookaheads: dict[int, StepFunction] = {}
         self._params = params
         self._param_version = 0
         self._data = {(role, name): _as_input(value)
@@ -104,14 +122,20 @@ class ParticleEngine:
     @classmethod
     def from_graph(cls, graph: Graph, schedule: Schedule | Sequence[Sequence[str]] | None = None,
                    proposal: Graph | None = None,
-                   params: Mapping[str, torch.Tensor] | None = None) -> ParticleEngine:
+                   params: Mapping[str, torch.Tensor] | None = None,
+                   optimal: bool = False) -> ParticleEngine:
         """The engine of ``graph`` under ``schedule`` (a :class:`Schedule`, a partition into
         address groups, or None for the default one). ``proposal``: a graph whose sites draw
         some of the model's latents (:mod:`.proposal`) instead of their priors; the weights
-        are then ``log p - log q``. ``params`` overrides values of the graphs' params (the
-        others are read from the param store once, here)."""
+        are then ``log p - log q``. ``optimal``: draw each step that has a closed-form locally
+        optimal proposal from it (:mod:`.optimal`), the others from their priors; a
+        ``ValueError`` gives each step's reason when none has. ``params`` overrides values of
+        the graphs' params (the others are read from the param store once, here)."""
         if not isinstance(schedule, Schedule):
             schedule = Schedule.from_graph(graph, schedule)
+        plans = _optimal_plans(graph, schedule) if optimal else [None] * schedule.num_steps
+        if optimal and proposal is not None:
+            raise ValueError("give a proposal graph or optimal=True, not both")
         graphs = (graph,) if proposal is None else (graph, proposal)
         values = {node.address: get_param(node.address, None, node.kwarg_dict.get("constraint"))
                   for g in graphs for node in g.nodes_of("param")}
@@ -119,10 +143,11 @@ class ParticleEngine:
         proposed = (proposal_steps(schedule, proposal) if proposal is not None
                     else [None] * schedule.num_steps)
         steps = [_lower_step(graph, k, step, score_all=False, params=values, proposal=proposal,
-                             proposal_step=q)
-                 for k, (step, q) in enumerate(zip(schedule.steps, proposed, strict=True))]
+                             proposal_step=q, optimal=plan)
+                 for k, (step, q, plan) in enumerate(zip(schedule.steps, proposed, plans,
+                                                         strict=True))]
         return cls(graph, schedule, steps, {a: _as_input(v) for a, v in values.items()},
-                   proposal)
+                   proposal, plans)
 
     # -- the ParticleProgram protocol ---------------------------------------------------------
     @property
@@ -157,6 +182,19 @@ class ParticleEngine:
         if missing:
             raise KeyError(f"score_step({k}) needs values for the step's latents {missing}")
         return self._call(scorer, k, {**live, **values}, num_particles, None)
+
+    def lookahead_log_weight(self, k: int, live: Mapping[str, torch.Tensor],
+                             num_particles: int) -> torch.Tensor:
+        """``log p̂(y_k | live)``, ``(N,)``: the exact predictive at a locally optimal step,
+        else the step's observation densities with its latents at their prior means, 0 where
+        a latent is discrete (``lookahead_kinds``; the auxiliary filter's first stage)."""
+        if self.lookahead_kinds[k] == "none":
+            return torch.zeros(num_particles, dtype=torch.float64)
+        if k not in self._lookaheads:
+            self._lookaheads[k] = _lower_step(self.graph, k, self.schedule.steps[k],
+                                              score_all=False, params=self._params,
+                                              optimal=self.optimal[k], lookahead=True)
+        return self._call(self._lookaheads[k], k, live, num_particles, None).log_weight
 
     def transition_log_density(self, k: int, prev: Mapping[str, torch.Tensor],
                                values: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -221,13 +259,26 @@ def _as_input(value: torch.Tensor) -> torch.Tensor:
     return value.to(per_chain_dtype(value))
 
 
+def _optimal_plans(graph: Graph, schedule: Schedule) -> list[GaussianStep | None]:
+    found = [gaussian_step(graph, step) for step in schedule.steps]
+    if not any(isinstance(plan, GaussianStep) for plan in found):
+        reasons = "; ".join(f"step {k}: {why}" for k, why in enumerate(found[:6]))
+        raise ValueError(f"no step of graph {graph.name!r} has a closed-form locally optimal "
+                         f"proposal (a Normal latent observed through Normal sites whose means "
+                         f"are affine in it): {reasons}{' ...' if len(found) > 6 else ''}")
+    return [plan if isinstance(plan, GaussianStep) else None for plan in found]
+
+
 def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
                 params: Mapping[str, torch.Tensor], proposal: Graph | None = None,
-                proposal_step: Step | None = None) -> StepFunction:
+                proposal_step: Step | None = None, optimal: GaussianStep | None = None,
+                lookahead: bool = False) -> StepFunction:
     """Generate step ``k``'s function: live latents, data and params become tape inputs;
-    with a proposal, its sub-graph draws (and scores) the latents it proposes first."""
+    with a proposal, its sub-graph draws (and scores) the latents it proposes first; with
+    ``optimal``, the latent comes from its locally optimal proposal. A ``lookahead``
+    function returns only the step's look-ahead log weight (:mod:`.lookahead`)."""
     tape = Tape()
-    proposing = proposal_step is not None and not score_all
+    proposing = proposal_step is not None and not score_all and not lookahead
     reads = tuple(dict.fromkeys((*step.reads, *(proposal_step.reads if proposing else ()))))
     live = {a: tape.input(f"l{i}", _shape(graph, a), value_dtype(graph.site(a)))
             for i, a in enumerate(reads)}
@@ -245,8 +296,12 @@ def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
         proposed, log_q, fallbacks = q.drawn, q.site_weights, q.fallbacks
     data, param_inputs = _tape_inputs(tape, graph, step.nodes, "model", params, inputs,
                                       param_vars)
-    p = StepLowering(graph, tape, step.nodes, step.sites, live=live, given={**given, **proposed},
-                     data=data, params=param_inputs)
+    if optimal is not None and not score_all:
+        proposed, log_q = optimal_proposal(graph, tape, step, optimal, live, data, param_inputs,
+                                           at_mean=lookahead)
+    lowering = PriorMeanStep if lookahead and optimal is None else StepLowering
+    p = lowering(graph, tape, step.nodes, step.sites, live=live, given={**given, **proposed},
+                 data=data, params=param_inputs)
     _run(p, k, graph)
     scored = tuple(a for a in step.sites if a in p.site_weights)
     weights = [p.site_weights[a] - log_q[a] if a in log_q else p.site_weights[a] for a in scored]
@@ -256,11 +311,14 @@ def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
     tape.namespace.update(_rng=rng_ops, _torch_sample=torch_sample,
                           _torch_log_prob=torch_log_prob)
     drawn_values = {**proposed, **p.drawn}
-    drawn = tuple(a for a in step.latents if a in drawn_values)
+    drawn = () if lookahead else tuple(a for a in step.latents if a in drawn_values)
+    if lookahead:
+        scored, weights = (), []
     arguments = ["C", "_gen", *(v.name for v in (*live.values(), *given.values())),
                  *(v.name for v in tape.inputs[len(live) + len(given):])]
+    kind = "score" if score_all else "lookahead" if lookahead else "step"
     fn = tape.compile([*(drawn_values[a] for a in drawn), *weights, total], arguments,
-                      f"{'score' if score_all else 'step'}_{k}")
+                      f"{kind}_{k}")
     reads = (*reads, *given)
     dtypes = tuple(value_dtype(graph.site(a)) for a in reads)
     return StepFunction(fn, reads, dtypes, tuple(inputs), drawn, scored,
