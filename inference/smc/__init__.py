@@ -10,9 +10,10 @@ or any particle program (``ParticleFilter``), adaptive tempered SMC for static m
 from .filter import ParticleFilter
 from .importance import Importance
 from .method import SMC
+from .moves import ResampleMove
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
 from .tempered import TemperedSMC
 
-__all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
+__all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior", "ResampleMove",
            "DegenerateWeights", "SCHEMES", "ess", "resample"]

@@ -41,6 +41,7 @@ from torch import Tensor
 from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 
+from .moves import ResampleMove
 from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
 from .smoothing import StepHistory
@@ -83,8 +84,9 @@ class ParticleFilter:
     ``samples`` besides the last step's, carried through resampling: their paths, not their
     filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
     ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
-    memory steps times particles) and ``progress_bar`` (a line on stderr with the steps done
-    and the resamplings so far; None: only when stderr is a terminal)."""
+    memory steps times particles), ``progress_bar`` (a line on stderr with the steps done
+    and the resamplings so far; None: only when stderr is a terminal) and ``move`` (a
+    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -93,6 +95,7 @@ class ParticleFilter:
     keep_ancestors: bool = True
     keep_history: bool = False
     progress_bar: bool | None = None
+    move: ResampleMove | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -120,6 +123,7 @@ class ParticleFilter:
         ancestors = [] if self.keep_ancestors else None
         means: dict[str, Tensor] = {}
         history = [] if self.keep_history else None
+        mover = None if self.move is None else self.move.start(program, keep)
         line = (ProgressLine(steps, phase="filtering", counter="resampled")
                 if progress_enabled(self.progress_bar) else None)
         for k in range(steps):
@@ -130,6 +134,8 @@ class ParticleFilter:
                 live = {a: v[index.to(v.device)] for a, v in live.items()}
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled[k] = True
+                if mover is not None:
+                    live = mover.move(k - 1, live, log_w, generator)
             if ancestors is not None:
                 ancestors.append(torch.arange(n, device=log_w.device) if index is None
                                  else index)
@@ -147,6 +153,8 @@ class ParticleFilter:
             if history is not None:
                 history.append(StepHistory(dict(out.values), log_w))
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
+            if mover is not None and k < steps - 1:
+                wanted |= mover.retain(k)
             live = {a: v for a, v in live.items() if a in wanted}
             if line is not None:
                 line.update(int(index is not None))
@@ -159,7 +167,7 @@ class ParticleFilter:
             ancestors=None if ancestors is None else torch.stack(ancestors),
             history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,
-                   "filtering_means": means},
+                   "filtering_means": means, **({} if mover is None else mover.report())},
         )
 
     def _check_keep(self, program: ParticleProgram) -> None:

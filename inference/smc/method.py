@@ -34,6 +34,7 @@ from ppl.passes import run as run_passes
 from ppl.passes import unroll
 
 from .filter import ParticleFilter
+from .moves import ResampleMove
 from .result import SMCPosterior
 
 __all__ = ["SMC"]
@@ -44,8 +45,9 @@ class SMC:
     """A particle filter over the model's graph: ``num_particles``, the resampling scheme
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
     ``schedule`` (groups of addresses, in order), a ``proposal`` model, ``keep`` (earlier
-    latents to return as paths), ``keep_history`` (needed by ``smooth``) and ``progress_bar``
-    (a progress line on stderr; None: only when stderr is a terminal)."""
+    latents to return as paths), ``keep_history`` (needed by ``smooth``), ``progress_bar``
+    (a progress line on stderr; None: only when stderr is a terminal) and ``move`` (a
+    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -55,12 +57,13 @@ class SMC:
     keep: Collection[str] = ()
     keep_history: bool = False
     progress_bar: bool | None = None
+    move: ResampleMove | None = None
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
-                                     progress_bar=self.progress_bar)
+                                     progress_bar=self.progress_bar, move=self.move)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
