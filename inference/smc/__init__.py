@@ -7,6 +7,7 @@ or any particle program (``ParticleFilter``), adaptive tempered SMC for static m
     (100, 'residual')
 """
 
+from .annealed import DataAnnealedSMC
 from .filter import ParticleFilter
 from .importance import Importance
 from .method import SMC
@@ -15,5 +16,6 @@ from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
 from .tempered import TemperedSMC
 
-__all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior", "ResampleMove",
-           "DegenerateWeights", "SCHEMES", "ess", "resample"]
+__all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
+           "DegenerateWeights", "SCHEMES", "ess", "resample",
+           "ResampleMove", "DataAnnealedSMC"]

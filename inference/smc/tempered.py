@@ -58,7 +58,7 @@ from .resampling import SCHEMES, DegenerateWeights, resample
 from .result import SMCPosterior
 from .streams import run_generator
 
-__all__ = ["TemperedSMC", "TemperedPotential", "next_beta", "PopulationTuner"]
+__all__ = ["TemperedSMC", "TemperedPotential", "next_beta", "PopulationTuner", "static_particles"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _log_likelihood(lp_prior: Tensor, lp_full: Tensor) -> Tensor:
     return torch.where(torch.isneginf(lp_full), -math.inf, lp_full - lp_prior)
 
 
-def _increment(delta: float, log_lik: Tensor) -> Tensor:
+def increment(delta: float, log_lik: Tensor) -> Tensor:
     """``delta * log_lik`` with ``-inf`` kept (``0 * -inf`` would be NaN)."""
     return torch.where(torch.isneginf(log_lik), -math.inf, delta * log_lik)
 
@@ -119,7 +119,7 @@ def next_beta(log_w: Tensor, log_lik: Tensor, beta: float, target_cess: float,
     return beta + (lo if lo > 0 else hi)
 
 
-def _prior_graph(graph: Graph, passes: Sequence[Callable]) -> tuple[Graph, Graph]:
+def _prior_graph(graph: Graph, passes: Sequence[Callable], owner: str) -> tuple[Graph, Graph]:
     """The model graph and its prior graph, both after ``passes`` (a scan's loops unrolled
     first, as MCMC's lowering does)."""
     if loops(graph):
@@ -129,9 +129,29 @@ def _prior_graph(graph: Graph, passes: Sequence[Callable]) -> tuple[Graph, Graph
     full, prior = run_passes(graph, passes), run_passes(graph, [drop_likelihood(), *passes])
     added = [n.address for n in prior.nodes_of("observe") if n.meta.attr("role") is None]
     if added:
-        raise ModelError(f"TemperedSMC: the passes add the observations {added}; tempering "
+        raise ModelError(f"{owner}: the passes add the observations {added}; the method "
                          "needs them in the model (observe them with obs= instead)")
     return full, prior
+
+
+def static_particles(model: Model, args: tuple, kwargs: dict, passes: Sequence[Callable],
+                     backend: str, num_particles: int, generator: torch.Generator, owner: str
+                     ) -> tuple[FlatModel, FlatModel, Tensor]:
+    """The flat full and prior models of a static model (after ``passes``) and
+    ``num_particles`` unconstrained prior draws ``(N, dim)``: where every static-model SMC
+    method starts; ``owner`` names the method in errors."""
+    full_graph, prior_graph = _prior_graph(model.graph(*args, **kwargs), passes, owner)
+    full = FlatModel.from_graph(full_graph, backend)
+    prior = FlatModel.from_graph(prior_graph, backend)
+    if full.dim == 0:
+        raise ModelError(f"graph {full_graph.name!r} has no continuous latent for "
+                         f"{owner} to move; use Importance or enumerate the model")
+    if prior.blocks != full.blocks:  # drop_likelihood keeps every latent and its shape
+        raise ModelError(f"{owner}: the prior and full graphs lay out their latents "
+                         f"differently: {prior.blocks} vs {full.blocks}")
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    z = prior_particles(model, args, kwargs, full, prior_graph, num_particles, seed)
+    return full, prior, z
 
 
 @dataclass(frozen=True)
@@ -181,17 +201,8 @@ class TemperedSMC:
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
         generator = run_generator()
-        full_graph, prior_graph = _prior_graph(model.graph(*args, **kwargs), passes)
-        full = FlatModel.from_graph(full_graph, self.backend)
-        prior = FlatModel.from_graph(prior_graph, self.backend)
-        if full.dim == 0:
-            raise ModelError(f"graph {full_graph.name!r} has no continuous latent for "
-                             "TemperedSMC to move; use Importance or enumerate the model")
-        if prior.blocks != full.blocks:  # drop_likelihood keeps every latent and its shape
-            raise ModelError("TemperedSMC: the prior and full graphs lay out their latents "
-                             f"differently: {prior.blocks} vs {full.blocks}")
-        seed = int(torch.randint(0, 2**62, (), generator=generator))
-        z = prior_particles(model, args, kwargs, full, prior_graph, self.num_particles, seed)
+        full, prior, z = static_particles(model, args, kwargs, passes, self.backend,
+                                          self.num_particles, generator, "TemperedSMC")
         return self._run(z, prior.log_density_and_grad, full.log_density_and_grad,
                          full, generator)
 
@@ -216,7 +227,7 @@ class TemperedSMC:
                                         f" particles have a NaN log likelihood")
             new_beta = (float(next(schedule)) if schedule is not None
                         else next_beta(log_w, log_lik, beta, self.target_cess))
-            unnormalized = log_w + _increment(new_beta - beta, log_lik)
+            unnormalized = log_w + increment(new_beta - beta, log_lik)
             total = torch.logsumexp(unnormalized, 0)
             if not torch.isfinite(total):
                 raise DegenerateWeights(f"stage {len(betas)}: every particle has zero weight "
