@@ -14,8 +14,9 @@ from .method import SMC
 from .moves import ResampleMove
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
+from .runs import EvidenceRuns, log_evidence_runs
 from .tempered import TemperedSMC
 
 __all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
            "DegenerateWeights", "SCHEMES", "ess", "resample",
-           "ResampleMove", "DataAnnealedSMC"]
+           "ResampleMove", "DataAnnealedSMC", "EvidenceRuns", "log_evidence_runs"]

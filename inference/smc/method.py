@@ -67,13 +67,18 @@ class SMC:
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
+        return self.filter.run_program(self.program(model, args, kwargs, passes))
+
+    def program(self, model: Model, args: tuple, kwargs: dict,
+                passes: Sequence[Callable] = ()) -> ParticleEngine:
+        """The model's particle engine (traced, passed, unrolled and lowered once): what
+        :meth:`run` filters, reusable for many runs of the filter."""
         graph = _unrolled(run_passes(model.graph(*args, **kwargs), list(passes)))
         proposal = None
         if self.proposal is not None:
             guide = self.proposal if isinstance(self.proposal, Model) else Model(self.proposal)
             proposal = _unrolled(guide.graph(*args, **kwargs))
-        engine = ParticleEngine.from_graph(graph, self.schedule, proposal=proposal)
-        return self.filter.run_program(engine)
+        return ParticleEngine.from_graph(graph, self.schedule, proposal=proposal)
 
 
 def _unrolled(graph):
