@@ -12,6 +12,7 @@ from .filter import ParticleFilter
 from .importance import Importance
 from .method import SMC
 from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
 from .runs import EvidenceRuns, log_evidence_runs
@@ -19,4 +20,5 @@ from .tempered import TemperedSMC
 
 __all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
            "DegenerateWeights", "SCHEMES", "ess", "resample",
-           "ResampleMove", "DataAnnealedSMC", "EvidenceRuns", "log_evidence_runs"]
+           "ResampleMove", "DataAnnealedSMC", "EvidenceRuns", "log_evidence_runs",
+           "AdditiveSmoother"]

@@ -42,6 +42,7 @@ from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 
 from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
 from .smoothing import StepHistory
@@ -85,8 +86,10 @@ class ParticleFilter:
     filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
     ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
     memory steps times particles), ``progress_bar`` (a line on stderr with the steps done
-    and the resamplings so far; None: only when stderr is a terminal) and ``move`` (a
-    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling)."""
+    and the resamplings so far; None: only when stderr is a terminal), ``move`` (a
+    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling) and
+    ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS smoothing of
+    an additive functional, online)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -96,6 +99,7 @@ class ParticleFilter:
     keep_history: bool = False
     progress_bar: bool | None = None
     move: ResampleMove | None = None
+    additive: AdditiveSmoother | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -124,6 +128,7 @@ class ParticleFilter:
         means: dict[str, Tensor] = {}
         history = [] if self.keep_history else None
         mover = None if self.move is None else self.move.start(program, keep)
+        smoother = None if self.additive is None else self.additive.start(program)
         line = (ProgressLine(steps, phase="filtering", counter="resampled")
                 if progress_enabled(self.progress_bar) else None)
         for k in range(steps):
@@ -152,6 +157,8 @@ class ParticleFilter:
             means.update({a: _weighted_mean(log_w, v) for a, v in out.values.items()})
             if history is not None:
                 history.append(StepHistory(dict(out.values), log_w))
+            if smoother is not None:
+                smoother.update(k, out.values, log_w, generator)
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
             if mover is not None and k < steps - 1:
                 wanted |= mover.retain(k)
@@ -167,7 +174,8 @@ class ParticleFilter:
             ancestors=None if ancestors is None else torch.stack(ancestors),
             history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,
-                   "filtering_means": means, **({} if mover is None else mover.report())},
+                   "filtering_means": means, **({} if mover is None else mover.report()),
+                   **({} if smoother is None else smoother.report())},
         )
 
     def _check_keep(self, program: ParticleProgram) -> None:

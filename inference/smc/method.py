@@ -35,6 +35,7 @@ from ppl.passes import unroll
 
 from .filter import ParticleFilter
 from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .result import SMCPosterior
 
 __all__ = ["SMC"]
@@ -46,8 +47,9 @@ class SMC:
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
     ``schedule`` (groups of addresses, in order), a ``proposal`` model, ``keep`` (earlier
     latents to return as paths), ``keep_history`` (needed by ``smooth``), ``progress_bar``
-    (a progress line on stderr; None: only when stderr is a terminal) and ``move`` (a
-    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling)."""
+    (a progress line on stderr; None: only when stderr is a terminal), ``move`` (a
+    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling) and
+    ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS smoothing)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -58,12 +60,14 @@ class SMC:
     keep_history: bool = False
     progress_bar: bool | None = None
     move: ResampleMove | None = None
+    additive: AdditiveSmoother | None = None
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
-                                     progress_bar=self.progress_bar, move=self.move)
+                                     progress_bar=self.progress_bar, move=self.move,
+                                     additive=self.additive)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
