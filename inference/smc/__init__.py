@@ -7,12 +7,18 @@ or any particle program (``ParticleFilter``), adaptive tempered SMC for static m
     (100, 'residual')
 """
 
+from .annealed import DataAnnealedSMC
 from .filter import ParticleFilter
 from .importance import Importance
 from .method import SMC
+from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
+from .runs import EvidenceRuns, log_evidence_runs
 from .tempered import TemperedSMC
 
 __all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
-           "DegenerateWeights", "SCHEMES", "ess", "resample"]
+           "DegenerateWeights", "SCHEMES", "ess", "resample",
+           "ResampleMove", "DataAnnealedSMC", "EvidenceRuns", "log_evidence_runs",
+           "AdditiveSmoother"]

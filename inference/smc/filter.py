@@ -44,6 +44,8 @@ from ppl.inference.lowering.particles import ParticleProgram, StepOutput
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 
 from .auxiliary import first_stage, lookahead_of
+from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .resampling import SCHEMES, DegenerateWeights
 from .result import SMCPosterior
 from .smoothing import StepHistory
@@ -87,8 +89,11 @@ class ParticleFilter:
     filtering marginals), ``keep_ancestors`` (record ``(steps, N)`` ancestor indices) and
     ``keep_history`` (every step's particles and weights, for ``SMCPosterior.smooth``:
     memory steps times particles), ``progress_bar`` (a line on stderr with the steps done
-    and the resamplings so far; None: only when stderr is a terminal) and ``auxiliary``
-    (the auxiliary particle filter: the program needs ``lookahead_log_weight``)."""
+    and the resamplings so far; None: only when stderr is a terminal), ``auxiliary``
+    (the auxiliary particle filter: the program needs ``lookahead_log_weight``), ``move``
+    (a :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling)
+    and ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS
+    smoothing of an additive functional, online)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -98,6 +103,8 @@ class ParticleFilter:
     keep_history: bool = False
     progress_bar: bool | None = None
     auxiliary: bool = False
+    move: ResampleMove | None = None
+    additive: AdditiveSmoother | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.num_particles, bool) or not isinstance(self.num_particles, int) \
@@ -105,6 +112,9 @@ class ParticleFilter:
             raise ValueError(f"num_particles must be an integer >= 1, got {self.num_particles!r}")
         if self.resample not in SCHEMES:
             raise ValueError(f"resample must be one of {sorted(SCHEMES)}, got {self.resample!r}")
+        if self.auxiliary and self.move is not None:
+            raise ValueError("auxiliary=True with a move: the second-stage weights divide by "
+                             "the look-ahead of each particle's unmoved ancestor; use one of them")
         if not 0.0 <= float(self.ess_threshold) <= 1.0:
             raise ValueError(f"ess_threshold must lie in [0, 1], got {self.ess_threshold!r}")
 
@@ -126,6 +136,8 @@ class ParticleFilter:
         means: dict[str, Tensor] = {}
         history = [] if self.keep_history else None
         lookahead = lookahead_of(program) if self.auxiliary else None
+        mover = None if self.move is None else self.move.start(program, keep)
+        smoother = None if self.additive is None else self.additive.start(program)
         line = (ProgressLine(steps, phase="filtering", counter="resampled")
                 if progress_enabled(self.progress_bar) else None)
         for k in range(steps):
@@ -142,6 +154,8 @@ class ParticleFilter:
                 log_w = torch.full_like(log_w, -math.log(n))
                 resampled[k] = True
                 ahead = None if ahead is None else ahead[index.to(ahead.device)]
+                if mover is not None:
+                    live = mover.move(k - 1, live, log_w, generator)
             if ancestors is not None:
                 ancestors.append(torch.arange(n, device=log_w.device) if index is None
                                  else index)
@@ -162,7 +176,11 @@ class ParticleFilter:
             means.update({a: _weighted_mean(log_w, v) for a, v in out.values.items()})
             if history is not None:
                 history.append(StepHistory(dict(out.values), log_w))
+            if smoother is not None:
+                smoother.update(k, out.values, log_w, generator)
             wanted = keep | (set(out.values) if k == steps - 1 else program.needed_after(k))
+            if mover is not None and k < steps - 1:
+                wanted |= mover.retain(k)
             live = {a: v for a, v in live.items() if a in wanted}
             if line is not None:
                 line.update(int(index is not None))
@@ -175,7 +193,9 @@ class ParticleFilter:
             ancestors=None if ancestors is None else torch.stack(ancestors),
             history=history, program=program,
             extra={"scheme": self.resample, "ess_threshold": self.ess_threshold,
-                   "filtering_means": means, "auxiliary": self.auxiliary},
+                   "filtering_means": means, "auxiliary": self.auxiliary,
+                   **({} if mover is None else mover.report()),
+                   **({} if smoother is None else smoother.report())},
         )
 
     def _check_keep(self, program: ParticleProgram) -> None:

@@ -47,6 +47,8 @@ from ppl.passes import run as run_passes
 from ppl.passes import unroll
 
 from .filter import ParticleFilter
+from .moves import ResampleMove
+from .paris import AdditiveSmoother
 from .result import SMCPosterior
 
 __all__ = ["SMC"]
@@ -58,8 +60,10 @@ class SMC:
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
     ``schedule`` (groups of addresses, in order), a ``proposal`` model or ``"optimal"``,
     ``keep`` (earlier latents to return as paths), ``keep_history`` (needed by ``smooth``),
-    ``progress_bar`` (a progress line on stderr; None: only when stderr is a terminal) and
-    ``auxiliary`` (the auxiliary particle filter)."""
+    ``progress_bar`` (a progress line on stderr; None: only when stderr is a terminal),
+    ``auxiliary`` (the auxiliary particle filter), ``move`` (a
+    :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling) and
+    ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS smoothing)."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -70,6 +74,8 @@ class SMC:
     keep_history: bool = False
     progress_bar: bool | None = None
     auxiliary: bool = False
+    move: ResampleMove | None = None
+    additive: AdditiveSmoother | None = None
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,7 +83,8 @@ class SMC:
             raise ValueError(f"proposal is a model or 'optimal', got {self.proposal!r}")
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
-                                     progress_bar=self.progress_bar, auxiliary=self.auxiliary)
+                                     progress_bar=self.progress_bar, auxiliary=self.auxiliary,
+                                     move=self.move, additive=self.additive)
 
     def engine(self, model: Model, args: tuple = (), kwargs: dict | None = None, *,
                passes: Sequence[Callable] = ()) -> ParticleEngine:

@@ -44,7 +44,6 @@ import torch
 from torch import Tensor
 
 from ppl.errors import ModelError
-from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
 from ppl.inference.mcmc.base import check_count, check_probability
 from ppl.ir import Graph
@@ -54,11 +53,12 @@ from ppl.passes import drop_likelihood, unroll
 from ppl.passes import run as run_passes
 
 from .initial import prior_particles
+from .moves import PopulationTuner, as_kernel, move_population
 from .resampling import SCHEMES, DegenerateWeights, resample
 from .result import SMCPosterior
 from .streams import run_generator
 
-__all__ = ["TemperedSMC", "TemperedPotential", "next_beta", "PopulationTuner"]
+__all__ = ["TemperedSMC", "TemperedPotential", "next_beta", "PopulationTuner", "static_particles"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _log_likelihood(lp_prior: Tensor, lp_full: Tensor) -> Tensor:
     return torch.where(torch.isneginf(lp_full), -math.inf, lp_full - lp_prior)
 
 
-def _increment(delta: float, log_lik: Tensor) -> Tensor:
+def increment(delta: float, log_lik: Tensor) -> Tensor:
     """``delta * log_lik`` with ``-inf`` kept (``0 * -inf`` would be NaN)."""
     return torch.where(torch.isneginf(log_lik), -math.inf, delta * log_lik)
 
@@ -119,47 +119,7 @@ def next_beta(log_w: Tensor, log_lik: Tensor, beta: float, target_cess: float,
     return beta + (lo if lo > 0 else hi)
 
 
-@dataclass
-class PopulationTuner:
-    """Kernel tuning from the particles: the metric from their weighted covariance (Stan's
-    shrinkage toward ``1e-3`` for small effective sizes), the step size from the last
-    stage's mean acceptance."""
-
-    dense: bool
-    target_accept: float | None
-    step_size: float
-    gain: float = 2.0
-
-    def metric(self, z: Tensor, log_w: Tensor) -> mcmc.Metric:
-        w = torch.exp(log_w)
-        n_eff = float(1.0 / (w * w).sum())
-        mean = w @ z
-        centred = z - mean
-        shrink = n_eff / (n_eff + 5.0)
-        if self.dense:
-            cov = (centred * w[:, None]).T @ centred
-            eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
-            inverse_mass = shrink * cov + 1e-3 * (1 - shrink) * eye
-        else:  # floored: a population collapsed onto one point has zero variance
-            inverse_mass = (shrink * (w @ centred**2) + 1e-3 * (1 - shrink)).clamp_min(1e-10)
-        return mcmc.make_metric(inverse_mass.expand(z.shape[0], *inverse_mass.shape).clone())
-
-    def update(self, mean_accept: float) -> None:
-        if self.target_accept is not None and math.isfinite(mean_accept):
-            self.step_size *= math.exp(self.gain * (mean_accept - self.target_accept))
-
-
-def _as_kernel(kernel: Any) -> mcmc.Kernel:
-    """A kernel of ``ppl.inference.mcmc``, or the kernel of an MCMC method
-    (``ppl.inference.MALA()``, ...)."""
-    kernel = getattr(kernel, "kernel", kernel)
-    if not isinstance(kernel, mcmc.Kernel):
-        raise TypeError(f"TemperedSMC: kernel must be an MCMC kernel such as "
-                        f"ppl.inference.mcmc.MALA(), got {kernel!r}")
-    return kernel
-
-
-def _prior_graph(graph: Graph, passes: Sequence[Callable]) -> tuple[Graph, Graph]:
+def _prior_graph(graph: Graph, passes: Sequence[Callable], owner: str) -> tuple[Graph, Graph]:
     """The model graph and its prior graph, both after ``passes`` (a scan's loops unrolled
     first, as MCMC's lowering does)."""
     if loops(graph):
@@ -169,9 +129,29 @@ def _prior_graph(graph: Graph, passes: Sequence[Callable]) -> tuple[Graph, Graph
     full, prior = run_passes(graph, passes), run_passes(graph, [drop_likelihood(), *passes])
     added = [n.address for n in prior.nodes_of("observe") if n.meta.attr("role") is None]
     if added:
-        raise ModelError(f"TemperedSMC: the passes add the observations {added}; tempering "
+        raise ModelError(f"{owner}: the passes add the observations {added}; the method "
                          "needs them in the model (observe them with obs= instead)")
     return full, prior
+
+
+def static_particles(model: Model, args: tuple, kwargs: dict, passes: Sequence[Callable],
+                     backend: str, num_particles: int, generator: torch.Generator, owner: str
+                     ) -> tuple[FlatModel, FlatModel, Tensor]:
+    """The flat full and prior models of a static model (after ``passes``) and
+    ``num_particles`` unconstrained prior draws ``(N, dim)``: where every static-model SMC
+    method starts; ``owner`` names the method in errors."""
+    full_graph, prior_graph = _prior_graph(model.graph(*args, **kwargs), passes, owner)
+    full = FlatModel.from_graph(full_graph, backend)
+    prior = FlatModel.from_graph(prior_graph, backend)
+    if full.dim == 0:
+        raise ModelError(f"graph {full_graph.name!r} has no continuous latent for "
+                         f"{owner} to move; use Importance or enumerate the model")
+    if prior.blocks != full.blocks:  # drop_likelihood keeps every latent and its shape
+        raise ModelError(f"{owner}: the prior and full graphs lay out their latents "
+                         f"differently: {prior.blocks} vs {full.blocks}")
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    z = prior_particles(model, args, kwargs, full, prior_graph, num_particles, seed)
+    return full, prior, z
 
 
 @dataclass(frozen=True)
@@ -216,32 +196,21 @@ class TemperedSMC:
             if not b or b[-1] != 1.0 or any(y <= x for x, y in zip([0.0, *b], b, strict=False)):
                 raise ValueError(f"TemperedSMC: betas must increase strictly from above 0 "
                                  f"to 1.0, got {list(self.betas)}")
-        _as_kernel(mcmc.MALA() if self.kernel is None else self.kernel)
+        as_kernel(self.kernel, "TemperedSMC")
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
         generator = run_generator()
-        full_graph, prior_graph = _prior_graph(model.graph(*args, **kwargs), passes)
-        full = FlatModel.from_graph(full_graph, self.backend)
-        prior = FlatModel.from_graph(prior_graph, self.backend)
-        if full.dim == 0:
-            raise ModelError(f"graph {full_graph.name!r} has no continuous latent for "
-                             "TemperedSMC to move; use Importance or enumerate the model")
-        if prior.blocks != full.blocks:  # drop_likelihood keeps every latent and its shape
-            raise ModelError("TemperedSMC: the prior and full graphs lay out their latents "
-                             f"differently: {prior.blocks} vs {full.blocks}")
-        seed = int(torch.randint(0, 2**62, (), generator=generator))
-        z = prior_particles(model, args, kwargs, full, prior_graph, self.num_particles, seed)
+        full, prior, z = static_particles(model, args, kwargs, passes, self.backend,
+                                          self.num_particles, generator, "TemperedSMC")
         return self._run(z, prior.log_density_and_grad, full.log_density_and_grad,
                          full, generator)
 
     def _run(self, z: Tensor, prior_fn: Callable, full_fn: Callable, flat: FlatModel,
              generator: torch.Generator) -> SMCPosterior:
         n, dim = z.shape
-        kernel = _as_kernel(mcmc.MALA() if self.kernel is None else self.kernel)
-        base_step = float(torch.as_tensor(kernel.step_size).reshape(-1)[0])
-        tuner = PopulationTuner(kernel.metric == "dense", kernel.target_accept,
-                                base_step * dim ** -0.25)
+        kernel = as_kernel(self.kernel, "TemperedSMC")
+        tuner = PopulationTuner.for_kernel(kernel, dim)
         lp0, g0 = prior_fn(z)
         lp1, g1 = full_fn(z)
         log_w = torch.full((n,), -math.log(n), dtype=torch.float64)
@@ -258,7 +227,7 @@ class TemperedSMC:
                                         f" particles have a NaN log likelihood")
             new_beta = (float(next(schedule)) if schedule is not None
                         else next_beta(log_w, log_lik, beta, self.target_cess))
-            unnormalized = log_w + _increment(new_beta - beta, log_lik)
+            unnormalized = log_w + increment(new_beta - beta, log_lik)
             total = torch.logsumexp(unnormalized, 0)
             if not torch.isfinite(total):
                 raise DegenerateWeights(f"stage {len(betas)}: every particle has zero weight "
@@ -275,11 +244,11 @@ class TemperedSMC:
                 z, lp0, g0, lp1, g1 = (t[index] for t in (z, lp0, g0, lp1, g1))
                 log_w = torch.full_like(log_w, -math.log(n))
             if self.num_moves:
-                z, accept = self._move(kernel, tuner, z, log_w, (lp0, g0, lp1, g1), prior_fn,
-                                       full_fn, beta, generator)
+                potential = TemperedPotential(prior_fn, full_fn, beta)
                 step_sizes.append(tuner.step_size)
+                z, accept = move_population(kernel, tuner, z, log_w, potential, self.num_moves,
+                                            generator, potential.combine(lp0, g0, lp1, g1))
                 accepts.append(accept)
-                tuner.update(accept)
                 lp0, g0 = prior_fn(z)
                 lp1, g1 = full_fn(z)
         samples = flat.constrained_values(z)
@@ -291,19 +260,3 @@ class TemperedSMC:
                    "kernel": type(kernel).__name__, "backend": flat.backend,
                    "scheme": self.resample, "graph": flat.graph},
         )
-
-    def _move(self, kernel: mcmc.Kernel, tuner: PopulationTuner, z: Tensor, log_w: Tensor,
-              evaluated: tuple[Tensor, ...], prior_fn: Callable, full_fn: Callable, beta: float,
-              generator: torch.Generator) -> tuple[Tensor, float]:
-        """``num_moves`` transitions targeting ``pi_beta``, from a state built from the
-        densities already evaluated at ``z``; returns the positions and mean acceptance."""
-        potential = TemperedPotential(prior_fn, full_fn, beta)
-        bound = kernel.bind(potential)
-        lp, grad = potential.combine(*evaluated)
-        step = torch.full((z.shape[0],), tuner.step_size, dtype=z.dtype, device=z.device)
-        state = mcmc.State(z.clone(), lp, grad, step, tuner.metric(z, log_w))
-        total = 0.0
-        for _ in range(self.num_moves):
-            state, info = bound.step(generator, state)
-            total += float(info.accept_prob.mean())
-        return state.position, total / self.num_moves

@@ -3,7 +3,7 @@ series.
 
 :class:`LinearGaussianSSM`: ``x_0 ~ N(m0, s0)``, ``x_t = a x_{t-1} + N(0, q)``,
 ``y_t = x_t + N(0, r)`` (scales, not variances); the Kalman filter gives ``log p(y_{0:T-1})``
-and the filtering moments, the Rauch-Tung-Striebel smoother the smoothing means.
+and the filtering moments, the Rauch-Tung-Striebel smoother the smoothing moments.
 :class:`DiscreteHMM`: ``z_0 ~ Cat(init)``, ``z_t ~ Cat(trans[z_{t-1}])``,
 ``y_t ~ N(means[z_t], scale)``; the forward algorithm gives ``log p(y)`` and the filtering
 marginals. Each has ``simulate`` (data from a seed) and ``model()`` (the ppl model, written
@@ -28,7 +28,7 @@ from ppl import model, sample
 from ppl.model import Model
 from ppl.stdlib import Categorical, Normal
 
-__all__ = ["LinearGaussianSSM", "KalmanResult", "DiscreteHMM"]
+__all__ = ["LinearGaussianSSM", "KalmanResult", "SmoothedResult", "DiscreteHMM"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class KalmanResult:
     log_evidence: float
     means: list[float]
     variances: list[float]
+
+
+@dataclass(frozen=True)
+class SmoothedResult:
+    """Smoothing moments given all of ``y``: ``means`` and ``variances`` of each ``x_t`` and
+    ``cross[t] = Cov(x_t, x_{t+1} | y)``."""
+
+    means: list[float]
+    variances: list[float]
+    cross: list[float]
 
 
 @dataclass(frozen=True)
@@ -88,14 +98,20 @@ class LinearGaussianSSM:
 
     def smoothed_means(self, ys: Tensor) -> list[float]:
         """The Rauch-Tung-Striebel smoother's means ``E[x_t | y_{0:T-1}]``."""
+        return self.smoothed(ys).means
+
+    def smoothed(self, ys: Tensor) -> SmoothedResult:
+        """The Rauch-Tung-Striebel smoother: means, variances and lag-one covariances."""
         filtered = self.kalman(ys)
-        smoothed = [filtered.means[-1]]
+        means, variances, cross = [filtered.means[-1]], [filtered.variances[-1]], []
         for t in range(len(ys) - 2, -1, -1):
             predicted_var = self.a**2 * filtered.variances[t] + self.q**2
             gain = filtered.variances[t] * self.a / predicted_var
-            mean = filtered.means[t]
-            smoothed.insert(0, mean + gain * (smoothed[0] - self.a * mean))
-        return smoothed
+            mean, var = filtered.means[t], filtered.variances[t]
+            cross.insert(0, gain * variances[0])  # Cov(x_t, x_{t+1} | y) = J_t P^s_{t+1}
+            means.insert(0, mean + gain * (means[0] - self.a * mean))
+            variances.insert(0, var + gain**2 * (variances[0] - predicted_var))
+        return SmoothedResult(means, variances, cross)
 
 
 @dataclass(frozen=True)
