@@ -1,6 +1,8 @@
 """Particle methods: importance sampling, the particle filter over a model's graph (``SMC``)
 or any particle program (``ParticleFilter``), adaptive tempered SMC for static models
-(``TemperedSMC``), the four resampling schemes and the result they share (``SMCPosterior``).
+(``TemperedSMC``), particle MCMC for the static parameters of a state-space model
+(``PMMH``, ``ParticleGibbs``, ``SMC2``), the four resampling schemes and the result they
+share (``SMCPosterior``).
 
     >>> from ppl.inference.smc import Importance, ParticleFilter
     >>> Importance(num_samples=100).num_samples, ParticleFilter(resample="residual").resample
@@ -10,9 +12,12 @@ or any particle program (``ParticleFilter``), adaptive tempered SMC for static m
 from .filter import ParticleFilter
 from .importance import Importance
 from .method import SMC
+from .pgibbs import ParticleGibbs
+from .pmmh import PMMH
 from .resampling import SCHEMES, DegenerateWeights, ess, resample
 from .result import SMCPosterior
+from .smc2 import SMC2
 from .tempered import TemperedSMC
 
 __all__ = ["Importance", "SMC", "ParticleFilter", "TemperedSMC", "SMCPosterior",
-           "DegenerateWeights", "SCHEMES", "ess", "resample"]
+           "DegenerateWeights", "SCHEMES", "ess", "resample", "PMMH", "ParticleGibbs", "SMC2"]
