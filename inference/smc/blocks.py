@@ -47,7 +47,7 @@ from .filter import check_step_output
 from .resampling import SCHEMES, resample
 from .static import StaticModel
 
-__all__ = ["BlockFilter", "check_filter_settings", "one_thread"]
+__all__ = ["BlockFilter", "check_filter_settings", "check_fraction", "one_thread"]
 
 
 @contextmanager
@@ -70,8 +70,13 @@ def check_filter_settings(owner: str, num_particles: int, resample: str,
     check_count(owner, "num_particles", num_particles, 2)
     if resample not in SCHEMES:
         raise ValueError(f"{owner}: resample must be one of {sorted(SCHEMES)}, got {resample!r}")
-    if not 0.0 <= float(ess_threshold) <= 1.0:
-        raise ValueError(f"{owner}: ess_threshold must lie in [0, 1], got {ess_threshold!r}")
+    check_fraction(owner, "ess_threshold", ess_threshold)
+
+
+def check_fraction(owner: str, name: str, value: float) -> None:
+    """Raise a ``ValueError`` naming ``owner`` unless ``value`` lies in ``[0, 1]``."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{owner}: {name} must lie in [0, 1], got {value!r}")
 
 
 class BlockFilter:

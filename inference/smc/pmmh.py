@@ -30,7 +30,7 @@ filters run in one engine call per step (``chains * num_particles`` rows).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -80,7 +80,6 @@ class PMMH:
     step_size: float = 0.5
     target_accept: float | None = None
     progress_bar: bool | None = None
-    kernel: mcmc.RWMH = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_filter_settings("PMMH", self.num_particles, self.resample, self.ess_threshold)
@@ -88,7 +87,6 @@ class PMMH:
         check_count("PMMH", "num_warmup", self.num_warmup, 0)
         check_count("PMMH", "chains", self.chains, 1)
         check_probability("PMMH", "target_accept", self.target_accept)
-        object.__setattr__(self, "kernel", mcmc.RWMH(step_size=self.step_size))
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> Posterior:
@@ -102,7 +100,8 @@ class PMMH:
                                   resample=self.resample, ess_threshold=self.ess_threshold)
             return split.log_prior(z) + filters.run(), torch.zeros_like(z)
 
-        result = mcmc.sample(self.kernel, log_target, split.draw_prior(self.chains, generator),
+        start = split.draw_prior(self.chains, generator)
+        result = mcmc.sample(mcmc.RWMH(step_size=self.step_size), log_target, start,
                              self.num_warmup, self.num_samples, seed=seed,
                              adapt=mcmc.WindowAdaptation(target_accept=self.target_accept),
                              progress_bar=self.progress_bar)

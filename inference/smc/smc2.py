@@ -17,17 +17,17 @@ fresh filter run up to step ``k``, accepted with probability ``min(1, p(z') Ẑ_
 
     >>> import torch
     >>> from ppl import infer, model, sample
-    >>> from ppl.stdlib import Normal, Uniform
+    >>> from ppl.stdlib import HalfNormal, Normal, Uniform
     >>> @model
-    ... def ssm(ys):
-    ...     a = sample("a", Uniform(-1.0, 1.0))
+    ... def ar1(ys):
+    ...     a, r = sample("a", Uniform(-1.0, 1.0)), sample("r", HalfNormal(1.0))
     ...     x = sample("x_0", Normal(0.0, 1.0))
-    ...     for t in range(1, len(ys)):
-    ...         x = sample(f"x_{t}", Normal(a * x, 0.5))
-    ...         sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
-    >>> post = infer(ssm, torch.zeros(4), method=SMC2(static=["a"], num_theta=50,
-    ...                                               num_particles=20), seed=0)
-    >>> post.samples["a"].shape, bool(post.log_evidence < 0)
+    ...     for t in range(len(ys)):
+    ...         x = sample(f"x_{t + 1}", Normal(a * x, 1.0))
+    ...         sample(f"y_{t}", Normal(x, r), obs=ys[t])
+    >>> method = SMC2(static=["a", "r"], num_theta=50, num_particles=20)
+    >>> post = infer(ar1, torch.zeros(4), method=method, seed=0)
+    >>> post.samples["r"].shape, bool(post.log_evidence < 0)
     (torch.Size([50]), True)
 """
 
@@ -45,7 +45,7 @@ from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.model import Model
 from ppl.passes import run as run_passes
 
-from .blocks import BlockFilter, check_filter_settings, one_thread
+from .blocks import BlockFilter, check_filter_settings, check_fraction, one_thread
 from .resampling import DegenerateWeights, resample
 from .result import SMCPosterior
 from .static import StaticModel
@@ -76,9 +76,7 @@ class SMC2:
                               self.filter_ess_threshold)
         check_count("SMC2", "num_theta", self.num_theta, 2)
         check_count("SMC2", "num_moves", self.num_moves, 1)
-        if not 0.0 <= float(self.ess_threshold) <= 1.0:
-            raise ValueError(f"SMC2: ess_threshold must lie in [0, 1], got "
-                             f"{self.ess_threshold!r}")
+        check_fraction("SMC2", "ess_threshold", self.ess_threshold)
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:

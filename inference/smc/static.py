@@ -102,18 +102,6 @@ class StaticModel:
         """The path sites of steps ``<= k`` that later steps read."""
         return self.engine.needed_after(k + 1) - set(self.static)
 
-    def path_log_density(self, theta: Mapping[str, Tensor], path: Mapping[str, Tensor]
-                         ) -> Tensor:
-        """``log p(path, y | theta)`` per row: ``theta`` and ``path`` values ``(B, ...)``."""
-        num = next(iter(theta.values())).shape[0]
-        total = torch.zeros(num, dtype=torch.float64)
-        for k in range(self.num_steps):
-            step = self.engine.schedule.steps[k + 1]
-            live = {**theta, **{a: path[a] for a in step.reads if a in path}}
-            values = {a: path[a] for a in step.latents}
-            total = total + self.engine.score_step(k + 1, live, values, num).log_weight
-        return total
-
     def check_markov(self, owner: str) -> None:
         """Raise unless each step reads only the path sites of the step before (ancestor
         sampling scores one step's transition per particle)."""
