@@ -10,6 +10,7 @@ import torch
 from ppl import infer, model, sample
 from ppl.errors import ModelError
 from ppl.inference import PMMH, SMC2, ParticleGibbs
+from ppl.inference.mcmc import MALA
 from ppl.inference.results.diagnostics import mcse_mean
 from ppl.inference.smc.blocks import BlockFilter, one_thread
 from ppl.inference.smc.static import StaticModel
@@ -172,3 +173,27 @@ def test_block_filter_evidence_is_unbiased_per_block():
         ratio = torch.exp(log_z[i * reps:(i + 1) * reps] - exact)
         se = float(ratio.std() / math.sqrt(reps))
         assert abs(float(ratio.mean()) - 1.0) < 3.5 * se, (a, float(ratio.mean()), se)
+
+
+@pytest.mark.slow
+def test_smc2_evidence_is_unbiased_over_many_seeds():
+    exact = exact_a()
+    log_z, means = [], []
+    for seed in range(24):
+        post = infer(ssm, YS, method=SMC2(static=["a"], num_theta=200, num_particles=60),
+                     seed=100 + seed)
+        log_z.append(float(post.log_evidence))
+        means.append(float(post.mean("a")))
+    ratio = torch.exp(torch.tensor(log_z, dtype=torch.float64) - exact.log_evidence)
+    assert abs(float(ratio.mean()) - 1.0) < 3 * float(ratio.std() / math.sqrt(len(ratio)))
+    means = torch.tensor(means, dtype=torch.float64)
+    assert abs(float(means.mean()) - exact.mean) < 4 * float(means.std() / math.sqrt(24))
+
+
+@pytest.mark.slow
+def test_particle_gibbs_with_a_gradient_kernel_for_theta():
+    method = ParticleGibbs(static=["a"], num_particles=10, num_warmup=200, num_samples=600,
+                           chains=4, kernel=MALA())
+    post = infer(ssm, YS, method=method, seed=3)
+    assert post.extra["kernel"] == "MALA"
+    assert_mean_within_mcse(post.samples["a"], exact_a().mean)
