@@ -108,9 +108,10 @@ class StaticModel:
         for k in range(self.num_steps - 1):
             older = sorted(self.carried(k) - set(self.step_latents(k)))
             if older:
-                raise ModelError(f"{owner}: step {k + 2} of the path reads {older}, drawn "
-                                 "before the step just before it; ancestor sampling needs a "
-                                 "path that is Markov in its steps")
+                sites = list(self.engine.step_sites(k + 2))
+                raise ModelError(f"{owner}: the path's step {k + 1} (sites {sites}) reads "
+                                 f"{older}, drawn before the step just before it; ancestor "
+                                 "sampling needs a path that is Markov in its steps")
 
 
 def _checked_static(graph: Graph, static: Sequence[str], owner: str) -> tuple[str, ...]:

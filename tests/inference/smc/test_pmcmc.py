@@ -151,6 +151,22 @@ def test_a_static_site_that_reads_the_path_is_refused():
         StaticModel(ssm.graph(YS), ["x_3"], "PMMH")
 
 
+@model
+def second_order(ys):
+    a = sample("a", Uniform(-1.0, 1.0))
+    before, x = 0.0, 0.0
+    for t in range(len(ys)):
+        before, x = x, sample(f"x_{t}", Normal(a * x + 0.5 * before, 1.0))
+        sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
+
+
+def test_particle_gibbs_refuses_a_path_that_is_not_markov():
+    with pytest.raises(ModelError, match=r"step 2 \(sites \['x_2', 'y_2'\]\) reads \['x_0'\]"):
+        infer(second_order, YS[:5], method=ParticleGibbs(static=["a"]), seed=0)
+    method = PMMH(static=["a"], num_particles=10, num_warmup=5, num_samples=5, chains=1)
+    assert infer(second_order, YS[:5], method=method, seed=0).samples["a"].shape == (1, 5)
+
+
 def test_settings_are_checked_by_name():
     with pytest.raises(ValueError, match="PMMH: num_particles must be an integer >= 2"):
         PMMH(static=["a"], num_particles=1)
