@@ -24,7 +24,7 @@ from .mcmc.runner import SamplingInterrupted
 from .results.posterior import Posterior, WeightedPosterior
 from .results.sampler_diagnostics import SamplerDiagnostics
 from .results.summary import ConvergenceWarning, Summary, convergence_warnings, summarize
-from .smc import SMC, ParticleFilter, SMCPosterior, TemperedSMC
+from .smc import PMMH, SMC, SMC2, ParticleFilter, ParticleGibbs, SMCPosterior, TemperedSMC
 from .smc.importance import Importance
 from .vi import (
     CUBO,
@@ -49,6 +49,7 @@ from .vi import (
 
 __all__ = [
     "Importance", "SMC", "TemperedSMC", "ParticleFilter", "SMCPosterior",
+    "PMMH", "ParticleGibbs", "SMC2",
     "MCMC", "NUTS", "HMC", "MALA", "RWMH", "Slice", "mcmc",
     "Gibbs", "DiscreteGibbs", "Conjugate", "KernelUpdate",
     "Posterior", "WeightedPosterior", "SamplerDiagnostics", "ConvergenceWarning",

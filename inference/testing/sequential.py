@@ -3,7 +3,9 @@ series.
 
 :class:`LinearGaussianSSM`: ``x_0 ~ N(m0, s0)``, ``x_t = a x_{t-1} + N(0, q)``,
 ``y_t = x_t + N(0, r)`` (scales, not variances); the Kalman filter gives ``log p(y_{0:T-1})``
-and the filtering moments, the Rauch-Tung-Striebel smoother the smoothing moments.
+and the filtering moments, the Rauch-Tung-Striebel smoother the smoothing moments, and
+``grid_posterior`` the exact posterior of one of its parameters under a prior (prior times
+Kalman likelihood on a grid), for particle MCMC on static parameters.
 :class:`DiscreteHMM`: ``z_0 ~ Cat(init)``, ``z_t ~ Cat(trans[z_{t-1}])``,
 ``y_t ~ N(means[z_t], scale)``; the forward algorithm gives ``log p(y)`` and the filtering
 marginals. Each has ``simulate`` (data from a seed) and ``model()`` (the ppl model, written
@@ -14,12 +16,17 @@ as a user would: a Python loop of sites ``x_t``/``z_t`` and ``y_t``).
     >>> exact = ssm.kalman(ys)
     >>> len(exact.means), exact.log_evidence < 0
     (5, True)
+    >>> grid = torch.linspace(-1.0, 1.0, 401, dtype=torch.float64)
+    >>> post = ssm.grid_posterior(ys, "a", lambda a: torch.full_like(a, -math.log(2.0)), grid)
+    >>> -1.0 < post.mean < 1.0, post.sd > 0
+    (True, True)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -28,7 +35,8 @@ from ppl import model, sample
 from ppl.model import Model
 from ppl.stdlib import Categorical, Normal
 
-__all__ = ["LinearGaussianSSM", "KalmanResult", "SmoothedResult", "DiscreteHMM"]
+__all__ = ["LinearGaussianSSM", "KalmanResult", "SmoothedResult", "GridPosterior",
+           "DiscreteHMM"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,19 @@ class SmoothedResult:
     means: list[float]
     variances: list[float]
     cross: list[float]
+
+
+@dataclass(frozen=True)
+class GridPosterior:
+    """The posterior of one parameter on a grid: its ``density`` at the ``grid`` points
+    (integrating to 1 by the trapezoid rule), ``mean``, ``sd``, and ``log_evidence``
+    ``log ∫ p(y | theta) p(theta) d theta``."""
+
+    grid: Tensor
+    density: Tensor
+    mean: float
+    sd: float
+    log_evidence: float
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,29 @@ class LinearGaussianSSM:
             means.append(mean)
             variances.append(var)
         return KalmanResult(log_z, means, variances)
+
+    def grid_posterior(self, ys: Tensor, param: str, log_prior: Callable[[Tensor], Tensor],
+                       grid: Tensor) -> GridPosterior:
+        """The exact posterior of ``param`` (one of ``a``, ``q``, ``r``, ``m0``, ``s0``) with
+        the others fixed: ``log_prior`` (a function of the grid values) plus the Kalman log
+        likelihood at each point of ``grid`` (increasing; it should cover the prior's
+        support where the likelihood is not negligible), integrated by the trapezoid rule."""
+        if param not in ("a", "q", "r", "m0", "s0"):
+            raise ValueError(f"grid_posterior: unknown parameter {param!r}; one of a, q, r, "
+                             "m0, s0")
+        grid = grid.to(torch.float64)
+        log_lik = torch.tensor([replace(self, **{param: float(v)}).kalman(ys).log_evidence
+                                for v in grid], dtype=torch.float64)
+        log_joint = log_lik + log_prior(grid).to(torch.float64)
+        widths = torch.diff(grid)
+        trapezoid = torch.zeros_like(grid)
+        trapezoid[:-1] += widths / 2
+        trapezoid[1:] += widths / 2
+        log_evidence = float(torch.logsumexp(log_joint + trapezoid.log(), 0))
+        density = torch.exp(log_joint - log_evidence)
+        mean = float((trapezoid * density * grid).sum())
+        var = float((trapezoid * density * (grid - mean) ** 2).sum())
+        return GridPosterior(grid, density, mean, math.sqrt(var), log_evidence)
 
     def smoothed_means(self, ys: Tensor) -> list[float]:
         """The Rauch-Tung-Striebel smoother's means ``E[x_t | y_{0:T-1}]``."""

@@ -1,0 +1,215 @@
+"""Particle MCMC (PMMH, particle Gibbs with ancestor sampling, SMC²) against exact answers:
+the posterior of a linear-Gaussian model's static parameter on a grid (prior times Kalman
+likelihood), its evidence, and the RTS smoother's means for the conditional filter."""
+
+import math
+
+import pytest
+import torch
+
+from ppl import infer, model, sample
+from ppl.errors import ModelError
+from ppl.inference import PMMH, SMC2, ParticleGibbs
+from ppl.inference.mcmc import MALA
+from ppl.inference.results.diagnostics import mcse_mean
+from ppl.inference.smc.blocks import BlockFilter, one_thread
+from ppl.inference.smc.static import StaticModel
+from ppl.inference.testing.sequential import LinearGaussianSSM
+from ppl.stdlib import HalfNormal, Normal, Uniform
+
+TRUTH = LinearGaussianSSM(a=0.7, q=1.0, r=0.7)
+YS = TRUTH.simulate(20, seed=2)
+GRID = torch.linspace(-1.0, 1.0, 2001, dtype=torch.float64)
+
+
+@model
+def ssm(ys):
+    a = sample("a", Uniform(-1.0, 1.0))
+    x = sample("x_0", Normal(0.0, 1.0))
+    sample("y_0", Normal(x, 0.7), obs=ys[0])
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(a * x, 1.0))
+        sample(f"y_{t}", Normal(x, 0.7), obs=ys[t])
+
+
+@model
+def ssm_scale(ys):
+    q = sample("q", HalfNormal(1.0))
+    x = sample("x_0", Normal(0.0, 1.0))
+    sample("y_0", Normal(x, 0.7), obs=ys[0])
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(0.7 * x, q))
+        sample(f"y_{t}", Normal(x, 0.7), obs=ys[t])
+
+
+def exact_a():
+    return TRUTH.grid_posterior(YS, "a", lambda a: torch.full_like(a, -math.log(2.0)), GRID)
+
+
+def assert_mean_within_mcse(draws, exact_mean, z_max=4.0):
+    """The chains' mean is within ``z_max`` Monte Carlo standard errors of the exact one."""
+    mcse = float(mcse_mean(draws))
+    z = (float(draws.mean()) - exact_mean) / mcse
+    assert abs(z) < z_max, f"mean {float(draws.mean()):.4f} vs exact {exact_mean:.4f}: z = {z:.2f}"
+
+
+def test_grid_posterior_is_a_normalized_density_with_the_kalman_likelihood():
+    post = exact_a()
+    widths = torch.diff(GRID)
+    mass = float(((post.density[1:] + post.density[:-1]) / 2 * widths).sum())
+    assert mass == pytest.approx(1.0, abs=1e-9)
+    at = 1000  # a = 0: the density is prior x likelihood / evidence
+    log_lik = LinearGaussianSSM(a=0.0, q=1.0, r=0.7).kalman(YS).log_evidence
+    expected = math.exp(log_lik - math.log(2.0) - post.log_evidence)
+    assert float(post.density[at]) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="unknown parameter 'b'"):
+        TRUTH.grid_posterior(YS, "b", lambda a: a, GRID)
+
+
+def test_pmmh_posterior_mean_matches_the_grid():
+    method = PMMH(static=["a"], num_particles=30, num_warmup=150, num_samples=200, chains=4)
+    post = infer(ssm, YS, method=method, seed=0)
+    assert post.samples["a"].shape == (4, 200)
+    assert_mean_within_mcse(post.samples["a"], exact_a().mean)
+    rate = post.extra["accept_rate"]
+    assert bool(((rate > 0.05) & (rate < 0.7)).all()), rate
+    assert "mcse_mean" in post.summary().columns
+
+
+def test_pmmh_on_a_positive_scale_uses_the_jacobian():
+    grid = torch.linspace(1e-4, 4.0, 4001, dtype=torch.float64)
+    half_normal = torch.distributions.HalfNormal(torch.tensor(1.0, dtype=torch.float64))
+    exact = TRUTH.grid_posterior(YS, "q", half_normal.log_prob, grid)
+    method = PMMH(static="q", num_particles=30, num_warmup=150, num_samples=200, chains=4)
+    post = infer(ssm_scale, YS, method=method, seed=1)
+    assert bool((post.samples["q"] > 0).all())
+    assert_mean_within_mcse(post.samples["q"], exact.mean)
+
+
+def test_particle_gibbs_posterior_mean_matches_the_grid():
+    method = ParticleGibbs(static=["a"], num_particles=10, num_warmup=60, num_samples=200,
+                           chains=4, theta_moves=2)
+    post = infer(ssm, YS, method=method, seed=0)
+    assert post.samples["x_19"].shape == (4, 200)
+    assert_mean_within_mcse(post.samples["a"], exact_a().mean)
+    assert bool((post.extra["accept_rate"] > 0.05).all())
+
+
+def test_conditional_filter_leaves_the_smoothing_distribution_invariant():
+    """With ``a`` fixed, PGAS sweeps of the path alone are a Markov chain whose marginals
+    are the smoothing distribution: the RTS smoother's means, within MCSE, at every step."""
+    split = StaticModel(ssm.graph(YS), ["a"], "test")
+    chains, sweeps, burn = 8, 100, 10
+    theta = {"a": torch.full((chains,), TRUTH.a, dtype=torch.float64)}
+    generator = torch.Generator().manual_seed(0)
+    with one_thread():
+        start = BlockFilter(split, theta, 10, generator, keep_paths=True)
+        start.run()
+        path, draws = start.draw_paths(), []
+        for sweep in range(sweeps):
+            conditional = BlockFilter(split, theta, 10, generator, reference=path)
+            conditional.run()
+            path = conditional.draw_paths()
+            if sweep >= burn:
+                draws.append(torch.stack([path[f"x_{t}"] for t in range(len(YS))], -1))
+    draws = torch.stack(draws, 1)  # (chains, draws, T)
+    exact = torch.tensor(TRUTH.smoothed_means(YS), dtype=torch.float64)
+    z = (draws.mean((0, 1)) - exact) / mcse_mean(draws)
+    assert float(z.abs().max()) < 4.5, z  # 20 steps: a max |z| over 4.5 is rare (p ~ 1e-4)
+
+
+def test_smc2_posterior_mean_and_unbiased_evidence():
+    exact = exact_a()
+    means, log_z, moves = [], [], []
+    for seed in range(6):
+        post = infer(ssm, YS, method=SMC2(static=["a"], num_theta=150, num_particles=50),
+                     seed=seed)
+        means.append(float(post.mean("a")))
+        log_z.append(float(post.log_evidence))
+        moves += post.extra["accept_rate"]
+    assert moves and min(moves) > 0.05, moves  # the data move the parameter particles
+    means = torch.tensor(means, dtype=torch.float64)
+    se = float(means.std() / math.sqrt(len(means)))
+    assert abs(float(means.mean()) - exact.mean) < 5 * se, (means, exact.mean)
+    ratio = torch.exp(torch.tensor(log_z, dtype=torch.float64) - exact.log_evidence)
+    ratio_se = float(ratio.std() / math.sqrt(len(ratio)))
+    assert abs(float(ratio.mean()) - 1.0) < 3 * ratio_se, (ratio, ratio_se)
+
+
+@pytest.mark.parametrize("method", [PMMH, ParticleGibbs, SMC2])
+def test_bad_static_sites_are_named(method):
+    with pytest.raises(ModelError, match="static site 'b' is not a site of graph 'ssm'"):
+        infer(ssm, YS, method=method(static=["b"]), seed=0)
+    with pytest.raises(ModelError, match="static site 'y_3' is observed"):
+        infer(ssm, YS, method=method(static=["y_3"]), seed=0)
+    with pytest.raises(ModelError, match="static= names no site"):
+        infer(ssm, YS, method=method(static=[]), seed=0)
+
+
+def test_a_static_site_that_reads_the_path_is_refused():
+    with pytest.raises(ModelError, match="must not depend on the latent path"):
+        StaticModel(ssm.graph(YS), ["x_3"], "PMMH")
+
+
+@model
+def second_order(ys):
+    a = sample("a", Uniform(-1.0, 1.0))
+    before, x = 0.0, 0.0
+    for t in range(len(ys)):
+        before, x = x, sample(f"x_{t}", Normal(a * x + 0.5 * before, 1.0))
+        sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
+
+
+def test_particle_gibbs_refuses_a_path_that_is_not_markov():
+    with pytest.raises(ModelError, match=r"step 2 \(sites \['x_2', 'y_2'\]\) reads \['x_0'\]"):
+        infer(second_order, YS[:5], method=ParticleGibbs(static=["a"]), seed=0)
+    method = PMMH(static=["a"], num_particles=10, num_warmup=5, num_samples=5, chains=1)
+    assert infer(second_order, YS[:5], method=method, seed=0).samples["a"].shape == (1, 5)
+
+
+def test_settings_are_checked_by_name():
+    with pytest.raises(ValueError, match="PMMH: num_particles must be an integer >= 2"):
+        PMMH(static=["a"], num_particles=1)
+    with pytest.raises(ValueError, match="SMC2: resample must be one of"):
+        SMC2(static=["a"], resample="bogus")
+    with pytest.raises(ValueError, match="ParticleGibbs: theta_moves"):
+        ParticleGibbs(static=["a"], theta_moves=0)
+
+
+def test_block_filter_evidence_is_unbiased_per_block():
+    """Each block's estimate of p(y | a) is unbiased for its own a (Kalman, exact)."""
+    split = StaticModel(ssm.graph(YS), ["a"], "test")
+    values = torch.tensor([-0.5, 0.0, 0.7], dtype=torch.float64)
+    reps = 80  # 200 particles: sd(log Z) ~ 0.6, so the ratio's mean and sd are reliable
+    theta = {"a": values.repeat_interleave(reps)}
+    with one_thread():
+        log_z = BlockFilter(split, theta, 200, torch.Generator().manual_seed(0)).run()
+    for i, a in enumerate(values.tolist()):
+        exact = LinearGaussianSSM(a=a, q=1.0, r=0.7).kalman(YS).log_evidence
+        ratio = torch.exp(log_z[i * reps:(i + 1) * reps] - exact)
+        se = float(ratio.std() / math.sqrt(reps))
+        assert abs(float(ratio.mean()) - 1.0) < 3.5 * se, (a, float(ratio.mean()), se)
+
+
+@pytest.mark.slow
+def test_smc2_evidence_is_unbiased_over_many_seeds():
+    exact = exact_a()
+    log_z, means = [], []
+    for seed in range(24):
+        post = infer(ssm, YS, method=SMC2(static=["a"], num_theta=200, num_particles=60),
+                     seed=100 + seed)
+        log_z.append(float(post.log_evidence))
+        means.append(float(post.mean("a")))
+    ratio = torch.exp(torch.tensor(log_z, dtype=torch.float64) - exact.log_evidence)
+    assert abs(float(ratio.mean()) - 1.0) < 3 * float(ratio.std() / math.sqrt(len(ratio)))
+    means = torch.tensor(means, dtype=torch.float64)
+    assert abs(float(means.mean()) - exact.mean) < 4 * float(means.std() / math.sqrt(24))
+
+
+@pytest.mark.slow
+def test_particle_gibbs_with_a_gradient_kernel_for_theta():
+    method = ParticleGibbs(static=["a"], num_particles=10, num_warmup=200, num_samples=600,
+                           chains=4, kernel=MALA())
+    post = infer(ssm, YS, method=method, seed=3)
+    assert post.extra["kernel"] == "MALA"
+    assert_mean_within_mcse(post.samples["a"], exact_a().mean)
