@@ -54,10 +54,10 @@ from ppl.passes import condition
 from ppl.passes import run as run_passes
 
 from .blocks import BlockFilter, check_filter_settings, one_thread
+from .moves import as_kernel
 from .pmmh import acceptance_rate, static_draws
 from .static import StaticModel
 from .streams import run_generator
-from .tempered import _as_kernel
 
 __all__ = ["ParticleGibbs"]
 
@@ -89,14 +89,14 @@ class ParticleGibbs:
         check_count("ParticleGibbs", "chains", self.chains, 1)
         check_count("ParticleGibbs", "theta_moves", self.theta_moves, 1)
         check_probability("ParticleGibbs", "target_accept", self.target_accept)
-        _as_kernel(self.theta_kernel)
+        as_kernel(self.theta_kernel, "ParticleGibbs")
         if self.backend not in BACKENDS:
             raise ValueError(f"ParticleGibbs: backend must be one of {BACKENDS}, got "
                              f"{self.backend!r}")
 
     @property
     def theta_kernel(self) -> mcmc.Kernel:
-        return _as_kernel(mcmc.RWMH() if self.kernel is None else self.kernel)
+        return as_kernel(mcmc.RWMH() if self.kernel is None else self.kernel, "ParticleGibbs")
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> Posterior:

@@ -34,6 +34,7 @@ on the unconstrained space per chain until the log density and gradient are fini
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ import torch
 from torch import Tensor
 
 from ppl.errors import ModelError
-from ppl.inference.lowering.flat import FlatModel
+from ppl.inference.lowering.flat import FastPathWarning, FlatModel
 from ppl.inference.lowering.tape import (
     Unsupported,
     lower_potential,
@@ -93,6 +94,9 @@ class ConditionalFlat:
             self._generated_values = torch_values(lowered)
         except Unsupported as refusal:
             self.backend, self.fallback_reason = "autograd", str(refusal)
+            warnings.warn(f"Gibbs block {list(sites)} leaves the generated potential for "
+                          f"vmapped autograd ({refusal}): expect it to run 10-100x slower",
+                          FastPathWarning, stacklevel=4)
 
     def data(self, values: Values) -> dict[str, Tensor]:
         return {name: values[address] for address, name in self.inputs.items()}
