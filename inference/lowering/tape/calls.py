@@ -99,6 +99,9 @@ def _getitem(tape, x, index):
             return tape.apply(P.TAKE_LAST, x, index)  # a vector (latent or data) at index
         if not is_var(x):
             return tape.apply(P.INDEX_SELECT, x, index)  # rows of a data table
+        if not shape_of(index):  # a row of a per-chain table (trans[z]): the rows dim last
+            rows_last = tape.apply(P.PERMUTE, x, perm=(*range(1, x.ndim), 0))
+            return tape.apply(P.TAKE_LAST, rows_last, index)
     if contains_var(index):
         raise Unsupported("indexing by a batched value")
     if not is_var(x):

@@ -17,7 +17,7 @@ from ppl.inference.mcmc.gibbs import Conjugate, DiscreteGibbs, KernelUpdate, Sit
 from ppl.inference.mcmc.gibbs.kernel_update import ConditionalFlat
 from ppl.inference.mcmc.gibbs.method import Gibbs, assign_blocks
 from ppl.ir import LogDensity
-from ppl.stdlib import Bernoulli, HalfNormal, Normal, Poisson
+from ppl.stdlib import Bernoulli, Categorical, Dirichlet, HalfNormal, Normal, Poisson
 
 
 def _kinds(blocks):
@@ -102,6 +102,27 @@ def test_progress_line_counts_sweeps_without_changing_draws(capsys):
     assert final[4] == "divergent" and int(final[5]) >= 0
     for name in runs[0].samples:
         assert torch.equal(runs[0].samples[name], runs[1].samples[name])
+
+
+@model
+def chain_rows():
+    with plate("states", 2):
+        trans = sample("trans", Dirichlet(torch.ones(2)))
+    z0 = sample("z0", Categorical(torch.tensor([0.4, 0.6])))
+    z1 = sample("z1", Categorical(trans[z0]))  # a row of a latent table, by a per-chain index
+    sample("y", Normal(z1.float(), 1.0), obs=torch.tensor(0.3))
+
+
+def test_a_block_reading_a_latent_table_row_by_a_per_chain_index_stays_generated():
+    flat = ConditionalFlat(chain_rows.graph(), ("trans",))
+    assert flat.backend == "generated", flat.fallback_reason
+    z = torch.randn(4, flat.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    data = flat.data({"z0": torch.tensor([0, 1, 0, 1]), "z1": torch.tensor([0, 0, 1, 1])})
+    generated = flat.log_density_and_grad(z, data)
+    flat._generated = None  # the vmapped autograd reference
+    reference = flat.log_density_and_grad(z, data)
+    for got, want in zip(generated, reference, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 class FlipMetropolis:
