@@ -114,9 +114,13 @@ def test_full_rank_guide_reaches_the_exact_posterior_mean_and_covariance():
     res = infer(correlated, X, seed=0, method=VI(
         AutoMultivariateNormal(correlated), objective=ELBO(32), steps=250, lr=0.1,
         lr_schedule=schedule, num_samples=20000))
-    z = torch.stack([res.samples["z1"], res.samples["z2"]], -1)
-    assert torch.allclose(z.mean(0), POST_MEAN, atol=0.03)
-    assert torch.allclose(torch.cov(z.T), POST_COV, atol=0.03 * float(POST_COV.diag().max()))
+    # the fitted guide itself (its draws would add Monte Carlo error on top of the fit's)
+    loc, tril = (res.params.get(f"auto.{name}").detach() for name in ("loc", "scale_tril"))
+    assert torch.allclose(loc, POST_MEAN, atol=0.03)
+    assert torch.allclose(tril @ tril.T, POST_COV, atol=0.03 * float(POST_COV.diag().max()))
+    z = torch.stack([res.samples["z1"], res.samples["z2"]], -1)  # the draws follow the guide
+    sd = float((tril @ tril.T).diag().max().sqrt())
+    assert torch.allclose(z.mean(0), loc, atol=4 * sd / 20000**0.5)
     # the ELBO of the exact posterior is log p(x)
     assert abs(float(res.log_evidence_bound) - LOG_Z) < 0.05
     # and Importance with the fitted guide estimates the evidence without bias
