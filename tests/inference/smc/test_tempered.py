@@ -3,6 +3,7 @@ taken as chains), an unbiased evidence estimate (mean of exp(log Zhat - log Z) w
 of 1), two lowerings whatever the number of stages, the tuner, and bad settings."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ from ppl.inference.lowering.flat import FastPathWarning
 from ppl.inference.smc import TemperedSMC
 from ppl.inference.smc.tempered import PopulationTuner, conditional_ess, next_beta
 from ppl.inference.testing import ConjugateCase, ExactPosterior, check_draws, conjugate_cases
-from ppl.passes import condition, enumerate_discrete
-from ppl.stdlib import Normal
+from ppl.passes import condition, enumerate_discrete, noncenter
+from ppl.stdlib import HalfNormal, Normal
 
 CASES = conjugate_cases()
 KERNELS = {
@@ -165,7 +166,7 @@ def matrix_regression(x, y):
         sample("y", Normal(x @ w, 1.0), obs=y)  # x @ w does not batch over particles
 
 
-def test_a_model_that_does_not_vectorize_draws_its_particles_one_by_one():
+def test_a_model_that_does_not_vectorize_draws_its_particles_under_vmap():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(20, 2, generator=g)
     y = x @ torch.tensor([0.5, -1.0]) + torch.randn(20, generator=g)
@@ -173,6 +174,24 @@ def test_a_model_that_does_not_vectorize_draws_its_particles_one_by_one():
     cov = torch.linalg.inv(precision)
     exact = ExactPosterior(cov @ x.double().T @ y.double(), cov.diagonal().sqrt(), cov)
     case = ConjugateCase("matrix_regression", matrix_regression, (x, y), {}, {"w": exact})
-    with pytest.warns(FastPathWarning, match="does not run vectorized over particles"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathWarning)  # not one by one
         samples, _ = run_chains(case, mcmc.MALA(), runs=4, particles=200)
     check_draws(samples, case)
+
+
+@model
+def funnel(y):
+    s = sample("s", HalfNormal(1.0))
+    with plate("data", len(y)):
+        theta = sample("theta", Normal(0.0, s))
+        sample("y", Normal(theta, 1.0), obs=y)
+
+
+def test_latents_only_the_passes_made_are_drawn_one_by_one_from_the_prior_graph():
+    y = torch.tensor([0.5, -0.3, 1.2])
+    with pytest.warns(FastPathWarning, match=r"\['theta__raw'\].*one by one"):
+        post = infer(funnel, y, method=TemperedSMC(50, mcmc.RWMH(), num_moves=1),
+                     passes=[noncenter()], seed=0)
+    assert post.samples["theta__raw"].shape == (50, 3)
+    assert bool((post.samples["s"] > 0).all())
