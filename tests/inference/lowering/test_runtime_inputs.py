@@ -11,6 +11,7 @@ from ppl.inference.lowering import flat as flat_module
 from ppl.inference.lowering.flat import FlatModel
 from ppl.inference.lowering.native import potential as native_module
 from ppl.inference.lowering.native.compiler import compiler_available
+from ppl.inference.lowering.tape import build as build_module
 from ppl.inference.lowering.tape import build_potential
 from ppl.ir import codegen
 from ppl.params import clear_params, get_param
@@ -183,3 +184,17 @@ def test_unconstrain_batch_inverts_constrained_values_row_for_row(backend):
         flat.unconstrain_batch({a: v for a, v in values.items() if a != "weights"})
     with pytest.raises(ValueError, match="site 'weights' has shape \\(3,\\)"):
         flat.unconstrain_batch({**values, "weights": values["weights"][:, :2]})
+
+
+def test_a_cpu_batch_in_chunks_gives_what_the_whole_batch_gives(monkeypatch):
+    monkeypatch.setattr(build_module, "CHUNK_VALUES", 8)  # widest value 4: two chains a chunk
+    graph = regression.graph(X, Y)
+    chunked = FlatModel.from_graph(graph, backend="generated", rows=("y",))
+    assert build_module.rows_per_chunk(chunked._lowered.tape) == 2
+    monkeypatch.setattr(build_module, "CHUNK_VALUES", 1 << 18)
+    whole = FlatModel.from_graph(graph, backend="generated", rows=("y",))
+    rows = Y + torch.arange(5.0)[:, None] * torch.tensor([0.5, -1.0, 2.0, 0.1])
+    z = positions(chunked, chains=5, seed=3)
+    for flat in (chunked, whole):
+        flat.bind(rows={"y": rows})
+    assert_same(chunked.log_density_and_grad(z), whole.log_density_and_grad(z))
