@@ -182,7 +182,7 @@ def predictive(
             fixed = {k: _aligned(v, pilot.sites[k], ndims) for k, v in draws.items()}
             try:
                 run = vectorized_trace(substitute(fixed)(fn), args, kwargs, total,
-                                       particle_dim=-(ndims + 1), pilot=pilot)
+                                       particle_dim=-(ndims + 1), pilot=pilot, probe=fn)
                 flat = run.values(observed=True)
             except Exception:  # noqa: BLE001 - shape-dependent code: vmap it instead
                 try:

@@ -3,7 +3,12 @@
 A pilot run finds how many batch dimensions the model's sites use; the particles then live
 in a plate at the next free dimension to the left, so every site gets a leading particle
 axis without the model knowing. Models must keep independent dimensions in plates or
-``.to_event`` (the usual rule of vectorized PPLs).
+``.to_event`` (the usual rule of vectorized PPLs). A model that breaks the rule must fail,
+not give a wrong answer: a particle axis that broadcast into a site's event (against a
+size-1 dim) is refused by the event-shape check, and when the particle count equals a
+dimension size of the model, where ``mu + x`` would broadcast without an error, the model
+first runs with a particle count that equals none (a probe that draws from a copy of the
+random stream), which fails where the model does not vectorize.
 
 ``particle_runs`` is what the engines call: the vectorized run, or, for a model that does
 not vectorize (Python control flow on a random value, ``if p > 0.5:``, or an operation that
@@ -28,6 +33,7 @@ import torch
 
 from .handlers import block, replay, substitute, trace
 from .primitives import RANDOM_KINDS, plate
+from .randomness import forked
 from .trace import Trace, sum_except
 
 PARTICLE_PLATE = "_particles"
@@ -95,17 +101,80 @@ def vectorized_trace(
     *,
     particle_dim: int | None = None,
     pilot: Trace | None = None,
+    probe: Callable | None = None,
 ) -> VectorizedRun:
-    """Trace ``fn`` with ``num_particles`` independent runs batched along ``particle_dim``."""
+    """Trace ``fn`` with ``num_particles`` independent runs batched along ``particle_dim``.
+
+    Raises ``ValueError`` when the particle axis broadcast into a site's own dims (a
+    dimension outside every plate met the particle axis: a model that does not vectorize),
+    so that callers run it per particle instead of using a wrong vectorized result.
+    ``probe`` is what the probe of an ambiguous particle count runs (default ``fn``): the
+    model itself where ``fn`` replays or substitutes ``num_particles`` given values, which
+    a probe with another particle count could not take."""
     pilot = pilot if pilot is not None else pilot_trace(fn, args, kwargs)
     if particle_dim is None:
         particle_dim = -(batch_ndims(pilot) + 1)
+    _probe_if_ambiguous(fn if probe is None else probe, args, kwargs, num_particles,
+                        particle_dim, pilot)
     with plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
         tr = trace().get_trace(fn, *args, **kwargs)
+    _check_event_shapes(tr, pilot, num_particles)
     shapes = {
         n: torch.as_tensor(s.value).shape for n, s in pilot.sites.items() if s.value is not None
     }
     return VectorizedRun(tr, num_particles, particle_dim, shapes)
+
+
+def _check_event_shapes(tr: Trace, pilot: Trace, num_particles: int) -> None:
+    """Every random site keeps its pilot event shape: a particle axis that broadcast into a
+    site's event (against a size-1 dim outside a plate) would sum over the particles."""
+    for name, site in tr.sites.items():
+        before = pilot.sites.get(name)
+        if site.kind in RANDOM_KINDS and before is not None \
+                and site.fn.event_shape != before.fn.event_shape:
+            raise ValueError(
+                f"site {name!r}: vectorized over {num_particles} particles its event shape is "
+                f"{tuple(site.fn.event_shape)}, not {tuple(before.fn.event_shape)}: the "
+                "particle axis broadcast into a dimension outside every plate")
+
+
+def _dim_sizes(pilot: Trace, args: tuple, kwargs: dict) -> set[int]:
+    """Every dimension size of the pilot's site values and distributions and of the tensor
+    arguments: the sizes a particle axis could silently line up with."""
+    shapes = [torch.as_tensor(a).shape for a in (*args, *kwargs.values())
+              if isinstance(a, torch.Tensor)]
+    for site in pilot.sites.values():
+        if site.value is not None:
+            shapes.append(torch.as_tensor(site.value).shape)
+        if site.kind in RANDOM_KINDS:
+            shapes += [site.fn.batch_shape, site.fn.event_shape]
+    return {size for shape in shapes for size in shape}
+
+
+_PROBED: dict[tuple, None] = {}
+"""Structures (site shapes, particle count and dim) whose probe passed, so that repeated runs
+(VI's steps) probe once."""
+
+
+def _probe_if_ambiguous(fn: Callable, args: tuple, kwargs: dict, num_particles: int,
+                        particle_dim: int, pilot: Trace) -> None:
+    """When ``num_particles`` equals a dimension size of the model, a particle axis that
+    meets that dimension outside a plate broadcasts without an error (``mu + x`` with a latent
+    scalar ``mu`` and data ``x`` of that length) and the result is silently wrong. Run the
+    model once, unseen by the random stream, with a particle count that equals no size: a
+    model that does not vectorize fails there instead."""
+    sizes = _dim_sizes(pilot, args, kwargs)
+    if num_particles == 1 or num_particles not in sizes:
+        return
+    key = (num_particles, particle_dim, tuple(
+        (name, tuple(torch.as_tensor(s.value).shape) if s.value is not None else None)
+        for name, s in pilot.sites.items()))
+    if key in _PROBED:
+        return
+    probe = next(n for n in range(2, len(sizes) + 3) if n not in sizes)
+    with forked(), block(), plate(PARTICLE_PLATE, probe, dim=particle_dim):
+        _check_event_shapes(trace().get_trace(fn, *args, **kwargs), pilot, probe)
+    _PROBED[key] = None
 
 
 class VectorizationWarning(UserWarning):
@@ -179,7 +248,7 @@ def particle_runs(
         model = fn if proposal is None else replay(proposal.trace)(fn)
         try:
             return vectorized_trace(model, args, kwargs, num_particles,
-                                    particle_dim=particle_dim, pilot=pilot)
+                                    particle_dim=particle_dim, pilot=pilot, probe=fn)
         except Exception as failure:  # noqa: BLE001 - any failure to vectorize: see below
             error = failure
     given = proposal.values(observed=False) if proposal is not None else {}

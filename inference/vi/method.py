@@ -314,7 +314,8 @@ class VI:
             guide_run = vectorized_trace(self.guide, args, kwargs, self.num_samples,
                                          particle_dim=dim, pilot=guide_pilot)
             run = vectorized_trace(replay(guide_run.trace)(model), args, kwargs,
-                                   self.num_samples, particle_dim=dim, pilot=model_pilot)
+                                   self.num_samples, particle_dim=dim, pilot=model_pilot,
+                                   probe=model)
             return {k: v.detach() for k, v in run.values(observed=False).items()}
 
 

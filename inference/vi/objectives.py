@@ -235,7 +235,8 @@ class ModelView:
     def log_density(self, zs: Draws, *args, **kwargs) -> Terms:
         """Every random site's log density with the latents replayed from ``zs``."""
         run = vectorized_trace(replay(zs.trace)(self.model), args, kwargs, zs.num_particles,
-                               particle_dim=zs.particle_dim, pilot=zs.model_pilot)
+                               particle_dim=zs.particle_dim, pilot=zs.model_pilot,
+                               probe=self.model)
         missing = [s.name for s in run.trace.latent_sites() if s.name not in zs.trace]
         if missing:
             raise ModelError(f"the guide does not propose the model's latent sites {missing}")
