@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from itertools import pairwise
 
 import torch
 
@@ -83,12 +84,13 @@ def emit_potential(lowered: Lowered) -> CSource:
     refused = next((instr for instr in live if not supported(instr)), None)
     if refused is not None:
         raise Unsupported(f"no C rule for {refused.prim.name} ({refused.out.dtype})")
+    boundaries = [len(em.lines)]
     for item in schedule(live, [log_density, grad]):
         emit(em, item)
+        boundaries.append(len(em.lines))
     i = em.fresh()
     em.emit(f"for (long {i} = 0; {i} < PPL_DIM; {i}++) grad[{i}] = {em.at(grad, i)};")
     em.emit(f"return {em.at(log_density, '0')};")
-    declarations = ["    " + d for d in em.declared.values()]
     text = "\n".join([
         f"#define PPL_DIM {dim}",
         _prelude(),
@@ -99,10 +101,7 @@ def emit_potential(lowered: Lowered) -> CSource:
         "    ppl_XS = row_strides;",
         "}",
         "",
-        "double ppl_potential_row(const double *restrict z, double *restrict grad, long row) {",
-        *declarations,
-        *em.lines,
-        "}",
+        *_row_function(em, boundaries),
         "",
         "double ppl_potential(const double *restrict z, double *restrict grad) {",
         "    return ppl_potential_row(z, grad, 0);",
@@ -119,3 +118,36 @@ def emit_potential(lowered: Lowered) -> CSource:
 
 
 _INPUT_TYPES = {torch.float64: "double", torch.int64: "int64_t"}
+
+PART_LINES = 400
+"""A potential whose body is longer than this many C lines is split into functions of about
+this length: gcc's time grows with the square of a function's length (an unrolled 2-state
+HMM: T=100, 6,700 lines, 11 s at -O3; T=300, 19,000 lines, 146 s), so a long straight-line
+body compiles in parts that share its values through file-scope thread-local variables.
+A shorter body stays one function, its scalars in registers."""
+
+_ROW_PARAMETERS = "const double *restrict z, double *restrict grad, long row"
+
+
+def _row_function(em: Emitter, boundaries: list[int]) -> list[str]:
+    """``ppl_potential_row``: the body as one function, or, past :data:`PART_LINES`, as
+    parts cut at the scheduled items' boundaries (``boundaries``: line counts after each)
+    that it calls in order."""
+    body, tail = em.lines[:boundaries[-1]], em.lines[boundaries[-1]:]
+    signature = f"double ppl_potential_row({_ROW_PARAMETERS}) {{"
+    if len(body) <= PART_LINES:
+        return [signature, *em.pointer_declarations(),
+                *("    " + d for d in em.declared.values()), *body, *tail, "}"]
+    cuts, start = [0], 0
+    for end in boundaries:
+        if end - start >= PART_LINES:
+            cuts.append(end)
+            start = end
+    cuts.append(len(body))
+    parts = [body[a:b] for a, b in pairwise(cuts) if b > a]
+    lines = em.pointer_macros() + [d if d.startswith("static ") else f"static _Thread_local {d}"
+                                   for d in em.declared.values()]
+    for k, part in enumerate(parts):
+        lines += ["", f"static void ppl_part_{k}({_ROW_PARAMETERS}) {{", *part, "}"]
+    calls = [f"    ppl_part_{k}(z, grad, row);" for k in range(len(parts))]
+    return [*lines, "", signature, *calls, *tail, "}"]

@@ -48,6 +48,7 @@ class Emitter:
 
     constants: list[torch.Tensor] = field(default_factory=list)
     declared: dict[str, str] = field(default_factory=dict)  # var name -> C declaration
+    pointers: dict[str, str] = field(default_factory=dict)  # constant name -> its C type
     lines: list[str] = field(default_factory=list)
     _constant_names: dict[int, str] = field(default_factory=dict)
     _keep: list[torch.Tensor] = field(default_factory=list)
@@ -72,9 +73,19 @@ class Emitter:
             name = f"K{len(self.constants)}"
             self.constants.append(data)
             self._constant_names[key] = name
-            self.lines.insert(0, f"    const {ctype} *{name} = (const {ctype} *)ppl_K"
-                                 f"[{len(self.constants) - 1}];")
+            self.pointers[name] = ctype
         return self._constant_names[key]
+
+    def pointer_declarations(self) -> list[str]:
+        """Each bound constant's typed pointer into the ``ppl_K`` table, as locals of the
+        function that reads them (``Kn`` is entry n)."""
+        return [f"    const {ctype} *{name} = (const {ctype} *)ppl_K[{name[1:]}];"
+                for name, ctype in self.pointers.items()]
+
+    def pointer_macros(self) -> list[str]:
+        """The same pointers as file-scope macros, for code split over several functions."""
+        return [f"#define {name} ((const {ctype} *)ppl_K[{name[1:]}])"
+                for name, ctype in self.pointers.items()]
 
     def at(self, value: Value, index: str) -> str:
         """``value`` at flat index ``index`` of its own contiguous layout."""

@@ -31,6 +31,11 @@ from ppl.inference.lowering.tape.tape import Instr, Value, Var, is_var, shape_of
 
 __all__ = ["FusedLoop", "is_full_sum", "schedule"]
 
+MAX_FUSED = 64
+"""The most instructions one loop holds. A model's loops hold a few dozen, but an unrolled
+time series fuses every step's same-size maps (a 2-state HMM at T=100: 2,000 lines in one
+loop body), and gcc's time grows with the square of a loop body's length."""
+
 
 @dataclass
 class FusedLoop:
@@ -97,7 +102,7 @@ def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | 
             reads = {v.name for v in _arg_vars(instr)}
             n = _fusable_size(instr)
             joins = (n is not None and size in (None, n) and not reads & later_names
-                     and not reads & sums)
+                     and not reads & sums and len(group) < MAX_FUSED)
             if joins:
                 group.append(instr)
                 size = n

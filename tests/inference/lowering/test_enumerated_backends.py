@@ -12,6 +12,8 @@ import torch
 from ppl import infer, model, plate, sample
 from ppl.inference import NUTS, FastPathWarning
 from ppl.inference.lowering.flat import FlatModel
+from ppl.inference.lowering.native import codegen as native_codegen
+from ppl.inference.lowering.native import fusion as native_fusion
 from ppl.inference.results.diagnostics import mcse_mean
 from ppl.inference.testing import check_draws, conjugate_cases
 from ppl.passes import enumerate_discrete
@@ -68,17 +70,22 @@ def hmm_data(steps: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(ys)
 
 
-@pytest.mark.parametrize("backend", ["generated", "native"])
+@pytest.mark.parametrize("backend", ["generated", "native", "native-in-parts"])
 @pytest.mark.parametrize("case", ["mixture", "hmm"])
 def test_enumerated_graph_runs_on_the_fast_path_with_autograd_values(case, backend, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    if backend == "native-in-parts":  # a long body: split into functions, short loops
+        monkeypatch.setattr(native_codegen, "PART_LINES", 20)
+        monkeypatch.setattr(native_fusion, "MAX_FUSED", 3)
     graph = (mixture3.graph(mixture_data(40)) if case == "mixture" else hmm2.graph(hmm_data(8)))
     graph = enumerate_discrete()(graph)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FastPathWarning)
-        fast = FlatModel.from_graph(graph, backend=backend)
-    assert fast.backend == backend and fast.fallback_reason is None
+        fast = FlatModel.from_graph(graph, backend=backend.removesuffix("-in-parts"))
+    assert fast.backend == backend.removesuffix("-in-parts") and fast.fallback_reason is None
+    if backend == "native-in-parts":
+        assert "ppl_part_1(z, grad, row);" in fast.native.source.text
     reference = FlatModel.from_graph(graph, backend="autograd")
     z = torch.randn(3, fast.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     log_p, grad = fast.log_density_and_grad(z)
