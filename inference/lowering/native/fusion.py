@@ -36,6 +36,11 @@ MAX_FUSED = 64
 time series fuses every step's same-size maps (a 2-state HMM at T=100: 2,000 lines in one
 loop body), and gcc's time grows with the square of a loop body's length."""
 
+WINDOW = 256
+"""How far past its last member a loop looks for more: each loop's search is bounded, so
+scheduling a long unrolled tape costs time linear in its length (an unrolled HMM at T=400
+spent 11 s here when every loop searched the rest of the tape)."""
+
 
 @dataclass
 class FusedLoop:
@@ -98,12 +103,16 @@ def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | 
         inside: set[str] = set()  # everything the group computes
         later: list[Instr] = []  # instructions that read the group's results
         later_names: set[str] = set()
-        for instr in list(queue):
+        since_join = 0
+        while queue and len(group) < MAX_FUSED and since_join < WINDOW:
+            instr = queue.popleft()
+            since_join += 1
             reads = {v.name for v in _arg_vars(instr)}
             n = _fusable_size(instr)
             joins = (n is not None and size in (None, n) and not reads & later_names
-                     and not reads & sums and len(group) < MAX_FUSED)
+                     and not reads & sums)
             if joins:
+                since_join = 0
                 group.append(instr)
                 size = n
                 inside.add(instr.out.name)
@@ -114,7 +123,7 @@ def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | 
                 later_names.add(instr.out.name)
             else:
                 plan.append(instr)  # independent of the group: before its loop
-        queue = deque(later)
+        queue.extendleft(reversed(later))  # the rest keeps its order after them
         if len(group) == 1:
             plan.append(group[0])
         elif group:
