@@ -88,6 +88,10 @@ def tensor_meta(value: Any, **extra: Any) -> Meta:
     return Meta(**extra)
 
 
+_SCALARS = frozenset({type(None), bool, int, float, str})
+_NO_DEPS: frozenset[str] = frozenset()
+
+
 class _Recorder:
     """Shared state of one tracing run: which tensor is which node, and what is random."""
 
@@ -133,34 +137,43 @@ class _Recorder:
         return self.refs.get(id(tensor))
 
     def deps(self, arg: Any) -> frozenset[str]:
-        out: set[str] = set()
-        for tensor in _tensors_in(arg):
-            ref = self.refs.get(id(tensor))
-            if ref is not None:
-                out |= self.random_deps.get(ref.name, frozenset())
-            elif id(tensor) in self.deferred:
-                out |= self.deferred[id(tensor)].deps
-        return frozenset(out)
+        """The random sites the tracked tensors in ``arg`` depend on."""
+        return self.tracked_deps(arg) or _NO_DEPS
 
-    def any_tracked(self, arg: Any) -> bool:
-        """Whether ``arg`` holds a tracked tensor (nested in tuples, lists, dicts, slices): a
-        loop, not a generator, since it runs on every torch call of the model."""
-        refs, deferred, stack = self.refs, self.deferred, [arg]
+    def tracked_deps(self, arg: Any) -> frozenset[str] | None:
+        """The random sites the tracked tensors in ``arg`` (nested in tuples, lists, dicts,
+        slices) depend on; None when it holds no tracked tensor. Both answers in one walk, a
+        loop rather than a generator, since it runs on every torch call of the model."""
+        refs, deferred, random_deps = self.refs, self.deferred, self.random_deps
+        found, stack = None, [arg]
         while stack:
             item = stack.pop()
+            if type(item) in _SCALARS:
+                continue
             if isinstance(item, torch.Tensor):
-                if id(item) in refs or id(item) in deferred:
-                    return True
+                ref = refs.get(id(item))
+                if ref is not None:
+                    deps = random_deps.get(ref.name, _NO_DEPS)
+                elif id(item) in deferred:
+                    deps = deferred[id(item)].deps
+                else:
+                    continue
+                if found is None:
+                    found = deps
+                elif deps and deps is not found:
+                    found = found | deps
             elif isinstance(item, tuple | list):
                 stack.extend(item)
             elif isinstance(item, dict):
                 stack.extend(item.values())
             elif isinstance(item, slice):
                 stack.extend((item.start, item.stop, item.step))
-        return False
+        return found
 
     def to_arg(self, value: Any) -> Any:
         """A Python value as an IR argument: tracked tensors become refs, the rest literals."""
+        if type(value) in _SCALARS:
+            return value
         if isinstance(value, torch.Tensor):
             ref = self.ref_of(value)
             if ref is not None:
@@ -189,7 +202,12 @@ class _Recorder:
 
     def dist_spec(self, dist: torch.distributions.Distribution, site: str) -> DistSpec:
         family = family_of(dist)
-        if family is None or not hasattr(dist, "ppl_args"):
+        try:  # the names only: reading them may compute (Beta's)
+            with unwatched():
+                names = None if family is None else list(dist.ppl_args)
+        except AttributeError:
+            names = None
+        if names is None:
             raise IRError(
                 f"site {site!r}: {type(dist).__name__} is not a registered distribution family, so "
                 "it cannot appear in a graph; use the ppl.stdlib families or register yours "
@@ -198,9 +216,7 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         given = getattr(dist, "ppl_constructor_args", lambda: None)()
-        if given is not None and self.any_tracked(tuple(given.values())):
-            with unwatched():  # the names only: reading them may compute (Beta's)
-                names = list(dist.ppl_args)
+        if given is not None and self.tracked_deps(tuple(given.values())) is not None:
             if all(k in given for k in names):
                 params = {k: given[k] for k in names}
                 return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
@@ -247,12 +263,12 @@ class _RecordingMode(TorchFunctionMode):
         fname = getattr(func, "__name__", "")
         if fname == "__get__":  # a property such as x.shape or x.T
             return self._getter(func, args)
-        tracked = rec.any_tracked((args, kwargs))
+        deps = rec.tracked_deps((args, kwargs))
         if fname in _READS_VALUE:
-            if tracked:
+            if deps is not None:
                 self._check_static(fname, args)
             return func(*args, **kwargs)
-        if not tracked:
+        if deps is None:
             for value in (*args, *kwargs.values()):
                 if isinstance(value, torch.nn.Parameter):
                     raise IRError(_unregistered_message(value))
@@ -267,7 +283,7 @@ class _RecordingMode(TorchFunctionMode):
             or (fname.endswith("_") and not fname.endswith("__"))
             or fname in _INPLACE_DUNDERS
         ):
-            return self._inplace(func, fname, args, kwargs)
+            return self._inplace(func, fname, args, kwargs, deps)
         if "out" in kwargs:
             raise IRError(
                 f"{fname}(..., out=...) at {_user_line()} cannot be traced; "
@@ -279,9 +295,9 @@ class _RecordingMode(TorchFunctionMode):
             inputs = [(tuple(x.shape), _dtype_name(x.dtype)) for x in _tensors_in((args, kwargs))]
             raise operation_error(fname or repr(func), _user_line(), rec.deps((args, kwargs)),
                                   inputs, error) from error
-        if not any(True for _ in _tensors_in(result)):
+        if not isinstance(result, torch.Tensor) and not any(True for _ in _tensors_in(result)):
             return result  # shapes, sizes, dtypes: the graph specializes on them
-        return self._record(func, args, kwargs, result)
+        return self._record(func, args, kwargs, result, deps)
 
     # -- distribution constructors ----------------------------------------------------
     def constructed(self, dist: torch.distributions.Distribution) -> None:
@@ -290,11 +306,11 @@ class _RecordingMode(TorchFunctionMode):
         deferred, recorded by replaying the constructor only if something reads them; a site
         records the constructor's arguments instead (``dist_spec``)."""
         rec = self.rec
-        args, kwargs = dist._ppl_init
-        if not rec.any_tracked((args, kwargs)):
+        deps = rec.tracked_deps(dist._ppl_init)
+        if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
-        entry = _Deferred(lambda: self._replay(dist, derived), rec.deps((args, kwargs)))
+        entry = _Deferred(lambda: self._replay(dist, derived), deps)
         for value in derived.values():
             rec.deferred[id(value)] = entry
             rec._keep_alive.append(value)
@@ -328,14 +344,15 @@ class _RecordingMode(TorchFunctionMode):
 
     def _getter(self, func, args):
         result = func(*args)
+        if not isinstance(result, torch.Tensor):
+            return result
+        deps = self.rec.tracked_deps(args)
+        if deps is None:
+            return result
         attr_name = getattr(getattr(func, "__self__", None), "__name__", "")
-        if isinstance(result, torch.Tensor) and self.rec.any_tracked(args):
-            return self._emit(
-                "ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, self.rec.deps(args)
-            )
-        return result
+        return self._emit("ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, deps)
 
-    def _inplace(self, func, fname, args, kwargs):
+    def _inplace(self, func, fname, args, kwargs, deps):
         rec = self.rec
         target_tensor = args[0]
         base = target_tensor._base
@@ -350,7 +367,6 @@ class _RecordingMode(TorchFunctionMode):
         else:
             op = _INPLACE_DUNDERS.get(fname) or f"Tensor.{fname[:-1]}"
             call_args = args
-        deps = rec.deps(args) | rec.deps(kwargs)
         arg_ir = tuple(rec.to_arg(a) for a in call_args)
         kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
         func(*args, **kwargs)  # mutate the concrete tensor so later code sees the right value
@@ -360,7 +376,7 @@ class _RecordingMode(TorchFunctionMode):
         rec.track(target_tensor, ref, deps)
         return target_tensor if fname != "__setitem__" else None
 
-    def _record(self, func, args, kwargs, result):
+    def _record(self, func, args, kwargs, result, deps):
         rec = self.rec
         name = op_name(func)
         if name is None:
@@ -368,7 +384,6 @@ class _RecordingMode(TorchFunctionMode):
                 f"operation {getattr(func, '__qualname__', func)!r} at {_user_line()} is not on "
                 "the graph IR's allow-list (ppl.ir.ops), so this model cannot be traced"
             )
-        deps = rec.deps(args) | rec.deps(kwargs)
         arg_ir = tuple(rec.to_arg(a) for a in args)
         kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
         return self._emit(name, arg_ir, kwarg_ir, result, deps)
