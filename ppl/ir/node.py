@@ -76,7 +76,7 @@ class DistSpec:
     params: tuple[tuple[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     """What a node knows beyond its operation: value shape and dtype, plates, address,
     source line, and free-form ``attrs`` (e.g. a gradient-estimator choice) as pairs."""
@@ -96,14 +96,18 @@ class Meta:
         return replace(self, attrs=attrs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
+    """One operation (slotted: a graph holds one per operation of a model, 40k for an
+    unrolled series of 10k steps)."""
+
     name: str
     kind: str
     target: str
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     meta: Meta = field(default_factory=Meta)
+    _refs: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def address(self) -> str | None:
@@ -124,7 +128,7 @@ class Node:
     def refs(self) -> tuple[str, ...]:
         """Names of the nodes this one reads, in argument order (with repeats): found once
         and kept, since linting, dead-code passes and users() each ask for every node."""
-        found = self.__dict__.get("_refs")
+        found = self._refs
         if found is None:
             found = []
             _collect_refs(self.args, found)

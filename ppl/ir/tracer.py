@@ -24,7 +24,6 @@ model keeps working on the trace path.
 from __future__ import annotations
 
 import contextlib
-import gc
 import inspect
 import sys
 from typing import Any
@@ -49,7 +48,7 @@ from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
-from .graph import Graph, GraphBuilder
+from .graph import Graph, GraphBuilder, no_cycle_collection
 from .interpreter import draw
 from .node import DistSpec, Meta, Node, Ref
 from .ops import is_random_op, op_name
@@ -551,15 +550,20 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     _bind_inputs(rec, fn, args, kwargs)
     # The trace's one prior draw leaves the seed stream where it was: a graph served from the
     # cache and a freshly traced one give an engine the same draws after them.
-    with forked(), _no_cycle_collection():
+    with forked(), no_cycle_collection():
         mode = _RecordingMode(rec)
-        with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)), \
-                observing_construction(mode.constructed):
-            result = fn(*args, **kwargs)
-        rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
-        rec.builder.attrs["reads_data"] = rec.reads_data
-        rec.builder.nodes = _without_dead_calls(rec.builder.nodes)
-        return rec.builder.build()
+        try:
+            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)), \
+                    observing_construction(mode.constructed):
+                result = fn(*args, **kwargs)
+            rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
+            rec.builder.attrs["reads_data"] = rec.reads_data
+            rec.builder.nodes = _without_dead_calls(rec.builder.nodes)
+            return rec.builder.build()
+        finally:
+            # The deferred replays refer back to the recorder: without this the run's tensors
+            # and distributions would wait for the cyclic collector, which then walks them all.
+            rec.deferred.clear()
 
 
 def _without_dead_calls(nodes: list[Node]) -> list[Node]:
@@ -573,20 +577,6 @@ def _without_dead_calls(nodes: list[Node]) -> list[Node]:
         read.update(node.refs())
         kept.append(node)
     return kept[::-1]
-
-
-@contextlib.contextmanager
-def _no_cycle_collection():
-    """Tracing allocates a few objects per node and frees none until it ends, so the cyclic
-    collector's full passes would make it quadratic in the number of nodes (a third of the
-    time at 100k nodes); they wait until the trace is done."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _as_structure(value: Any) -> Any:

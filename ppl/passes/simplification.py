@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ppl.ir import DistSpec, Graph, Node, Ref
+from ppl.ir.graph import no_cycle_collection
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.loop import refuse_loops
 from ppl.ir.node import map_refs
@@ -94,12 +95,13 @@ class simplify:
 
     def __call__(self, graph: Graph) -> Graph:
         refuse_loops(graph, "pass 'simplify'")
-        for _ in range(self.max_rounds):
-            new = _eliminate_dead(_sweep(graph))
-            if len(new) == len(graph):
-                return new
-            graph = new
-        return graph
+        with no_cycle_collection():
+            for _ in range(self.max_rounds):
+                new = _eliminate_dead(_sweep(graph))
+                if len(new) == len(graph):
+                    return new
+                graph = new
+            return graph
 
 
 def _sweep(graph: Graph) -> Graph:
