@@ -132,9 +132,7 @@ def _sweep(graph: Graph) -> Graph:
                     rw.nodes.append(folded.pop(ref))
             rw.copy(node)
             continue
-        node = node.replace(
-            args=rw.arg(node.args), kwargs=tuple((k, rw.arg(v)) for k, v in node.kwargs)
-        )
+        node = rw.renamed(node)
         trivial = _trivial(node, graph, rw, shape_of)
         if trivial is not None:
             rw.subst[node.name] = trivial
@@ -223,4 +221,6 @@ def _eliminate_dead(graph: Graph) -> Graph:
             live.update(node.refs())
     nodes = [n for n in graph.nodes if n.name in live]
     data = {k: v for k, v in graph.data.items() if k in live}
+    if len(nodes) == len(graph.nodes) and len(data) == len(graph.data):
+        return graph  # nothing is dead: no new graph to lint
     return graph.replace(nodes, data=data)
