@@ -74,6 +74,7 @@ def _check_distribution(site: str, dist: Any) -> None:
     inner = getattr(dist, "base_dist", None)
     if isinstance(inner, Distribution):
         _check_distribution(site, inner)
+    keep = _CHECKED.get()
     for pname, constraint in dist.arg_constraints.items():
         # A parameter is an attribute, or a plain property reading one kept elsewhere (Beta's
         # concentrations live in an inner Dirichlet); a lazy one not computed yet is skipped.
@@ -83,7 +84,6 @@ def _check_distribution(site: str, dist: Any) -> None:
         value = getattr(dist, pname)
         if not isinstance(value, torch.Tensor) or value.is_complex():
             continue
-        keep = _CHECKED.get()
         if (keep is not None and not keep(value)) or _is_vmapped(value):
             continue
         ok = constraint.check(value)

@@ -24,6 +24,7 @@ model keeps working on the trace path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import sys
 from typing import Any
@@ -77,6 +78,7 @@ def _user_line() -> str:
     return "<unknown>"
 
 
+@functools.cache
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -215,10 +217,9 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         given = getattr(dist, "ppl_constructor_args", lambda: None)()
-        if given is not None and self.tracked_deps(tuple(given.values())) is not None:
-            if all(k in given for k in names):
-                params = {k: given[k] for k in names}
-                return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+        if (given is not None and given.keys() >= set(names)
+                and self.tracked_deps(tuple(given.values())) is not None):
+            return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
