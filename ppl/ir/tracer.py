@@ -554,7 +554,7 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     with forked(), no_cycle_collection():
         mode = _RecordingMode(rec)
         try:
-            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)), \
+            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.tracked_deps(v)), \
                     observing_construction(mode.constructed):
                 result = fn(*args, **kwargs)
             rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
