@@ -143,33 +143,37 @@ class _Recorder:
 
     def tracked_deps(self, arg: Any) -> frozenset[str] | None:
         """The random sites the tracked tensors in ``arg`` (nested in tuples, lists, dicts,
-        slices) depend on; None when it holds no tracked tensor. Both answers in one walk, a
-        loop rather than a generator, since it runs on every torch call of the model."""
-        refs, deferred, random_deps = self.refs, self.deferred, self.random_deps
-        found, stack = None, [arg]
-        while stack:
-            item = stack.pop()
+        slices) depend on; None when it holds no tracked tensor: both answers in one walk,
+        which runs on every torch call of the model."""
+        return self._walk_deps(arg)
+
+    def _walk_deps(self, arg: Any) -> frozenset[str] | None:
+        if isinstance(arg, torch.Tensor):
+            return self._tensor_deps(arg)
+        if isinstance(arg, tuple | list):
+            items = arg
+        elif isinstance(arg, dict):
+            items = arg.values()
+        elif isinstance(arg, slice):
+            items = (arg.start, arg.stop, arg.step)
+        else:
+            return None
+        found = None
+        for item in items:
             if type(item) in _SCALARS:
                 continue
-            if isinstance(item, torch.Tensor):
-                ref = refs.get(id(item))
-                if ref is not None:
-                    deps = random_deps.get(ref.name, _NO_DEPS)
-                elif id(item) in deferred:
-                    deps = deferred[id(item)].deps
-                else:
-                    continue
-                if found is None:
-                    found = deps
-                elif deps and deps is not found:
-                    found = found | deps
-            elif isinstance(item, tuple | list):
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, slice):
-                stack.extend((item.start, item.stop, item.step))
+            deps = self._walk_deps(item)
+            if deps is None or deps is found:
+                continue
+            found = deps if found is None or not found else found | deps
         return found
+
+    def _tensor_deps(self, tensor: torch.Tensor) -> frozenset[str] | None:
+        ref = self.refs.get(id(tensor))
+        if ref is not None:
+            return self.random_deps.get(ref.name, _NO_DEPS)
+        entry = self.deferred.get(id(tensor))
+        return None if entry is None else entry.deps
 
     def to_arg(self, value: Any) -> Any:
         """A Python value as an IR argument: tracked tensors become refs, the rest literals."""
