@@ -144,7 +144,8 @@ class _Recorder:
     def tracked_deps(self, arg: Any) -> frozenset[str] | None:
         """The random sites the tracked tensors in ``arg`` (nested in tuples, lists, dicts,
         slices) depend on; None when it holds no tracked tensor: both answers in one walk,
-        which runs on every torch call of the model."""
+        which runs on every torch call of the model. The walk recurses through
+        ``_walk_deps``, so that an override (a scan body adds its parent's) runs once."""
         return self._walk_deps(arg)
 
     def _walk_deps(self, arg: Any) -> frozenset[str] | None:
