@@ -107,22 +107,34 @@ def forked() -> Iterator[None]:
         exit_scope()
 
 
-@contextlib.contextmanager
-def drawing() -> Iterator[torch.Generator]:
+class drawing:
     """Draw random numbers inside this block, from torch's global generator or functions
     given the yielded generator: both continue the current seed scope's stream. Keep the
-    block to the draws themselves (it holds a process-wide lock)."""
-    with _LOCK:
-        scopes = _SCOPES.get()
-        if not scopes or getattr(_LENDING, "active", False):
-            yield torch.default_generator
-            return
-        scope, global_state = scopes[-1], torch.default_generator.get_state()
-        torch.default_generator.set_state(scope.get_state())
-        _LENDING.active = True
+    block to the draws themselves (it holds a process-wide lock). A class, not a generator
+    context manager: it is entered at every sample site."""
+
+    __slots__ = ("_lock", "_scope", "_global_state")
+
+    def __enter__(self) -> torch.Generator:
+        self._lock, self._scope = _LOCK, None
+        self._lock.acquire()
         try:
-            yield torch.default_generator
+            scopes = _SCOPES.get()
+            if scopes and not getattr(_LENDING, "active", False):
+                global_state = torch.default_generator.get_state()
+                torch.default_generator.set_state(scopes[-1].get_state())
+                self._scope, self._global_state = scopes[-1], global_state
+                _LENDING.active = True
+        except BaseException:
+            self._lock.release()
+            raise
+        return torch.default_generator
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._scope is not None:
+                _LENDING.active = False
+                self._scope.set_state(torch.default_generator.get_state())
+                torch.default_generator.set_state(self._global_state)
         finally:
-            _LENDING.active = False
-            scope.set_state(torch.default_generator.get_state())
-            torch.default_generator.set_state(global_state)
+            self._lock.release()

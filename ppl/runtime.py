@@ -24,7 +24,7 @@ import functools
 import linecache
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -116,17 +116,24 @@ def default_process(msg: Message) -> None:
         CHECKS[msg.kind](msg)
 
 
-@contextlib.contextmanager
-def internal() -> Iterator[None]:
+class internal:
     """Mark tensor work done by ppl itself (drawing, validation, bookkeeping), which a graph
     tracer must not record as part of the model. Under a torch function mode (a tracer) the
-    work also bypasses the mode: each operation dispatched to it costs microseconds."""
-    token = _INTERNAL_DEPTH.set(_INTERNAL_DEPTH.get() + 1)
-    try:
-        with unwatched():
-            yield
-    finally:
-        _INTERNAL_DEPTH.reset(token)
+    work also bypasses the mode: each operation dispatched to it costs microseconds. A class,
+    not a generator context manager: it is entered several times per site."""
+
+    __slots__ = ("_token", "_unwatched")
+
+    def __enter__(self) -> None:
+        self._token = _INTERNAL_DEPTH.set(_INTERNAL_DEPTH.get() + 1)
+        self._unwatched = unwatched()
+        self._unwatched.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._unwatched.__exit__(*exc)
+        finally:
+            _INTERNAL_DEPTH.reset(self._token)
 
 
 def unwatched() -> contextlib.AbstractContextManager:

@@ -74,6 +74,7 @@ def _check_distribution(site: str, dist: Any) -> None:
     inner = getattr(dist, "base_dist", None)
     if isinstance(inner, Distribution):
         _check_distribution(site, inner)
+    keep = _CHECKED.get()
     for pname, constraint in dist.arg_constraints.items():
         # A parameter is an attribute, or a plain property reading one kept elsewhere (Beta's
         # concentrations live in an inner Dirichlet); a lazy one not computed yet is skipped.
@@ -83,11 +84,10 @@ def _check_distribution(site: str, dist: Any) -> None:
         value = getattr(dist, pname)
         if not isinstance(value, torch.Tensor) or value.is_complex():
             continue
-        keep = _CHECKED.get()
         if (keep is not None and not keep(value)) or _is_vmapped(value):
             continue
         ok = constraint.check(value)
-        if not bool(torch.all(ok)):
+        if not _all_true(ok):
             bad = value[~ok] if ok.shape == value.shape else value
             raise ModelError(
                 f"sample site {site!r}: parameter {pname!r} of {type(dist).__name__} must satisfy "
@@ -103,8 +103,13 @@ def check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None
         _check_in_support(site, dist, value)
 
 
-def _is_vmapped(value: torch.Tensor) -> bool:
-    return torch._C._functorch.is_batchedtensor(value)
+_is_vmapped: Callable[[torch.Tensor], bool] = torch._C._functorch.is_batchedtensor
+
+
+def _all_true(ok: torch.Tensor) -> bool:
+    """Whether every element of a check's result is true: one element (most sites' scalar
+    parameters) is read as it is, without a reduction."""
+    return bool(ok) if ok.numel() == 1 else bool(torch.all(ok))
 
 
 def _check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> None:
@@ -118,7 +123,7 @@ def _check_in_support(site: str, dist: Distribution, value: torch.Tensor) -> Non
             f"{type(dist).__name__} with batch shape {tuple(dist.batch_shape)} and event shape "
             f"{tuple(dist.event_shape)}: {err}"
         ) from None
-    if not bool(torch.all(ok)):
+    if not _all_true(ok):
         bad = value[~ok] if ok.shape == value.shape else value
         raise ModelError(
             f"sample site {site!r}: value outside the support {dist.support} of "

@@ -17,6 +17,8 @@ were enumerated out). ``graph.subgraphs`` holds the bodies of its loop nodes by 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import keyword
 import re
 from collections.abc import Iterable, Iterator
@@ -194,42 +196,44 @@ def lint(graph: Graph) -> None:
     addresses: dict[str, str] = {}
     arity: dict[str, int] = {}  # loop node -> how many values its tuple holds
     for i, node in enumerate(graph.nodes):
-        where = f"graph {graph.name!r}, node {node.name!r} ({node.kind} {node.target})"
         if node.kind not in NODE_KINDS:
-            raise IRError(f"{where}: unknown kind {node.kind!r}; kinds are {NODE_KINDS}")
+            raise IRError(f"{_where(graph, node)}: unknown kind {node.kind!r}; kinds are "
+                          f"{NODE_KINDS}")
         if not _IDENT.match(node.name) or keyword.iskeyword(node.name):
-            raise IRError(f"{where}: {node.name!r} is not a valid SSA name")
+            raise IRError(f"{_where(graph, node)}: {node.name!r} is not a valid SSA name")
         if node.name in seen:
-            raise IRError(f"{where}: name defined twice")
+            raise IRError(f"{_where(graph, node)}: name defined twice")
         for ref in node.refs():
             if ref not in seen:
-                raise IRError(f"{where}: uses %{ref} before it is defined")
+                raise IRError(f"{_where(graph, node)}: uses %{ref} before it is defined")
         if node.address is not None:
             if node.address in addresses:
                 raise IRError(
-                    f"{where}: address {node.address!r} already used by node "
+                    f"{_where(graph, node)}: address {node.address!r} already used by node "
                     f"{addresses[node.address]!r}"
                 )
             addresses[node.address] = node.name
         if node.kind in ("sample", "observe", "param", "factor") and node.address is None:
-            raise IRError(f"{where}: a {node.kind} node needs an address")
+            raise IRError(f"{_where(graph, node)}: a {node.kind} node needs an address")
         if node.kind == "call":
             resolve_op(node.target)
             try:
                 check_pure(node.target, node.args, node.kwargs)
             except IRError as e:
-                raise IRError(f"{where}: {e}") from None
+                raise IRError(f"{_where(graph, node)}: {e}") from None
         if arity:
-            lint_loop_uses(graph, node, where, arity)
+            lint_loop_uses(graph, node, _where(graph, node), arity)
         if node.kind == "loop":
-            lint_loop(graph, node, where)
+            lint_loop(graph, node, _where(graph, node))
             arity[node.name] = loop_arity(graph, node)
         if node.kind == "observe" and len(node.args) != 1:
-            raise IRError(f"{where}: an observe node takes exactly one argument, its value")
-        _lint_meta(graph, node, where)
+            raise IRError(f"{_where(graph, node)}: an observe node takes exactly one argument, "
+                          "its value")
+        _lint_meta(graph, node)
         is_last = i == len(graph.nodes) - 1
         if (node.kind == "output") != is_last:
-            raise IRError(f"{where}: a graph has exactly one output node, and it comes last")
+            raise IRError(f"{_where(graph, node)}: a graph has exactly one output node, and it "
+                          "comes last")
         seen.add(node.name)
     if not graph.nodes:
         raise IRError(f"graph {graph.name!r} is empty; it needs at least an output node")
@@ -243,23 +247,31 @@ def lint(graph: Graph) -> None:
         raise IRError(f"graph {graph.name!r}: subgraphs {unused} are the body of no loop node")
 
 
-def _lint_meta(graph: Graph, node: Node, where: str) -> None:
+def _where(graph: Graph, node: Node) -> str:
+    """How a lint error names the node (built only for an error: lint runs on every node)."""
+    return f"graph {graph.name!r}, node {node.name!r} ({node.kind} {node.target})"
+
+
+def _lint_meta(graph: Graph, node: Node) -> None:
     """The declared dtype, shape and plates of a node are well formed, and the shape agrees
     with what is known of the value (a literal observed value, bound data). (A plate's dim
     counts batch dims, left of event dims that depend on the family: not checked here.)"""
     meta = node.meta
     if meta.dtype is not None and meta.dtype not in _DTYPE_NAMES:
-        raise IRError(f"{where}: unknown dtype {meta.dtype!r}; dtypes are "
+        raise IRError(f"{_where(graph, node)}: unknown dtype {meta.dtype!r}; dtypes are "
                       f"{', '.join(DTYPE_NAMES.values())} or torch's names (float32, ...)")
     for frame in meta.plates:
         plate = f"plate {frame.name!r}"
         if type(frame.size) is not int or frame.size < 0:
-            raise IRError(f"{where}: {plate} has size {frame.size!r}; a size is an int >= 0")
+            raise IRError(f"{_where(graph, node)}: {plate} has size {frame.size!r}; a size is "
+                          "an int >= 0")
         if type(frame.subsample_size) is not int or not 0 <= frame.subsample_size <= frame.size:
-            raise IRError(f"{where}: {plate} subsamples {frame.subsample_size!r} of {frame.size}; "
-                          "a subsample size is an int from 0 to the plate's size")
+            raise IRError(f"{_where(graph, node)}: {plate} subsamples "
+                          f"{frame.subsample_size!r} of {frame.size}; a subsample size is an int "
+                          "from 0 to the plate's size")
         if frame.dim is not None and (type(frame.dim) is not int or frame.dim >= 0):
-            raise IRError(f"{where}: {plate} has dim {frame.dim!r}; a plate dim is negative")
+            raise IRError(f"{_where(graph, node)}: {plate} has dim {frame.dim!r}; a plate dim "
+                          "is negative")
     shape = meta.shape
     if shape is None:
         return
@@ -269,8 +281,22 @@ def _lint_meta(graph: Graph, node: Node, where: str) -> None:
     elif node.kind == "input":
         value = graph.data.get(node.name, graph.data.get(node.target))
     if isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(shape):
-        raise IRError(f"{where}: declared shape {list(shape)} disagrees with its value's shape "
-                      f"{list(value.shape)}")
+        raise IRError(f"{_where(graph, node)}: declared shape {list(shape)} disagrees with its "
+                      f"value's shape {list(value.shape)}")
+
+
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Building a graph (tracing, a pass) allocates a few objects per node and frees few
+    until it ends, so the cyclic collector's passes would make it quadratic in the number of
+    nodes (half of ``simplify``'s time at 40k nodes); they wait until the block is done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class GraphBuilder:
@@ -333,4 +359,5 @@ class GraphBuilder:
         return Graph(self.nodes, self.name, self.data, self.attrs, self.subgraphs)
 
 
-__all__ = ["Graph", "GraphBuilder", "lint", "sanitize", "DistSpec", "iter_refs"]
+__all__ = ["Graph", "GraphBuilder", "lint", "no_cycle_collection", "sanitize", "DistSpec",
+           "iter_refs"]

@@ -51,6 +51,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import torch
+
 from ppl.runtime import PlateFrame
 
 NODE_KINDS = ("input", "param", "sample", "observe", "factor", "call", "loop", "output")
@@ -74,7 +76,7 @@ class DistSpec:
     params: tuple[tuple[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     """What a node knows beyond its operation: value shape and dtype, plates, address,
     source line, and free-form ``attrs`` (e.g. a gradient-estimator choice) as pairs."""
@@ -94,14 +96,18 @@ class Meta:
         return replace(self, attrs=attrs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
+    """One operation (slotted: a graph holds one per operation of a model, 40k for an
+    unrolled series of 10k steps)."""
+
     name: str
     kind: str
     target: str
     args: tuple = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
     meta: Meta = field(default_factory=Meta)
+    _refs: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def address(self) -> str | None:
@@ -119,10 +125,18 @@ class Node:
     def kwarg_dict(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
-    def refs(self) -> Iterator[str]:
-        """Names of the nodes this one reads, in argument order (with repeats)."""
-        yield from iter_refs(self.args)
-        yield from iter_refs(tuple(v for _, v in self.kwargs))
+    def refs(self) -> tuple[str, ...]:
+        """Names of the nodes this one reads, in argument order (with repeats): found once
+        and kept, since linting, dead-code passes and users() each ask for every node."""
+        found = self._refs
+        if found is None:
+            found = []
+            _collect_refs(self.args, found)
+            for _, value in self.kwargs:
+                _collect_refs(value, found)
+            found = tuple(found)
+            object.__setattr__(self, "_refs", found)
+        return found
 
     def replace(self, **changes: Any) -> Node:
         return replace(self, **changes)
@@ -130,16 +144,35 @@ class Node:
 
 def iter_refs(arg: Any) -> Iterator[str]:
     """Every ``Ref`` name inside a (nested) argument."""
-    if isinstance(arg, Ref):
-        yield arg.name
+    found: list[str] = []
+    _collect_refs(arg, found)
+    return iter(found)
+
+
+_LEAF_TYPES = frozenset({type(None), bool, int, float, str, torch.Tensor})
+
+
+def _collect_refs(arg: Any, out: list[str]) -> None:
+    """Append every ``Ref`` name inside ``arg`` to ``out``: literals, most arguments, are
+    told apart by their exact type first."""
+    kind = type(arg)
+    if kind in _LEAF_TYPES:
+        return
+    if kind is Ref:
+        out.append(arg.name)
+    elif kind is tuple or kind is list:
+        for item in arg:
+            _collect_refs(item, out)
+    elif isinstance(arg, Ref):
+        out.append(arg.name)
     elif isinstance(arg, DistSpec):
-        for _, v in arg.params:
-            yield from iter_refs(v)
+        for _, value in arg.params:
+            _collect_refs(value, out)
     elif isinstance(arg, (tuple, list)):
         for item in arg:
-            yield from iter_refs(item)
+            _collect_refs(item, out)
     elif isinstance(arg, slice):
-        yield from iter_refs((arg.start, arg.stop, arg.step))
+        _collect_refs((arg.start, arg.stop, arg.step), out)
 
 
 def map_refs(arg: Any, fn) -> Any:

@@ -50,11 +50,11 @@ class _BodyRecorder(_Recorder):
         self.captured: list[Ref] = []
         self.step_marker = f"<step-dependent value of scan {scan_name!r}>"
 
-    def any_tracked(self, arg: Any) -> bool:
-        return super().any_tracked(arg) or self.parent.any_tracked(arg)
-
-    def deps(self, arg: Any) -> frozenset[str]:
-        return super().deps(arg) | self.parent.deps(arg)
+    def tracked_deps(self, arg: Any) -> frozenset[str] | None:
+        own, outer = super().tracked_deps(arg), self.parent.tracked_deps(arg)
+        if own is None or outer is None:
+            return outer if own is None else own
+        return own | outer
 
     def to_arg(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and id(value) not in self.refs:

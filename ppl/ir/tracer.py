@@ -24,7 +24,7 @@ model keeps working on the trace path.
 from __future__ import annotations
 
 import contextlib
-import gc
+import functools
 import inspect
 import sys
 from typing import Any
@@ -49,7 +49,7 @@ from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.validation import checking_only
 
 from .errors import DynamicModelError, IRError
-from .graph import Graph, GraphBuilder
+from .graph import Graph, GraphBuilder, no_cycle_collection
 from .interpreter import draw
 from .node import DistSpec, Meta, Node, Ref
 from .ops import is_random_op, op_name
@@ -78,6 +78,7 @@ def _user_line() -> str:
     return "<unknown>"
 
 
+@functools.cache
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -86,6 +87,10 @@ def tensor_meta(value: Any, **extra: Any) -> Meta:
     if isinstance(value, torch.Tensor):
         return Meta(shape=tuple(value.shape), dtype=_dtype_name(value.dtype), **extra)
     return Meta(**extra)
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str})
+_NO_DEPS: frozenset[str] = frozenset()
 
 
 class _Recorder:
@@ -133,34 +138,48 @@ class _Recorder:
         return self.refs.get(id(tensor))
 
     def deps(self, arg: Any) -> frozenset[str]:
-        out: set[str] = set()
-        for tensor in _tensors_in(arg):
-            ref = self.refs.get(id(tensor))
-            if ref is not None:
-                out |= self.random_deps.get(ref.name, frozenset())
-            elif id(tensor) in self.deferred:
-                out |= self.deferred[id(tensor)].deps
-        return frozenset(out)
+        """The random sites the tracked tensors in ``arg`` depend on."""
+        return self.tracked_deps(arg) or _NO_DEPS
 
-    def any_tracked(self, arg: Any) -> bool:
-        """Whether ``arg`` holds a tracked tensor (nested in tuples, lists, dicts, slices): a
-        loop, not a generator, since it runs on every torch call of the model."""
-        refs, deferred, stack = self.refs, self.deferred, [arg]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, torch.Tensor):
-                if id(item) in refs or id(item) in deferred:
-                    return True
-            elif isinstance(item, tuple | list):
-                stack.extend(item)
-            elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, slice):
-                stack.extend((item.start, item.stop, item.step))
-        return False
+    def tracked_deps(self, arg: Any) -> frozenset[str] | None:
+        """The random sites the tracked tensors in ``arg`` (nested in tuples, lists, dicts,
+        slices) depend on; None when it holds no tracked tensor: both answers in one walk,
+        which runs on every torch call of the model. The walk recurses through
+        ``_walk_deps``, so that an override (a scan body adds its parent's) runs once."""
+        return self._walk_deps(arg)
+
+    def _walk_deps(self, arg: Any) -> frozenset[str] | None:
+        if isinstance(arg, torch.Tensor):
+            return self._tensor_deps(arg)
+        if isinstance(arg, tuple | list):
+            items = arg
+        elif isinstance(arg, dict):
+            items = arg.values()
+        elif isinstance(arg, slice):
+            items = (arg.start, arg.stop, arg.step)
+        else:
+            return None
+        found = None
+        for item in items:
+            if type(item) in _SCALARS:
+                continue
+            deps = self._walk_deps(item)
+            if deps is None or deps is found:
+                continue
+            found = deps if found is None or not found else found | deps
+        return found
+
+    def _tensor_deps(self, tensor: torch.Tensor) -> frozenset[str] | None:
+        ref = self.refs.get(id(tensor))
+        if ref is not None:
+            return self.random_deps.get(ref.name, _NO_DEPS)
+        entry = self.deferred.get(id(tensor))
+        return None if entry is None else entry.deps
 
     def to_arg(self, value: Any) -> Any:
         """A Python value as an IR argument: tracked tensors become refs, the rest literals."""
+        if type(value) in _SCALARS:
+            return value
         if isinstance(value, torch.Tensor):
             ref = self.ref_of(value)
             if ref is not None:
@@ -189,7 +208,12 @@ class _Recorder:
 
     def dist_spec(self, dist: torch.distributions.Distribution, site: str) -> DistSpec:
         family = family_of(dist)
-        if family is None or not hasattr(dist, "ppl_args"):
+        try:  # the names only: reading them may compute (Beta's)
+            with unwatched():
+                names = None if family is None else list(dist.ppl_args)
+        except AttributeError:
+            names = None
+        if names is None:
             raise IRError(
                 f"site {site!r}: {type(dist).__name__} is not a registered distribution family, so "
                 "it cannot appear in a graph; use the ppl.stdlib families or register yours "
@@ -198,12 +222,9 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         given = getattr(dist, "ppl_constructor_args", lambda: None)()
-        if given is not None and self.any_tracked(tuple(given.values())):
-            with unwatched():  # the names only: reading them may compute (Beta's)
-                names = list(dist.ppl_args)
-            if all(k in given for k in names):
-                params = {k: given[k] for k in names}
-                return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+        if (given is not None and given.keys() >= set(names)
+                and self.tracked_deps(tuple(given.values())) is not None):
+            return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
@@ -247,12 +268,12 @@ class _RecordingMode(TorchFunctionMode):
         fname = getattr(func, "__name__", "")
         if fname == "__get__":  # a property such as x.shape or x.T
             return self._getter(func, args)
-        tracked = rec.any_tracked((args, kwargs))
+        deps = rec.tracked_deps((args, kwargs))
         if fname in _READS_VALUE:
-            if tracked:
+            if deps is not None:
                 self._check_static(fname, args)
             return func(*args, **kwargs)
-        if not tracked:
+        if deps is None:
             for value in (*args, *kwargs.values()):
                 if isinstance(value, torch.nn.Parameter):
                     raise IRError(_unregistered_message(value))
@@ -267,7 +288,7 @@ class _RecordingMode(TorchFunctionMode):
             or (fname.endswith("_") and not fname.endswith("__"))
             or fname in _INPLACE_DUNDERS
         ):
-            return self._inplace(func, fname, args, kwargs)
+            return self._inplace(func, fname, args, kwargs, deps)
         if "out" in kwargs:
             raise IRError(
                 f"{fname}(..., out=...) at {_user_line()} cannot be traced; "
@@ -279,9 +300,9 @@ class _RecordingMode(TorchFunctionMode):
             inputs = [(tuple(x.shape), _dtype_name(x.dtype)) for x in _tensors_in((args, kwargs))]
             raise operation_error(fname or repr(func), _user_line(), rec.deps((args, kwargs)),
                                   inputs, error) from error
-        if not any(True for _ in _tensors_in(result)):
+        if not isinstance(result, torch.Tensor) and not any(True for _ in _tensors_in(result)):
             return result  # shapes, sizes, dtypes: the graph specializes on them
-        return self._record(func, args, kwargs, result)
+        return self._record(func, args, kwargs, result, deps)
 
     # -- distribution constructors ----------------------------------------------------
     def constructed(self, dist: torch.distributions.Distribution) -> None:
@@ -290,11 +311,11 @@ class _RecordingMode(TorchFunctionMode):
         deferred, recorded by replaying the constructor only if something reads them; a site
         records the constructor's arguments instead (``dist_spec``)."""
         rec = self.rec
-        args, kwargs = dist._ppl_init
-        if not rec.any_tracked((args, kwargs)):
+        deps = rec.tracked_deps(dist._ppl_init)
+        if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
-        entry = _Deferred(lambda: self._replay(dist, derived), rec.deps((args, kwargs)))
+        entry = _Deferred(lambda: self._replay(dist, derived), deps)
         for value in derived.values():
             rec.deferred[id(value)] = entry
             rec._keep_alive.append(value)
@@ -328,14 +349,15 @@ class _RecordingMode(TorchFunctionMode):
 
     def _getter(self, func, args):
         result = func(*args)
+        if not isinstance(result, torch.Tensor):
+            return result
+        deps = self.rec.tracked_deps(args)
+        if deps is None:
+            return result
         attr_name = getattr(getattr(func, "__self__", None), "__name__", "")
-        if isinstance(result, torch.Tensor) and self.rec.any_tracked(args):
-            return self._emit(
-                "ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, self.rec.deps(args)
-            )
-        return result
+        return self._emit("ppl.attr", (self.rec.to_arg(args[0]), attr_name), (), result, deps)
 
-    def _inplace(self, func, fname, args, kwargs):
+    def _inplace(self, func, fname, args, kwargs, deps):
         rec = self.rec
         target_tensor = args[0]
         base = target_tensor._base
@@ -350,7 +372,6 @@ class _RecordingMode(TorchFunctionMode):
         else:
             op = _INPLACE_DUNDERS.get(fname) or f"Tensor.{fname[:-1]}"
             call_args = args
-        deps = rec.deps(args) | rec.deps(kwargs)
         arg_ir = tuple(rec.to_arg(a) for a in call_args)
         kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
         func(*args, **kwargs)  # mutate the concrete tensor so later code sees the right value
@@ -360,7 +381,7 @@ class _RecordingMode(TorchFunctionMode):
         rec.track(target_tensor, ref, deps)
         return target_tensor if fname != "__setitem__" else None
 
-    def _record(self, func, args, kwargs, result):
+    def _record(self, func, args, kwargs, result, deps):
         rec = self.rec
         name = op_name(func)
         if name is None:
@@ -368,7 +389,6 @@ class _RecordingMode(TorchFunctionMode):
                 f"operation {getattr(func, '__qualname__', func)!r} at {_user_line()} is not on "
                 "the graph IR's allow-list (ppl.ir.ops), so this model cannot be traced"
             )
-        deps = rec.deps(args) | rec.deps(kwargs)
         arg_ir = tuple(rec.to_arg(a) for a in args)
         kwarg_ir = tuple((k, rec.to_arg(v)) for k, v in kwargs.items())
         return self._emit(name, arg_ir, kwarg_ir, result, deps)
@@ -536,15 +556,20 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     _bind_inputs(rec, fn, args, kwargs)
     # The trace's one prior draw leaves the seed stream where it was: a graph served from the
     # cache and a freshly traced one give an engine the same draws after them.
-    with forked(), _no_cycle_collection():
+    with forked(), no_cycle_collection():
         mode = _RecordingMode(rec)
-        with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.deps(v)), \
-                observing_construction(mode.constructed):
-            result = fn(*args, **kwargs)
-        rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
-        rec.builder.attrs["reads_data"] = rec.reads_data
-        rec.builder.nodes = _without_dead_calls(rec.builder.nodes)
-        return rec.builder.build()
+        try:
+            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.tracked_deps(v)), \
+                    observing_construction(mode.constructed):
+                result = fn(*args, **kwargs)
+            rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
+            rec.builder.attrs["reads_data"] = rec.reads_data
+            rec.builder.nodes = _without_dead_calls(rec.builder.nodes)
+            return rec.builder.build()
+        finally:
+            # The deferred replays refer back to the recorder: without this the run's tensors
+            # and distributions would wait for the cyclic collector, which then walks them all.
+            rec.deferred.clear()
 
 
 def _without_dead_calls(nodes: list[Node]) -> list[Node]:
@@ -558,20 +583,6 @@ def _without_dead_calls(nodes: list[Node]) -> list[Node]:
         read.update(node.refs())
         kept.append(node)
     return kept[::-1]
-
-
-@contextlib.contextmanager
-def _no_cycle_collection():
-    """Tracing allocates a few objects per node and frees none until it ends, so the cyclic
-    collector's full passes would make it quadratic in the number of nodes (a third of the
-    time at 100k nodes); they wait until the trace is done."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _as_structure(value: Any) -> Any:

@@ -74,12 +74,19 @@ class Rewriter:
         """An argument with references renamed through ``subst``."""
         return map_refs(value, lambda r: self.subst.get(r.name, r))
 
-    def copy(self, node: Node, **changes: Any) -> Ref:
-        """Append ``node`` with ``changes``, then its arguments renamed through ``subst``."""
-        node = node.replace(**changes) if changes else node
-        node = node.replace(
+    def renamed(self, node: Node) -> Node:
+        """``node`` with its arguments renamed through ``subst``: the node itself when it
+        reads no renamed node, as most nodes of a pass do."""
+        subst = self.subst
+        if not any(r in subst for r in node.refs()):
+            return node
+        return node.replace(
             args=self.arg(node.args), kwargs=tuple((k, self.arg(v)) for k, v in node.kwargs)
         )
+
+    def copy(self, node: Node, **changes: Any) -> Ref:
+        """Append ``node`` with ``changes``, then its arguments renamed through ``subst``."""
+        node = self.renamed(node.replace(**changes) if changes else node)
         self.nodes.append(node)
         return Ref(node.name)
 

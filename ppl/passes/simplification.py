@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ppl.ir import DistSpec, Graph, Node, Ref
+from ppl.ir.graph import no_cycle_collection
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.loop import refuse_loops
 from ppl.ir.node import map_refs
@@ -94,12 +95,13 @@ class simplify:
 
     def __call__(self, graph: Graph) -> Graph:
         refuse_loops(graph, "pass 'simplify'")
-        for _ in range(self.max_rounds):
-            new = _eliminate_dead(_sweep(graph))
-            if len(new) == len(graph):
-                return new
-            graph = new
-        return graph
+        with no_cycle_collection():
+            for _ in range(self.max_rounds):
+                new = _eliminate_dead(_sweep(graph))
+                if len(new) == len(graph):
+                    return new
+                graph = new
+            return graph
 
 
 def _sweep(graph: Graph) -> Graph:
@@ -130,9 +132,7 @@ def _sweep(graph: Graph) -> Graph:
                     rw.nodes.append(folded.pop(ref))
             rw.copy(node)
             continue
-        node = node.replace(
-            args=rw.arg(node.args), kwargs=tuple((k, rw.arg(v)) for k, v in node.kwargs)
-        )
+        node = rw.renamed(node)
         trivial = _trivial(node, graph, rw, shape_of)
         if trivial is not None:
             rw.subst[node.name] = trivial
@@ -221,4 +221,6 @@ def _eliminate_dead(graph: Graph) -> Graph:
             live.update(node.refs())
     nodes = [n for n in graph.nodes if n.name in live]
     data = {k: v for k, v in graph.data.items() if k in live}
+    if len(nodes) == len(graph.nodes) and len(data) == len(graph.data):
+        return graph  # nothing is dead: no new graph to lint
     return graph.replace(nodes, data=data)
