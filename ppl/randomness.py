@@ -108,13 +108,19 @@ def forked() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def drawing() -> Iterator[torch.Generator]:
+def drawing(lend: bool = True) -> Iterator[torch.Generator]:
     """Draw random numbers inside this block, from torch's global generator or functions
     given the yielded generator: both continue the current seed scope's stream. Keep the
-    block to the draws themselves (it holds a process-wide lock)."""
+    block to the draws themselves (it holds a process-wide lock). With ``lend=False``, for
+    blocks that pass the yielded generator to every draw, a scope's own generator is yielded
+    and the global one is left alone: the same draws, without copying the two states."""
     with _LOCK:
         scopes = _SCOPES.get()
-        if not scopes or getattr(_LENDING, "active", False):
+        lending = getattr(_LENDING, "active", False)
+        if scopes and not lend and not lending:
+            yield scopes[-1]
+            return
+        if not scopes or lending:
             yield torch.default_generator
             return
         scope, global_state = scopes[-1], torch.default_generator.get_state()

@@ -73,7 +73,11 @@ class _Family:
     """A guide's draws in the flat layout. ``noise`` takes the random stream as the guide's
     own ``rsample`` does; ``differentiable`` maps noise to ``u (K, dim)`` and ``log q_u(u)``
     ``(K,)`` as torch functions of the guide's params; ``backward`` evaluates the potential
-    at ``u`` and accumulates the gradient of the negative ELBO into the params."""
+    at ``u``, accumulates the gradient of the negative ELBO into the params and returns the
+    ELBO estimate. ``gradient``: one buffer that every param's ``.grad`` views after
+    ``backward``, where the family writes them so (else None)."""
+
+    gradient: Tensor | None = None
 
     def __init__(self, guide: AutoGuide, sites: list[LatentSite]):
         self.guide, self.sites = guide, sites
@@ -93,14 +97,14 @@ class _Family:
         with torch.no_grad():
             return self.differentiable(noise)
 
-    def backward(self, noise: list[Tensor], potential: Potential) -> tuple[Tensor, Tensor]:
+    def backward(self, noise: list[Tensor], potential: Potential) -> float:
         """Backpropagate ``-(Σ_k ∇f(u_k)·u_k / K - mean_k log q_u(u_k))`` through the guide's
-        small graph; returns ``f(u)`` and ``log q_u(u)``, detached."""
+        small graph; returns ``mean_k f(u_k) - log q_u(u_k)``."""
         u, log_q = self.differentiable(noise)
         log_p, grad = potential(u.detach())
         surrogate = (grad.to(u.dtype) * u).sum() / u.shape[0] - log_q.mean()
         (-surrogate).backward()
-        return log_p, log_q.detach()
+        return float(log_p.mean() - log_q.detach().mean())
 
 
 Potential = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -111,27 +115,42 @@ def _gaussian_log_q(eps: Tensor, log_det_scale: Tensor) -> Tensor:
     return -0.5 * eps.square().sum(-1) - log_det_scale - 0.5 * eps.shape[-1] * _LOG_2PI
 
 
-def _accumulate(leaf: Tensor, grad: Tensor) -> None:
-    if leaf.grad is None:
-        leaf.grad = grad.view(leaf.shape)
-    else:
-        leaf.grad.add_(grad.view(leaf.shape))
+def _views(buffer: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """``buffer`` cut into consecutive views of the shapes of ``like``."""
+    parts = buffer.split([t.numel() for t in like])
+    return [part.view(t.shape) for part, t in zip(parts, like, strict=True)]
+
+
+def _pack(leaves: list[Tensor]) -> Tensor:
+    """Move ``leaves`` into one flat buffer, in order, and return it: each leaf (the same
+    object, still the store's and the optimizer's) becomes a view of it, so that updates of
+    the leaves show in the buffer and the buffer reads them without concatenating."""
+    buffer = torch.cat([t.detach().reshape(-1) for t in leaves])
+    for leaf, view in zip(leaves, _views(buffer, leaves), strict=True):
+        leaf.data = view
+    return buffer
 
 
 class _MeanField(_Family):
     """AutoNormal: one loc and scale per site, independent noise per site in guide order.
     The hot path of ADVI, so its chain rule is written out: with ``scale = exp(s)`` (the
     store's map for ``positive``), ``∂/∂loc = mean_k g_k`` and ``∂/∂s = mean_k (g_k ε_k)
-    scale + 1`` (the entropy's ``Σ s``)."""
+    scale + 1`` (the entropy's ``Σ s``). The params live in one buffer ``[loc | s]`` and
+    their grads in another (``gradient``), each site's leaf and ``.grad`` views of them, so
+    that a step neither concatenates nor allocates per site."""
 
     def __init__(self, guide: AutoGuide, sites: list[LatentSite]):
         super().__init__(guide, sites)
         leaves = current_store().unconstrained()
         self.locs = [leaves[guide._name(s.name, "loc")] for s in sites]
         self.log_scales = [leaves[guide._name(s.name, "scale")] for s in sites]
-        # flat views of the leaves: the optimizer updates them in place, the views follow
-        self._loc_views = [t.detach().view(-1) for t in self.locs]
-        self._log_scale_views = [t.detach().view(-1) for t in self.log_scales]
+        self.leaves = self.locs + self.log_scales
+        values = _pack(self.leaves)
+        self.loc, self.log_scale = values[:self.dim], values[self.dim:]
+        self.gradient = torch.zeros_like(values)
+        self.d_loc, self.d_log_scale = self.gradient[:self.dim], self.gradient[self.dim:]
+        self._grads = _views(self.gradient, self.leaves)
+        self._log_q_const = -0.5 * self.dim * _LOG_2PI
 
     def noise(self, generator, num, dtype):
         eps = [torch.randn(num, s.numel, generator=generator, dtype=dtype) for s in self.sites]
@@ -144,33 +163,28 @@ class _MeanField(_Family):
         return loc + scale * eps, _gaussian_log_q(eps, scale.log().sum())
 
     def positions(self, noise):
-        u, log_scale, _ = self._positions(noise)
-        return u, _gaussian_log_q(noise[0], log_scale.sum())
+        u, _ = self._positions(noise)
+        return u, _gaussian_log_q(noise[0], self.log_scale.sum())
 
-    def _positions(self, noise: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        log_scale = _flat(self._log_scale_views, 0)
-        scale = log_scale.exp()
-        return torch.addcmul(_flat(self._loc_views, 0), scale, noise[0]), log_scale, scale
+    def _positions(self, noise: list[Tensor]) -> tuple[Tensor, Tensor]:
+        scale = self.log_scale.exp()
+        return torch.addcmul(self.loc, scale, noise[0]), scale
 
     def backward(self, noise, potential):
-        u, log_scale, scale = self._positions(noise)
+        """Writes the grads (the loop cleared them) rather than accumulating."""
+        u, scale = self._positions(noise)
         log_p, grad = potential(u)
         (eps,) = noise
         num = eps.shape[0]
         grad = grad.to(u.dtype)
-        d_loc = grad.sum(0).mul_(-1.0 / num)
-        d_log_scale = (grad.mul_(eps).sum(0).mul_(scale)).mul_(-1.0 / num).sub_(1.0)
-        start = 0
-        for site, loc, log_scale_leaf in zip(self.sites, self.locs, self.log_scales,
-                                             strict=True):
-            end = start + site.numel
-            _accumulate(loc, d_loc[start:end])
-            _accumulate(log_scale_leaf, d_log_scale[start:end])
-            start = end
+        torch.sum(grad, 0, out=self.d_loc).mul_(-1.0 / num)
+        torch.sum(grad.mul_(eps), 0, out=self.d_log_scale).mul_(scale).mul_(-1.0 / num).sub_(1.0)
+        for leaf, view in zip(self.leaves, self._grads, strict=True):
+            leaf.grad = view
         # the mean of log q_u at the draws (_gaussian_log_q), as plain numbers
-        log_q = (-0.5 * float(eps.square().sum()) / num - float(log_scale.sum())
-                 - 0.5 * self.dim * _LOG_2PI)
-        return log_p, torch.tensor([log_q])
+        log_q = (-0.5 * float(eps.square().sum()) / num - float(self.log_scale.sum())
+                 + self._log_q_const)
+        return float(log_p.mean()) - log_q
 
 
 def _flat(parts: list[Tensor], dim: int) -> Tensor:
@@ -229,21 +243,22 @@ class FastELBO:
 
     def __init__(self, flat: FlatModel, family: _Family, num_particles: int):
         self.flat, self.family, self.num_particles = flat, family, num_particles
-        self.dtype = family.sites[0].init.dtype  # the guide params'
+        self.dtype = family.sites[0].init.dtype  # the guide params' (one, see fast_elbo)
+        self.gradient = family.gradient
 
     def _noise(self, num: int) -> list[Tensor]:
-        with drawing() as generator:
+        with drawing(lend=False) as generator:
             return self.family.noise(generator, num, self.dtype)
 
     def _draw(self, num: int) -> tuple[Tensor, Tensor]:
         return self.family.positions(self._noise(num))
 
     def backward(self) -> float:
-        """One ELBO estimate; accumulates the gradient of its negative into the params'
-        ``.grad`` (what an optimizer minimizes) and returns the estimate."""
-        log_p, log_q = self.family.backward(self._noise(self.num_particles),
-                                            self.flat.log_density_and_grad)
-        return float(log_p.mean() - log_q.mean())
+        """One ELBO estimate; puts the gradient of its negative into the params' ``.grad``
+        (what an optimizer minimizes; clear them first) and returns the estimate.
+        ``gradient``, where not None, is one buffer that those grads view."""
+        return self.family.backward(self._noise(self.num_particles),
+                                    self.flat.log_density_and_grad)
 
     def estimate(self) -> Tensor:
         """One ELBO estimate, with no gradient."""
@@ -269,6 +284,9 @@ def fast_elbo(model: Callable, guide: Callable, objective: Expectation, args: tu
         return None, SLOW + f"the guide {guide!r} is not a location-scale autoguide"
     if objective.program is not elbo.program:
         return None, SLOW + f"the objective {objective!r} is not the reparameterized ELBO"
+    dtypes = sorted({str(s.init.dtype) for s in guide.sites})
+    if len(dtypes) > 1:
+        return None, SLOW + f"the guide's sites mix the dtypes {dtypes}"
     model = model if isinstance(model, Model) else Model(model)
     with forked():
         flat, why = _flat_model(model, guide, args, kwargs)
