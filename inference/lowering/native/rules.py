@@ -64,9 +64,19 @@ _ELEMENTWISE = {
     "ne": "(double)({0} != {1})",
 }
 
+# The maps spelled with e = exp(-|x|) of their operand x: a fused loop computes each
+# operand's e once (softplus and sigmoid of one logit are a Bernoulli's value and gradient).
+_FROM_EXP_NEG_ABS = {
+    "sigmoid": "ppl_sigmoid_e({0}, {e})",
+    "logsigmoid": "ppl_logsigmoid_e({0}, {e})",
+    "softplus": "ppl_softplus_e({0}, {e})",
+}
+
+
 def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
     """One loop for a :class:`~.fusion.FusedLoop`: each map's value a local of the body
-    (written out when read after the loop), each full sum an accumulator."""
+    (written out when read after the loop), each full sum an accumulator; the ``exp(-|x|)``
+    of :data:`_FROM_EXP_NEG_ABS`'s maps a local per operand."""
     i = em.fresh()
     accumulators = {instr.out.name: em.fresh("acc") for instr in loop.instrs
                     if is_full_sum(instr)}
@@ -76,6 +86,7 @@ def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
     em.emit(f"#pragma omp simd{reduction}")
     em.emit(f"for (long {i} = 0; {i} < {loop.size}; {i}++) {{")
     local: dict[str, str] = {}
+    exp_neg_abs: dict[str, str] = {}  # operand -> the local holding its exp(-|x|)
 
     def ref(value: Value) -> str:
         if is_var(value) and value.name in local:
@@ -87,8 +98,15 @@ def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
         if name in accumulators:
             em.emit(f"{accumulators[name]} += {ref(instr.args[0])};", 1)
             continue
+        operands = [ref(a) for a in instr.args]
+        template = _FROM_EXP_NEG_ABS.get(instr.prim.name)
+        if template is not None and operands[0] not in exp_neg_abs:
+            exp_neg_abs[operands[0]] = em.fresh("e")
+            em.emit(f"const double {exp_neg_abs[operands[0]]} = ppl_exp(-fabs({operands[0]}));",
+                    1)
         local[name] = em.fresh("t")
-        expr = _ELEMENTWISE[instr.prim.name].format(*(ref(a) for a in instr.args))
+        expr = (_ELEMENTWISE[instr.prim.name].format(*operands) if template is None
+                else template.format(*operands, e=exp_neg_abs[operands[0]]))
         em.emit(f"const double {local[name]} = {expr};", 1)
         if name in loop.stored:
             em.declare(instr.out)
