@@ -260,8 +260,11 @@ def _scatter_add(em: Emitter, instr: Instr) -> None:
 
 def _matmul(em: Emitter, instr: Instr) -> None:
     """``out (m, n) = a (m, k) @ b (k, n)``, vectors as a row (``a``) or a column (``b``);
-    a dot product per output when ``n == 1`` (vectorized reduction), else the ``i, k, j``
-    order whose inner loop runs along contiguous rows of ``b`` and ``out``."""
+    when ``n == 1``, a dot product per output (vectorized reduction), or for a tall constant
+    ``a`` (a design matrix times coefficients) ``out += a[:, kk] b[kk]`` per column, read
+    from ``a``'s transpose: contiguous, vectorized along the ``m`` rows, and the same
+    constant the gradient's ``aᵀ g`` reads; else the ``i, k, j`` order whose inner loop runs
+    along contiguous rows of ``b`` and ``out``."""
     a, b = instr.args
     out = instr.out
     sa, sb = shape_of(a), shape_of(b)
@@ -271,6 +274,16 @@ def _matmul(em: Emitter, instr: Instr) -> None:
     n = 1 if len(sb) == 1 else sb[1]
     em.declare(out)
     i, kk, j, acc = em.fresh(), em.fresh(), em.fresh(), em.fresh("acc")
+    if n == 1 and isinstance(a, torch.Tensor) and m > k:
+        columns = em.constant(a.mT)
+        em.emit(f"memset({out.name}, 0, sizeof(double) * {m});")
+        em.emit(f"for (long {kk} = 0; {kk} < {k}; {kk}++) {{")
+        em.emit(f"const double {acc} = {em.at(b, kk)};", 1)
+        em.emit("#pragma omp simd", 1)
+        em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) "
+                f"{out.name}[{i}] += {columns}[{kk} * {m} + {i}] * {acc};", 1)
+        em.emit("}")
+        return
     if n == 1:
         em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) {{")
         em.emit(f"double {acc} = 0.0;", 1)
