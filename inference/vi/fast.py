@@ -62,6 +62,7 @@ from .guides import (
     LatentSite,
 )
 from .objectives import Expectation, elbo
+from .optim import pack, views
 
 __all__ = ["FastELBO", "fast_elbo", "SLOW"]
 
@@ -115,22 +116,6 @@ def _gaussian_log_q(eps: Tensor, log_det_scale: Tensor) -> Tensor:
     return -0.5 * eps.square().sum(-1) - log_det_scale - 0.5 * eps.shape[-1] * _LOG_2PI
 
 
-def _views(buffer: Tensor, like: list[Tensor]) -> list[Tensor]:
-    """``buffer`` cut into consecutive views of the shapes of ``like``."""
-    parts = buffer.split([t.numel() for t in like])
-    return [part.view(t.shape) for part, t in zip(parts, like, strict=True)]
-
-
-def _pack(leaves: list[Tensor]) -> Tensor:
-    """Move ``leaves`` into one flat buffer, in order, and return it: each leaf (the same
-    object, still the store's and the optimizer's) becomes a view of it, so that updates of
-    the leaves show in the buffer and the buffer reads them without concatenating."""
-    buffer = torch.cat([t.detach().reshape(-1) for t in leaves])
-    for leaf, view in zip(leaves, _views(buffer, leaves), strict=True):
-        leaf.data = view
-    return buffer
-
-
 class _MeanField(_Family):
     """AutoNormal: one loc and scale per site, independent noise per site in guide order.
     The hot path of ADVI, so its chain rule is written out: with ``scale = exp(s)`` (the
@@ -145,11 +130,12 @@ class _MeanField(_Family):
         self.locs = [leaves[guide._name(s.name, "loc")] for s in sites]
         self.log_scales = [leaves[guide._name(s.name, "scale")] for s in sites]
         self.leaves = self.locs + self.log_scales
-        values = _pack(self.leaves)
+        values = pack(self.leaves)
         self.loc, self.log_scale = values[:self.dim], values[self.dim:]
         self.gradient = torch.zeros_like(values)
         self.d_loc, self.d_log_scale = self.gradient[:self.dim], self.gradient[self.dim:]
-        self._grads = _views(self.gradient, self.leaves)
+        self._grads = views(self.gradient, self.leaves)
+        self._minus_one = torch.full_like(self.log_scale, -1.0)
         self._log_q_const = -0.5 * self.dim * _LOG_2PI
 
     def noise(self, generator, num, dtype):
@@ -178,7 +164,8 @@ class _MeanField(_Family):
         num = eps.shape[0]
         grad = grad.to(u.dtype)
         torch.sum(grad, 0, out=self.d_loc).mul_(-1.0 / num)
-        torch.sum(grad.mul_(eps), 0, out=self.d_log_scale).mul_(scale).mul_(-1.0 / num).sub_(1.0)
+        torch.addcmul(self._minus_one, grad.mul_(eps).sum(0), scale, value=-1.0 / num,
+                      out=self.d_log_scale)
         for leaf, view in zip(self.leaves, self._grads, strict=True):
             leaf.grad = view
         # the mean of log q_u at the draws (_gaussian_log_q), as plain numbers
