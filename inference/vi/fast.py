@@ -15,6 +15,9 @@ q_u(u_k)`` whose small torch graph runs from the guide's params to ``u`` and nev
 the data. For the Gaussian guides ``log q_u`` at its own draw is ``-|ε|²/2 - log|det S| -
 const`` (its gradient is the entropy's, exactly as on the general path); a point mass
 (``AutoDelta``, MAP on the constrained density) subtracts ``log|det J_T(u)|`` instead.
+The mean-field guide (``AutoNormal``, the common case) writes its chain rule out, and on a
+native potential runs it in C (``mean_field.c``, linked with the potential): after the
+draws, a step is one foreign call.
 
 The draws take the random stream in the order and shapes the general path does, so a seed
 gives both paths the same noise. :func:`fast_elbo` decides once per run whether the path
@@ -39,9 +42,11 @@ when the guide and objective qualified and only the model did not.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -53,6 +58,8 @@ from ppl.randomness import drawing, forked
 from ppl.stdlib import LowRankMultivariateNormal
 
 from ..lowering.flat import FastPathWarning, FlatModel
+from ..lowering.native import NativePotential
+from ..lowering.native.compiler import Unit
 from .guides import (
     AutoDelta,
     AutoGuide,
@@ -86,6 +93,9 @@ class _Family:
 
     def param(self, *parts: str) -> Tensor:
         return get_param(self.guide._name(*parts))
+
+    def link(self, flat: FlatModel) -> None:
+        """Prepare a step in C on ``flat``'s native potential, for a family that has one."""
 
     def noise(self, generator: torch.Generator, num: int, dtype: torch.dtype) -> list[Tensor]:
         return [torch.randn(num, self.dim, generator=generator, dtype=dtype)]
@@ -122,7 +132,8 @@ class _MeanField(_Family):
     store's map for ``positive``), ``∂/∂loc = mean_k g_k`` and ``∂/∂s = mean_k (g_k ε_k)
     scale + 1`` (the entropy's ``Σ s``). The params live in one buffer ``[loc | s]`` and
     their grads in another (``gradient``), each site's leaf and ``.grad`` views of them, so
-    that a step neither concatenates nor allocates per site."""
+    that a step neither concatenates nor allocates per site. On a native potential the step
+    after the draws is one call of ``mean_field.c`` linked with it; else torch's."""
 
     def __init__(self, guide: AutoGuide, sites: list[LatentSite]):
         super().__init__(guide, sites)
@@ -130,13 +141,28 @@ class _MeanField(_Family):
         self.locs = [leaves[guide._name(s.name, "loc")] for s in sites]
         self.log_scales = [leaves[guide._name(s.name, "scale")] for s in sites]
         self.leaves = self.locs + self.log_scales
-        values = pack(self.leaves)
-        self.loc, self.log_scale = values[:self.dim], values[self.dim:]
-        self.gradient = torch.zeros_like(values)
+        self.values = pack(self.leaves)
+        self.loc, self.log_scale = self.values[:self.dim], self.values[self.dim:]
+        self.gradient = torch.zeros_like(self.values)
         self.d_loc, self.d_log_scale = self.gradient[:self.dim], self.gradient[self.dim:]
         self._grads = views(self.gradient, self.leaves)
         self._minus_one = torch.full_like(self.log_scale, -1.0)
         self._log_q_const = -0.5 * self.dim * _LOG_2PI
+        self._native: NativePotential | None = None
+        self._native_step: Callable[..., float] | None = None
+
+    def link(self, flat):
+        real = _C_REALS.get(self.values.dtype)
+        unit = Unit(_MEAN_FIELD_C.read_text(), ("-O3", f"-DPPL_DIM={self.dim}",
+                                                f"-DPPL_REAL={real}"))
+        if flat.native is None or real is None or not flat.build_native(unit):
+            return
+        self._native = flat.native
+        with self._native.bound() as library:
+            step = library.ppl_mean_field
+        step.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3
+        step.restype = ctypes.c_double
+        self._native_step = step
 
     def noise(self, generator, num, dtype):
         eps = [torch.randn(num, s.numel, generator=generator, dtype=dtype) for s in self.sites]
@@ -158,20 +184,33 @@ class _MeanField(_Family):
 
     def backward(self, noise, potential):
         """Writes the grads (the loop cleared them) rather than accumulating."""
-        u, scale = self._positions(noise)
-        log_p, grad = potential(u)
         (eps,) = noise
+        if self._native_step is None:
+            value = self._torch_backward(eps, potential)
+        else:
+            with self._native.bound():
+                value = self._native_step(eps.shape[0], self.values.data_ptr(),
+                                          eps.contiguous().data_ptr(), self.gradient.data_ptr())
+        for leaf, view in zip(self.leaves, self._grads, strict=True):
+            leaf.grad = view
+        return value
+
+    def _torch_backward(self, eps: Tensor, potential: Potential) -> float:
+        u, scale = self._positions([eps])
+        log_p, grad = potential(u)
         num = eps.shape[0]
         grad = grad.to(u.dtype)
         torch.sum(grad, 0, out=self.d_loc).mul_(-1.0 / num)
         torch.addcmul(self._minus_one, grad.mul_(eps).sum(0), scale, value=-1.0 / num,
                       out=self.d_log_scale)
-        for leaf, view in zip(self.leaves, self._grads, strict=True):
-            leaf.grad = view
         # the mean of log q_u at the draws (_gaussian_log_q), as plain numbers
         log_q = (-0.5 * float(eps.square().sum()) / num - float(self.log_scale.sum())
                  + self._log_q_const)
         return float(log_p.mean()) - log_q
+
+
+_MEAN_FIELD_C = Path(__file__).with_name("mean_field.c")
+_C_REALS = {torch.float32: "float", torch.float64: "double"}
 
 
 def _flat(parts: list[Tensor], dim: int) -> Tensor:
@@ -231,6 +270,7 @@ class FastELBO:
     def __init__(self, flat: FlatModel, family: _Family, num_particles: int):
         self.flat, self.family, self.num_particles = flat, family, num_particles
         self.dtype = family.sites[0].init.dtype  # the guide params' (one, see fast_elbo)
+        family.link(flat)
         self.gradient = family.gradient
 
     def _noise(self, num: int) -> list[Tensor]:
