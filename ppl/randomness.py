@@ -110,17 +110,25 @@ def forked() -> Iterator[None]:
 class drawing:
     """Draw random numbers inside this block, from torch's global generator or functions
     given the yielded generator: both continue the current seed scope's stream. Keep the
-    block to the draws themselves (it holds a process-wide lock). A class, not a generator
-    context manager: it is entered at every sample site."""
+    block to the draws themselves (it holds a process-wide lock). With ``lend=False``, for
+    blocks that pass the yielded generator to every draw, a scope's own generator is yielded
+    and the global one is left alone: the same draws, without copying the two states. A
+    class, not a generator context manager: it is entered at every sample site."""
 
-    __slots__ = ("_lock", "_scope", "_global_state")
+    __slots__ = ("_lend", "_lock", "_scope", "_global_state")
+
+    def __init__(self, lend: bool = True) -> None:
+        self._lend = lend
 
     def __enter__(self) -> torch.Generator:
         self._lock, self._scope = _LOCK, None
         self._lock.acquire()
         try:
             scopes = _SCOPES.get()
-            if scopes and not getattr(_LENDING, "active", False):
+            lending = getattr(_LENDING, "active", False)
+            if scopes and not self._lend and not lending:
+                return scopes[-1]
+            if scopes and not lending:
                 global_state = torch.default_generator.get_state()
                 torch.default_generator.set_state(scopes[-1].get_state())
                 self._scope, self._global_state = scopes[-1], global_state

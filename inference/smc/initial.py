@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to
 
-from ppl.inference.lowering.flat import FastPathWarning, FlatModel
 from ppl.handlers import trace
+from ppl.inference.lowering.flat import FastPathWarning, FlatModel
 from ppl.ir import Graph, Simulate
 from ppl.model import Model
 from ppl.predictive import plain_draws
@@ -104,8 +104,9 @@ def prior_particles(model: Model, args: tuple, kwargs: dict, flat: FlatModel,
         vmapped = _vmapped(model, args, kwargs, flat, num_particles)
         if isinstance(vmapped, Tensor):
             return vmapped
-        warnings.warn(f"{particles}; {vmapped}: the {num_particles} initial particles are drawn one by "
-                      "one from the prior graph, much slower", FastPathWarning, stacklevel=4)
+        warnings.warn(f"{particles}; {vmapped}: the {num_particles} initial particles are "
+                      "drawn one by one from the prior graph, much slower", FastPathWarning,
+                      stacklevel=4)
         draws = [Simulate(prior_graph).run() for _ in range(num_particles)]
     return torch.stack([flat.unconstrain({b.address: d[b.address] for b in flat.blocks})
                         for d in draws]).to(flat.dtype)

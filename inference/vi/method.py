@@ -51,6 +51,7 @@ from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
 from .fast import SLOW, fast_elbo
 from .objectives import ELBO, Expectation
+from .optim import optimizer_options, stepper
 
 __all__ = ["VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide"]
 
@@ -143,17 +144,6 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _optimizer_options(optimizer: type, options: dict[str, Any],
-                       leaves: list[Tensor]) -> dict[str, Any]:
-    """``options``, with torch's fused Adam where the user left the implementation open: the
-    same update in one kernel, a third of the time of the per-tensor loop on small params."""
-    chosen = {"fused", "foreach"} & options.keys()
-    if optimizer in (torch.optim.Adam, torch.optim.AdamW) and not chosen and all(
-            t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in leaves):
-        return {**options, "fused": True}
-    return options
-
-
 @dataclass
 class VI:
     """Variational inference with ``guide`` (a ``@model`` with ``param``s over the model's
@@ -211,8 +201,12 @@ class VI:
                       else (None, SLOW + "VI(fast_path=False)"))
         backward = fast.backward if fast else lambda: self._backward(model, args, kwargs)
         leaves = list(store.unconstrained().values())
-        optimizer = self.optimizer(leaves, lr=self.lr, **_optimizer_options(
+        optimizer = self.optimizer(leaves, lr=self.lr, **optimizer_options(
             self.optimizer, self.optimizer_options, leaves))
+        update = stepper(optimizer)
+        # the flat buffer's norm differs from torch's in the last bits: only for the check
+        flat = fast.gradient if fast and self.clip_norm is None else None
+        grad_norm = _total_norm(leaves) if flat is None else _flat_norm(flat)
         schedule = self.lr_schedule(optimizer) if self.lr_schedule is not None else None
         losses: list[float] = []
         if self.resume is not None:
@@ -229,7 +223,7 @@ class VI:
 
         try:
             while len(losses) < self.steps and not converged:
-                losses.append(self._step(backward, optimizer, schedule, leaves, store,
+                losses.append(self._step(backward, update, grad_norm, schedule, leaves, store,
                                          len(losses)))
                 progress.update(len(losses), losses)
                 converged = self._converged(losses)
@@ -258,13 +252,12 @@ class VI:
         loss.backward()
         return float(out.value)
 
-    def _step(self, backward: Callable[[], float], optimizer, schedule, leaves, store,
-              step: int) -> float:
+    def _step(self, backward: Callable[[], float], update: Callable[[], None],
+              grad_norm: Callable[[], Tensor], schedule, leaves, store, step: int) -> float:
         for leaf in leaves:  # optimizer.zero_grad(), without its profiler record
             leaf.grad = None
         value = backward()
-        grads = [t.grad for t in leaves if t.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        norm = grad_norm()
         if not (math.isfinite(value) and math.isfinite(float(norm))):
             bad = [n for n, t in store.unconstrained().items()
                    if t.grad is not None and not bool(torch.isfinite(t.grad).all())]
@@ -272,7 +265,7 @@ class VI:
                              f"gradients of params {bad}; lower lr or clip_norm")
         if self.clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(leaves, self.clip_norm, norm)
-        optimizer.step()
+        update()
         if schedule is not None:
             schedule.step()
         return -value if self.objective.maximize else value
@@ -317,6 +310,20 @@ class VI:
                                    self.num_samples, particle_dim=dim, pilot=model_pilot,
                                    probe=model)
             return {k: v.detach() for k, v in run.values(observed=False).items()}
+
+
+def _total_norm(leaves: list[Tensor]) -> Callable[[], Tensor]:
+    """The norm of the leaves' grads (those that have one)."""
+    def norm() -> Tensor:
+        grads = [t.grad for t in leaves if t.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    return norm
+
+
+def _flat_norm(gradient: Tensor) -> Callable[[], Tensor]:
+    """The norm of one buffer that every leaf's grad views (the fast path's), for the
+    finiteness check: one kernel instead of a norm per leaf and a norm of those."""
+    return lambda: torch.linalg.vector_norm(gradient)
 
 
 def _on_one_subsample(objective: Expectation, model, guide, args, kwargs) -> Any:

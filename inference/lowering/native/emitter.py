@@ -57,7 +57,9 @@ class Emitter:
     # -- operands --------------------------------------------------------------------------
     def constant(self, value: torch.Tensor) -> str:
         """The C name of a bound tensor constant, flattened (float64, or int64 for indices).
-        Keyed by identity (kept alive here, so that an id is never reused)."""
+        Keyed by identity (kept alive here, so that an id is never reused); a constant equal
+        to an earlier one (a matrix's transpose, taken by the forward and the gradient) shares
+        its name, so its data are read from one place."""
         key = id(value)
         if key not in self._constant_names:
             self._keep.append(value)  # its id stays its own while this emitter lives
@@ -70,6 +72,11 @@ class Emitter:
                 if data.numel() >= _SINGLE_MIN and bool((single.to(torch.float64) == data).all()):
                     # exactly representable: half the memory traffic, the same numbers
                     data, ctype = single, "float"
+            for k, known in enumerate(self.constants):
+                if known.dtype == data.dtype and known.shape == data.shape and bool(
+                        torch.equal(known, data)):
+                    self._constant_names[key] = f"K{k}"
+                    return f"K{k}"
             name = f"K{len(self.constants)}"
             self.constants.append(data)
             self._constant_names[key] = name

@@ -64,9 +64,19 @@ _ELEMENTWISE = {
     "ne": "(double)({0} != {1})",
 }
 
+# The maps spelled with e = exp(-|x|) of their operand x: a fused loop computes each
+# operand's e once (softplus and sigmoid of one logit are a Bernoulli's value and gradient).
+_FROM_EXP_NEG_ABS = {
+    "sigmoid": "ppl_sigmoid_e({0}, {e})",
+    "logsigmoid": "ppl_logsigmoid_e({0}, {e})",
+    "softplus": "ppl_softplus_e({0}, {e})",
+}
+
+
 def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
     """One loop for a :class:`~.fusion.FusedLoop`: each map's value a local of the body
-    (written out when read after the loop), each full sum an accumulator."""
+    (written out when read after the loop), each full sum an accumulator; the ``exp(-|x|)``
+    of :data:`_FROM_EXP_NEG_ABS`'s maps a local per operand."""
     i = em.fresh()
     accumulators = {instr.out.name: em.fresh("acc") for instr in loop.instrs
                     if is_full_sum(instr)}
@@ -76,6 +86,7 @@ def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
     em.emit(f"#pragma omp simd{reduction}")
     em.emit(f"for (long {i} = 0; {i} < {loop.size}; {i}++) {{")
     local: dict[str, str] = {}
+    exp_neg_abs: dict[str, str] = {}  # operand -> the local holding its exp(-|x|)
 
     def ref(value: Value) -> str:
         if is_var(value) and value.name in local:
@@ -87,8 +98,15 @@ def _fused_loop(em: Emitter, loop: FusedLoop) -> None:
         if name in accumulators:
             em.emit(f"{accumulators[name]} += {ref(instr.args[0])};", 1)
             continue
+        operands = [ref(a) for a in instr.args]
+        template = _FROM_EXP_NEG_ABS.get(instr.prim.name)
+        if template is not None and operands[0] not in exp_neg_abs:
+            exp_neg_abs[operands[0]] = em.fresh("e")
+            em.emit(f"const double {exp_neg_abs[operands[0]]} = ppl_exp(-fabs({operands[0]}));",
+                    1)
         local[name] = em.fresh("t")
-        expr = _ELEMENTWISE[instr.prim.name].format(*(ref(a) for a in instr.args))
+        expr = (_ELEMENTWISE[instr.prim.name].format(*operands) if template is None
+                else template.format(*operands, e=exp_neg_abs[operands[0]]))
         em.emit(f"const double {local[name]} = {expr};", 1)
         if name in loop.stored:
             em.declare(instr.out)
@@ -242,8 +260,11 @@ def _scatter_add(em: Emitter, instr: Instr) -> None:
 
 def _matmul(em: Emitter, instr: Instr) -> None:
     """``out (m, n) = a (m, k) @ b (k, n)``, vectors as a row (``a``) or a column (``b``);
-    a dot product per output when ``n == 1`` (vectorized reduction), else the ``i, k, j``
-    order whose inner loop runs along contiguous rows of ``b`` and ``out``."""
+    when ``n == 1``, a dot product per output (vectorized reduction), or for a tall constant
+    ``a`` (a design matrix times coefficients) ``out += a[:, kk] b[kk]`` per column, read
+    from ``a``'s transpose: contiguous, vectorized along the ``m`` rows, and the same
+    constant the gradient's ``aᵀ g`` reads; else the ``i, k, j`` order whose inner loop runs
+    along contiguous rows of ``b`` and ``out``."""
     a, b = instr.args
     out = instr.out
     sa, sb = shape_of(a), shape_of(b)
@@ -253,6 +274,16 @@ def _matmul(em: Emitter, instr: Instr) -> None:
     n = 1 if len(sb) == 1 else sb[1]
     em.declare(out)
     i, kk, j, acc = em.fresh(), em.fresh(), em.fresh(), em.fresh("acc")
+    if n == 1 and isinstance(a, torch.Tensor) and m > k:
+        columns = em.constant(a.mT)
+        em.emit(f"memset({out.name}, 0, sizeof(double) * {m});")
+        em.emit(f"for (long {kk} = 0; {kk} < {k}; {kk}++) {{")
+        em.emit(f"const double {acc} = {em.at(b, kk)};", 1)
+        em.emit("#pragma omp simd", 1)
+        em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) "
+                f"{out.name}[{i}] += {columns}[{kk} * {m} + {i}] * {acc};", 1)
+        em.emit("}")
+        return
     if n == 1:
         em.emit(f"for (long {i} = 0; {i} < {m}; {i}++) {{")
         em.emit(f"double {acc} = 0.0;", 1)

@@ -86,17 +86,22 @@ static inline double ppl_sign(double x) { return isnan(x) ? x : (double)((x > 0)
 static inline double ppl_maximum(double a, double b) {
     return isnan(a) || isnan(b) ? NAN : (a > b ? a : b);
 }
-static inline double ppl_sigmoid(double x) {
-    double e = ppl_exp(-fabs(x)), s = 1.0 / (1.0 + e);
+/* sigmoid, logsigmoid and softplus of x from e = exp(-|x|), which a fused loop computes
+   once for all three (the compiler does not merge the inlined exps itself) */
+static inline double ppl_sigmoid_e(double x, double e) {
+    double s = 1.0 / (1.0 + e);
     return x >= 0 ? s : e * s;
 }
-static inline double ppl_logsigmoid(double x) {
-    return (x < 0.0 ? x : 0.0) - ppl_log1p(ppl_exp(-fabs(x)));
+static inline double ppl_logsigmoid_e(double x, double e) {
+    return (x < 0.0 ? x : 0.0) - ppl_log1p(e);
 }
 /* torch's softplus: log1p(exp(x)), and x itself above 20 */
-static inline double ppl_softplus(double x) {
-    return x > 20.0 ? x : (x > 0.0 ? x : 0.0) + ppl_log1p(ppl_exp(-fabs(x)));
+static inline double ppl_softplus_e(double x, double e) {
+    return x > 20.0 ? x : (x > 0.0 ? x : 0.0) + ppl_log1p(e);
 }
+static inline double ppl_sigmoid(double x) { return ppl_sigmoid_e(x, ppl_exp(-fabs(x))); }
+static inline double ppl_logsigmoid(double x) { return ppl_logsigmoid_e(x, ppl_exp(-fabs(x))); }
+static inline double ppl_softplus(double x) { return ppl_softplus_e(x, ppl_exp(-fabs(x))); }
 /* log(exp(a) + exp(b)), as torch's logcumsumexp steps: infinities kept, NaN in, NaN out */
 static inline double ppl_logaddexp(double a, double b) {
     if (isnan(a) || isnan(b)) return NAN;

@@ -508,6 +508,14 @@ class Gather(Prim):
     def fn(self, x, positions):
         return torch.as_tensor(x).reshape(-1)[positions]
 
+    def simplify(self, tape, x, positions):
+        """Every element once, in order (``x[..., 0]`` of a trailing dim of one): a reshape,
+        which copies nothing and has no scatter in its gradient."""
+        if positions.numel() == math.prod(shape_of(x)) and torch.equal(
+                positions.reshape(-1), torch.arange(positions.numel())):
+            return reshape(x, tuple(positions.shape))
+        return None
+
     def emit(self, tape, out, x, positions):
         flat = x.name if x.ndim == 1 else f"{x.name}.reshape(C, -1)"
         return f"{flat}[:, {tape.const(positions)}]"
