@@ -35,7 +35,7 @@ from .emitter import Emitter
 from .fusion import schedule
 from .rules import emit, supported
 
-__all__ = ["CSource", "emit_potential"]
+__all__ = ["CSource", "emit_potential", "rng_source"]
 
 
 @dataclass
@@ -51,6 +51,12 @@ class CSource:
 def _prelude() -> str:
     """The scalar helpers every generated potential includes (``scalar.h``)."""
     return resources.files(__package__).joinpath("scalar.h").read_text()
+
+
+def rng_source() -> str:
+    """The C random numbers the native samplers and filters share (``rng.h``: xoshiro256**
+    seeded by splitmix64, uniforms, Box-Muller normals), to prepend to a unit's text."""
+    return resources.files(__package__).joinpath("rng.h").read_text()
 
 
 def emit_potential(lowered: Lowered) -> CSource:
