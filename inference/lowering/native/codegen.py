@@ -35,7 +35,7 @@ from .emitter import Emitter
 from .fusion import schedule
 from .rules import emit, supported
 
-__all__ = ["CSource", "emit_potential", "rng_source"]
+__all__ = ["CSource", "emit_potential", "prelude", "rng_source"]
 
 
 @dataclass
@@ -48,8 +48,8 @@ class CSource:
     inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...] = ()  # per-chain shape, dtype
 
 
-def _prelude() -> str:
-    """The scalar helpers every generated potential includes (``scalar.h``)."""
+def prelude() -> str:
+    """The scalar helpers every generated unit includes (``scalar.h``)."""
     return resources.files(__package__).joinpath("scalar.h").read_text()
 
 
@@ -97,7 +97,7 @@ def emit_potential(lowered: Lowered) -> CSource:
     declarations = ["    " + d for d in em.declared.values()]
     text = "\n".join([
         f"#define PPL_DIM {dim}",
-        _prelude(),
+        prelude(),
         "static const void *const *ppl_X;  /* run-time inputs */",
         "static const long *ppl_XS;        /* their row strides (0: one value for all rows) */",
         "void ppl_bind_inputs(const void *const *inputs, const long *row_strides) {",

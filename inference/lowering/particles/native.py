@@ -1,0 +1,191 @@
+"""The particle engine's steps as C: one function per step over all N particles.
+
+:func:`emit_steps` writes, for each step of a :class:`~.engine.ParticleEngine`, the tape its
+torch code was generated from as a C loop over the particles: row ``i`` reads particle
+``i``'s live latents from their slots (buffers of ``N * site size`` doubles that the caller
+lays out), draws the step's new latents by the family's C sampling rule (:data:`C_SAMPLERS`,
+from the ``ppl_rng`` stream of ``rng.h``), writes them to their slots and its log weight to
+``lw[i]``; everything else is the native backend's C rules (:mod:`ppl.inference.lowering.
+native.rules`), the same log densities the potential uses. Data and params are run-time
+inputs read through the pointer table ``ppl_X`` (:attr:`StepsSource.inputs` says what goes
+where), tensor constants through one table per step (:attr:`StepsSource.constants`), so new
+param values never recompile. A step the C cannot express raises ``Unsupported`` naming the
+site and family (or the operation)::
+
+    static void ppl_step_K(long n, ppl_rng *rng, double *const *slot, double *lw,
+                           const void *const *ppl_K, const void *const *ppl_X);
+    static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, double *lw,
+                             const void *const *const *constants, const void *const *inputs);
+
+    >>> import torch
+    >>> from ppl.inference.lowering.particles import ParticleEngine
+    >>> from ppl.inference.testing import LinearGaussianSSM
+    >>> ssm = LinearGaussianSSM()
+    >>> engine = ParticleEngine.from_graph(ssm.model().graph(ssm.simulate(3)))
+    >>> source = emit_steps(engine, {"x_0": 0, "x_1": 1, "x_2": 0})
+    >>> "ppl_rng_normal(rng)" in source.text, source.inputs
+    (True, (('model', 'ys'),))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from ppl.inference.lowering.native.emitter import Emitter
+from ppl.inference.lowering.native.rules import emit, supported
+from ppl.inference.lowering.tape.tape import Instr, Unsupported, Var, is_var, shape_of
+from ppl.stdlib import samplers
+
+from .engine import ParticleEngine, StepFunction
+from .lowering import DistributionSource, Draw
+
+__all__ = ["C_SAMPLERS", "StepsSource", "emit_steps"]
+
+#: C draws of the families with a torch sampling rule (``Family.sample``) that C can follow,
+#: as templates over the site's parameters; a family not here keeps the engine on torch.
+C_SAMPLERS: dict[Callable, str] = {
+    samplers.normal: "{loc} + {scale} * ppl_rng_normal(rng)",
+    samplers.log_normal: "exp({loc} + {scale} * ppl_rng_normal(rng))",
+    samplers.half_normal: "{scale} * fabs(ppl_rng_normal(rng))",
+    samplers.uniform: "{low} + ({high} - {low}) * ppl_rng_uniform(rng)",
+}
+
+_INPUT_TYPES = {torch.float64: "double", torch.int64: "int64_t"}
+
+
+@dataclass
+class StepsSource:
+    """The C of every step, each step's table of tensor constants, and the run-time inputs
+    that ``ppl_X`` points at, in order (keyed as ``StepFunction.inputs``: ``("model",
+    input name)``, ``("proposal", input name)`` or ``("param", address)``)."""
+
+    text: str
+    constants: list[list[torch.Tensor]]
+    inputs: tuple[tuple[str, str], ...]
+
+
+def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int]) -> StepsSource:
+    """C for ``engine``'s steps (see the module docstring); ``slot_of`` gives the slot of
+    each latent the steps draw or read. Raises ``Unsupported`` naming the first step, site
+    and family (or operation) the C cannot express."""
+    inputs: dict[tuple[str, str], int] = {}
+    functions, constants = [], []
+    for k, step in enumerate(engine.steps):
+        text, table = _emit_step(k, step, slot_of, inputs)
+        functions.append(text)
+        constants.append(table)
+    cases = "\n".join(f"    case {k}: ppl_step_{k}(n, rng, slot, lw, constants[{k}], inputs); "
+                      "break;" for k in range(len(engine.steps)))
+    dispatch = ("static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, "
+                "double *lw,\n                         const void *const *const *constants, "
+                "const void *const *inputs)\n{\n    switch (k) {\n" + cases + "\n    }\n}\n")
+    return StepsSource("\n".join([*functions, dispatch]), constants, tuple(inputs))
+
+
+def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
+               inputs: dict[tuple[str, str], int]) -> tuple[str, list[torch.Tensor]]:
+    if step.fallbacks:
+        raise Unsupported(f"step {k}: {'; '.join(step.fallbacks)}")
+    if step.tape is None:
+        raise Unsupported(f"step {k} was generated without its tape")
+    tape, reads = step.tape, len(step.reads)
+    live_vars, input_vars = tape.inputs[:reads], tape.inputs[reads:]
+    *drawn, total = step.outputs
+    instrs = tape.live(step.outputs)
+    for instr in instrs:
+        _check(k, instr)
+    em = Emitter()
+    for (role, key), var in zip(step.inputs, input_vars, strict=True):
+        index = inputs.setdefault((role, key), len(inputs))
+        ctype = _INPUT_TYPES.get(var.dtype)
+        if ctype is None:
+            raise Unsupported(f"step {k}: {role} input {key!r} is {var.dtype} (C takes "
+                              "float64, int64)")
+        pointer = f"(const {ctype} *)ppl_X[{index}]"
+        em.declared[var.name] = (f"const {ctype} {var.name} = *{pointer};" if var.ndim == 0
+                                 else f"const {ctype} *{var.name} = {pointer};")
+    em.emit("for (long row = 0; row < n; row++) {")
+    for address, var, dtype in zip(step.reads, live_vars, step.read_dtypes, strict=True):
+        if dtype != torch.float64:
+            raise Unsupported(f"step {k} reads the {dtype} latent {address!r} (the C filter "
+                              "holds float64 latents)")
+        _read(em, var, slot_of[address])
+    for instr in instrs:  # in tape order: a row's values are mostly scalars, nothing to fuse
+        if isinstance(instr.prim, Draw):
+            _draw(em, instr)
+        else:
+            emit(em, instr)
+    for address, value in zip(step.drawn, drawn, strict=True):
+        _write(em, value, slot_of[address])
+    em.emit(f"lw[row] = {em.at(total, '0')};")
+    em.emit("}")
+    header = (f"static void ppl_step_{k}(long n, ppl_rng *restrict rng, double *const *slot, "
+              "double *restrict lw,\n        const void *const *ppl_K, "
+              "const void *const *ppl_X)\n{")
+    body = ["    " + d for d in em.declared.values()] + em.lines
+    return "\n".join([header, *body, "}", ""]), list(em.constants)
+
+
+def _check(k: int, instr: Instr) -> None:
+    """``Unsupported`` naming the site and family of a draw C cannot make, or the operation
+    without a C rule."""
+    prim = instr.prim
+    if isinstance(prim, Draw):
+        family = prim.dist.family
+        if prim.dtype != torch.float64 or family.sample not in C_SAMPLERS:
+            raise Unsupported(f"step {k}: {family.name} has no C sampling rule (site "
+                              f"{prim.address!r})")
+        for name, value in prim.dist.params:
+            if isinstance(value, DistributionSource) or not (
+                    is_var(value) or isinstance(value, (int, float, torch.Tensor))):
+                raise Unsupported(f"step {k}: the {family.name} parameter {name!r} of site "
+                                  f"{prim.address!r} is not a number or a tensor")
+    elif not supported(instr):
+        raise Unsupported(f"step {k}: no C rule for {prim.name} ({instr.out.dtype})")
+
+
+def _read(em: Emitter, var: Var, slot: int) -> None:
+    """Bind a live latent to row ``row`` of its slot."""
+    if var.ndim == 0:
+        em.declared[var.name] = f"double {var.name};"
+        em.emit(f"{var.name} = slot[{slot}][row];", 1)
+    else:
+        size = math.prod(var.shape)
+        em.declared[var.name] = f"const double *{var.name};"
+        em.emit(f"{var.name} = slot[{slot}] + row * {size};", 1)
+
+
+def _write(em: Emitter, value: Var, slot: int) -> None:
+    """Store a drawn latent in row ``row`` of its slot."""
+    if value.ndim == 0:
+        em.emit(f"slot[{slot}][row] = {value.name};", 1)
+    else:
+        size = math.prod(value.shape)
+        em.emit(f"for (long j = 0; j < {size}; j++) slot[{slot}][row * {size} + j] = "
+                f"{em.at(value, 'j')};", 1)
+
+
+def _draw(em: Emitter, instr: Instr) -> None:
+    """The site's draws: the family's C template at each element, its parameters broadcast
+    against the site's shape."""
+    out, prim = instr.out, instr.prim
+    template = C_SAMPLERS[prim.dist.family.sample]
+    params = dict(prim.dist.params)
+    em.declare(out)
+
+    def body(indices: list[str], depth: int) -> None:
+        values = {name: em.at(v, em.offset(shape_of(v), indices, out.ndim))
+                  for name, v in params.items()}
+        em.emit(f"{em.at(out, em.offset(out.shape, indices, out.ndim))} = "
+                f"{template.format(**values)};", depth + 1)
+
+    if out.ndim == 0:
+        body([], 0)
+    else:
+        em.loops(out.shape, body)
+
+
