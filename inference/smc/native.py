@@ -47,7 +47,7 @@ from .streams import run_generator
 __all__ = ["NativeFilter", "SlotLayout", "native_refusal", "slot_layout"]
 
 _P = ctypes.c_void_p
-_ARGTYPES = (ctypes.c_long, ctypes.c_uint64, ctypes.c_double, *(_P,) * 13)
+_ARGTYPES = (ctypes.c_long, ctypes.c_uint64, ctypes.c_double, *(_P,) * 14)
 
 
 def native_refusal(settings: ParticleFilter) -> str | None:
@@ -125,13 +125,14 @@ class NativeFilter:
         self.settings, self.engine = settings, engine
         self.layout = slot_layout(engine, frozenset(settings.keep))
         steps = emit_steps(engine, self.layout.slot_of)
-        self._inputs = steps.inputs
+        self._inputs, self._normals = steps.inputs, steps.normals
         self._constants = steps.constants  # kept alive: the C reads them by pointer
         tables = [(_P * max(1, len(table)))(*(t.data_ptr() for t in table))
                   for table in steps.constants]
         self._tables = tables
         self._table_of_tables = (_P * len(tables))(*(ctypes.addressof(t) for t in tables))
-        text = "\n".join([prelude(), rng_source(), _tables(self.layout), steps.text,
+        text = "\n".join([prelude(), rng_source(), _tables(self.layout, steps.normals),
+                          steps.text,
                           Path(__file__).with_name("filter.c").read_text()])
         self._run = compile_library(Unit(text)).ppl_filter_run
         self._run.argtypes = _ARGTYPES
@@ -158,6 +159,7 @@ class NativeFilter:
         values = [program.input_value(role, key).contiguous() for role, key in self._inputs]
         inputs = (_P * max(1, len(values)))(*(v.data_ptr() for v in values))
         log_w, lw, w = (torch.empty(n, dtype=f64) for _ in range(3))
+        z = torch.empty(max(1, n * self._normals), dtype=f64)
         ancestors = (torch.empty(steps, n, dtype=torch.int64) if self.settings.keep_ancestors
                      else None)
         index = torch.empty(n, dtype=torch.int64)
@@ -166,9 +168,10 @@ class NativeFilter:
         sizes = {a: layout.sizes[layout.slot_of[a]] for a in layout.slot_of}
         means = torch.empty(max(1, sum(sizes[a] for drawn in layout.drawn for a in drawn)),
                             dtype=f64)
+        kept = None if ancestors is None else ancestors.data_ptr()
         code = self._run(n, seed, float(self.settings.ess_threshold), slots, spares,
                          self._table_of_tables, inputs, log_w.data_ptr(), lw.data_ptr(),
-                         w.data_ptr(), None if ancestors is None else ancestors.data_ptr(),
+                         z.data_ptr(), w.data_ptr(), kept,
                          index.data_ptr(), ess.data_ptr(), increments.data_ptr(),
                          resampled.data_ptr(), means.data_ptr())
         if code:
@@ -207,7 +210,7 @@ def _split_means(means: torch.Tensor, layout: SlotLayout,
     return out
 
 
-def _tables(layout: SlotLayout) -> str:
+def _tables(layout: SlotLayout, normals: int) -> str:
     """The C tables ``filter.c`` reads (see its header)."""
     def array(ctype: str, name: str, values) -> str:
         values = list(values) or [0]
@@ -225,6 +228,7 @@ def _tables(layout: SlotLayout) -> str:
     return "\n".join([
         f"#define PPL_STEPS {len(layout.live)}",
         f"#define PPL_SLOTS {max(1, len(layout.sizes))}",
+        f"#define PPL_NORMALS {normals}",
         array("long", "ppl_slot_size", layout.sizes),
         array("int", "ppl_live_start", live_start), array("int", "ppl_live_slot", live),
         array("int", "ppl_drawn_start", drawn_start), array("int", "ppl_drawn_slot", drawn),

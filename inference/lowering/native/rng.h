@@ -72,4 +72,43 @@ static inline double ppl_rng_normal(ppl_rng *rng)
     rng->has_spare = 1;
     return first;
 }
+/* sin and cos of 2 pi t for t in [0, 1), branch-free so that loops over it vectorize: t to
+   the nearest quarter turn q, the rest r in [-pi/4, pi/4] by Taylor polynomials (truncation
+   below 1e-17), then rotated by q quarter turns. */
+static inline void ppl_rng_sincos_turn(double t, double *s, double *c)
+{
+    double q = floor(4.0 * t + 0.5);
+    double r = (4.0 * t - q) * 1.5707963267948966, r2 = r * r;
+    double sr = r * (1.0 + r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040
+                + r2 * (1.0 / 362880 + r2 * (-1.0 / 39916800 + r2 * (1.0 / 6227020800.0
+                + r2 * (-1.0 / 1307674368000.0))))))));
+    double cr = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320
+                + r2 * (-1.0 / 3628800 + r2 * (1.0 / 479001600 + r2 * (-1.0 / 87178291200.0
+                + r2 * (1.0 / 20922789888000.0))))))));
+    double k = q - 4.0 * floor(q * 0.25);  /* quarter turns, 0 to 3 */
+    int odd = k == 1.0 || k == 3.0;
+    double sa = odd ? cr : sr, ca = odd ? sr : cr;
+    *s = k >= 2.0 ? -sa : sa;
+    *c = (k == 1.0 || k == 2.0) ? -ca : ca;
+}
+
+/* count standard normals (Box-Muller: the radii in one loop, then the angles' sines and
+   cosines in a vectorized one; both of each pair used). */
+static void ppl_rng_normals(ppl_rng *rng, double *restrict out, long count)
+{
+    long pairs = count / 2;
+    for (long i = 0; i < pairs; i++) {
+        out[i] = sqrt(-2.0 * log(1.0 - ppl_rng_uniform(rng)));
+        out[pairs + i] = ppl_rng_uniform(rng);
+    }
+#pragma omp simd
+    for (long i = 0; i < pairs; i++) {
+        double s, c, r = out[i];
+        ppl_rng_sincos_turn(out[pairs + i], &s, &c);
+        out[i] = r * c;
+        out[pairs + i] = r * s;
+    }
+    if (count % 2)
+        out[count - 1] = ppl_rng_normal(rng);
+}
 #endif

@@ -4,18 +4,20 @@
 torch code was generated from as a C loop over the particles: row ``i`` reads particle
 ``i``'s live latents from their slots (buffers of ``N * site size`` doubles that the caller
 lays out), draws the step's new latents by the family's C sampling rule (:data:`C_SAMPLERS`,
-from the ``ppl_rng`` stream of ``rng.h``), writes them to their slots and its log weight to
-``lw[i]``; everything else is the native backend's C rules (:mod:`ppl.inference.lowering.
-native.rules`), the same log densities the potential uses. Data and params are run-time
-inputs read through the pointer table ``ppl_X`` (:attr:`StepsSource.inputs` says what goes
-where), tensor constants through one table per step (:attr:`StepsSource.constants`), so new
-param values never recompile. A step the C cannot express raises ``Unsupported`` naming the
-site and family (or the operation)::
+from the ``ppl_rng`` stream of ``rng.h``; the step's standard normals are drawn first, for
+all rows at once, into ``z``, ``StepsSource.normals`` per row), writes them to their slots
+and its log weight to ``lw[i]``; everything else is the native backend's C rules
+(:mod:`ppl.inference.lowering.native.rules`), the same log densities the potential uses.
+Data and params are run-time inputs read through the pointer table ``ppl_X``
+(:attr:`StepsSource.inputs` says what goes where), tensor constants through one table per
+step (:attr:`StepsSource.constants`), so new param values never recompile. A step the C
+cannot express raises ``Unsupported`` naming the site and family (or the operation)::
 
-    static void ppl_step_K(long n, ppl_rng *rng, double *const *slot, double *lw,
+    static void ppl_step_K(long n, ppl_rng *rng, double *const *slot, double *lw, double *z,
                            const void *const *ppl_K, const void *const *ppl_X);
     static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, double *lw,
-                             const void *const *const *constants, const void *const *inputs);
+                             double *z, const void *const *const *constants,
+                             const void *const *inputs);
 
     >>> import torch
     >>> from ppl.inference.lowering.particles import ParticleEngine
@@ -23,8 +25,8 @@ site and family (or the operation)::
     >>> ssm = LinearGaussianSSM()
     >>> engine = ParticleEngine.from_graph(ssm.model().graph(ssm.simulate(3)))
     >>> source = emit_steps(engine, {"x_0": 0, "x_1": 1, "x_2": 0})
-    >>> "ppl_rng_normal(rng)" in source.text, source.inputs
-    (True, (('model', 'ys'),))
+    >>> "ppl_rng_normals(rng, z, n * 1)" in source.text, source.normals, source.inputs
+    (True, 1, (('model', 'ys'),))
 """
 
 from __future__ import annotations
@@ -45,16 +47,31 @@ from .lowering import DistributionSource, Draw
 
 __all__ = ["C_SAMPLERS", "StepsSource", "emit_steps"]
 
-#: C draws of the families with a torch sampling rule (``Family.sample``) that C can follow,
-#: as templates over the site's parameters; a family not here keeps the engine on torch.
-C_SAMPLERS: dict[Callable, str] = {
-    samplers.normal: "{loc} + {scale} * ppl_rng_normal(rng)",
-    samplers.log_normal: "exp({loc} + {scale} * ppl_rng_normal(rng))",
-    samplers.half_normal: "{scale} * fabs(ppl_rng_normal(rng))",
-    samplers.uniform: "{low} + ({high} - {low}) * ppl_rng_uniform(rng)",
+#: C draws of the families with a torch sampling rule (``Family.sample``) that C can follow:
+#: the standard variate ``{z}`` each element takes (a normal from the step's block, drawn
+#: for all rows at once, or a uniform) and a template over it and the site's parameters; a
+#: family not here keeps the engine on torch.
+C_SAMPLERS: dict[Callable, tuple[str, str]] = {
+    samplers.normal: ("normal", "{loc} + {scale} * {z}"),
+    samplers.log_normal: ("normal", "exp({loc} + {scale} * {z})"),
+    samplers.half_normal: ("normal", "{scale} * fabs({z})"),
+    samplers.uniform: ("uniform", "{low} + ({high} - {low}) * {z}"),
 }
 
+#: Wrappers whose draws are their base's (``Independent``, ``Masked``).
+_DRAWS_BASE = (samplers.independent, samplers.masked)
+
 _INPUT_TYPES = {torch.float64: "double", torch.int64: "int64_t"}
+
+
+def _sampled(dist: DistributionSource) -> DistributionSource:
+    """The distribution whose rule makes ``dist``'s draws (a wrapper's base, or itself)."""
+    while dist.family.sample in _DRAWS_BASE:
+        base = dict(dist.params)[dist.family.wraps]
+        if not isinstance(base, DistributionSource):
+            break
+        dist = base
+    return dist
 
 
 @dataclass
@@ -66,6 +83,7 @@ class StepsSource:
     text: str
     constants: list[list[torch.Tensor]]
     inputs: tuple[tuple[str, str], ...]
+    normals: int  # the most standard normals a step draws per row
 
 
 def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int]) -> StepsSource:
@@ -73,21 +91,23 @@ def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int]) -> StepsSourc
     each latent the steps draw or read. Raises ``Unsupported`` naming the first step, site
     and family (or operation) the C cannot express."""
     inputs: dict[tuple[str, str], int] = {}
-    functions, constants = [], []
+    functions, constants, normals = [], [], 0
     for k, step in enumerate(engine.steps):
-        text, table = _emit_step(k, step, slot_of, inputs)
+        text, table, count = _emit_step(k, step, slot_of, inputs)
         functions.append(text)
         constants.append(table)
-    cases = "\n".join(f"    case {k}: ppl_step_{k}(n, rng, slot, lw, constants[{k}], inputs); "
-                      "break;" for k in range(len(engine.steps)))
+        normals = max(normals, count)
+    cases = "\n".join(f"    case {k}: ppl_step_{k}(n, rng, slot, lw, z, constants[{k}], "
+                      "inputs); break;" for k in range(len(engine.steps)))
     dispatch = ("static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, "
-                "double *lw,\n                         const void *const *const *constants, "
+                "double *lw, double *z,\n        const void *const *const *constants, "
                 "const void *const *inputs)\n{\n    switch (k) {\n" + cases + "\n    }\n}\n")
-    return StepsSource("\n".join([*functions, dispatch]), constants, tuple(inputs))
+    return StepsSource("\n".join([*functions, dispatch]), constants, tuple(inputs), normals)
 
 
 def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
-               inputs: dict[tuple[str, str], int]) -> tuple[str, list[torch.Tensor]]:
+               inputs: dict[tuple[str, str], int]) -> tuple[str, list[torch.Tensor], int]:
+    """Step ``k``'s C function, its constants, and the standard normals a row draws."""
     if step.fallbacks:
         raise Unsupported(f"step {k}: {'; '.join(step.fallbacks)}")
     if step.tape is None:
@@ -114,9 +134,10 @@ def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
             raise Unsupported(f"step {k} reads the {dtype} latent {address!r} (the C filter "
                               "holds float64 latents)")
         _read(em, var, slot_of[address])
+    normals = [0]  # the row's normals taken so far
     for instr in instrs:  # in tape order: a row's values are mostly scalars, nothing to fuse
         if isinstance(instr.prim, Draw):
-            _draw(em, instr)
+            _draw(em, instr, normals)
         else:
             emit(em, instr)
     for address, value in zip(step.drawn, drawn, strict=True):
@@ -124,10 +145,12 @@ def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
     em.emit(f"lw[row] = {em.at(total, '0')};")
     em.emit("}")
     header = (f"static void ppl_step_{k}(long n, ppl_rng *restrict rng, double *const *slot, "
-              "double *restrict lw,\n        const void *const *ppl_K, "
+              "double *restrict lw,\n        double *restrict z, const void *const *ppl_K, "
               "const void *const *ppl_X)\n{")
-    body = ["    " + d for d in em.declared.values()] + em.lines
-    return "\n".join([header, *body, "}", ""]), list(em.constants)
+    body = ["    " + d for d in em.declared.values()]
+    if normals[0]:
+        body.append(f"    ppl_rng_normals(rng, z, n * {normals[0]});")
+    return "\n".join([header, *body, *em.lines, "}", ""]), list(em.constants), normals[0]
 
 
 def _check(k: int, instr: Instr) -> None:
@@ -135,11 +158,12 @@ def _check(k: int, instr: Instr) -> None:
     without a C rule."""
     prim = instr.prim
     if isinstance(prim, Draw):
-        family = prim.dist.family
+        dist = _sampled(prim.dist)
+        family = dist.family
         if prim.dtype != torch.float64 or family.sample not in C_SAMPLERS:
             raise Unsupported(f"step {k}: {family.name} has no C sampling rule (site "
                               f"{prim.address!r})")
-        for name, value in prim.dist.params:
+        for name, value in dist.params:
             if isinstance(value, DistributionSource) or not (
                     is_var(value) or isinstance(value, (int, float, torch.Tensor))):
                 raise Unsupported(f"step {k}: the {family.name} parameter {name!r} of site "
@@ -169,19 +193,25 @@ def _write(em: Emitter, value: Var, slot: int) -> None:
                 f"{em.at(value, 'j')};", 1)
 
 
-def _draw(em: Emitter, instr: Instr) -> None:
+def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
     """The site's draws: the family's C template at each element, its parameters broadcast
-    against the site's shape."""
-    out, prim = instr.out, instr.prim
-    template = C_SAMPLERS[prim.dist.family.sample]
-    params = dict(prim.dist.params)
+    against the site's shape; normal variates come from the row's next ones in ``z``
+    (``normals[0]`` counts those taken: the ``j``-th of row ``row`` is ``z[j * n + row]``)."""
+    out, dist = instr.out, _sampled(instr.prim.dist)
+    variate, template = C_SAMPLERS[dist.family.sample]
+    params = dict(dist.params)
     em.declare(out)
+    first = normals[0]
+    if variate == "normal":
+        normals[0] += math.prod(out.shape)
 
     def body(indices: list[str], depth: int) -> None:
+        element = em.offset(out.shape, indices, out.ndim)
         values = {name: em.at(v, em.offset(shape_of(v), indices, out.ndim))
                   for name, v in params.items()}
-        em.emit(f"{em.at(out, em.offset(out.shape, indices, out.ndim))} = "
-                f"{template.format(**values)};", depth + 1)
+        z = ("ppl_rng_uniform(rng)" if variate == "uniform"
+             else f"z[({first} + {element}) * n + row]")
+        em.emit(f"{em.at(out, element)} = {template.format(z=z, **values)};", depth + 1)
 
     if out.ndim == 0:
         body([], 0)

@@ -99,6 +99,30 @@ def test_kept_latents_are_carried_through_resampling():
 
 
 @model
+def independent_walks(ys):
+    """Three independent copies of SSM, one vector site per step (``to_event``)."""
+    x = sample("x_0", Normal(torch.zeros(3), 1.0).to_event(1))
+    sample("y_0", Normal(x, 1.0).to_event(1), obs=ys[0])
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(0.9 * x, 0.5).to_event(1))
+        sample(f"y_{t}", Normal(x, 1.0).to_event(1), obs=ys[t])
+
+
+def test_vector_latents_match_their_kalman_filters():
+    ys = torch.stack([SSM.simulate(10, seed=s) for s in range(3)], 1)
+    kalman = [SSM.kalman(ys[:, d]) for d in range(3)]
+    exact = sum(k.log_evidence for k in kalman)
+    runs = [infer(independent_walks, ys, method=SMC(2000, backend="native"), seed=s)
+            for s in range(40)]
+    ratios = torch.tensor([math.exp(float(r.log_evidence) - exact) for r in runs])
+    assert abs(float(ratios.mean()) - 1) < 3 * float(ratios.std()) / math.sqrt(len(runs))
+    means = torch.stack([r.mean("x_9") for r in runs]).mean(0)
+    sd = torch.tensor([math.sqrt(k.variances[-1]) for k in kalman])
+    assert ((means - torch.tensor([k.means[-1] for k in kalman])).abs() < 5 * sd / 200).all()
+    assert runs[0].samples["x_9"].shape == (2000, 3)
+
+
+@model
 def one_draw(family):
     sample("x", family)
 
