@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from ppl import infer, model, sample
+from ppl import infer, model, param, sample
 from ppl.inference import SMC
 from ppl.inference.lowering.native import compiler_available
 from ppl.inference.smc.native import slot_layout
 from ppl.inference.testing import LinearGaussianSSM
+from ppl.params import clear_params
 from ppl.stdlib import Gamma, HalfNormal, LogNormal, Normal, Uniform
 
 pytestmark = pytest.mark.skipif(not compiler_available(),
@@ -96,6 +97,27 @@ def test_kept_latents_are_carried_through_resampling():
     assert res.samples["x_3"].unique().numel() < 200
     assert slot_layout(engine, frozenset({"x_3"})).slot_of["x_3"] not in {
         slot_layout(engine, frozenset({"x_3"})).slot_of[f"x_{t}"] for t in range(4, len(YS))}
+
+
+@model
+def walk_with_a_param(ys):
+    a = param("a", torch.tensor(0.5))
+    x = sample("x_0", Normal(0.0, 1.0))
+    sample("y_0", Normal(x, 1.0), obs=ys[0])
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(a * x, 0.5))
+        sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
+
+
+def test_new_param_values_run_on_the_same_library():
+    method = SMC(20_000, backend="native")
+    engine = method.engine(walk_with_a_param, (YS,), {})
+    clear_params()  # the engine holds its own copy
+    driver, _ = method.driver(engine)
+    for a in (0.5, 0.9):  # log Zhat's sd is about 0.03 at this N
+        engine.set_params({"a": torch.tensor(a)})
+        exact = LinearGaussianSSM(a=a, q=0.5, r=1.0).kalman(YS).log_evidence
+        assert abs(float(run(driver, engine, 0).log_evidence) - exact) < 0.2
 
 
 @model
