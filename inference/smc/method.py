@@ -117,7 +117,7 @@ class SMC:
         if self.backend == "torch":
             return self.filter, None
         try:
-            return NativeFilter.build(self.filter, engine), None
+            return NativeFilter(self.filter, engine), None
         except Unsupported as refusal:
             if self.backend == "native":
                 raise ValueError(f"SMC(backend='native') cannot run graph "

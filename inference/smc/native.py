@@ -113,7 +113,8 @@ def slot_layout(engine: ParticleEngine, keep: frozenset[str] = frozenset()) -> S
 
 class NativeFilter:
     """``settings`` (a :class:`ParticleFilter` that :func:`native_refusal` accepts) run in
-    C on ``engine``; :meth:`build` raises ``Unsupported`` with the reason otherwise."""
+    C on ``engine``, compiled (or loaded from the cache) when built; ``Unsupported`` says
+    why when the settings, the engine or the machine rule it out."""
 
     def __init__(self, settings: ParticleFilter, engine: ParticleEngine):
         refusal = native_refusal(settings)
@@ -121,10 +122,14 @@ class NativeFilter:
             raise Unsupported(refusal)
         if not compiler_available():
             raise Unsupported("no C compiler on this machine (set $CC to use one)")
-        settings._check_keep(engine)
+        settings.check_keep(engine)
         self.settings, self.engine = settings, engine
         self.layout = slot_layout(engine, frozenset(settings.keep))
         steps = emit_steps(engine, self.layout.slot_of)
+        devices = {engine.input_value(*key).device.type for key in steps.inputs}
+        if devices - {"cpu"}:
+            raise Unsupported(f"inputs on {sorted(devices - {'cpu'})} (the C filter runs on "
+                              "the CPU)")
         self._inputs, self._normals = steps.inputs, steps.normals
         self._constants = steps.constants  # kept alive: the C reads them by pointer
         tables = [(_P * max(1, len(table)))(*(t.data_ptr() for t in table))
@@ -137,11 +142,6 @@ class NativeFilter:
         self._run = compile_library(Unit(text)).ppl_filter_run
         self._run.argtypes = _ARGTYPES
         self._run.restype = ctypes.c_int
-
-    @classmethod
-    def build(cls, settings: ParticleFilter, engine: ParticleEngine) -> NativeFilter:
-        """The native filter, compiled (or loaded from the cache) now."""
-        return cls(settings, engine)
 
     def run_program(self, program: ParticleEngine, generator: torch.Generator | None = None
                     ) -> SMCPosterior:

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from ppl import infer, model, param, sample
+from ppl import factor, infer, model, param, sample
 from ppl.inference import SMC
 from ppl.inference.lowering.native import compiler_available
+from ppl.inference.smc import DegenerateWeights
 from ppl.inference.smc.native import slot_layout
 from ppl.inference.testing import LinearGaussianSSM
 from ppl.params import clear_params
@@ -188,3 +189,15 @@ def test_auto_falls_back_to_torch_and_says_why():
         infer(SSM.model(), YS, method=SMC(100, backend="native", keep_history=True), seed=0)
     with pytest.raises(ValueError, match="backend must be one of"):
         SMC(100, backend="cuda")
+
+
+@model
+def impossible(ys):
+    x = sample("x_0", Normal(0.0, 1.0))
+    sample("y_0", Normal(x, 1.0), obs=ys[0])
+    factor("void", torch.log(x * 0.0))
+
+
+def test_weights_that_are_all_zero_raise_naming_the_step():
+    with pytest.raises(DegenerateWeights, match=r"step 1: every particle has weight zero .*'void'"):
+        infer(impossible, torch.zeros(1), method=SMC(100, backend="native"), seed=0)
