@@ -10,8 +10,10 @@ and its log weight to ``lw[i]``; everything else is the native backend's C rules
 (:mod:`ppl.inference.lowering.native.rules`), the same log densities the potential uses.
 Data and params are run-time inputs read through the pointer table ``ppl_X``
 (:attr:`StepsSource.inputs` says what goes where), tensor constants through one table per
-step (:attr:`StepsSource.constants`), so new param values never recompile. A step the C
-cannot express raises ``Unsupported`` naming the site and family (or the operation)::
+step (:attr:`StepsSource.constants`), so new param values never recompile. Steps whose C
+differs only in constants and slots share one function (``slot`` holds the step's own
+slots; a time series compiles two functions, not one per step). A step the C cannot
+express raises ``Unsupported`` naming the site and family (or the operation)::
 
     static void ppl_step_K(long n, ppl_rng *rng, double *const *slot, double *lw, double *z,
                            const void *const *ppl_K, const void *const *ppl_X);
@@ -27,6 +29,8 @@ cannot express raises ``Unsupported`` naming the site and family (or the operati
     >>> source = emit_steps(engine, {"x_0": 0, "x_1": 1, "x_2": 0})
     >>> "ppl_rng_normals(rng, z, n * 1)" in source.text, source.normals, source.inputs
     (True, 1, (('model', 'ys'),))
+    >>> source.text.count("static void ppl_step_")  # the first step, and the others'
+    2
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import torch
 
 from ppl.inference.lowering.native.emitter import Emitter
 from ppl.inference.lowering.native.rules import emit, supported
-from ppl.inference.lowering.tape.tape import Instr, Unsupported, Var, is_var, shape_of
+from ppl.inference.lowering.tape.tape import Instr, Unsupported, Value, Var, is_var, shape_of
 from ppl.stdlib import samplers
 
 from .engine import ParticleEngine, StepFunction
@@ -88,26 +92,36 @@ class StepsSource:
 
 def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int]) -> StepsSource:
     """C for ``engine``'s steps (see the module docstring); ``slot_of`` gives the slot of
-    each latent the steps draw or read. Raises ``Unsupported`` naming the first step, site
-    and family (or operation) the C cannot express."""
+    each latent the steps draw or read. Steps whose C is the same but for their constants
+    and slots (a time series' steps, which differ in their observations) share one
+    function. Raises ``Unsupported`` naming the first step, site and family (or operation)
+    the C cannot express."""
     inputs: dict[tuple[str, str], int] = {}
-    functions, constants, normals = [], [], 0
+    functions: dict[str, int] = {}  # a function's body -> its index
+    constants, cases, normals = [], [], 0
     for k, step in enumerate(engine.steps):
-        text, table, count = _emit_step(k, step, slot_of, inputs)
-        functions.append(text)
+        body, table, count, slots = _emit_step(k, step, inputs)
+        index = functions.setdefault(body, len(functions))
         constants.append(table)
         normals = max(normals, count)
-    cases = "\n".join(f"    case {k}: ppl_step_{k}(n, rng, slot, lw, z, constants[{k}], "
-                      "inputs); break;" for k in range(len(engine.steps)))
+        own = ", ".join(f"slot[{slot_of[a]}]" for a in slots) or "NULL"
+        cases.append(f"    case {k}: {{ double *own[] = {{{own}}}; ppl_step_{index}(n, rng, "
+                     f"own, lw, z, constants[{k}], inputs); break; }}")
+    texts = [f"static void ppl_step_{index}(long n, ppl_rng *restrict rng, "
+             "double *const *restrict slot,\n        double *restrict lw, double *restrict z, "
+             f"const void *const *ppl_K, const void *const *ppl_X)\n{{\n{body}}}\n"
+             for body, index in functions.items()]
     dispatch = ("static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, "
                 "double *lw, double *z,\n        const void *const *const *constants, "
-                "const void *const *inputs)\n{\n    switch (k) {\n" + cases + "\n    }\n}\n")
-    return StepsSource("\n".join([*functions, dispatch]), constants, tuple(inputs), normals)
+                "const void *const *inputs)\n{\n    switch (k) {\n" + "\n".join(cases)
+                + "\n    }\n}\n")
+    return StepsSource("\n".join([*texts, dispatch]), constants, tuple(inputs), normals)
 
 
-def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
-               inputs: dict[tuple[str, str], int]) -> tuple[str, list[torch.Tensor], int]:
-    """Step ``k``'s C function, its constants, and the standard normals a row draws."""
+def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
+               ) -> tuple[str, list[torch.Tensor], int, tuple[str, ...]]:
+    """The body of step ``k``'s C function, its constants, the standard normals a row draws,
+    and the latents whose slots it takes (``slot[j]`` is the ``j``-th's)."""
     if step.fallbacks:
         raise Unsupported(f"step {k}: {'; '.join(step.fallbacks)}")
     if step.tape is None:
@@ -118,7 +132,9 @@ def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
     instrs = tape.live(step.outputs)
     for instr in instrs:
         _check(k, instr)
-    em = Emitter()
+    slots = tuple(dict.fromkeys([*step.reads, *step.drawn]))
+    own = {a: j for j, a in enumerate(slots)}
+    em = _StepEmitter()
     for (role, key), var in zip(step.inputs, input_vars, strict=True):
         index = inputs.setdefault((role, key), len(inputs))
         ctype = _INPUT_TYPES.get(var.dtype)
@@ -133,7 +149,7 @@ def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
         if dtype != torch.float64:
             raise Unsupported(f"step {k} reads the {dtype} latent {address!r} (the C filter "
                               "holds float64 latents)")
-        _read(em, var, slot_of[address])
+        _read(em, var, own[address])
     normals = [0]  # the row's normals taken so far
     for instr in instrs:  # in tape order: a row's values are mostly scalars, nothing to fuse
         if isinstance(instr.prim, Draw):
@@ -141,16 +157,24 @@ def _emit_step(k: int, step: StepFunction, slot_of: Mapping[str, int],
         else:
             emit(em, instr)
     for address, value in zip(step.drawn, drawn, strict=True):
-        _write(em, value, slot_of[address])
+        _write(em, value, own[address])
     em.emit(f"lw[row] = {em.at(total, '0')};")
     em.emit("}")
-    header = (f"static void ppl_step_{k}(long n, ppl_rng *restrict rng, double *const *slot, "
-              "double *restrict lw,\n        double *restrict z, const void *const *ppl_K, "
-              "const void *const *ppl_X)\n{")
-    body = ["    " + d for d in em.declared.values()]
+    lines = ["    " + d for d in em.declared.values()]
     if normals[0]:
-        body.append(f"    ppl_rng_normals(rng, z, n * {normals[0]});")
-    return "\n".join([header, *body, *em.lines, "}", ""]), list(em.constants), normals[0]
+        lines.append(f"    ppl_rng_normals(rng, z, n * {normals[0]});")
+    return "\n".join([*lines, *em.lines, ""]), list(em.constants), normals[0], slots
+
+
+class _StepEmitter(Emitter):
+    """An emitter that reads single-value tensor constants (an observation the tape folded
+    in) from the step's constant table instead of writing them as literals, so that steps
+    that differ only in their data have the same C."""
+
+    def at(self, value: Value, index: str) -> str:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return f"{self.constant(value)}[0]"
+        return super().at(value, index)
 
 
 def _check(k: int, instr: Instr) -> None:
