@@ -3,8 +3,10 @@
 1. **Bootstrap particle filter**, 1-D linear Gaussian model (T=100 steps), at several
    particle counts: microseconds per step, particle-steps per second and |log Z - Kalman|,
    for ppl's ``ParticleFilter`` running a hand-written particle program (the driver's cost:
-   resampling, weights, evidence), ppl's ``SMC`` on the model (the particle engine's
-   generated step code; lowered once, outside the timing), a hand-written numpy filter and,
+   resampling, weights, evidence), ppl's ``SMC`` on the model with the torch driver (the
+   particle engine's generated step code; lowered once, outside the timing) and with the C
+   filter (``ppl-native``: ``backend="native"``, steps and driver in one C call per run;
+   compiled once, outside the timing), a hand-written numpy filter and,
    when installed, Pyro's ``SMCFilter`` (which keeps no evidence estimate) and the
    ``particles`` package (``particles.SMC`` on a ``StateSpaceModel``, bootstrap). Every
    filter resamples systematically at every step.
@@ -176,14 +178,17 @@ def bench_filter(particles: list[int], repeats: int) -> None:
     for n in particles:
         filt = ParticleFilter(n, ess_threshold=1.0, keep_ancestors=False)
         program = LinearGaussian(ys)
-        graph_smc = SMC(n, ess_threshold=1.0)
+        graph_smc = SMC(n, ess_threshold=1.0, backend="torch")
         engine = graph_smc.engine(EXACT.model(), (ys,), {})
+        native, _ = SMC(n, ess_threshold=1.0, backend="native").driver(engine)
         rng = np.random.default_rng(0)
         runs = {
             "ppl": lambda f=filt, p=program: float(
                 f.run_program(p, torch.Generator().manual_seed(0)).log_evidence),
             "ppl-graph": lambda m=graph_smc, e=engine: float(
                 m.filter.run_program(e, torch.Generator().manual_seed(0)).log_evidence),
+            "ppl-native": lambda d=native, e=engine: float(
+                d.run_program(e, torch.Generator().manual_seed(0)).log_evidence),
             "numpy": lambda n=n, g=rng: numpy_filter(ys.numpy(), n, g),
             "pyro": pyro_filter(ys, n),
             "particles": particles_filter(ys, n),

@@ -45,6 +45,7 @@ from typing import ClassVar
 import torch
 
 from ppl.inference.lowering.native import NativePotential
+from ppl.inference.lowering.native.codegen import rng_source
 from ppl.inference.lowering.native.compiler import Unit
 from ppl.inference.mcmc.adaptation import DualAveraging, StepAdaptation, Welford
 from ppl.inference.mcmc.base import Info, State, StretchInterrupted, make_info
@@ -80,8 +81,9 @@ _ARGTYPES = (ctypes.c_long, ctypes.c_long, ctypes.c_long, _P, _P, _P, _P, _P, _P
 
 @cache
 def nuts_source() -> str:
-    """The C text of the NUTS transition, to append to a generated potential."""
-    return (Path(__file__).with_name("nuts.c")).read_text()
+    """The C text of the NUTS transition (after the shared RNG), to append to a generated
+    potential."""
+    return rng_source() + (Path(__file__).with_name("nuts.c")).read_text()
 
 
 def nuts_unit(dim: int) -> Unit:

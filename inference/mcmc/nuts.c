@@ -37,7 +37,8 @@
  * set (by another thread); completed[c] says how many transitions chain c made.
  *
  * Every name at file scope starts with nuts_ (or NUTS_), so as not to clash with the
- * generated code it is compiled with.
+ * generated code it is compiled with; the random numbers (ppl_rng_) come from the backend's
+ * rng.h, which nuts_source() prepends.
  */
 
 #include <math.h>
@@ -58,57 +59,15 @@ enum { NUTS_BACKWARD = 0, NUTS_FORWARD = 1 };
 
 /* ---------------------------------------------------------------- random numbers */
 
-typedef struct {
-    uint64_t s[4];
-} nuts_rng;
+/* ppl_rng (xoshiro256**, uniforms, Box-Muller pairs) comes from rng.h, prepended. */
+typedef ppl_rng nuts_rng;
 
-/* splitmix64: spreads one 64-bit seed over the xoshiro state (never all zero). */
-static uint64_t nuts_splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static void nuts_rng_seed(nuts_rng *rng, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        rng->s[i] = nuts_splitmix64(&seed);
-}
-
-static inline uint64_t nuts_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* xoshiro256** (Blackman & Vigna). */
-static uint64_t nuts_rng_next(nuts_rng *rng)
-{
-    uint64_t *s = rng->s;
-    uint64_t result = nuts_rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = nuts_rotl(s[3], 45);
-    return result;
-}
-
-/* A uniform double in [0, 1) from the top 53 bits. */
-static double nuts_uniform(nuts_rng *rng)
-{
-    return (double)(nuts_rng_next(rng) >> 11) * 0x1.0p-53;
-}
-
-/* D standard normals (Box-Muller, both of each pair used; 1 - u keeps log away from 0). */
+/* D standard normals (both of each Box-Muller pair used). */
 static void nuts_normals(nuts_rng *rng, double *out)
 {
     for (int i = 0; i < PPL_DIM; i += 2) {
-        double r = sqrt(-2.0 * log(1.0 - nuts_uniform(rng)));
-        double angle = 6.283185307179586 * nuts_uniform(rng);
-        out[i] = r * cos(angle);
-        if (i + 1 < PPL_DIM)
-            out[i + 1] = r * sin(angle);
+        double second;
+        ppl_rng_normal_pair(rng, &out[i], i + 1 < PPL_DIM ? &out[i + 1] : &second);
     }
 }
 
@@ -293,7 +252,7 @@ static int nuts_build_tree(nuts_chain *ch, int depth, nuts_subtree *out)
         return 0;
     /* Uniform progressive sampling: the second half's draw with probability W_b / W. */
     double log_w = nuts_log_sum_exp(a->log_w, b->log_w);
-    if (nuts_uniform(&ch->rng) < exp(b->log_w - log_w))
+    if (ppl_rng_uniform(&ch->rng) < exp(b->log_w - log_w))
         out->pick = second->pick;
     a->log_w = log_w;
     a->last = b->last;
@@ -337,7 +296,7 @@ static int nuts_doublings(nuts_chain *ch, double step_size, int max_depth)
 {
     int depth = 0;
     while (depth < max_depth) {
-        int dir = nuts_uniform(&ch->rng) < 0.5 ? NUTS_FORWARD : NUTS_BACKWARD;
+        int dir = ppl_rng_uniform(&ch->rng) < 0.5 ? NUTS_FORWARD : NUTS_BACKWARD;
         ch->moving = &ch->end[dir];
         ch->eps = dir == NUTS_FORWARD ? step_size : -step_size;
         if (!nuts_build_tree(ch, depth, &ch->sub))
@@ -347,7 +306,7 @@ static int nuts_doublings(nuts_chain *ch, double step_size, int max_depth)
         /* Biased progressive sampling: move to the subtree's draw w.p. min(1, W_sub / W). */
         nuts_span *whole = &ch->whole, *sub = &ch->sub.span;
         if (sub->log_w > whole->log_w ||
-            nuts_uniform(&ch->rng) < exp(sub->log_w - whole->log_w))
+            ppl_rng_uniform(&ch->rng) < exp(sub->log_w - whole->log_w))
             ch->sample = ch->sub.pick;
         whole->log_w = nuts_log_sum_exp(whole->log_w, sub->log_w);
 
@@ -463,7 +422,7 @@ int ppl_nuts_run(long num_chains, long first_row, long num_iter, const double *z
         memcpy(g_now, g0 + row, sizeof ch->g_now);
         long t = 0;
         for (; t < num_iter && !(stop && *stop); t++) {
-            nuts_rng_seed(&ch->rng, seeds[c * num_iter + t]);
+            ppl_rng_seed(&ch->rng, seeds[c * num_iter + t]);
             if (p0) {
                 memcpy(p, p0 + row, sizeof ch->p);
             } else {

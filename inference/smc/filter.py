@@ -126,7 +126,7 @@ class ParticleFilter:
         n, steps = self.num_particles, program.num_steps
         if steps < 1:
             raise ValueError("the particle program has no steps")
-        self._check_keep(program)
+        self.check_keep(program)
         keep = frozenset(self.keep)
         log_w = torch.full((n,), -math.log(n), dtype=torch.float64)  # normalized
         live: dict[str, Tensor] = {}
@@ -198,7 +198,8 @@ class ParticleFilter:
                    **({} if smoother is None else smoother.report())},
         )
 
-    def _check_keep(self, program: ParticleProgram) -> None:
+    def check_keep(self, program: ParticleProgram) -> None:
+        """Raise when ``keep`` names an address no step of ``program`` has."""
         sites = {a for k in range(program.num_steps) for a in program.step_sites(k)}
         unknown = sorted(set(self.keep) - sites)
         if unknown:

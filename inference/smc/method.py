@@ -41,6 +41,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from ppl.inference.lowering.particles import ParticleEngine
+from ppl.inference.lowering.tape import Unsupported
 from ppl.ir.loop import loops
 from ppl.model import Model
 from ppl.passes import run as run_passes
@@ -48,10 +49,13 @@ from ppl.passes import unroll
 
 from .filter import ParticleFilter
 from .moves import ResampleMove
+from .native import NativeFilter
 from .paris import AdditiveSmoother
 from .result import SMCPosterior
 
 __all__ = ["SMC"]
+
+BACKENDS = ("auto", "torch", "native")
 
 
 @dataclass
@@ -63,7 +67,11 @@ class SMC:
     ``progress_bar`` (a progress line on stderr; None: only when stderr is a terminal),
     ``auxiliary`` (the auxiliary particle filter), ``move`` (a
     :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling) and
-    ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS smoothing)."""
+    ``additive`` (a :class:`~ppl.inference.smc.paris.AdditiveSmoother`: PaRIS smoothing).
+    ``backend``: ``"native"`` runs the whole filter in C (:mod:`.native`; an error says why
+    when the model or the settings rule it out), ``"torch"`` the torch driver, ``"auto"``
+    (default) the C filter when it can, else torch; ``res.extra["backend"]`` says which ran
+    and ``res.extra["backend_reason"]`` why torch did under ``"auto"``."""
 
     num_particles: int = 1000
     resample: str = "systematic"
@@ -76,11 +84,14 @@ class SMC:
     auxiliary: bool = False
     move: ResampleMove | None = None
     additive: AdditiveSmoother | None = None
+    backend: str = "auto"
     filter: ParticleFilter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.proposal, str) and self.proposal != "optimal":
             raise ValueError(f"proposal is a model or 'optimal', got {self.proposal!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
                                      progress_bar=self.progress_bar, auxiliary=self.auxiliary,
@@ -89,7 +100,8 @@ class SMC:
     def engine(self, model: Model, args: tuple = (), kwargs: dict | None = None, *,
                passes: Sequence[Callable] = ()) -> ParticleEngine:
         """The particle engine this method filters for ``model(*args, **kwargs)`` (built
-        once, it can be filtered many times: ``self.filter.run_program(engine, gen)``)."""
+        once, it can be filtered many times: ``self.driver(engine)[0].run_program(engine,
+        gen)``)."""
         kwargs = kwargs or {}
         graph = _unrolled(run_passes(model.graph(*args, **kwargs), list(passes)))
         proposal, optimal = None, self.proposal == "optimal"
@@ -99,12 +111,29 @@ class SMC:
         return ParticleEngine.from_graph(graph, self.schedule, proposal=proposal,
                                          optimal=optimal)
 
+    def driver(self, engine: ParticleEngine) -> tuple[ParticleFilter | NativeFilter, str | None]:
+        """The filter that runs ``engine`` under ``backend`` (chosen once: both have
+        ``run_program(engine, generator)``), and why it is the torch one under ``"auto"``."""
+        if self.backend == "torch":
+            return self.filter, None
+        try:
+            return NativeFilter(self.filter, engine), None
+        except Unsupported as refusal:
+            if self.backend == "native":
+                raise ValueError(f"SMC(backend='native') cannot run graph "
+                                 f"{engine.graph.name!r} in C: {refusal}") from None
+            return self.filter, f"the C filter cannot run it: {refusal}"
+
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:
         engine = self.engine(model, args, kwargs, passes=passes)
-        result = self.filter.run_program(engine)
+        driver, reason = self.driver(engine)
+        result = driver.run_program(engine)
         result.extra.update(proposal_kinds=engine.proposal_kinds,
-                            lookahead_kinds=engine.lookahead_kinds)
+                            lookahead_kinds=engine.lookahead_kinds,
+                            backend="native" if isinstance(driver, NativeFilter) else "torch")
+        if reason is not None:
+            result.extra["backend_reason"] = reason
         return result
 
 

@@ -81,10 +81,11 @@ def log_evidence_runs(model: Model | Callable, args: tuple = (), method: Any = N
                          f"{list(seeds)}")
     if isinstance(method, SMC):
         program = method.engine(model, args, kwargs, passes=passes)
+        driver, _ = method.driver(program)
         runs = []
         for s in seeds:
             with seed_scope(s):
-                runs.append(method.filter.run_program(program))
+                runs.append(driver.run_program(program))
     else:
         runs = [infer(model, *args, method=method, seed=s, passes=passes, **kwargs)
                 for s in seeds]

@@ -36,7 +36,7 @@ from .emitter import Emitter
 from .fusion import schedule
 from .rules import emit, supported
 
-__all__ = ["CSource", "emit_potential"]
+__all__ = ["CSource", "emit_potential", "prelude", "rng_source"]
 
 
 @dataclass
@@ -49,9 +49,15 @@ class CSource:
     inputs: tuple[tuple[tuple[int, ...], torch.dtype], ...] = ()  # per-chain shape, dtype
 
 
-def _prelude() -> str:
-    """The scalar helpers every generated potential includes (``scalar.h``)."""
+def prelude() -> str:
+    """The scalar helpers every generated unit includes (``scalar.h``)."""
     return resources.files(__package__).joinpath("scalar.h").read_text()
+
+
+def rng_source() -> str:
+    """The C random numbers the native samplers and filters share (``rng.h``: xoshiro256**
+    seeded by splitmix64, uniforms, Box-Muller normals), to prepend to a unit's text."""
+    return resources.files(__package__).joinpath("rng.h").read_text()
 
 
 def emit_potential(lowered: Lowered) -> CSource:
@@ -93,7 +99,7 @@ def emit_potential(lowered: Lowered) -> CSource:
     em.emit(f"return {em.at(log_density, '0')};")
     text = "\n".join([
         f"#define PPL_DIM {dim}",
-        _prelude(),
+        prelude(),
         "static const void *const *ppl_X;  /* run-time inputs */",
         "static const long *ppl_XS;        /* their row strides (0: one value for all rows) */",
         "void ppl_bind_inputs(const void *const *inputs, const long *row_strides) {",

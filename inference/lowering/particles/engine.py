@@ -70,8 +70,10 @@ class SamplerFallbackWarning(UserWarning):
 class StepFunction:
     """A step's generated code and the order of its arguments and results: ``fn(C, _gen,
     *live latents, *data and params)`` returns the drawn values, the scored sites' weights,
-    then their sum. ``cached`` keeps the data and param arguments expanded to one particle
-    count (and the engine's param version they were made for)."""
+    then their sum. ``tape`` and ``outputs`` (the drawn values, then the summed weight) are
+    what the code was generated from, for other backends (the C filter of
+    ``ppl.inference.smc.native``). ``cached`` keeps the data and param arguments expanded to
+    one particle count (and the engine's param version they were made for)."""
 
     fn: Callable
     reads: tuple[str, ...]
@@ -80,6 +82,8 @@ class StepFunction:
     drawn: tuple[str, ...]
     scored: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
+    tape: Tape | None = field(default=None, repr=False)
+    outputs: tuple[Value, ...] = ()
     cached: tuple = field(default=(None, None, ()))
 
     @property
@@ -249,8 +253,13 @@ class ParticleEngine:
         return StepOutput(dict(zip(step.drawn, outputs[:drawn], strict=True)), outputs[-1],
                           dict(zip(step.scored, outputs[drawn:-1], strict=True)))
 
+    def input_value(self, role: str, key: str) -> torch.Tensor:
+        """The current value of a step's run-time input (a ``StepFunction.inputs`` key: a
+        param's, or a graph's data), one for all particles."""
+        return self._params[key] if role == "param" else self._data[role, key]
+
     def _input(self, role: str, key: str, num_particles: int) -> torch.Tensor:
-        value = self._params[key] if role == "param" else self._data[role, key]
+        value = self.input_value(role, key)
         return value.expand(num_particles, *value.shape)
 
 
@@ -322,7 +331,8 @@ def _lower_step(graph: Graph, k: int, step: Step, score_all: bool,
     reads = (*reads, *given)
     dtypes = tuple(value_dtype(graph.site(a)) for a in reads)
     return StepFunction(fn, reads, dtypes, tuple(inputs), drawn, scored,
-                        (*fallbacks, *p.fallbacks))
+                        (*fallbacks, *p.fallbacks), tape,
+                        (*(drawn_values[a] for a in drawn), total))
 
 
 def _tape_inputs(tape: Tape, graph: Graph, nodes: Sequence[str], role: str,

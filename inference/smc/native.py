@@ -1,0 +1,236 @@
+"""The particle filter in C, for a particle engine whose every step the C emitter supports.
+
+:class:`NativeFilter` runs :class:`~ppl.inference.smc.filter.ParticleFilter`'s algorithm
+(adaptive systematic resampling, the evidence increments, ESS and filtering means, in
+float64) as one C call per run: the engine's steps are emitted as C
+(:mod:`ppl.inference.lowering.particles.native`) and linked with the driver ``filter.c``, so
+a step costs no torch dispatch (about 40 small ops on the torch path). Each latent lives in a
+slot, a buffer of ``N * site size`` doubles; latents that are never live at the same time
+share one (:func:`slot_layout`), so memory is that of the live particles, not of every step.
+The randomness is xoshiro256** (``rng.h``), seeded by one 63-bit draw from the run's torch
+generator: a seed reproduces a run, with other draws than the torch path's (the same
+distribution). Data and params are bound by pointer at each run, so
+``engine.set_params`` never recompiles.
+
+:func:`native_refusal` names the settings the C driver does not implement (another
+resampling scheme, auxiliary weights, moves, smoothing, history); ``SMC(backend=...)``
+chooses between this and the torch driver once, when it builds the engine.
+
+    >>> from ppl.inference.smc import ParticleFilter
+    >>> native_refusal(ParticleFilter(resample="multinomial"))
+    "resample='multinomial' (the C filter resamples systematically)"
+    >>> native_refusal(ParticleFilter(num_particles=100)) is None
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ppl.inference.lowering.native.codegen import prelude, rng_source
+from ppl.inference.lowering.native.compiler import Unit, compile_library, compiler_available
+from ppl.inference.lowering.particles import ParticleEngine
+from ppl.inference.lowering.particles.native import emit_steps
+from ppl.inference.lowering.tape import Unsupported
+
+from .filter import ParticleFilter
+from .resampling import DegenerateWeights
+from .result import SMCPosterior
+from .streams import run_generator
+
+__all__ = ["NativeFilter", "SlotLayout", "native_refusal", "slot_layout"]
+
+_P = ctypes.c_void_p
+_ARGTYPES = (ctypes.c_long, ctypes.c_uint64, ctypes.c_double, *(_P,) * 14)
+
+
+def native_refusal(settings: ParticleFilter) -> str | None:
+    """Why the C driver cannot run ``settings``, or None when it can."""
+    refusals = [
+        (settings.resample != "systematic",
+         f"resample={settings.resample!r} (the C filter resamples systematically)"),
+        (settings.auxiliary, "auxiliary=True (the C filter is the bootstrap filter)"),
+        (settings.move is not None, "a resample-move kernel"),
+        (settings.additive is not None, "an additive smoother"),
+        (settings.keep_history, "keep_history=True (the C filter keeps no particle history)"),
+        (settings.progress_bar is True, "progress_bar=True (the C filter runs in one call)"),
+    ]
+    return next((why for refused, why in refusals if refused), None)
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Where the latents live: ``slot_of`` each latent's slot, ``sizes`` each slot's
+    doubles per particle, ``live[k]`` the slots holding latents step ``k`` or a later one
+    still needs (gathered when the particles are resampled before step ``k``), ``drawn[k]``
+    the latents step ``k`` draws, ``final`` the latents the run returns."""
+
+    slot_of: dict[str, int]
+    sizes: tuple[int, ...]
+    live: tuple[tuple[int, ...], ...]
+    drawn: tuple[tuple[str, ...], ...]
+    final: tuple[str, ...]
+
+
+def slot_layout(engine: ParticleEngine, keep: frozenset[str] = frozenset()) -> SlotLayout:
+    """Slots for ``engine``'s latents: a latent keeps its slot from the step that draws it to
+    the last step that reads it (to the end for the last step's latents and ``keep``); a
+    slot of the same size that is free by then is reused."""
+    steps = engine.steps
+    born = {a: k for k, step in enumerate(steps) for a in step.drawn}
+    shapes = _shapes(engine)
+    final = tuple(dict.fromkeys([*steps[-1].drawn, *sorted(keep & set(born))]))
+    live_before = [frozenset()] + [
+        frozenset(engine.needed_after(k - 1)) | {a for a in keep if born.get(a, k) < k}
+        for k in range(1, len(steps))]
+    unknown = sorted({a for live in live_before for a in live} - set(born))
+    if unknown:
+        raise Unsupported(f"latents {unknown} are read but no step draws them")
+    last = {a: max([k for k, live in enumerate(live_before) if a in live], default=born[a])
+            for a in born}
+    last.update({a: len(steps) for a in final})
+    slot_of: dict[str, int] = {}
+    sizes: list[int] = []
+    free_after: list[int] = []  # the last step that uses each slot
+    for address in sorted(born, key=born.__getitem__):
+        size = math.prod(shapes[address])
+        slot = next((s for s in range(len(sizes))
+                     if sizes[s] == size and free_after[s] < born[address]), None)
+        if slot is None:
+            slot = len(sizes)
+            sizes.append(size)
+            free_after.append(0)
+        slot_of[address], free_after[slot] = slot, last[address]
+    live = tuple(tuple(sorted({slot_of[a] for a in before})) for before in live_before)
+    return SlotLayout(slot_of, tuple(sizes), live, tuple(step.drawn for step in steps), final)
+
+
+class NativeFilter:
+    """``settings`` (a :class:`ParticleFilter` that :func:`native_refusal` accepts) run in
+    C on ``engine``, compiled (or loaded from the cache) when built; ``Unsupported`` says
+    why when the settings, the engine or the machine rule it out."""
+
+    def __init__(self, settings: ParticleFilter, engine: ParticleEngine):
+        refusal = native_refusal(settings)
+        if refusal is not None:
+            raise Unsupported(refusal)
+        if not compiler_available():
+            raise Unsupported("no C compiler on this machine (set $CC to use one)")
+        settings.check_keep(engine)
+        self.settings, self.engine = settings, engine
+        self.layout = slot_layout(engine, frozenset(settings.keep))
+        steps = emit_steps(engine, self.layout.slot_of)
+        devices = {engine.input_value(*key).device.type for key in steps.inputs}
+        if devices - {"cpu"}:
+            raise Unsupported(f"inputs on {sorted(devices - {'cpu'})} (the C filter runs on "
+                              "the CPU)")
+        self._inputs, self._normals = steps.inputs, steps.normals
+        self._constants = steps.constants  # kept alive: the C reads them by pointer
+        tables = [(_P * max(1, len(table)))(*(t.data_ptr() for t in table))
+                  for table in steps.constants]
+        self._tables = tables
+        self._table_of_tables = (_P * len(tables))(*(ctypes.addressof(t) for t in tables))
+        text = "\n".join([prelude(), rng_source(), _tables(self.layout, steps.normals),
+                          steps.text,
+                          Path(__file__).with_name("filter.c").read_text()])
+        self._run = compile_library(Unit(text)).ppl_filter_run
+        self._run.argtypes = _ARGTYPES
+        self._run.restype = ctypes.c_int
+
+    def run_program(self, program: ParticleEngine, generator: torch.Generator | None = None
+                    ) -> SMCPosterior:
+        """Filter the engine this was built for to its last step (``ParticleFilter``'s
+        contract); one 63-bit seed is drawn from ``generator``."""
+        if program is not self.engine:
+            raise ValueError("a NativeFilter runs the engine it was compiled for")
+        generator = run_generator() if generator is None else generator
+        seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
+        n, steps, layout = self.settings.num_particles, program.num_steps, self.layout
+        f64 = torch.float64
+        buffers = [torch.empty(n * size, dtype=f64) for size in layout.sizes for _ in (0, 1)]
+        slots = (_P * max(1, len(layout.sizes)))(*(b.data_ptr() for b in buffers[0::2]))
+        spares = (_P * max(1, len(layout.sizes)))(*(b.data_ptr() for b in buffers[1::2]))
+        values = [program.input_value(role, key).contiguous() for role, key in self._inputs]
+        inputs = (_P * max(1, len(values)))(*(v.data_ptr() for v in values))
+        log_w, lw, w = (torch.empty(n, dtype=f64) for _ in range(3))
+        z = torch.empty(max(1, n * self._normals), dtype=f64)
+        ancestors = (torch.empty(steps, n, dtype=torch.int64) if self.settings.keep_ancestors
+                     else None)
+        index = torch.empty(n, dtype=torch.int64)
+        ess, increments = torch.empty(steps, dtype=f64), torch.empty(steps, dtype=f64)
+        resampled = torch.zeros(steps, dtype=torch.bool)
+        sizes = {a: layout.sizes[layout.slot_of[a]] for a in layout.slot_of}
+        means = torch.empty(max(1, sum(sizes[a] for drawn in layout.drawn for a in drawn)),
+                            dtype=f64)
+        kept = None if ancestors is None else ancestors.data_ptr()
+        code = self._run(n, seed, float(self.settings.ess_threshold), slots, spares,
+                         self._table_of_tables, inputs, log_w.data_ptr(), lw.data_ptr(),
+                         z.data_ptr(), w.data_ptr(), kept,
+                         index.data_ptr(), ess.data_ptr(), increments.data_ptr(),
+                         resampled.data_ptr(), means.data_ptr())
+        if code:
+            k, all_zero = divmod(code - 1, 2)
+            raise DegenerateWeights(
+                f"step {k}: every particle has weight zero (log weight -inf) after the sites "
+                f"{sorted(program.step_sites(k))}" if all_zero else
+                f"step {k}: some log weights are NaN; from the sites "
+                f"{sorted(program.step_sites(k))}")
+        by_pointer = {b.data_ptr(): b for b in buffers}
+        shapes = _shapes(program)
+        samples = {a: by_pointer[slots[layout.slot_of[a]]].view(n, *shapes[a])
+                   for a in layout.final}
+        return SMCPosterior(
+            samples=samples, log_weights=log_w, log_evidence=increments.sum(),
+            ess_history=ess, resampled=resampled, log_evidence_increments=increments,
+            ancestors=ancestors, program=program,
+            extra={"scheme": "systematic", "ess_threshold": self.settings.ess_threshold,
+                   "filtering_means": _split_means(means, layout, shapes),
+                   "auxiliary": False, "backend": "native"})
+
+
+def _shapes(engine: ParticleEngine) -> dict[str, tuple[int, ...]]:
+    return {a: tuple(v.shape) for step in engine.steps
+            for a, v in zip(step.drawn, step.outputs, strict=False)}
+
+
+def _split_means(means: torch.Tensor, layout: SlotLayout,
+                 shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    out, start = {}, 0
+    for drawn in layout.drawn:
+        for address in drawn:
+            size = math.prod(shapes[address])
+            out[address] = means[start:start + size].view(shapes[address])
+            start += size
+    return out
+
+
+def _tables(layout: SlotLayout, normals: int) -> str:
+    """The C tables ``filter.c`` reads (see its header)."""
+    def array(ctype: str, name: str, values) -> str:
+        values = list(values) or [0]
+        return f"static const {ctype} {name}[{len(values)}] = {{{', '.join(map(str, values))}}};"
+
+    def ragged(rows) -> tuple[list[int], list[int]]:
+        starts, flat = [0], []
+        for row in rows:
+            flat.extend(row)
+            starts.append(len(flat))
+        return starts, flat
+
+    live_start, live = ragged(layout.live)
+    drawn_start, drawn = ragged([[layout.slot_of[a] for a in row] for row in layout.drawn])
+    return "\n".join([
+        f"#define PPL_STEPS {len(layout.live)}",
+        f"#define PPL_SLOTS {max(1, len(layout.sizes))}",
+        f"#define PPL_NORMALS {normals}",
+        array("long", "ppl_slot_size", layout.sizes),
+        array("int", "ppl_live_start", live_start), array("int", "ppl_live_slot", live),
+        array("int", "ppl_drawn_start", drawn_start), array("int", "ppl_drawn_slot", drawn),
+        "",
+    ])
