@@ -163,7 +163,8 @@ def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
     lines = ["    " + d for d in em.declared.values()]
     if normals[0]:
         lines.append(f"    ppl_rng_normals(rng, z, n * {normals[0]});")
-    return "\n".join([*lines, *em.lines, ""]), list(em.constants), normals[0], slots
+    return ("\n".join([*lines, *em.pointer_declarations(), *em.lines, ""]), list(em.constants),
+            normals[0], slots)
 
 
 class _StepEmitter(Emitter):
