@@ -49,6 +49,7 @@ from torch.distributions import biject_to, constraints
 
 from ppl.ir import Graph, IRError
 from ppl.ir.codegen import LogDensityCodeGen
+from ppl.ir.graph import no_cycle_collection
 from ppl.ir.node import DistSpec, Node, iter_refs
 from ppl.params import get_param
 from ppl.passes import latent_transforms, unconstrain, unroll, vectorize_loops
@@ -386,27 +387,28 @@ class FlatModel:
         """Unconstrain the graph and lay out its latents, in graph order, using one prior
         draw for their shapes; ``rows`` names graph inputs given per chain at run time
         (see :meth:`bind`). Loops are vectorized or unrolled first (:func:`lower_loops`)."""
-        graph = lower_loops(graph)
-        unconstrained = unconstrain()(graph)
-        transforms = latent_transforms(unconstrained)
-        prior = probe(unconstrained)
-        blocks, offset = [], 0
-        for node in graph.latent_nodes:
-            site = transforms.get(node.address)
-            latent = unconstrained.site(site.unconstrained if site else node.address)
-            if prior.dists[latent.name].support.is_discrete:
-                raise IRError(
-                    f"site {node.address!r} is discrete; a flat model moves continuous latents "
-                    "only: enumerate it out (enumerate_discrete) or give it a Gibbs update"
+        with no_cycle_collection():  # lowering frees little until it ends
+            graph = lower_loops(graph)
+            unconstrained = unconstrain()(graph)
+            transforms = latent_transforms(unconstrained)
+            prior = probe(unconstrained)
+            blocks, offset = [], 0
+            for node in graph.latent_nodes:
+                site = transforms.get(node.address)
+                latent = unconstrained.site(site.unconstrained if site else node.address)
+                if prior.dists[latent.name].support.is_discrete:
+                    raise IRError(
+                        f"site {node.address!r} is discrete; a flat model moves continuous latents "
+                        "only: enumerate it out (enumerate_discrete) or give it a Gibbs update"
+                    )
+                shape = tuple(prior.env[latent.name].shape)
+                size = math.prod(shape)
+                value_shape = tuple(prior.env[node.name].shape)
+                blocks.append(
+                    LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
                 )
-            shape = tuple(prior.env[latent.name].shape)
-            size = math.prod(shape)
-            value_shape = tuple(prior.env[node.name].shape)
-            blocks.append(
-                LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
-            )
-            offset += size
-        return cls(graph, unconstrained, blocks, backend, rows)
+                offset += size
+            return cls(graph, unconstrained, blocks, backend, rows)
 
     # -- evaluation -----------------------------------------------------------------------
     def log_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
