@@ -98,7 +98,8 @@ class NativePotential:
         so each entry holds the library's lock: two such models used from different threads
         take turns instead of reading each other's data."""
         if self._library is None:
-            library = compile_library(Unit(self.source.text), *self._companions)
+            library = compile_library(Unit(self.source.text, (self.source.optimization,)),
+                                      *self._companions)
             library.ppl_bind.argtypes = [ctypes.c_void_p]
             library.ppl_bind.restype = None
             library.ppl_potential_batch.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 3

@@ -75,8 +75,9 @@ def hmm_data(steps: int, seed: int = 0) -> torch.Tensor:
 def test_enumerated_graph_runs_on_the_fast_path_with_autograd_values(case, backend, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
-    if backend == "native-in-parts":  # a long body: split into functions, short loops
+    if backend == "native-in-parts":  # a long body: split into functions, short loops, -O1
         monkeypatch.setattr(native_codegen, "PART_LINES", 20)
+        monkeypatch.setattr(native_codegen, "LARGE_LINES", 100)
         monkeypatch.setattr(native_fusion, "MAX_FUSED", 3)
     graph = (mixture3.graph(mixture_data(40)) if case == "mixture" else hmm2.graph(hmm_data(8)))
     graph = enumerate_discrete()(graph)
@@ -86,6 +87,7 @@ def test_enumerated_graph_runs_on_the_fast_path_with_autograd_values(case, backe
     assert fast.backend == backend.removesuffix("-in-parts") and fast.fallback_reason is None
     if backend == "native-in-parts":
         assert "ppl_part_1(z, grad, row);" in fast.native.source.text
+        assert fast.native.source.optimization == "-O1"
     reference = FlatModel.from_graph(graph, backend="autograd")
     z = torch.randn(3, fast.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     log_p, grad = fast.log_density_and_grad(z)
