@@ -51,6 +51,19 @@ static inline double ppl_rng_uniform(ppl_rng *rng)
     return (double)(ppl_rng_next(rng) >> 11) * 0x1.0p-53;
 }
 
+/* Standard variates from one uniform u in [0, 1) by their inverse CDFs, finite for every u. */
+static inline double ppl_std_exponential(double u) { return -log1p(-u); }
+static inline double ppl_std_gumbel(double u)
+{
+    return -log(fmax(-log1p(-u), 0x1p-1022));
+}
+static inline double ppl_std_laplace(double u)
+{
+    double v = fmax(2.0 * u - 1.0, 0x1p-53 - 1.0);
+    return v < 0.0 ? log1p(v) : -log1p(-v);
+}
+static inline double ppl_std_cauchy(double u) { return tan(3.141592653589793 * (u - 0.5)); }
+
 /* Two independent standard normals (1 - u keeps the log away from 0). */
 static inline void ppl_rng_normal_pair(ppl_rng *rng, double *a, double *b)
 {

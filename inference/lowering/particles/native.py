@@ -60,6 +60,11 @@ C_SAMPLERS: dict[Callable, tuple[str, str]] = {
     samplers.log_normal: ("normal", "exp({loc} + {scale} * {z})"),
     samplers.half_normal: ("normal", "{scale} * fabs({z})"),
     samplers.uniform: ("uniform", "{low} + ({high} - {low}) * {z}"),
+    samplers.exponential: ("uniform", "ppl_std_exponential({z}) / {rate}"),
+    samplers.gumbel: ("uniform", "{loc} + {scale} * ppl_std_gumbel({z})"),
+    samplers.laplace: ("uniform", "{loc} + {scale} * ppl_std_laplace({z})"),
+    samplers.cauchy: ("uniform", "{loc} + {scale} * ppl_std_cauchy({z})"),
+    samplers.half_cauchy: ("uniform", "{scale} * fabs(ppl_std_cauchy({z}))"),
 }
 
 #: Wrappers whose draws are their base's (``Independent``, ``Masked``).

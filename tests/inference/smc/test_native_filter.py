@@ -14,7 +14,18 @@ from ppl.inference.smc import DegenerateWeights
 from ppl.inference.smc.native import slot_layout
 from ppl.inference.testing import LinearGaussianSSM
 from ppl.params import clear_params
-from ppl.stdlib import Gamma, HalfNormal, LogNormal, Normal, Uniform
+from ppl.stdlib import (
+    Cauchy,
+    Exponential,
+    Gamma,
+    Gumbel,
+    HalfCauchy,
+    HalfNormal,
+    Laplace,
+    LogNormal,
+    Normal,
+    Uniform,
+)
 
 pytestmark = pytest.mark.skipif(not compiler_available(),
                                 reason="no C compiler (cc/gcc/clang or $CC): no native backend")
@@ -156,13 +167,27 @@ def one_draw(family):
                                                            * math.exp(0.6 + 0.25))),
     (HalfNormal(2.0), 2.0 * math.sqrt(2 / math.pi), 2.0 * math.sqrt(1 - 2 / math.pi)),
     (Uniform(-1.0, 3.0), 1.0, 4.0 / math.sqrt(12)),
-], ids=["Normal", "LogNormal", "HalfNormal", "Uniform"])
+    (Exponential(2.0), 0.5, 0.5),
+    (Gumbel(1.0, 2.0), 1.0 + 2.0 * 0.5772156649015329, 2.0 * math.pi / math.sqrt(6)),
+    (Laplace(-1.0, 0.5), -1.0, 0.5 * math.sqrt(2)),
+], ids=["Normal", "LogNormal", "HalfNormal", "Uniform", "Exponential", "Gumbel", "Laplace"])
 def test_the_c_sampling_rules_draw_their_family(family, mean, sd):
     n = 40_000
     res = infer(one_draw, family, method=SMC(n, backend="native"), seed=0)
     draws = res.samples["x"]
     assert abs(float(draws.mean()) - mean) < 5 * sd / math.sqrt(n)
     assert abs(float(draws.std()) - sd) < 0.05 * sd
+
+
+@pytest.mark.parametrize("family", [Cauchy(1.0, 2.0), HalfCauchy(1.5), Laplace(-1.0, 0.5)],
+                         ids=["Cauchy", "HalfCauchy", "Laplace"])
+def test_the_c_sampling_rules_hit_their_familys_quartiles(family):
+    """Heavy tails have no moments to compare: the draws' CDF at the family's quartiles."""
+    n = 40_000
+    draws = infer(one_draw, family, method=SMC(n, backend="native"), seed=1).samples["x"]
+    for p in (0.25, 0.5, 0.75):
+        below = float((draws <= family.icdf(torch.tensor(p))).double().mean())
+        assert abs(below - p) < 5 * math.sqrt(p * (1 - p) / n)
 
 
 @model
