@@ -163,8 +163,10 @@ def _probe_if_ambiguous(fn: Callable, args: tuple, kwargs: dict, num_particles: 
     scalar ``mu`` and data ``x`` of that length) and the result is silently wrong. Run the
     model once, unseen by the random stream, with a particle count that equals no size: a
     model that does not vectorize fails there instead."""
+    if num_particles == 1:
+        return
     sizes = _dim_sizes(pilot, args, kwargs)
-    if num_particles == 1 or num_particles not in sizes:
+    if num_particles not in sizes:
         return
     key = (num_particles, particle_dim, tuple(
         (name, tuple(torch.as_tensor(s.value).shape) if s.value is not None else None)
