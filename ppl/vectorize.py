@@ -151,9 +151,14 @@ def _dim_sizes(pilot: Trace, args: tuple, kwargs: dict) -> set[int]:
     return {size for shape in shapes for size in shape}
 
 
+def _model_key(fn: Callable) -> object:
+    """What identifies a model across its calls: its code (a ``@model``'s function's)."""
+    return getattr(fn, "__code__", None) or getattr(getattr(fn, "fn", None), "__code__", fn)
+
+
 _PROBED: dict[tuple, None] = {}
-"""Structures (site shapes, particle count and dim) whose probe passed, so that repeated runs
-(VI's steps) probe once."""
+"""Models and structures (site shapes, particle count and dim) whose probe passed, so that
+repeated runs (VI's steps) probe once."""
 
 
 def _probe_if_ambiguous(fn: Callable, args: tuple, kwargs: dict, num_particles: int,
@@ -168,7 +173,7 @@ def _probe_if_ambiguous(fn: Callable, args: tuple, kwargs: dict, num_particles: 
     sizes = _dim_sizes(pilot, args, kwargs)
     if num_particles not in sizes:
         return
-    key = (num_particles, particle_dim, tuple(
+    key = (_model_key(fn), num_particles, particle_dim, tuple(
         (name, tuple(torch.as_tensor(s.value).shape) if s.value is not None else None)
         for name, s in pilot.sites.items()))
     if key in _PROBED:
@@ -218,7 +223,7 @@ _WARNED: set[object] = set()
 
 def warn_once(fn: Callable, error: Exception) -> None:
     """Say, once per model, that ``fn`` did not vectorize (``error``) and runs per particle."""
-    key = getattr(fn, "__code__", None) or getattr(getattr(fn, "fn", None), "__code__", fn)
+    key = _model_key(fn)
     if key in _WARNED:
         return
     _WARNED.add(key)
