@@ -13,6 +13,8 @@ torch op:
                                (enumeration) dims
 ``ppl.contract_enumerated``    the log marginal of enumerated discrete sites (see
                                ``ppl.passes.contraction``)
+``ppl.chain_logsumexp(F, s)``  the log marginal of a discrete chain summed out of a scan
+                               (see ``ppl.passes.chains``)
 =============================  ===============================================================
 
     >>> import torch
@@ -33,6 +35,7 @@ from torch.distributions.constraints import Constraint
 from ppl.ir import ops as _ir_ops
 from ppl.trace import site_log_prob
 
+from .chains import chain_logsumexp
 from .contraction import contract_enumerated
 
 
@@ -75,6 +78,7 @@ OPS: dict[str, Any] = {
     "ppl.log_prob": log_prob,
     "ppl.expand_right": expand_right,
     "ppl.contract_enumerated": contract_enumerated,
+    "ppl.chain_logsumexp": chain_logsumexp,
 }
 
 

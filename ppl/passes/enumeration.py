@@ -25,6 +25,10 @@ one ``factor`` node, address ``enumerated__log_marginal``, adds the log marginal
 plates are independent per plate element; chains (an HMM's ``z_t`` reading ``z_{t-1}``) are
 eliminated front to back like the forward algorithm, ``O(T K^2)`` time and memory
 (``enumeration_plans(graph)`` gives the plans, ``Plan.largest`` their widest factor).
+A chain written as ``ppl.scan`` (the carry is the step's discrete site) is summed out
+first, as one ``ppl.chain_logsumexp`` node over the step's log factors vectorized over
+the steps, never ``T`` copies of the step (see ``ppl.passes.chain_enumeration``); other
+loops are refused.
 With ``sites="auto"``, discrete latents that cannot be enumerated (no finite support, more
 than ``max_size`` values, a vector event) are left alone, named with the reason in one
 :class:`EnumerationWarning` and in ``graph.attrs["enumeration_skipped"]``.
@@ -69,10 +73,10 @@ from ppl.ir.errors import IRError
 from ppl.ir.loop import refuse_loops
 from ppl.ir.node import iter_refs
 
+from .chain_enumeration import LOG_MARGINAL, eliminate_chains
 from .contraction import Plan, plan_contraction, posterior_marginals
 from .rewriting import Rewriter, is_static, probe
 
-LOG_MARGINAL = "enumerated__log_marginal"
 _EXPANDS = frozenset({"Tensor.expand", "torch.broadcast_to", "Tensor.broadcast_to"})
 
 
@@ -120,7 +124,9 @@ class enumerate_discrete:
         return values
 
     def __call__(self, graph: Graph) -> Graph:
-        refuse_loops(graph, "pass 'enumerate_discrete'")
+        graph = eliminate_chains(graph, self._values, self.sites)
+        refuse_loops(graph, "pass 'enumerate_discrete' (outside a scan whose carry is its step's "
+                     "discrete site, see ppl.passes.chain_enumeration)")
         p = probe(graph)
         chosen: dict[str, torch.Tensor] = {}
         skipped: dict[str, str] = {}

@@ -123,11 +123,13 @@ class Rewriter:
         self.data[name] = value
         return Ref(name)
 
-    def build(self, attrs: dict | None = None) -> Graph:
+    def build(self, attrs: dict | None = None, subgraphs: dict | None = None) -> Graph:
+        """The new graph (``subgraphs``: the loop bodies it keeps, when it drops loops)."""
         nodes = self.head + self.nodes
         used = {r for n in nodes for r in n.refs()} | {n.name for n in nodes if n.kind == "input"}
         data = {k: v for k, v in self.data.items() if k in used}
-        return self.graph.replace(nodes, data=data, attrs={**self.graph.attrs, **(attrs or {})})
+        return self.graph.replace(nodes, data=data, attrs={**self.graph.attrs, **(attrs or {})},
+                                  subgraphs=subgraphs)
 
 
 def dtype_of(meta: Meta) -> torch.dtype:

@@ -17,6 +17,7 @@ from ppl.inference.lowering.tape import Unsupported
 from ppl.inference.lowering.tape import prims as P
 from ppl.inference.lowering.tape.tape import Instr, Value, Var, is_var, shape_of
 
+from . import chain
 from .emitter import Emitter, contiguous_strides, literal
 from .fusion import FusedLoop, is_full_sum
 
@@ -505,6 +506,8 @@ _RULES: dict[str, Callable[[Emitter, Instr], None]] = {
     "solve_triangular": _solve_triangular,
     "logsumexp": _logsumexp,
     "log_softmax": _log_softmax,
+    "chain_logsumexp": chain.chain_logsumexp,
+    "chain_marginals": chain.chain_marginals,
 }
 
 

@@ -120,6 +120,7 @@ _ENUMERATION_CALLS = {
     "ppl.log_prob": "log_prob",
     "ppl.expand_right": "expand_right",
     "ppl.contract_enumerated": "contract_enumerated",
+    "ppl.chain_logsumexp": "chain_logsumexp",
 }
 
 
@@ -263,6 +264,13 @@ class TapeInterpreter(Interpreter):
         if not contains_var(list(factors)):
             return _as_float64(contract_enumerated(factors, *layout))
         return contract_enumerated(factors, *layout, ops=TapeOps)
+
+    def chain_logsumexp(self, node: Node, F: Value, start: int) -> Value:
+        """``ppl.chain_logsumexp``: one tape primitive (forward recursion; its VJP the
+        forward-backward marginals)."""
+        if not is_var(F):
+            return _as_float64(P.CHAIN_LOGSUMEXP.evaluate(F, start))
+        return self.tape.apply(P.CHAIN_LOGSUMEXP, F, start=start)
 
     # -- log density terms ----------------------------------------------------------------
     def add_term(self, term: Value, full_shape: tuple[int, ...], weight: Value = 1.0) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ppl.passes.chains import chain_logsumexp, chain_marginals
+
 from .tape import OPERATORS, Tape, Unsupported, Value, Var, is_var, shape_of
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -771,6 +773,38 @@ class LogSoftmax(Prim):
         return (g - exp(out) * tape.apply(SUM, g, dims=(dim,), keepdim=True),)
 
 
+# -- a discrete chain summed out (ppl.passes.chains) -------------------------------------------
+class ChainLogSumExp(Prim):
+    """``chain_logsumexp(F, start)``: the log sum over the paths of a chain of ``K`` states
+    with log factors ``F (T, K, K)`` from state ``start``, by the forward recursion; its
+    VJP is ``g`` times the pairwise marginals (:class:`ChainMarginals`)."""
+
+    name = "chain_logsumexp"
+
+    def fn(self, F, start):
+        return chain_logsumexp(torch.as_tensor(F, dtype=torch.float64), start)
+
+    def emit(self, tape, out, F, start):
+        return f"{tape.const(chain_logsumexp)}({F.name}, {start})"
+
+    def vjp(self, tape, g, out, F, start):
+        return (g * tape.apply(CHAIN_MARGINALS, F, out, start=start),)
+
+
+class ChainMarginals(Prim):
+    """``P(z_{t-1} = j, z_t = k)`` of that chain, ``(T, K, K)``, by forward-backward from
+    ``F`` and its ``log_z``."""
+
+    name = "chain_marginals"
+
+    def fn(self, F, log_z, start):
+        return chain_marginals(torch.as_tensor(F, dtype=torch.float64),
+                               torch.as_tensor(log_z, dtype=torch.float64), start)
+
+    def emit(self, tape, out, F, log_z, start):
+        return f"{tape.const(chain_marginals)}({F.name}, {log_z.name}, {start})"
+
+
 # -- indexing by per-chain integers (a Gibbs block's view of discrete sites) ------------------
 class IndexSelect(Prim):
     """``table[index]`` along the first dimension of a constant ``table``, for a per-chain
@@ -916,6 +950,7 @@ CUMSUM, REVERSE_CUMSUM, LOGSUMEXP, LOG_SOFTMAX = (
 )
 LOGCUMSUMEXP, REVERSE_LOGCUMSUMEXP = LogCumSumExp(), ReverseLogCumSumExp()
 CHOLESKY, TRIANGULAR_SOLVE = Cholesky(), TriangularSolve()
+CHAIN_LOGSUMEXP, CHAIN_MARGINALS = ChainLogSumExp(), ChainMarginals()
 
 
 def reshape(x: Value, shape: tuple[int, ...]) -> Value:
