@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ppl import infer, model, plate, sample
+from ppl import infer, model, plate, sample, scan
 from ppl.inference import NUTS
 from ppl.inference.results.diagnostics import ess_bulk
 from ppl.passes import enumerate_discrete
@@ -80,6 +80,22 @@ def ppl_hmm(y):
 
 
 @model
+def ppl_hmm_scan(y):
+    with plate("states", 2):
+        trans = sample("trans", Dirichlet(torch.ones(2)))
+    mu0 = sample("mu0", Normal(0.0, 3.0))
+    gap = sample("gap", HalfNormal(3.0))
+    mu = torch.stack([mu0, mu0 + gap])
+
+    def step(z, y_t):
+        z = sample("z", Categorical(trans[z]))
+        sample("y", Normal(mu[z], HMM_SCALE), obs=y_t)
+        return z, None
+
+    scan(step, torch.tensor(0), y)
+
+
+@model
 def ppl_mixture(y):
     weights = sample("weights", Dirichlet(torch.ones(3)))
     loc0 = sample("loc0", Normal(0.0, 5.0))
@@ -92,7 +108,8 @@ def ppl_mixture(y):
 
 
 def run_ppl(name: str, data: np.ndarray, chains: int, draws: int) -> dict:
-    fn = ppl_hmm if name.startswith("hmm") else ppl_mixture
+    fn = ppl_hmm_scan if name.startswith("hmm_scan") else (
+        ppl_hmm if name.startswith("hmm") else ppl_mixture)
     y = torch.as_tensor(data, dtype=torch.float32)
     start = time.perf_counter()
     post = infer(fn, y, method=NUTS(draws, draws, chains=chains), seed=0,
@@ -162,6 +179,7 @@ def min_bulk_ess(samples: dict[str, torch.Tensor]) -> float:
 
 
 DATA = {"hmm_100": lambda: hmm_data(100), "hmm_1000": lambda: hmm_data(1000),
+        "hmm_scan_100": lambda: hmm_data(100), "hmm_scan_1000": lambda: hmm_data(1000),
         "mixture3": mixture_data}
 RUNNERS = {"ppl": run_ppl, "numpyro": run_numpyro}
 

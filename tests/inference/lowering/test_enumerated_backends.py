@@ -1,15 +1,16 @@
 """Enumerated graphs on the fast path: after ``enumerate_discrete`` a 3-component Gaussian
-mixture and a 2-state HMM (a Python loop) lower to the tape (``generated``) and to C
-(``native``), with the autograd path's log density and gradient; under NUTS on the native
-backend they recover the exact posterior (the conjugate suite's discrete mixture) or the
-simulated truth within posterior and Monte Carlo error."""
+mixture and a 2-state HMM (a Python loop, and a scan whose chain is one
+``chain_logsumexp``) lower to the tape (``generated``) and to C (``native``), with the
+autograd path's log density and gradient; under NUTS on the native backend they recover the
+exact posterior (the conjugate suite's discrete mixture) or the simulated truth within
+posterior and Monte Carlo error."""
 
 import warnings
 
 import pytest
 import torch
 
-from ppl import infer, model, plate, sample
+from ppl import infer, model, plate, sample, scan
 from ppl.inference import NUTS, FastPathWarning
 from ppl.inference.lowering.flat import FlatModel
 from ppl.inference.lowering.native import codegen as native_codegen
@@ -47,6 +48,22 @@ def hmm2(y):
         sample(f"y_{t}", Normal(mu[z], 0.5), obs=y[t])
 
 
+@model
+def hmm2_scan(y):
+    with plate("states", 2):
+        trans = sample("trans", Dirichlet(torch.ones(2)))
+    mu0 = sample("mu0", Normal(0.0, 3.0))
+    gap = sample("gap", HalfNormal(3.0))
+    mu = torch.stack([mu0, mu0 + gap])
+
+    def step(z, y_t):
+        z = sample("z", Categorical(trans[z]))
+        sample("y", Normal(mu[z], 0.5), obs=y_t)
+        return z, None
+
+    scan(step, torch.tensor(0), y)
+
+
 MIX_TRUTH = {"weights": torch.tensor([0.5, 0.3, 0.2]), "loc0": torch.tensor(-3.0),
              "gaps": torch.tensor([3.0, 3.5]), "sigma": torch.tensor(0.7)}
 HMM_TRUTH = {"trans": torch.tensor([[0.9, 0.1], [0.15, 0.85]]), "mu0": torch.tensor(-1.5),
@@ -71,7 +88,7 @@ def hmm_data(steps: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("backend", ["generated", "native", "native-in-parts"])
-@pytest.mark.parametrize("case", ["mixture", "hmm"])
+@pytest.mark.parametrize("case", ["mixture", "hmm", "hmm_scan"])
 def test_enumerated_graph_runs_on_the_fast_path_with_autograd_values(case, backend, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
@@ -79,7 +96,10 @@ def test_enumerated_graph_runs_on_the_fast_path_with_autograd_values(case, backe
         monkeypatch.setattr(native_codegen, "PART_LINES", 20)
         monkeypatch.setattr(native_codegen, "LARGE_LINES", 100)
         monkeypatch.setattr(native_fusion, "MAX_FUSED", 3)
-    graph = (mixture3.graph(mixture_data(40)) if case == "mixture" else hmm2.graph(hmm_data(8)))
+    models = {"mixture": lambda: mixture3.graph(mixture_data(40)),
+              "hmm": lambda: hmm2.graph(hmm_data(8)),
+              "hmm_scan": lambda: hmm2_scan.graph(hmm_data(8))}
+    graph = models[case]()
     graph = enumerate_discrete()(graph)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FastPathWarning)
@@ -140,6 +160,36 @@ def test_enumerated_hmm_recovers_the_simulated_truth_on_native():
     with warnings.catch_warnings():
         warnings.simplefilter("error", FastPathWarning)
         post = infer(hmm2, hmm_data(40), method=NUTS(400, 400, chains=2), seed=0,
+                     passes=[enumerate_discrete()])
+    assert post.extra["backend"] == "native"
+    for name, z in truth_z_scores(post, HMM_TRUTH).items():
+        assert z.abs().max() < 4, (name, z)
+
+
+def test_a_scan_chain_lowers_to_one_loop_whatever_its_length(tmp_path, monkeypatch):
+    """The C of a summed-out scan chain is one forward loop (and one forward-backward for
+    the gradient): its length does not grow with T, and the value and gradient are the
+    generated (torch) backend's."""
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    sizes = []
+    for steps in (50, 1000):
+        graph = enumerate_discrete()(hmm2_scan.graph(hmm_data(steps)))
+        native = FlatModel.from_graph(graph, backend="native")
+        generated = FlatModel.from_graph(graph, backend="generated")
+        z = torch.randn(2, native.dim, generator=torch.Generator().manual_seed(2),
+                        dtype=torch.float64)
+        for got, expected in zip(native.log_density_and_grad(z),
+                                 generated.log_density_and_grad(z), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-9)
+        sizes.append(len(native.native.source.text.splitlines()))
+    assert sizes[0] == sizes[1] < 1000
+
+
+@quiet
+def test_a_scan_hmm_recovers_the_simulated_truth_on_native():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastPathWarning)
+        post = infer(hmm2_scan, hmm_data(200), method=NUTS(300, 300, chains=2), seed=0,
                      passes=[enumerate_discrete()])
     assert post.extra["backend"] == "native"
     for name, z in truth_z_scores(post, HMM_TRUTH).items():
