@@ -6,7 +6,8 @@ holds the log factors of each step given the state before it (``F[0]`` reads onl
 ``start``), leading dims are independent chains. The forward recursion costs ``O(T K^2)``
 time and memory. ``chain_marginals(F, log_z, start)`` is its gradient, by the
 forward-backward recursion: ``dlog Z / dF[t, j, k] = P(z_{t-1} = j, z_t = k)``, the
-pairwise posterior marginals (zero off row ``start`` at ``t = 0``). The
+pairwise posterior marginals (zero off row ``start`` at ``t = 0``), whose sums over
+``j`` are ``state_marginals``, ``P(z_t = k)``. The
 ``enumerate_discrete`` pass writes ``ppl.chain_logsumexp`` for a scan whose carry is its
 step's discrete site (``ppl.passes.chain_enumeration``); the tape and the C backend run
 the same two recursions.
@@ -53,3 +54,9 @@ def chain_marginals(F: torch.Tensor, log_z: torch.Tensor, start: int) -> torch.T
         beta = torch.logsumexp(F[..., t, :, :] + beta.unsqueeze(-2), -1)
     out[..., 0, start, :] = torch.exp(F[..., 0, start, :] + beta - log_z[..., 0])
     return out
+
+
+def state_marginals(F: torch.Tensor, start: int) -> torch.Tensor:
+    """``P(z_t = k)`` for every step ``t`` and state ``k``: shape ``(..., T, K)``."""
+    with torch.no_grad():
+        return chain_marginals(F, chain_logsumexp(F, start), start).sum(-2)

@@ -74,6 +74,7 @@ from ppl.ir.loop import refuse_loops
 from ppl.ir.node import iter_refs
 
 from .chain_enumeration import LOG_MARGINAL, eliminate_chains
+from .chains import state_marginals
 from .contraction import Plan, plan_contraction, posterior_marginals
 from .rewriting import Rewriter, is_static, probe
 
@@ -416,17 +417,21 @@ def posterior_of_enumerated(
 
     Returns address -> probabilities of shape ``batch_shape + (K,)``; entry ``k`` is the
     probability of the ``k``-th value in ``graph.attrs["enumerated"][..]["sites"][..]["values"]``.
+    A scan's chain site (``graph.attrs["enumerated_chains"]``) gets ``P(z_t = k)`` stacked
+    over its steps, shape ``(T, K)``, by forward-backward.
     """
     refuse_loops(graph, "posterior_of_enumerated")
-    records = graph.attrs.get("enumerated")
-    if not records:
+    records = graph.attrs.get("enumerated", ())
+    chains = graph.attrs.get("enumerated_chains", ())
+    if not records and not chains:
         raise IRError(
             f"graph {graph.name!r} has no enumerated sites (run enumerate_discrete first)"
         )
-    interp = _Capture(graph, values, {r["contraction"] for r in records})
+    interp = _Capture(graph, values, {r["contraction"] for r in records}
+                      | {c["chain"] for c in chains})
     with torch.no_grad():
         interp.run()
-    out = {}
+    out = {c["site"]: state_marginals(*interp.captured[c["chain"]]) for c in chains}
     for record in records:
         factors, factor_plates, factor_vars, var_dims, var_plates = interp.captured[
             record["contraction"]

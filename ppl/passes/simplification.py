@@ -46,7 +46,8 @@ from ppl.ir.tracer import SMALL_LITERAL
 
 from .rewriting import Rewriter
 
-_OPAQUE = frozenset({"ppl.contract_enumerated"})  # kept for posterior_of_enumerated
+# kept for posterior_of_enumerated
+_OPAQUE = frozenset({"ppl.contract_enumerated", "ppl.chain_logsumexp"})
 _SHAPE_OPS = frozenset(
     {
         "Tensor.expand",

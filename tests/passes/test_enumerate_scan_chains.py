@@ -15,7 +15,7 @@ from ppl import deterministic, model, plate, sample, scan
 from ppl.ir import IRError, LogDensity, compile_log_density
 from ppl.ir.parser import parse
 from ppl.ir.printer import print_graph
-from ppl.passes import enumerate_discrete
+from ppl.passes import enumerate_discrete, posterior_of_enumerated, simplify
 from ppl.passes.chains import chain_logsumexp, chain_marginals
 from ppl.stdlib import Categorical, Dirichlet, Normal
 
@@ -211,3 +211,14 @@ def test_a_continuous_loop_is_still_refused_naming_the_pass():
 
     with pytest.raises(IRError, match="pass 'enumerate_discrete'.*scan 'step'"):
         enumerate_discrete()(ar1.graph(torch.zeros(3)))
+
+
+def test_posterior_of_a_scan_chain_is_the_unrolled_models_per_step():
+    y = torch.randn(12, generator=torch.Generator().manual_seed(4), dtype=F64) * 2
+    values = params(3, seed=1)
+    graph = simplify()(enumerate_discrete()(hmm_scan.graph(y, 3)))
+    probs = posterior_of_enumerated(graph, values)["z"]
+    assert probs.shape == (12, 3)
+    unrolled = posterior_of_enumerated(enumerate_discrete()(hmm_loop.graph(y, 3)), values)
+    torch.testing.assert_close(probs, torch.stack([unrolled[f"z_{t}"] for t in range(12)]),
+                               rtol=1e-10, atol=1e-12)
