@@ -73,13 +73,18 @@ def mixture_data(n: int = 1000, seed: int = 0) -> np.ndarray:
 
 
 # -- ppl ------------------------------------------------------------------------------------
-@model
-def ppl_hmm(y):
+def ppl_hmm_prior() -> tuple[torch.Tensor, torch.Tensor]:
+    """The transition matrix and the ordered state means, as sites."""
     with plate("states", 2):
         trans = sample("trans", Dirichlet(torch.ones(2)))
     mu0 = sample("mu0", Normal(0.0, 3.0))
     gap = sample("gap", HalfNormal(3.0))
-    mu = torch.stack([mu0, mu0 + gap])
+    return trans, torch.stack([mu0, mu0 + gap])
+
+
+@model
+def ppl_hmm(y):
+    trans, mu = ppl_hmm_prior()
     z = 0
     for t in range(len(y)):
         z = sample(f"z_{t}", Categorical(trans[z]))
@@ -88,11 +93,7 @@ def ppl_hmm(y):
 
 @model
 def ppl_hmm_scan(y):
-    with plate("states", 2):
-        trans = sample("trans", Dirichlet(torch.ones(2)))
-    mu0 = sample("mu0", Normal(0.0, 3.0))
-    gap = sample("gap", HalfNormal(3.0))
-    mu = torch.stack([mu0, mu0 + gap])
+    trans, mu = ppl_hmm_prior()
 
     def step(z, y_t):
         z = sample("z", Categorical(trans[z]))

@@ -201,16 +201,11 @@ def test_the_loops_values_read_outside_are_refused():
 
 def test_a_continuous_loop_is_still_refused_naming_the_pass():
     @model
-    def ar1(y):
-        def step(x, y_t):
-            x = sample("x", Normal(0.9 * x, 1.0))
-            sample("y", Normal(x, 1.0), obs=y_t)
-            return x, None
+    def walk():
+        scan(lambda x, _: (sample("x", Normal(x, 1.0)), None), torch.tensor(0.0), length=3)
 
-        scan(step, torch.tensor(0.0), y)
-
-    with pytest.raises(IRError, match="pass 'enumerate_discrete'.*scan 'step'"):
-        enumerate_discrete()(ar1.graph(torch.zeros(3)))
+    with pytest.raises(IRError, match="pass 'enumerate_discrete'.*scan '_lambda_'"):
+        enumerate_discrete()(walk.graph())
 
 
 def test_posterior_of_a_scan_chain_is_the_unrolled_models_per_step():

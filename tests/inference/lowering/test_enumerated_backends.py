@@ -35,13 +35,17 @@ def mixture3(y):
         sample("y", Normal(locs[z], sigma), obs=y)
 
 
-@model
-def hmm2(y):
+def hmm2_prior() -> tuple[torch.Tensor, torch.Tensor]:
     with plate("states", 2):
         trans = sample("trans", Dirichlet(torch.ones(2)))
     mu0 = sample("mu0", Normal(0.0, 3.0))
     gap = sample("gap", HalfNormal(3.0))
-    mu = torch.stack([mu0, mu0 + gap])  # ordered: no label switching
+    return trans, torch.stack([mu0, mu0 + gap])  # ordered: no label switching
+
+
+@model
+def hmm2(y):
+    trans, mu = hmm2_prior()
     z = 0
     for t in range(len(y)):
         z = sample(f"z_{t}", Categorical(trans[z]))
@@ -50,11 +54,7 @@ def hmm2(y):
 
 @model
 def hmm2_scan(y):
-    with plate("states", 2):
-        trans = sample("trans", Dirichlet(torch.ones(2)))
-    mu0 = sample("mu0", Normal(0.0, 3.0))
-    gap = sample("gap", HalfNormal(3.0))
-    mu = torch.stack([mu0, mu0 + gap])
+    trans, mu = hmm2_prior()
 
     def step(z, y_t):
         z = sample("z", Categorical(trans[z]))
@@ -155,11 +155,12 @@ def test_enumerated_mixture_recovers_the_simulated_truth_on_native():
 
 
 @quiet
-@pytest.mark.slow
-def test_enumerated_hmm_recovers_the_simulated_truth_on_native():
+@pytest.mark.parametrize("m, steps", [pytest.param(hmm2, 40, marks=pytest.mark.slow),
+                                      (hmm2_scan, 200)], ids=["loop", "scan"])
+def test_enumerated_hmm_recovers_the_simulated_truth_on_native(m, steps):
     with warnings.catch_warnings():
         warnings.simplefilter("error", FastPathWarning)
-        post = infer(hmm2, hmm_data(40), method=NUTS(400, 400, chains=2), seed=0,
+        post = infer(m, hmm_data(steps), method=NUTS(400, 400, chains=2), seed=0,
                      passes=[enumerate_discrete()])
     assert post.extra["backend"] == "native"
     for name, z in truth_z_scores(post, HMM_TRUTH).items():
@@ -184,13 +185,3 @@ def test_a_scan_chain_lowers_to_one_loop_whatever_its_length(tmp_path, monkeypat
         sizes.append(len(native.native.source.text.splitlines()))
     assert sizes[0] == sizes[1] < 1000
 
-
-@quiet
-def test_a_scan_hmm_recovers_the_simulated_truth_on_native():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FastPathWarning)
-        post = infer(hmm2_scan, hmm_data(200), method=NUTS(300, 300, chains=2), seed=0,
-                     passes=[enumerate_discrete()])
-    assert post.extra["backend"] == "native"
-    for name, z in truth_z_scores(post, HMM_TRUTH).items():
-        assert z.abs().max() < 4, (name, z)
