@@ -16,7 +16,8 @@ A loop qualifies when
 * its step has exactly one latent, the discrete site ``z`` (finite enumerable support, at
   most ``max_size`` values, a scalar: batch and event shape ``()``), and the new carry is
   ``z`` itself (one carry leaf);
-* ``init`` is a constant, one of ``z``'s values;
+* ``init`` is a constant, one of ``z``'s values, and the step reads no value that depends
+  on a discrete site outside the loop;
 * every site of the step, and every value that changes with the step index or ``xs``, is
   a per-step scalar (no plates in the step; values of the states alone, as ``trans[z]``,
   may have any shape), the step has no deterministic sites, and nothing outside reads
@@ -79,6 +80,13 @@ def eliminate_chains(graph: Graph, values_of: Values, sites: str | list[str] = "
     if not graph.subgraphs:
         return graph
     first = probe(_first_step(graph))
+    discrete = {n.name: n.address for n in graph.latent_nodes
+                if first.dists[n.name].support.is_discrete}
+    reads_discrete = dict(discrete)
+    for node in graph.nodes:  # outer node -> an outer discrete site its value depends on
+        found = next((reads_discrete[r] for r in node.refs() if r in reads_discrete), None)
+        if found is not None:
+            reads_discrete.setdefault(node.name, found)
     chains: dict[str, _Chain] = {}
     for node in graph.nodes:
         if node.kind != "loop":
@@ -87,6 +95,10 @@ def eliminate_chains(graph: Graph, values_of: Values, sites: str | list[str] = "
         if not chain.discrete or (sites != "auto" and chain.discrete[0].address not in sites):
             continue
         try:
+            for ref in chain.captured:
+                if ref.name in reads_discrete:
+                    raise _Refused(f"its step reads %{ref.name}, which depends on the discrete "
+                                   f"site {reads_discrete[ref.name]!r} outside the loop")
             chain.check()
         except _Refused as why:
             raise IRError(f"enumerate_discrete: scan {node.name!r} cannot be summed out as a "
@@ -137,9 +149,9 @@ class _Chain:
         self.body = graph.subgraphs[loop.target]
         self.init, self.xs, self.captured, self.T = loop_parts(loop)
         self.roles = body_inputs(self.body)
-        self.dists = {n.name: first.dists[first.graph.site(step_address(n.address, 0)).name]
-                      for n in self.body.nodes if n.is_random}
         latents = [n for n in self.body.nodes if n.kind == "sample"]
+        self.dists = {n.name: first.dists[first.graph.site(step_address(n.address, 0)).name]
+                      for n in latents}
         self.discrete = [n for n in latents if self.dists[n.name].support.is_discrete]
         self.latents, self.values_of = latents, values_of
 

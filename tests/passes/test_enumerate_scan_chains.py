@@ -11,13 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppl import deterministic, model, plate, sample, scan
+from ppl import deterministic, factor, model, plate, sample, scan
 from ppl.ir import IRError, LogDensity, compile_log_density
 from ppl.ir.parser import parse
 from ppl.ir.printer import print_graph
-from ppl.passes import enumerate_discrete, posterior_of_enumerated, simplify
+from ppl.passes import enumerate_discrete, posterior_of_enumerated, simplify, unroll
 from ppl.passes.chains import chain_logsumexp, chain_marginals
-from ppl.stdlib import Categorical, Dirichlet, Normal
+from ppl.passes.rewriting import probe
+from ppl.stdlib import Bernoulli, Categorical, Dirichlet, Normal
 
 F64 = torch.float64
 
@@ -91,6 +92,45 @@ def test_scan_hmm_is_the_forward_algorithm_and_the_unrolled_model(K):
     (record,) = graph.attrs["enumerated_chains"]
     assert (record["loop"], record["site"], record["values"], record["length"]) == (
         "step", "z", list(range(K)), 200)
+
+
+@model
+def bernoulli_chain(y):
+    stay = sample("stay", Dirichlet(torch.ones(2, dtype=F64)))
+
+    def step(z, y_t):
+        z = sample("z", Bernoulli(torch.where(z > 0.5, stay[0], 0.3)))
+        sample("y", Normal(2.0 * z - 1.0, 1.0), obs=y_t)
+        return z, None
+
+    scan(step, torch.tensor(1.0, dtype=F64), y)
+
+
+@model
+def drifting_chain(y):
+    with plate("states", 3):
+        trans = sample("trans", Dirichlet(torch.ones(3, dtype=F64)))
+        mu = sample("mu", Normal(torch.zeros((), dtype=F64), 3.0))
+
+    def step(z, inputs):
+        y_t, t = inputs
+        z = sample("z", Categorical(logits=trans[z].log()))
+        sample("y", Normal(mu[z] + 0.1 * t, 1.0), obs=y_t)
+        factor("penalty", -0.1 * (y_t - mu[z]) ** 2)
+        return z, None
+
+    scan(step, torch.tensor(2), (y, torch.arange(len(y), dtype=F64)))
+
+
+@pytest.mark.parametrize("m", [bernoulli_chain, drifting_chain, hmm_scan])
+def test_a_scan_chain_is_its_unrolled_twin_enumerated(m):
+    """Step index, several xs, a factor statement, Bernoulli states: the chain's log density
+    is that of ``unroll`` then ``enumerate_discrete``."""
+    graph = m.graph(torch.randn(9, generator=torch.Generator().manual_seed(5), dtype=F64))
+    twin = enumerate_discrete()(unroll()(graph))
+    values = {n.address: probe(twin).env[n.name] for n in twin.latent_nodes}
+    torch.testing.assert_close(LogDensity(enumerate_discrete()(graph), values).run(),
+                               LogDensity(twin, values).run(), rtol=1e-12, atol=1e-12)
 
 
 def test_the_summed_out_graph_prints_and_parses_back():
@@ -180,6 +220,23 @@ def test_a_deterministic_site_in_the_step_is_refused():
         return z, None
 
     assert "deterministic site 'twice'" in refused(step)
+
+
+def test_a_step_reading_a_discrete_site_outside_the_loop_is_refused():
+    @model
+    def m(y):
+        wide = sample("wide", Bernoulli(torch.tensor(0.4)))
+        trans = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+
+        def step(z, y_t):
+            z = sample("z", Categorical(trans[z]))
+            sample("y", Normal(z, 0.5 + wide), obs=y_t)
+            return z, None
+
+        scan(step, torch.tensor(0), y)
+
+    with pytest.raises(IRError, match="depends on the discrete site 'wide' outside the loop"):
+        enumerate_discrete()(m.graph(torch.zeros(3)))
 
 
 def test_the_loops_values_read_outside_are_refused():
