@@ -151,7 +151,8 @@ class enumerate_discrete:
                           EnumerationWarning, stacklevel=2)
             graph = graph.replace(attrs={**graph.attrs, "enumeration_skipped": skipped})
         if self.sites != "auto":
-            missing = set(self.sites) - {graph.node(n).address for n in chosen}
+            chains = {c["site"] for c in graph.attrs.get("enumerated_chains", ())}
+            missing = set(self.sites) - {graph.node(n).address for n in chosen} - chains
             if missing:
                 raise IRError(
                     f"enumerate_discrete: {sorted(missing)} are not latent sites of graph "

@@ -132,6 +132,13 @@ def test_a_scan_chain_is_its_unrolled_twin_enumerated(m):
                                LogDensity(twin, values).run(), rtol=1e-12, atol=1e-12)
 
 
+def test_a_chain_named_in_sites_is_summed_out_and_an_unnamed_one_is_refused():
+    graph = hmm_scan.graph(torch.zeros(5))
+    assert enumerate_discrete(["z"])(graph).attrs["enumerated_chains"][0]["site"] == "z"
+    with pytest.raises(IRError, match="does not handle loop nodes .scan 'step'"):
+        enumerate_discrete(["trans"])(graph)
+
+
 def test_the_summed_out_graph_prints_and_parses_back():
     graph = enumerate_discrete()(hmm_scan.graph(torch.zeros(6)))
     text = print_graph(graph)
