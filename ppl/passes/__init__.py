@@ -3,7 +3,8 @@
 Each pass is a small class named as a verb (``condition``, ``do``, ``unconstrain``,
 ``noncenter``, ``simplify``, ``temper``, ``drop_likelihood``, ``enumerate_discrete``,
 ``unroll``, ``vectorize_loops``); an instance is the pass. Passes other than ``unroll`` and
-``vectorize_loops`` refuse loop nodes (``ppl.scan``), naming themselves; unroll first.
+``vectorize_loops`` refuse loop nodes (``ppl.scan``), naming themselves; unroll first
+(``enumerate_discrete`` sums out a scan whose carry is its step's discrete site).
 ``run(graph, passes)`` applies a list, checking the graph after each, naming the pass
 that broke it, and refusing passes out of the order they declare (``must_precede``);
 ``run_report`` also says which passes changed the graph. A user pass is any callable
