@@ -14,6 +14,7 @@ from ppl import infer, model, plate, sample, scan
 from ppl.inference import NUTS, FastPathWarning
 from ppl.inference.lowering.flat import FlatModel
 from ppl.inference.lowering.native import codegen as native_codegen
+from ppl.inference.lowering.native import compiler_available
 from ppl.inference.lowering.native import fusion as native_fusion
 from ppl.inference.results.diagnostics import mcse_mean
 from ppl.inference.testing import check_draws, conjugate_cases
@@ -167,6 +168,7 @@ def test_enumerated_hmm_recovers_the_simulated_truth_on_native(m, steps):
         assert z.abs().max() < 4, (name, z)
 
 
+@pytest.mark.skipif(not compiler_available(), reason="no C compiler on this machine")
 def test_a_scan_chain_lowers_to_one_loop_whatever_its_length(tmp_path, monkeypatch):
     """The C of a summed-out scan chain is one forward loop (and one forward-backward for
     the gradient): its length does not grow with T, and the value and gradient are the
