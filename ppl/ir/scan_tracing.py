@@ -88,7 +88,7 @@ def trace_scan(tracer, step, init: Any, x_leaves: list, x_spec, length: int, nam
         raise ModelError(f"scan {name!r} inside the step of scan {outer.scan_name!r}: scans do "
                          "not nest; unroll the inner loop in Python or merge the steps")
     init_leaves, init_spec = flatten(init)
-    init_leaves = [as_tensor(v) for v in init_leaves]
+    init_leaves = [_init_leaf(v) for v in init_leaves]
     body = _BodyRecorder(name, outer)
     marker = frozenset({body.step_marker})
     with internal():
@@ -130,6 +130,15 @@ def trace_scan(tracer, step, init: Any, x_leaves: list, x_spec, length: int, nam
         deps = symbolic | {f"{a}[t]" for a in body.deps(outs[i]) if not a.startswith("<")}
         outer.track(value, ref, deps)
     return unflatten(finals, init_spec), unflatten(stacked, y_spec)
+
+
+def _init_leaf(value: Any) -> torch.Tensor:
+    """A leaf of ``init`` as a tensor: an integer stays int64, as on the trace path (where
+    ``init`` reaches the step as it is), so ``scan(step, 0, y)`` can index ``trans[z]``;
+    anything else as data (``as_tensor``: other Python numbers become the default float)."""
+    if not isinstance(value, torch.Tensor | bool) and torch.as_tensor(value).dtype == torch.int64:
+        return torch.as_tensor(value)
+    return as_tensor(value)
 
 
 def _check_carry(name: str, init_spec, init_leaves: list, new_spec, new_leaves: list) -> None:

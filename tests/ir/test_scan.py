@@ -367,3 +367,30 @@ def test_analysis_sees_the_unrolled_sites():
     graph = ar1.graph(torch.zeros(3))
     assert graph.markov_blanket("x[1]") == {"rho", "x[0]", "x[2]", "y[1]"}
     assert "x[2]" in graph.to_dot()
+
+
+def test_a_python_int_init_stays_an_integer_on_both_paths():
+    """``scan(step, 0, y)``: the init indexes ``trans[z]`` at step 0 when traced (int64, as
+    on the trace path, where the step receives the int itself), and the log density is the
+    trace path's."""
+    from ppl.stdlib import Categorical
+
+    @model
+    def hmm(y):
+        trans = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+
+        def step(z, y_t):
+            z = sample("z", Categorical(trans[z]))
+            sample("y", Normal(2.0 * z, 1.0), obs=y_t)
+            return z, None
+
+        scan(step, 0, y)
+
+    y = torch.tensor([0.1, 2.2, 1.9])
+    latent = {f"z[{t}]": torch.tensor(v) for t, v in enumerate([0, 1, 1])}
+    expected = hmm.log_density(latent, y)
+    graph = hmm.graph(y)
+    (loop,) = [n for n in graph if n.kind == "loop"]
+    assert torch.as_tensor(loop.args[0][0]).dtype == torch.int64
+    torch.testing.assert_close(LogDensity(graph, latent).run(), expected)
+    torch.testing.assert_close(LogDensity(unroll()(graph), latent).run(), expected)
