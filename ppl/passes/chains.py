@@ -6,10 +6,12 @@ holds the log factors of each step given the state before it (``F[0]`` reads onl
 ``start``), leading dims are independent chains. ``chain_marginals(F, log_z, start)`` is
 its gradient, by the forward-backward recursion: ``dlog Z / dF[t, j, k] = P(z_{t-1} = j,
 z_t = k)``, the pairwise posterior marginals (zero off row ``start`` at ``t = 0``), whose
-sums over ``j`` are ``state_marginals``, ``P(z_t = k)``. The ``enumerate_discrete`` pass
-writes ``ppl.chain_logsumexp`` for a scan whose carry is its step's discrete site
-(``ppl.passes.chain_enumeration``); the tape and the C backend run the same two
-recursions. Both are ``O(T K^2)`` in C (``ppl.inference.lowering.native.chain``), one step
+sums over ``j`` are ``state_marginals``, ``P(z_t = k)``. ``chain_sample(F, start, u)``
+draws whole paths from the chain's posterior ``P(z_{0:T-1})`` (forward filtering, backward
+sampling: the joint, not each ``z_t`` from its own marginal), as Gibbs needs. The
+``enumerate_discrete`` pass writes ``ppl.chain_logsumexp`` for a scan whose carry is its
+step's discrete site (``ppl.passes.chain_enumeration``); the tape and the C backend run the
+same two recursions. Both are ``O(T K^2)`` in C (``ppl.inference.lowering.native.chain``), one step
 at a time; in torch they run in blocks of about ``sqrt(T)`` steps, ``O(T K^3)`` arithmetic
 in about ``2 sqrt(T)`` calls instead of ``T``.
 
@@ -20,6 +22,8 @@ in about ``2 sqrt(T)`` calls instead of ``T``.
     >>> chain_marginals(F, chain_logsumexp(F, 0), 0)[1]
     tensor([[0.4500, 0.0500],
             [0.1000, 0.4000]])
+    >>> chain_sample(F, 0, torch.tensor([0.4, 0.3]))   # z_1 = 0 w.p. 0.55: then z_0 | z_1
+    tensor([0, 0])
 """
 
 from __future__ import annotations
@@ -56,6 +60,43 @@ def state_marginals(F: torch.Tensor, start: int) -> torch.Tensor:
     """``P(z_t = k)`` for every step ``t`` and state ``k``: shape ``(..., T, K)``."""
     with torch.no_grad():
         return chain_marginals(F, chain_logsumexp(F, start), start).sum(-2)
+
+
+def chain_sample(F: torch.Tensor, start: int,
+                 u: torch.Tensor | torch.Generator | None = None) -> torch.Tensor:
+    """One path ``z_0 .. z_{T-1}`` (indices, int64, shape ``F.shape[:-2]``) per chain, drawn
+    from ``P(z) = exp(sum_t F[t, z_{t-1}, z_t] - chain_logsumexp(F, start))``.
+
+    Forward filtering, backward sampling: ``z_{T-1}`` from ``alpha_{T-1}``, then ``z_t``
+    given ``z_{t+1} = k`` from ``alpha_t[j] + F[t+1, j, k]``, each by inverting its CDF at
+    ``u[..., t]`` (``u``: uniforms of shape ``F.shape[:-2]``, or a generator to draw them
+    from). The ``T - 1`` backward steps are maps ``k -> z_t``, tabulated for all ``t`` at
+    once and composed by doubling (``log2 T`` gathers), so the draw takes ``O(T K^2)``
+    arithmetic in about 20 torch calls besides the forward messages. Impossible states
+    (``-inf``) are never drawn."""
+    shape = F.shape[:-2]
+    if not isinstance(u, torch.Tensor):
+        u = torch.rand(shape, generator=u, dtype=torch.float64, device=F.device)
+    with torch.no_grad():
+        alpha = _messages(F[..., 0, start, :], F[..., 1:, :, :]).double()  # (..., T, K)
+        last = _inverse_cdf(alpha[..., -1, :], u[..., -1])  # (...,)
+        # back[..., t, k, j] = log P(z_t = j | z_{t+1} = k) + const, for t < T - 1
+        back = alpha[..., :-1, None, :] + F[..., 1:, :, :].double().transpose(-1, -2)
+        maps = _inverse_cdf(back, u[..., :-1, None])  # (..., T - 1, K): z_{t+1} -> z_t
+        identity = torch.arange(F.shape[-1], device=F.device).expand(*shape[:-1], 1, -1)
+        maps = torch.cat([maps, identity], -2)  # the map after the last step is the identity
+        d = 1
+        while d < maps.shape[-2]:  # maps[t] becomes map_t o map_{t+1} o ... o map_{t+2d-1}
+            maps = torch.cat([torch.gather(maps[..., :-d, :], -1, maps[..., d:, :]),
+                              maps[..., -d:, :]], -2)
+            d *= 2
+        return torch.gather(maps, -1, last[..., None, None].expand(*shape, 1)).squeeze(-1)
+
+
+def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The index whose CDF interval under ``softmax(logits, -1)`` holds ``u``."""
+    cdf = torch.softmax(logits, -1).cumsum(-1)
+    return (u[..., None] > cdf).sum(-1).clamp(max=logits.shape[-1] - 1)
 
 
 def _log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
