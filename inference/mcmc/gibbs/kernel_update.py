@@ -3,8 +3,10 @@
 The block's sites are continuous latents; every other latent is conditioned on (the
 ``condition`` pass turns it into an observation whose value is an input of the graph), and
 the graph is lowered with :class:`~ppl.inference.lowering.flat.FlatModel`. Each chain has its own
-values of the other sites, passed to the generated potential as per-chain arguments (or, for
-a graph the tape cannot express, to the vmapped autograd path). The kernel must therefore
+values of the other sites, passed to the generated potential as per-chain arguments: compiled
+to C where the machine has a compiler and every operation a C rule (``backend`` "native", as
+plain NUTS runs), else its torch code ("generated"), and for a graph the tape cannot express,
+the vmapped autograd path. The kernel must therefore
 evaluate every chain's row, in chain order, so NUTS runs with ``compact=False`` (its
 compaction passes a subset of the chains). Before each transition the state's log density
 and gradient are recomputed when another block has moved since the last one (the kernel's
@@ -44,6 +46,7 @@ from torch import Tensor
 
 from ppl.errors import ModelError
 from ppl.inference.lowering.flat import FastPathWarning, FlatModel
+from ppl.inference.lowering.native import CompileError, NativePotential
 from ppl.inference.lowering.tape import (
     Unsupported,
     lower_potential,
@@ -90,8 +93,12 @@ class ConditionalFlat:
         try:
             lowered = lower_potential(self.flat.unconstrained, self.flat.blocks,
                                       tuple(self.inputs.values()), self.flat.sites)
-            self._generated = torch_potential(lowered)
             self._generated_values = torch_values(lowered)
+            self._generated = _native(lowered)
+            if self._generated is not None:
+                self.backend = "native"
+            else:
+                self._generated = torch_potential(lowered)
         except Unsupported as refusal:
             self.backend, self.fallback_reason = "autograd", str(refusal)
             warnings.warn(f"Gibbs block {list(sites)} leaves the generated potential for "
@@ -132,6 +139,25 @@ class ConditionalFlat:
         else:
             out = self._values(z, data)
         return {a: out[a].detach() for a in self.sites}
+
+
+def _native(lowered) -> Callable | None:
+    """The lowered potential compiled to C now (from the disk cache after the first time), as
+    ``fn(z, *data)`` like ``torch_potential``'s; None where there is no C compiler, an
+    operation has no C rule or the build fails (the generated torch code runs instead)."""
+    try:
+        native = NativePotential.from_lowered(lowered)
+        native.bind_inputs([torch.zeros(1, *shape, dtype=dtype)
+                            for shape, dtype in native.source.inputs])
+        native.build()
+    except (Unsupported, CompileError, OSError):
+        return None
+
+    def potential(z: Tensor, *data: Tensor) -> tuple[Tensor, Tensor]:
+        native.bind_inputs(list(data))
+        return native(z)
+
+    return potential
 
 
 class KernelUpdateState(NamedTuple):
