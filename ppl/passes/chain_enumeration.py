@@ -27,8 +27,8 @@ A loop that holds a discrete latent but does not qualify is refused with an ``IR
 naming the pass, the loop and the reason; other loops are kept (and refused by the rest
 of ``enumerate_discrete``, which sums out sites outside loops). Code in the step
 must broadcast over extra dims on the left, as everywhere under enumeration.
-``graph.attrs["enumerated_chains"]`` records each chain: its loop, site, values, length
-and ``chain_logsumexp`` node.
+``graph.attrs["enumerated_chains"]`` records each chain: its loop, site, values (and their
+dtype), length and ``chain_logsumexp`` node.
 
     >>> import torch
     >>> from ppl import model, sample, scan
@@ -118,6 +118,24 @@ def eliminate_chains(graph: Graph, values_of: Values, sites: str | list[str] = "
                      + records}, subgraphs=kept)
 
 
+def chain_candidates(graph: Graph) -> list[str]:
+    """The addresses of the discrete sites in the steps of ``graph``'s loops: the chains
+    ``enumerate_discrete(sites=...)`` sums out (or refuses, naming why)."""
+    if not graph.subgraphs:
+        return []
+    first = probe(_first_step(graph))
+    return [n.address for loop in graph.nodes if loop.kind == "loop"
+            for n, dist in _step_dists(graph.subgraphs[loop.target], first)
+            if dist.support.is_discrete]
+
+
+def _step_dists(body: Graph, first) -> list[tuple[Node, Any]]:
+    """Each latent site of a loop's step with its distribution at step 0 (from ``first``, a
+    probe of ``_first_step``)."""
+    return [(n, first.dists[first.graph.site(step_address(n.address, 0)).name])
+            for n in body.nodes if n.kind == "sample"]
+
+
 def _first_step(graph: Graph) -> Graph:
     """The graph with every loop cut to its first step, unrolled: a probe of it learns the
     distributions of the step's sites (``site[0]``) and of the outer sites."""
@@ -149,9 +167,9 @@ class _Chain:
         self.body = graph.subgraphs[loop.target]
         self.init, self.xs, self.captured, self.T = loop_parts(loop)
         self.roles = body_inputs(self.body)
-        latents = [n for n in self.body.nodes if n.kind == "sample"]
-        self.dists = {n.name: first.dists[first.graph.site(step_address(n.address, 0)).name]
-                      for n in latents}
+        dists = _step_dists(self.body, first)
+        latents = [n for n, _ in dists]
+        self.dists = {n.name: d for n, d in dists}
         self.discrete = [n for n in latents if self.dists[n.name].support.is_discrete]
         self.latents, self.values_of = latents, values_of
 
@@ -260,4 +278,5 @@ class _Chain:
         rw.add("factor", address, (chain,), hint=address,
                meta=Meta(address=address, attrs=(("role", "enumerated_log_marginal"),)))
         return {"loop": self.loop.name, "site": z.address, "values": self.values.tolist(),
-                "length": T, "chain": chain.name, "factor": address}
+                "dtype": str(self.values.dtype).removeprefix("torch."), "length": T,
+                "chain": chain.name, "factor": address}

@@ -17,6 +17,14 @@ default:
   own marginal: exact jointly for conditionally independent sites (plate elements), but the
   dependence between sites such as an HMM's ``z_t`` is not kept (use ``"gibbs"`` for joint
   questions). It costs one interpreted contraction per kept draw (about 2 ms);
+* the chain of a scan HMM (a ``ppl.scan`` whose carry is its step's discrete site, see
+  ``ppl.passes.chain_enumeration``) is summed out of the graph in either mode, so the
+  kernel moves the continuous sites on the forward algorithm's density, and the whole chain
+  ``z_{0:T-1}`` is drawn jointly from ``P(z | continuous sites, data)`` by forward filtering,
+  backward sampling (``O(T K^2)``): with ``discrete="gibbs"`` as the last block of every
+  sweep (:class:`~ppl.inference.mcmc.gibbs.chain.ChainGibbs`), with ``"enumerate"`` once
+  per kept draw (and ``extra["discrete_probs"]`` holds ``P(z_t = k)``, ``(T, K)`` per draw).
+  Other loops are refused (unroll them);
 * with ``conjugate=True``, continuous sites whose conditional is a recognized conjugate pair
   (:mod:`ppl.inference.mcmc.gibbs.conjugate`) get exact conjugate draws;
 * every other continuous site goes into one block moved by ``kernel`` (default NUTS), whose
@@ -65,15 +73,17 @@ from ppl.inference.mcmc.base import Kernel
 from ppl.inference.mcmc.nuts import NUTS
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.inference.results.posterior import Posterior
-from ppl.inference.rng import RNG, chain_generators
+from ppl.inference.rng import RNG, chain_generators, rand
 from ppl.ir import Graph
 from ppl.ir.loop import refuse_loops
 from ppl.model import Model
 from ppl.passes import enumerate_discrete, posterior_of_enumerated
 from ppl.passes import run as run_passes
+from ppl.passes.chain_enumeration import chain_candidates
 from ppl.passes.rewriting import probe
 from ppl.randomness import drawing, seeded
 
+from .chain import ChainDraws, ChainGibbs, chain_sites
 from .conjugate import Conjugate, conjugate_match
 from .discrete import DiscreteGibbs, GibbsUpdate, Values, categorical_draw
 from .kernel_update import KernelUpdate
@@ -111,6 +121,9 @@ def assign_blocks(
     blocks ``[(sites, unbound update)]``, as described in the module docstring."""
     if discrete not in ("gibbs", "enumerate"):
         raise ValueError(f"discrete must be 'gibbs' or 'enumerate', got {discrete!r}")
+    chains = chain_candidates(graph)
+    if chains:
+        graph = enumerate_discrete(chains, max_size=max_size)(graph)
     refuse_loops(graph, "Gibbs")
     latents = [n.address for n in graph.latent_nodes]
     blocks: list[Block] = []
@@ -148,6 +161,8 @@ def assign_blocks(
     if continuous:
         sites = tuple(continuous)
         blocks.append((sites, _as_update(sites, kernel or NUTS(), adaptation)))
+    if chains and discrete == "gibbs":  # last: drawn given every site of the summed-out graph
+        blocks.append((tuple(chains), ChainGibbs()))
     return graph, blocks
 
 
@@ -185,24 +200,39 @@ def _deterministic(graph: Graph, samples: dict[str, Tensor]) -> dict[str, Tensor
 
 def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], chains: int,
                      draws: int, rng: RNG) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Per kept draw, ``P(z | continuous, data)`` for every enumerated site, and one draw of
-    each ``z`` from it."""
+    """Per kept draw, ``P(z | continuous, data)`` for every enumerated site not sampled yet,
+    and one draw of each ``z`` from it (a scan chain's jointly, by FFBS)."""
+    values: dict[str, Tensor] = {}
+    probs: dict[str, Tensor] = {}
+    pending = tuple(a for a in chain_sites(graph) if a not in samples)
+    if pending:
+        rows = {a: v.reshape(chains * draws, *v.shape[2:]) for a, v in samples.items()}
+        chain_draws = ChainDraws(graph, pending)
+        u = {a: rand(rng, chains, (draws, T)).reshape(chains * draws, T)
+             for a, T in chain_draws.length.items()}
+        for a, v in chain_draws.draws(u, rows).items():
+            values[a] = v.reshape(chains, draws, -1)
+        for a, p in chain_draws.probs(rows, chains * draws).items():
+            probs[a] = p.reshape(chains, draws, *p.shape[1:])
+    records = graph.attrs.get("enumerated", ())
+    if not records:
+        return values, probs
     if graph.latent_nodes:
         per_row = [posterior_of_enumerated(graph, {a: v[c, s] for a, v in samples.items()})
                    for c in range(chains) for s in range(draws)]
-        probs = {a: torch.stack([r[a] for r in per_row]).reshape(chains, draws, *p.shape)
-                 for a, p in per_row[0].items()}
+        site_probs = {a: torch.stack([r[a] for r in per_row]).reshape(chains, draws, *p.shape)
+                      for a, p in per_row[0].items()}
     else:
         once = posterior_of_enumerated(graph, {})
-        probs = {a: p.expand(chains, draws, *p.shape) for a, p in once.items()}
-    values = {}
-    for record in graph.attrs["enumerated"]:
+        site_probs = {a: p.expand(chains, draws, *p.shape) for a, p in once.items()}
+    for record in records:
         for site in record["sites"]:
             a = site["address"]
             dtype = getattr(torch, original.site(a).meta.dtype)
             support = torch.tensor(site["values"], dtype=dtype)
-            index = categorical_draw(rng, probs[a].log().movedim(-1, 0))
+            index = categorical_draw(rng, site_probs[a].log().movedim(-1, 0))
             values[a] = support[index]
+            probs[a] = site_probs[a]
     return values, probs
 
 
@@ -290,8 +320,10 @@ class Gibbs:
                 drawn, probs = _draw_enumerated(graph, original, samples, self.chains,
                                                 self.num_samples, rng)
                 samples.update(drawn)
-                extra["discrete_probs"] = probs
-            samples.update(_deterministic(original, samples))
+                if probs:
+                    extra["discrete_probs"] = probs
+            # a loop's sites are summed out (a chain) or refused: its outer sites are the graph's
+            samples.update(_deterministic(graph if original.subgraphs else original, samples))
         finally:
             torch.set_num_threads(threads)
         extra.update(self._facts(bound, states))

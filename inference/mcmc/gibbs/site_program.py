@@ -10,7 +10,8 @@ never sees the batch dimension.
 
 Each chosen site comes with a function ``fn(dist, value)`` whose (tensor or tuple of tensors)
 result is returned for that site: ``dist`` is the site's distribution for a sample or observe
-node and None for a factor (``value`` is its log weight) or a deterministic site.
+node and None for a factor (``value`` is its log weight) or a deterministic site. Values of
+other nodes, by name (``nodes=``), are returned too: a chain's log factors for its FFBS draw.
 
     >>> import torch
     >>> from ppl import model, sample
@@ -26,7 +27,7 @@ node and None for a factor (``value`` is its log weight) or a deterministic site
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,9 +68,9 @@ def _pruned(graph: Graph, chosen: set[str]) -> Graph:
 class _SiteCodeGen(CodeGen):
     """``program(values)`` for one row: a dict address -> the chosen site's ``fn`` result."""
 
-    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn]):
+    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn], nodes: frozenset[str]):
         super().__init__(graph, "site_program")
-        self.fns = fns
+        self.fns, self.nodes = fns, nodes
 
     def prologue(self) -> None:
         super().prologue()
@@ -98,7 +99,10 @@ class _SiteCodeGen(CodeGen):
         return self.report(node, super().factor(node, args, kwargs))
 
     def call(self, node: Node, args: tuple, kwargs: dict) -> str:
-        return self.report(node, super().call(node, args, kwargs))
+        value = super().call(node, args, kwargs)
+        if node.name in self.nodes:
+            self.emit(f"_out[{node.name!r}] = {value}")
+        return self.report(node, value)
 
     def output(self, node: Node, args: tuple, kwargs: dict) -> None:
         self.emit("return _out")
@@ -109,16 +113,17 @@ class SiteProgram:
 
     ``latents``: the addresses of the latent sites whose values the program reads. Calling
     the program with ``values`` (address -> ``(rows, *site_shape)``, at least ``latents``)
-    returns address -> result with a leading ``rows`` dimension.
+    returns address -> result with a leading ``rows`` dimension, and name -> value for each
+    call node named in ``nodes``.
     """
 
-    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn]):
+    def __init__(self, graph: Graph, fns: Mapping[str, SiteFn], nodes: Sequence[str] = ()):
         refuse_loops(graph, "SiteProgram (Gibbs' site programs)")
-        chosen = {graph.site(address).name for address in fns}
+        chosen = {graph.site(address).name for address in fns} | set(nodes)
         pruned = _pruned(graph, chosen)
         self.graph = pruned
         self.latents: tuple[str, ...] = tuple(n.address for n in pruned.latent_nodes)
-        self.fn = _SiteCodeGen(pruned, dict(fns)).compile()
+        self.fn = _SiteCodeGen(pruned, dict(fns), frozenset(nodes)).compile()
         self._batched = torch.func.vmap(self.fn)
 
     def __call__(self, values: Mapping[str, Tensor]) -> dict[str, Any]:
