@@ -13,6 +13,10 @@ users write it):
 * ``hmm_scan_T``: the same HMM and data, ppl's step written once with ``ppl.scan`` (the
   carry is the step's ``z``): ``enumerate_discrete`` sums the chain out as one
   ``chain_logsumexp`` node, a single C loop at any T (NumPyro: the same model as ``hmm_T``);
+* ``gibbs_scan_T``: the scan HMM under ``Gibbs`` (default ``discrete="gibbs"``): NUTS moves
+  the continuous sites on the chain-summed-out density (its C potential), and the chain
+  ``z_{0:T-1}`` is drawn jointly by FFBS every sweep (NumPyro: the NUTS model of ``hmm_T``,
+  for scale). Min ESS is over the continuous parameters;
 * ``mixture3``: a 3-component Gaussian mixture, N = 1000, weights ``Dirichlet(1, 1, 1)``,
   ordered locations ``loc0 ~ Normal(0, 5)`` plus ``HalfNormal(3)`` gaps, ``sigma ~
   HalfNormal(2)``. ppl: ``z ~ Categorical(weights)`` in a plate, enumerated; NumPyro: the
@@ -48,6 +52,7 @@ import torch
 
 from ppl import infer, model, plate, sample, scan
 from ppl.inference import NUTS
+from ppl.inference.mcmc.gibbs import Gibbs
 from ppl.inference.results.diagnostics import ess_bulk
 from ppl.passes import enumerate_discrete
 from ppl.stdlib import Categorical, Dirichlet, HalfNormal, Normal
@@ -116,15 +121,20 @@ def ppl_mixture(y):
 
 
 def run_ppl(name: str, data: np.ndarray, chains: int, draws: int) -> dict:
-    fn = ppl_hmm_scan if name.startswith("hmm_scan") else (
-        ppl_hmm if name.startswith("hmm") else ppl_mixture)
     y = torch.as_tensor(data, dtype=torch.float32)
     start = time.perf_counter()
-    post = infer(fn, y, method=NUTS(draws, draws, chains=chains), seed=0,
-                 passes=[enumerate_discrete()])
+    if name.startswith("gibbs"):
+        post = infer(ppl_hmm_scan, y, method=Gibbs(draws, draws, chains=chains), seed=0)
+        backend = "gibbs"
+    else:
+        fn = ppl_hmm_scan if name.startswith("hmm_scan") else (
+            ppl_hmm if name.startswith("hmm") else ppl_mixture)
+        post = infer(fn, y, method=NUTS(draws, draws, chains=chains), seed=0,
+                     passes=[enumerate_discrete()])
+        backend = post.extra["backend"]
     wall = time.perf_counter() - start
-    samples = {k: v.to(torch.float64) for k, v in post.samples.items()}
-    return {"wall": wall, "ess": min_bulk_ess(samples), "backend": post.extra["backend"]}
+    samples = {k: v.to(torch.float64) for k, v in post.samples.items() if v.is_floating_point()}
+    return {"wall": wall, "ess": min_bulk_ess(samples), "backend": backend}
 
 
 # -- NumPyro --------------------------------------------------------------------------------
@@ -167,7 +177,7 @@ def run_numpyro(name: str, data: np.ndarray, chains: int, draws: int) -> dict:
     from numpyro.infer import MCMC
     from numpyro.infer import NUTS as PeerNUTS
 
-    fn = numpyro_models()["hmm" if name.startswith("hmm") else "mixture"]
+    fn = numpyro_models()["mixture" if name.startswith("mixture") else "hmm"]
     start = time.perf_counter()
     mcmc = MCMC(PeerNUTS(fn), num_warmup=draws, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=False)
@@ -188,6 +198,7 @@ def min_bulk_ess(samples: dict[str, torch.Tensor]) -> float:
 
 DATA = {"hmm_100": lambda: hmm_data(100), "hmm_1000": lambda: hmm_data(1000),
         "hmm_scan_100": lambda: hmm_data(100), "hmm_scan_1000": lambda: hmm_data(1000),
+        "gibbs_scan_100": lambda: hmm_data(100), "gibbs_scan_1000": lambda: hmm_data(1000),
         "mixture3": mixture_data}
 RUNNERS = {"ppl": run_ppl, "numpyro": run_numpyro}
 

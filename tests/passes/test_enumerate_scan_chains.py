@@ -184,6 +184,49 @@ def test_chain_logsumexp_runs_batches_of_long_chains(T):
                                rtol=1e-9, atol=1e-12)
 
 
+def stepwise(F: torch.Tensor, start: int) -> torch.Tensor:
+    """The forward recursion one step at a time, in log space (the reference)."""
+    alpha = F[..., 0, start, :]
+    for t in range(1, F.shape[-3]):
+        alpha = torch.logsumexp(alpha[..., :, None] + F[..., t, :, :], -2)
+    return torch.logsumexp(alpha, -1)
+
+
+@pytest.mark.parametrize(("T", "K", "dtype"), [(1, 3, F64), (37, 2, F64), (300, 3, torch.float32),
+                                               (64, 6, F64), (129, 12, torch.float32)])
+def test_the_scan_is_the_stepwise_recursion_with_impossible_transitions(T, K, dtype):
+    """Value and gradient (autograd, and ``chain_marginals``) of the parallel scan against
+    the step-by-step recursion, for few states (exact logsumexps) and many (scaled
+    matmuls), float32 and float64, with -inf entries: impossible transitions, and a state
+    no path reaches; strong evidence (log factors up to about 60 apart)."""
+    g = torch.Generator().manual_seed(T * K)
+    F = (torch.randn(3, T, K, K, generator=g, dtype=F64) * 20).to(dtype)
+    F[..., 0, 1] = -torch.inf  # state 0 never moves to 1
+    F[..., :, K - 1] = -torch.inf  # nor does anything reach the last state
+    F.requires_grad_(True)
+    log_z = chain_logsumexp(F, 0)
+    assert log_z.dtype == dtype and log_z.shape == (3,)
+    # the reference's autograd has NaN where a logsumexp sees only -inf: -1e4 is as impossible
+    reference = F.detach().double().nan_to_num(neginf=-1e4).requires_grad_(True)
+    expected = stepwise(reference, 0)
+    tol = {"rtol": 1e-12, "atol": 1e-9} if dtype == F64 else {"rtol": 1e-5, "atol": 1e-3}
+    torch.testing.assert_close(log_z.double(), expected, **tol)
+    (grad,) = torch.autograd.grad(log_z.sum(), F)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), reference)
+    assert torch.isfinite(grad).all()
+    # float32: the marginals carry log Z's rounding, |log Z| * 6e-8 (about 1e-4 here)
+    tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == F64 else {"rtol": 1e-3, "atol": 1e-3}
+    torch.testing.assert_close(grad.double(), expected_grad, **tol)
+    torch.testing.assert_close(chain_marginals(F.detach(), log_z.detach(), 0), grad)
+
+
+def test_chain_logsumexp_vmaps_and_differentiates_under_torch_func():
+    F = torch.randn(4, 20, 3, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    grads = torch.func.vmap(torch.func.grad(lambda f: chain_logsumexp(f, 1)))(F)
+    for i in range(4):
+        torch.testing.assert_close(grads[i], chain_marginals(F[i], chain_logsumexp(F[i], 1), 1))
+
+
 # -- what does not qualify ----------------------------------------------------------------------
 def refused(step, init=torch.tensor(0), T: int = 4) -> str:
     @model
