@@ -16,7 +16,8 @@ prior and its children, read from ``ppl.ir.analysis.random_dag``) with a
 one vmapped call. Elements of the site along a plate dim that every child shares are
 conditionally independent, so they are all drawn at once (mixture assignments ``z[i]``);
 elements along other batch dims are drawn one after another. Sites that depend on each other
-(an HMM's ``z_t``) are separate sites and are updated one after another, in the order given.
+(an HMM's ``z_t``) are separate sites and are updated one after another, in the order given
+(``Gibbs`` gives a chain of them one joint block instead: ``unrolled_chain``).
 
     >>> import torch
     >>> from ppl import model, plate, sample

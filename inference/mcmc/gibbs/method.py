@@ -9,7 +9,10 @@ Every latent site of the model's graph belongs to exactly one block. Blocks come
 default:
 
 * discrete sites with a finite support: ``discrete="gibbs"`` (default) draws them exactly
-  from their full conditionals (:class:`~ppl.inference.mcmc.gibbs.discrete.DiscreteGibbs`);
+  from their full conditionals (:class:`~ppl.inference.mcmc.gibbs.discrete.DiscreteGibbs`),
+  except that sites forming a chain (an HMM written as a Python loop, ``z_t`` reading only
+  ``z_{t-1}``: :mod:`~ppl.inference.mcmc.gibbs.unrolled_chain`) are drawn jointly, one
+  block per chain, by forward filtering, backward sampling;
   ``discrete="enumerate"`` sums them out of the graph (``enumerate_discrete``), samples the
   rest, and draws them afterwards, per kept draw, from ``P(z | continuous sites, data)``
   (``posterior_of_enumerated``; the probabilities themselves are kept in
@@ -88,6 +91,7 @@ from .conjugate import Conjugate, conjugate_match
 from .discrete import DiscreteGibbs, GibbsUpdate, Values, categorical_draw
 from .kernel_update import KernelUpdate
 from .site_program import SiteProgram
+from .unrolled_chain import UnrolledChainGibbs, find_chains
 
 __all__ = ["Gibbs", "assign_blocks"]
 
@@ -150,7 +154,11 @@ def assign_blocks(
     if finite and discrete == "enumerate":
         graph = enumerate_discrete(finite, max_size=max_size)(graph)
     elif finite:
-        blocks.append((tuple(finite), DiscreteGibbs()))
+        chained = find_chains(graph, finite)
+        blocks += [(chain, UnrolledChainGibbs()) for chain in chained]
+        single = tuple(a for a in finite if not any(a in chain for chain in chained))
+        if single:
+            blocks.append((single, DiscreteGibbs()))
     continuous = [n.address for n in graph.latent_nodes
                   if n.address not in owner and n.address not in finite]
     if conjugate:

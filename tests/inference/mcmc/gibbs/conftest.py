@@ -136,7 +136,8 @@ def check_means(draws: torch.Tensor, exact: torch.Tensor, name: str, z_max: floa
 @pytest.fixture(scope="session")
 def models() -> SimpleNamespace:
     return SimpleNamespace(mixture=mixture, hmm=hmm, hmm_known=hmm_known,
-                           mixture_data=MIXTURE_DATA, hmm_data=HMM_DATA)
+                           mixture_data=MIXTURE_DATA, hmm_data=HMM_DATA,
+                           hmm_known_parameters=(HMM_INIT, HMM_TRANS, HMM_LOCS, HMM_SCALE))
 
 
 @pytest.fixture(scope="session")

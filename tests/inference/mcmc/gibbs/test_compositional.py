@@ -160,8 +160,8 @@ def _hmm_known_exact(graph, y_len):
 
 
 def test_discrete_hmm_by_gibbs_and_by_enumeration(models, check):
-    """Every latent discrete: site-by-site Gibbs on a chain of dependent sites; enumeration
-    gives exact probabilities."""
+    """Every latent discrete: Gibbs on a chain of dependent sites (drawn jointly, as one
+    chain block); enumeration gives exact probabilities."""
     graph = models.hmm_known.graph(models.hmm_data)
     exact = _hmm_known_exact(graph, len(models.hmm_data))
     post = infer(models.hmm_known, models.hmm_data, method=Gibbs(20, 150, chains=40), seed=0)
@@ -181,7 +181,8 @@ def test_user_update_alongside_the_defaults(models, check):
     method = Gibbs(20, 150, chains=40, updates={"z_2": FlipMetropolis()})
     post = infer(models.hmm_known, models.hmm_data, method=method, seed=1)
     assert _kinds(post.extra["blocks"]) == [(("z_2",), "FlipMetropolis"),
-                                            (("z_0", "z_1", "z_3"), "DiscreteGibbs")]
+                                            (("z_0", "z_1"), "UnrolledChainGibbs"),
+                                            (("z_3",), "DiscreteGibbs")]
     assert post.info["accept"].shape == (40, 150)
     for name, p in exact.items():
         check(post.samples[name], p, name)
