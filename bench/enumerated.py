@@ -16,7 +16,10 @@ users write it):
 * ``gibbs_scan_T``: the scan HMM under ``Gibbs`` (default ``discrete="gibbs"``): NUTS moves
   the continuous sites on the chain-summed-out density (its C potential), and the chain
   ``z_{0:T-1}`` is drawn jointly by FFBS every sweep (NumPyro: the NUTS model of ``hmm_T``,
-  for scale). Min ESS is over the continuous parameters;
+  for scale). Min ESS is over the continuous parameters. ``gibbs_loop_100``: the Python-loop
+  HMM under ``Gibbs``, its ``z_t`` found to be a chain and drawn by FFBS in one block (the
+  continuous block conditions on ``z``, on the generated torch potential: indexing by a
+  per-chain integer has no C rule yet);
 * ``mixture3``: a 3-component Gaussian mixture, N = 1000, weights ``Dirichlet(1, 1, 1)``,
   ordered locations ``loc0 ~ Normal(0, 5)`` plus ``HalfNormal(3)`` gaps, ``sigma ~
   HalfNormal(2)``. ppl: ``z ~ Categorical(weights)`` in a plate, enumerated; NumPyro: the
@@ -124,7 +127,8 @@ def run_ppl(name: str, data: np.ndarray, chains: int, draws: int) -> dict:
     y = torch.as_tensor(data, dtype=torch.float32)
     start = time.perf_counter()
     if name.startswith("gibbs"):
-        post = infer(ppl_hmm_scan, y, method=Gibbs(draws, draws, chains=chains), seed=0)
+        fn = ppl_hmm if name.startswith("gibbs_loop") else ppl_hmm_scan
+        post = infer(fn, y, method=Gibbs(draws, draws, chains=chains), seed=0)
         backend = "gibbs"
     else:
         fn = ppl_hmm_scan if name.startswith("hmm_scan") else (
@@ -199,6 +203,7 @@ def min_bulk_ess(samples: dict[str, torch.Tensor]) -> float:
 DATA = {"hmm_100": lambda: hmm_data(100), "hmm_1000": lambda: hmm_data(1000),
         "hmm_scan_100": lambda: hmm_data(100), "hmm_scan_1000": lambda: hmm_data(1000),
         "gibbs_scan_100": lambda: hmm_data(100), "gibbs_scan_1000": lambda: hmm_data(1000),
+        "gibbs_loop_100": lambda: hmm_data(100),
         "mixture3": mixture_data}
 RUNNERS = {"ppl": run_ppl, "numpyro": run_numpyro}
 

@@ -12,7 +12,9 @@ default:
   from their full conditionals (:class:`~ppl.inference.mcmc.gibbs.discrete.DiscreteGibbs`),
   except that sites forming a chain (an HMM written as a Python loop, ``z_t`` reading only
   ``z_{t-1}``: :mod:`~ppl.inference.mcmc.gibbs.unrolled_chain`) are drawn jointly, one
-  block per chain, by forward filtering, backward sampling;
+  block per chain, by forward filtering, backward sampling; a chain that no other discrete
+  latent reads is summed out of the graph the other blocks sample (``enumerate_discrete``:
+  the kernel runs on the forward algorithm's density, natively) and drawn after them;
   ``discrete="enumerate"`` sums them out of the graph (``enumerate_discrete``), samples the
   rest, and draws them afterwards, per kept draw, from ``P(z | continuous sites, data)``
   (``posterior_of_enumerated``; the probabilities themselves are kept in
@@ -91,7 +93,7 @@ from .conjugate import Conjugate, conjugate_match
 from .discrete import DiscreteGibbs, GibbsUpdate, Values, categorical_draw
 from .kernel_update import KernelUpdate
 from .site_program import SiteProgram
-from .unrolled_chain import UnrolledChainGibbs, find_chains
+from .unrolled_chain import UnrolledChainGibbs, find_chains, summable
 
 __all__ = ["Gibbs", "assign_blocks"]
 
@@ -131,6 +133,7 @@ def assign_blocks(
     refuse_loops(graph, "Gibbs")
     latents = [n.address for n in graph.latent_nodes]
     blocks: list[Block] = []
+    last: list[Block] = []  # the chains' blocks
     owner: dict[str, tuple[str, ...]] = {}
     for key, update in (updates or {}).items():
         sites = (key,) if isinstance(key, str) else tuple(key)
@@ -155,7 +158,11 @@ def assign_blocks(
         graph = enumerate_discrete(finite, max_size=max_size)(graph)
     elif finite:
         chained = find_chains(graph, finite)
-        blocks += [(chain, UnrolledChainGibbs()) for chain in chained]
+        summed = [c for c in chained if summable(graph, c)]  # for the others, drawn last
+        blocks += [(c, UnrolledChainGibbs()) for c in chained if c not in summed]
+        last += [(c, UnrolledChainGibbs(source=graph)) for c in summed]
+        if summed:
+            graph = enumerate_discrete([a for c in summed for a in c], max_size=max_size)(graph)
         single = tuple(a for a in finite if not any(a in chain for chain in chained))
         if single:
             blocks.append((single, DiscreteGibbs()))
@@ -169,9 +176,9 @@ def assign_blocks(
     if continuous:
         sites = tuple(continuous)
         blocks.append((sites, _as_update(sites, kernel or NUTS(), adaptation)))
-    if chains and discrete == "gibbs":  # last: drawn given every site of the summed-out graph
-        blocks.append((tuple(chains), ChainGibbs()))
-    return graph, blocks
+    if chains and discrete == "gibbs":
+        last.append((tuple(chains), ChainGibbs()))
+    return graph, blocks + last  # chains last: drawn given every site of the summed-out graph
 
 
 def _initial_values(graph: Graph, rng: Sequence[torch.Generator]) -> Values:
@@ -222,7 +229,8 @@ def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], 
             values[a] = v.reshape(chains, draws, -1)
         for a, p in chain_draws.probs(rows, chains * draws).items():
             probs[a] = p.reshape(chains, draws, *p.shape[1:])
-    records = graph.attrs.get("enumerated", ())
+    records = [r for r in graph.attrs.get("enumerated", ())
+               if any(s["address"] not in samples for s in r["sites"])]
     if not records:
         return values, probs
     if graph.latent_nodes:

@@ -53,7 +53,7 @@ from ppl.passes.rewriting import probe
 from .discrete import Values, _Term
 from .site_program import SiteProgram
 
-__all__ = ["UnrolledChainGibbs", "find_chains"]
+__all__ = ["UnrolledChainGibbs", "find_chains", "summable"]
 
 
 def _support(dist) -> Tensor | None:
@@ -89,6 +89,15 @@ def find_chains(graph: Graph, sites: Sequence[str]) -> list[tuple[str, ...]]:
     return chains
 
 
+def summable(graph: Graph, chain: Sequence[str]) -> bool:
+    """Whether ``enumerate_discrete`` can sum the chain out: no discrete latent outside it
+    reads it."""
+    p, dag = probe(graph), random_dag(graph)
+    readers = {s for a in chain for s in dag.successors(a)} - set(chain)
+    return not any(graph.site(s).kind == "sample"
+                   and p.dists[graph.site(s).name].support.is_discrete for s in readers)
+
+
 def _steps_of_terms(dag, chain: list[str]) -> dict[str, int] | None:
     """Every site reading the chain -> the step whose factor holds it (the last chain site it
     reads); None when one reads sites that are not ``z_t`` or ``z_{t-1}, z_t``."""
@@ -108,14 +117,20 @@ def _steps_of_terms(dag, chain: list[str]) -> dict[str, int] | None:
 @dataclass(frozen=True)
 class UnrolledChainGibbs:
     """Draw the bound chain of sites ``(z_0, ..., z_{T-1})`` jointly by FFBS (module
-    docstring); ``bind`` takes them in chain order (as :func:`find_chains` gives them)."""
+    docstring); ``bind`` takes them in chain order (as :func:`find_chains` gives them).
 
+    ``source``: the graph that holds the chain's sites, when the blocks sample a graph with
+    them summed out (``Gibbs`` does, so that its kernel runs on the forward algorithm's
+    density); the bound graph by default."""
+
+    source: Graph | None = field(default=None, repr=False)
     chain: tuple[str, ...] = ()
     support: Tensor | None = field(default=None, repr=False)
     steps: dict[str, int] = field(default_factory=dict, repr=False)
     program: SiteProgram | None = field(default=None, repr=False)
 
     def bind(self, graph: Graph, sites: tuple[str, ...]) -> UnrolledChainGibbs:
+        graph = self.source or graph
         steps = _steps_of_terms(random_dag(graph), list(sites))
         if steps is None or tuple(sites) not in find_chains(graph, sites):
             raise ValueError(f"UnrolledChainGibbs: sites {list(sites)} are no chain of "
@@ -126,6 +141,13 @@ class UnrolledChainGibbs:
         return replace(self, chain=tuple(sites), support=support, steps=steps, program=program)
 
     def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, None]:
+        """Draw the chain if its sites have no values yet (summed out of the sampled graph)."""
+        if all(a in values for a in self.chain):
+            return values, None
+        rows = len(rng) if not isinstance(rng, torch.Generator) else next(
+            iter(values.values())).shape[0]
+        start = {a: self.support[0].expand(rows) for a in self.chain}
+        values, _, _ = self.step(rng, {**start, **values}, None)
         return values, None
 
     def step(self, rng: RNG, values: Values, state: None) -> tuple[Values, None, dict]:
@@ -136,8 +158,7 @@ class UnrolledChainGibbs:
             F = self._factors(values)
         num_chains, T = F.shape[0], len(self.chain)
         path = chain_sample(F, 0, rand(rng, num_chains, (T,)))
-        z = values[self.chain[0]]
-        drawn = self.support.to(z.dtype)[path]
+        drawn = self.support[path]
         return {**values, **{a: drawn[:, t] for t, a in enumerate(self.chain)}}, None, {}
 
     def _factors(self, values: Values) -> Tensor:
