@@ -17,9 +17,8 @@ users write it):
   the continuous sites on the chain-summed-out density (its C potential), and the chain
   ``z_{0:T-1}`` is drawn jointly by FFBS every sweep (NumPyro: the NUTS model of ``hmm_T``,
   for scale). Min ESS is over the continuous parameters. ``gibbs_loop_100``: the Python-loop
-  HMM under ``Gibbs``, its ``z_t`` found to be a chain and drawn by FFBS in one block (the
-  continuous block conditions on ``z``, on the generated torch potential: indexing by a
-  per-chain integer has no C rule yet);
+  HMM under ``Gibbs``: its ``z_t`` are found to be a chain, summed out for NUTS (the
+  unrolled forward algorithm in C) and drawn jointly by FFBS in one block;
 * ``mixture3``: a 3-component Gaussian mixture, N = 1000, weights ``Dirichlet(1, 1, 1)``,
   ordered locations ``loc0 ~ Normal(0, 5)`` plus ``HalfNormal(3)`` gaps, ``sigma ~
   HalfNormal(2)``. ppl: ``z ~ Categorical(weights)`` in a plate, enumerated; NumPyro: the
