@@ -283,7 +283,7 @@ class Gibbs:
         original = model.graph(*args, **kwargs)
         if passes:
             original = run_passes(original, passes)
-        if not original.latent_nodes:
+        if not original.latent_nodes and not chain_candidates(original):
             raise ModelError(f"Gibbs: model {original.name!r} has no latent sites to sample")
         graph, blocks = assign_blocks(original, self.updates, discrete=self.discrete,
                                       max_size=self.max_size, conjugate=self.conjugate,

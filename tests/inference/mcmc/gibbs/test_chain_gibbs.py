@@ -119,3 +119,21 @@ def test_chain_gibbs_names_a_site_that_is_no_summed_out_chain():
     graph = enumerate_discrete()(hmm.graph(torch.zeros(4, dtype=F64)))
     with pytest.raises(IRError, match=r"\['mu'\] are not chains summed out"):
         ChainGibbs().bind(graph, ("mu",))
+
+
+@pytest.mark.parametrize("mode", ["gibbs", "enumerate"])
+def test_a_scan_hmm_whose_only_latent_is_its_chain(mode):
+    """Known parameters: nothing but the chain to sample (a Python int init)."""
+    @model
+    def known(y):
+        def step(z, y_t):
+            z = sample("z", Categorical(TRANS[z]))
+            sample("y", Normal(MU[z], 0.3), obs=y_t)
+            return z, None
+
+        scan(step, 0, y)
+
+    y = torch.tensor([-1.5, -1.4, 1.6, 1.5, -1.5], dtype=F64)
+    post = infer(known, y, method=Gibbs(2, 20, chains=2, discrete=mode, progress_bar=False),
+                 seed=0)
+    assert torch.equal(post.samples["z"], torch.tensor([0, 0, 1, 1, 0]).expand(2, 20, 5))
