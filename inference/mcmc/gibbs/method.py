@@ -244,6 +244,8 @@ def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], 
     for record in records:
         for site in record["sites"]:
             a = site["address"]
+            if a in samples:  # drawn jointly with its chain
+                continue
             dtype = getattr(torch, original.site(a).meta.dtype)
             support = torch.tensor(site["values"], dtype=dtype)
             index = categorical_draw(rng, site_probs[a].log().movedim(-1, 0))
