@@ -18,10 +18,11 @@ default:
   ``discrete="enumerate"`` sums them out of the graph (``enumerate_discrete``), samples the
   rest, and draws them afterwards, per kept draw, from ``P(z | continuous sites, data)``
   (``posterior_of_enumerated``; the probabilities themselves are kept in
-  ``extra["discrete_probs"]``, a Rao-Blackwellized estimate). Each site is drawn from its
-  own marginal: exact jointly for conditionally independent sites (plate elements), but the
-  dependence between sites such as an HMM's ``z_t`` is not kept (use ``"gibbs"`` for joint
-  questions). It costs one interpreted contraction per kept draw (about 2 ms);
+  ``extra["discrete_probs"]``, a Rao-Blackwellized estimate). Sites forming a chain (as
+  above) are drawn jointly by FFBS; every other site from its own marginal: exact jointly
+  for conditionally independent sites (plate elements), but other dependence between sites
+  is not kept (use ``"gibbs"`` for joint questions). It costs one interpreted contraction
+  per kept draw (about 2 ms);
 * the chain of a scan HMM (a ``ppl.scan`` whose carry is its step's discrete site, see
   ``ppl.passes.chain_enumeration``) is summed out of the graph in either mode, so the
   kernel moves the continuous sites on the forward algorithm's density, and the whole chain
@@ -219,9 +220,9 @@ def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], 
     and one draw of each ``z`` from it (a scan chain's jointly, by FFBS)."""
     values: dict[str, Tensor] = {}
     probs: dict[str, Tensor] = {}
+    rows = {a: v.reshape(chains * draws, *v.shape[2:]) for a, v in samples.items()}
     pending = tuple(a for a in chain_sites(graph) if a not in samples)
     if pending:
-        rows = {a: v.reshape(chains * draws, *v.shape[2:]) for a, v in samples.items()}
         chain_draws = ChainDraws(graph, pending)
         u = {a: rand(rng, chains, (draws, T)).reshape(chains * draws, T)
              for a, T in chain_draws.length.items()}
@@ -233,6 +234,14 @@ def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], 
                if any(s["address"] not in samples for s in r["sites"])]
     if not records:
         return values, probs
+    if not original.subgraphs:  # chains of sites among them (a Python-loop HMM): jointly
+        sites = [s["address"] for r in records for s in r["sites"] if s["address"] not in samples]
+        for chain in find_chains(original, sites):
+            update = UnrolledChainGibbs().bind(original, chain)
+            if set(update.program.latents) <= set(samples) | set(chain):
+                u = rand(rng, chains, (draws, len(chain))).reshape(chains * draws, -1)
+                values.update({a: v.reshape(chains, draws)
+                               for a, v in update.draw(u, rows).items()})
     if graph.latent_nodes:
         per_row = [posterior_of_enumerated(graph, {a: v[c, s] for a, v in samples.items()})
                    for c in range(chains) for s in range(draws)]
@@ -246,11 +255,13 @@ def _draw_enumerated(graph: Graph, original: Graph, samples: dict[str, Tensor], 
             a = site["address"]
             if a in samples:  # drawn jointly with its chain
                 continue
+            probs[a] = site_probs[a]
+            if a in values:
+                continue
             dtype = getattr(torch, original.site(a).meta.dtype)
             support = torch.tensor(site["values"], dtype=dtype)
             index = categorical_draw(rng, site_probs[a].log().movedim(-1, 0))
             values[a] = support[index]
-            probs[a] = site_probs[a]
     return values, probs
 
 

@@ -12,7 +12,8 @@ one vmapped :class:`SiteProgram` call over ``2 K^2`` rows per chain: in row ``(p
 the sites of parity ``p`` hold ``k`` and the others ``j``, so each step's terms are read
 at every ``(j, k)`` in the rows of its parity. ``find_chains`` says which sites qualify;
 ``Gibbs`` gives each chain it finds one :class:`UnrolledChainGibbs` block (``O(T K^2)`` per
-sweep instead of ``T`` site updates).
+sweep instead of ``T`` site updates), and with ``discrete="enumerate"`` draws such a chain
+jointly per kept draw (``UnrolledChainGibbs.draw``).
 
     >>> import torch
     >>> from ppl import model, sample
@@ -142,29 +143,30 @@ class UnrolledChainGibbs:
 
     def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, None]:
         """Draw the chain if its sites have no values yet (summed out of the sampled graph)."""
-        if all(a in values for a in self.chain):
-            return values, None
-        rows = len(rng) if not isinstance(rng, torch.Generator) else next(
-            iter(values.values())).shape[0]
-        start = {a: self.support[0].expand(rows) for a in self.chain}
-        values, _, _ = self.step(rng, {**start, **values}, None)
+        if not all(a in values for a in self.chain):
+            values, _, _ = self.step(rng, values, None)
         return values, None
 
     def step(self, rng: RNG, values: Values, state: None) -> tuple[Values, None, dict]:
         if self.program is None:
             raise ValueError("UnrolledChainGibbs is not bound to any site: call .bind(graph, "
                              "sites)")
-        with torch.no_grad():
-            F = self._factors(values)
-        num_chains, T = F.shape[0], len(self.chain)
-        path = chain_sample(F, 0, rand(rng, num_chains, (T,)))
-        drawn = self.support[path]
-        return {**values, **{a: drawn[:, t] for t, a in enumerate(self.chain)}}, None, {}
+        per_chain = not isinstance(rng, torch.Generator)
+        rows = len(rng) if per_chain else next(iter(values.values())).shape[0]
+        u = rand(rng, rows, (len(self.chain),))
+        return {**values, **self.draw(u, values)}, None, {}
 
-    def _factors(self, values: Values) -> Tensor:
+    def draw(self, u: Tensor, values: Values) -> Values:
+        """The chain's sites drawn jointly at the uniforms ``u`` ``(rows, T)``, given rows of
+        the values of every other site its terms read."""
+        with torch.no_grad():
+            F = self._factors(values, u.shape[0])
+        drawn = self.support[chain_sample(F, 0, u)]
+        return {a: drawn[:, t] for t, a in enumerate(self.chain)}
+
+    def _factors(self, values: Values, num_chains: int) -> Tensor:
         """``F (chains, T, K, K)`` at the current values of every other site."""
         K, T = len(self.support), len(self.chain)
-        num_chains = values[self.chain[0]].shape[0]
         rows = 2 * K * K
         parity, j, k = torch.meshgrid(torch.arange(2), torch.arange(K), torch.arange(K),
                                       indexing="ij")
@@ -172,7 +174,7 @@ class UnrolledChainGibbs:
                  if a in self.program.latents}
         for t, a in enumerate(self.chain):
             index = torch.where(parity.flatten() == t % 2, k.flatten(), j.flatten())
-            batch[a] = self.support.to(values[a].dtype)[index].repeat(num_chains)
+            batch[a] = self.support[index].repeat(num_chains)
         terms = self.program(batch)
         F = torch.zeros(num_chains, 2, K, K, T, dtype=torch.float64)
         for a, t in self.steps.items():

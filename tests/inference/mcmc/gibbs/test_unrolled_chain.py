@@ -43,17 +43,11 @@ def test_a_term_reading_sites_two_steps_apart_is_no_chain():
     assert [type(u) for _, u in blocks] == [DiscreteGibbs]
 
 
-def test_one_step_draws_paths_with_the_exact_joint_conditional(models):
-    """20,000 chains, one FFBS step each: path frequencies against the brute-force
-    posterior of the known-parameter HMM (z-tests at 5 standard errors)."""
+def assert_exact_paths(models, values: dict[str, torch.Tensor]) -> None:
+    """Path frequencies of the known-parameter HMM's draws (``values[z_t]``, any shape)
+    against its brute-force posterior (z-tests at 5 standard errors)."""
     init, trans, locs, scale = models.hmm_known_parameters
     y = models.hmm_data
-    graph = models.hmm_known.graph(y)
-    sites = tuple(f"z_{t}" for t in range(4))
-    update = UnrolledChainGibbs().bind(graph, sites)
-    n = 20_000
-    values = {a: torch.zeros(n, dtype=torch.int64) for a in sites}
-    values, _, _ = update.step(torch.Generator().manual_seed(0), values, None)
     paths = list(itertools.product((0, 1), repeat=4))
     log_p = []
     for path in paths:
@@ -63,9 +57,30 @@ def test_one_step_draws_paths_with_the_exact_joint_conditional(models):
             lp += float(TorchNormal(locs[k], scale).log_prob(y[t]))
         log_p.append(lp)
     probs = torch.tensor(log_p, dtype=torch.float64).softmax(0)
-    code = sum(values[a] * 2 ** (3 - t) for t, a in enumerate(sites))
+    code = sum(values[f"z_{t}"].flatten() * 2 ** (3 - t) for t in range(4))
+    n = code.numel()
     freq = torch.bincount(code, minlength=16).double() / n
     assert ((freq - probs).abs() <= 5 * (probs * (1 - probs) / n).sqrt() + 1e-12).all()
+
+
+def test_one_step_draws_paths_with_the_exact_joint_conditional(models):
+    """20,000 chains, one FFBS step each, on the known-parameter HMM."""
+    graph = models.hmm_known.graph(models.hmm_data)
+    sites = tuple(f"z_{t}" for t in range(4))
+    update = UnrolledChainGibbs().bind(graph, sites)
+    values = {a: torch.zeros(20_000, dtype=torch.int64) for a in sites}
+    values, _, _ = update.step(torch.Generator().manual_seed(0), values, None)
+    assert_exact_paths(models, values)
+
+
+def test_enumerate_draws_the_chain_jointly_per_kept_draw(models):
+    """``discrete="enumerate"``: every kept draw a path of the exact joint, not each ``z_t``
+    from its own marginal."""
+    post = infer(models.hmm_known, models.hmm_data,
+                 method=Gibbs(0, 2500, chains=4, discrete="enumerate", progress_bar=False),
+                 seed=2)
+    assert_exact_paths(models, post.samples)
+    assert post.extra["discrete_probs"]["z_1"].shape == (4, 2500, 2)
 
 
 def test_gibbs_on_a_three_state_loop_hmm_matches_the_summed_out_posterior():
