@@ -16,6 +16,8 @@ Each sweep alternates two updates that leave ``p(theta, x | y)`` invariant:
 
 Chains run batched: ``chains`` conditional filters in one engine call per step. The samples
 hold the static sites and every latent of the path, ``(chains, num_samples, *shape)``.
+The conditional filter runs on torch (:data:`TORCH_REASON`, also in
+``extra["filter_backend_reason"]``): PMMH and SMC² filter in C.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -59,7 +61,13 @@ from .pmmh import acceptance_rate, static_draws
 from .static import StaticModel
 from .streams import run_generator
 
-__all__ = ["ParticleGibbs"]
+__all__ = ["ParticleGibbs", "TORCH_REASON"]
+
+#: Why the conditional filter is not the C one.
+TORCH_REASON = (
+    "conditional SMC runs on torch: ancestor sampling scores the reference's next state "
+    "under every particle (the engine's score_step), and the path is drawn back through "
+    "every step's particles; the C steps only draw, and the C filter keeps no paths")
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class ParticleGibbs:
         extra = {"method": "ParticleGibbs", "kernel": type(kernel).__name__,
                  "step_size": state.step_size, "accept_rate": acceptance_rate(draws_t),
                  "num_particles": self.num_particles, "backend": given_path.flat.backend,
+                 "filter_backend": "torch", "filter_backend_reason": TORCH_REASON,
                  "graph": split.graph}
         return Posterior(samples=samples, info=info, extra=extra)
 

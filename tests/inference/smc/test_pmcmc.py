@@ -10,16 +10,22 @@ import torch
 from ppl import infer, model, sample
 from ppl.errors import ModelError
 from ppl.inference import PMMH, SMC2, ParticleGibbs
+from ppl.inference.lowering.native import compiler_available
 from ppl.inference.mcmc import MALA
 from ppl.inference.results.diagnostics import mcse_mean
+from ppl.inference.smc import native
 from ppl.inference.smc.blocks import BlockFilter, one_thread
+from ppl.inference.smc.native_blocks import block_filters
 from ppl.inference.smc.static import StaticModel
 from ppl.inference.testing.sequential import LinearGaussianSSM
-from ppl.stdlib import HalfNormal, Normal, Uniform
+from ppl.stdlib import HalfNormal, Normal, Uniform, VonMises
 
 TRUTH = LinearGaussianSSM(a=0.7, q=1.0, r=0.7)
 YS = TRUTH.simulate(20, seed=2)
 GRID = torch.linspace(-1.0, 1.0, 2001, dtype=torch.float64)
+NO_CC = pytest.mark.skipif(not compiler_available(), reason="no C compiler: no C filter")
+#: The filters' backends: torch everywhere, C where a compiler is.
+BACKENDS = ["torch", pytest.param("native", marks=NO_CC)]
 
 
 @model
@@ -66,21 +72,25 @@ def test_grid_posterior_is_a_normalized_density_with_the_kalman_likelihood():
         TRUTH.grid_posterior(YS, "b", lambda a: a, GRID)
 
 
-def test_pmmh_posterior_mean_matches_the_grid():
-    method = PMMH(static=["a"], num_particles=30, num_warmup=150, num_samples=200, chains=4)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pmmh_posterior_mean_matches_the_grid(backend):
+    method = PMMH(static=["a"], num_particles=30, num_warmup=150, num_samples=200, chains=4,
+                  backend=backend)
     post = infer(ssm, YS, method=method, seed=0)
-    assert post.samples["a"].shape == (4, 200)
+    assert post.samples["a"].shape == (4, 200) and post.extra["backend"] == backend
     assert_mean_within_mcse(post.samples["a"], exact_a().mean)
     rate = post.extra["accept_rate"]
     assert bool(((rate > 0.05) & (rate < 0.7)).all()), rate
     assert "mcse_mean" in post.summary().columns
 
 
-def test_pmmh_on_a_positive_scale_uses_the_jacobian():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pmmh_on_a_positive_scale_uses_the_jacobian(backend):
     grid = torch.linspace(1e-4, 4.0, 4001, dtype=torch.float64)
     half_normal = torch.distributions.HalfNormal(torch.tensor(1.0, dtype=torch.float64))
     exact = TRUTH.grid_posterior(YS, "q", half_normal.log_prob, grid)
-    method = PMMH(static="q", num_particles=30, num_warmup=150, num_samples=200, chains=4)
+    method = PMMH(static="q", num_particles=30, num_warmup=150, num_samples=200, chains=4,
+                  backend=backend)
     post = infer(ssm_scale, YS, method=method, seed=1)
     assert bool((post.samples["q"] > 0).all())
     assert_mean_within_mcse(post.samples["q"], exact.mean)
@@ -93,6 +103,8 @@ def test_particle_gibbs_posterior_mean_matches_the_grid():
     assert post.samples["x_19"].shape == (4, 200)
     assert_mean_within_mcse(post.samples["a"], exact_a().mean)
     assert bool((post.extra["accept_rate"] > 0.05).all())
+    assert post.extra["filter_backend"] == "torch"
+    assert "ancestor sampling" in post.extra["filter_backend_reason"]
 
 
 def test_conditional_filter_leaves_the_smoothing_distribution_invariant():
@@ -118,12 +130,14 @@ def test_conditional_filter_leaves_the_smoothing_distribution_invariant():
     assert float(z.abs().max()) < 4.5, z  # 20 steps: a max |z| over 4.5 is rare (p ~ 1e-4)
 
 
-def test_smc2_posterior_mean_and_unbiased_evidence():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_smc2_posterior_mean_and_unbiased_evidence(backend):
     exact = exact_a()
     means, log_z, moves = [], [], []
     for seed in range(6):
-        post = infer(ssm, YS, method=SMC2(static=["a"], num_theta=150, num_particles=50),
-                     seed=seed)
+        post = infer(ssm, YS, method=SMC2(static=["a"], num_theta=150, num_particles=50,
+                                          backend=backend), seed=seed)
+        assert post.extra["backend"] == backend
         means.append(float(post.mean("a")))
         log_z.append(float(post.log_evidence))
         moves += post.extra["accept_rate"]
@@ -176,14 +190,18 @@ def test_settings_are_checked_by_name():
         ParticleGibbs(static=["a"], theta_moves=0)
 
 
-def test_block_filter_evidence_is_unbiased_per_block():
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", ["systematic", "residual"])
+def test_block_filter_evidence_is_unbiased_per_block(backend, scheme):
     """Each block's estimate of p(y | a) is unbiased for its own a (Kalman, exact)."""
     split = StaticModel(ssm.graph(YS), ["a"], "test")
     values = torch.tensor([-0.5, 0.0, 0.7], dtype=torch.float64)
     reps = 80  # 200 particles: sd(log Z) ~ 0.6, so the ratio's mean and sd are reliable
     theta = {"a": values.repeat_interleave(reps)}
+    start, reason = block_filters(split, 200, resample=scheme, backend=backend)
+    assert reason is None
     with one_thread():
-        log_z = BlockFilter(split, theta, 200, torch.Generator().manual_seed(0)).run()
+        log_z = start(theta, torch.Generator().manual_seed(0)).run()
     for i, a in enumerate(values.tolist()):
         exact = LinearGaussianSSM(a=a, q=1.0, r=0.7).kalman(YS).log_evidence
         ratio = torch.exp(log_z[i * reps:(i + 1) * reps] - exact)
@@ -213,3 +231,76 @@ def test_particle_gibbs_with_a_gradient_kernel_for_theta():
     post = infer(ssm, YS, method=method, seed=3)
     assert post.extra["kernel"] == "MALA"
     assert_mean_within_mcse(post.samples["a"], exact_a().mean)
+
+
+@model
+def impossible_above_half(ys):
+    a = sample("a", Uniform(-1.0, 1.0))
+    x = sample("x_0", Normal(0.0, 1.0))
+    sample("y_0", Normal(x, 0.7), obs=ys[0])
+    for t in range(1, len(ys)):
+        x = sample(f"x_{t}", Normal(a * x, 1.0))
+        sample(f"y_{t}", Uniform(0.0 * a - 100.0, 100.0 * (0.5 - a)), obs=ys[t])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_impossible_block_keeps_log_z_minus_inf_while_the_others_go_on(backend):
+    split = StaticModel(impossible_above_half.graph(YS[:5]), ["a"], "test")
+    start, _ = block_filters(split, 50, backend=backend)
+    run = start({"a": torch.tensor([0.0, 0.9, 0.2], dtype=torch.float64)},
+                torch.Generator().manual_seed(0))
+    log_z = run.run(until=2)
+    assert run.step == 2 and torch.isneginf(log_z[1]) and torch.isfinite(log_z[[0, 2]]).all()
+    assert torch.isneginf(run.run()[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_select_and_merge_move_whole_blocks(backend):
+    """Blocks selected or merged carry their filters: a block's later evidence is that of
+    its own theta (a = 0.9 against a = -0.9 differ by tens of nats on this series)."""
+    split = StaticModel(ssm.graph(YS), ["a"], "test")
+    start, _ = block_filters(split, 300, backend=backend)
+    generator = torch.Generator().manual_seed(0)
+    theta = {"a": torch.tensor([0.7, -0.9], dtype=torch.float64)}
+    good = start(theta, generator)
+    good.run(until=10)
+    good.select(torch.tensor([0, 0]))
+    bad = start({"a": torch.tensor([-0.9, -0.9], dtype=torch.float64)}, generator)
+    bad.run(until=10)
+    bad.merge(torch.tensor([False, True]), good)
+    rest = bad.run()
+    exact = {a: LinearGaussianSSM(a=a, q=1.0, r=0.7).kalman(YS).log_evidence for a in (0.7, -0.9)}
+    assert abs(float(rest[1]) - exact[0.7]) < 3 and abs(float(rest[0]) - exact[-0.9]) < 3
+    with pytest.raises(ValueError, match="cannot merge a filter at step 0 into one at step 10"):
+        good.merge(torch.tensor([True, True]), start(theta, generator))
+
+
+@NO_CC
+def test_new_theta_runs_on_the_same_compiled_filter(monkeypatch):
+    """Static values are run-time inputs of the C filter: PMMH compiles once per run."""
+    builds = []
+    original = native.compile_library
+    monkeypatch.setattr(native, "compile_library", lambda *a: builds.append(1) or original(*a))
+    method = PMMH(static=["a"], num_particles=20, num_warmup=10, num_samples=10, chains=2,
+                  backend="native")
+    assert infer(ssm, YS, method=method, seed=0).extra["backend"] == "native"
+    assert len(builds) == 1
+
+
+@NO_CC
+def test_native_backend_names_what_rules_c_out_and_auto_says_why():
+    @model
+    def von_mises_noise(ys):
+        a = sample("a", Uniform(-1.0, 1.0))
+        for t in range(len(ys)):
+            sample(f"x_{t}", VonMises(a, 1.0))
+            sample(f"y_{t}", Normal(a, 1.0), obs=ys[t])
+
+    with pytest.raises(ValueError, match=r"PMMH\(backend='native'\) cannot filter graph "
+                                         r"'von_mises_noise' in C: .*VonMises"):
+        infer(von_mises_noise, YS[:3], method=PMMH(static=["a"], backend="native"), seed=0)
+    method = SMC2(static=["a"], num_theta=20, num_particles=10)
+    post = infer(von_mises_noise, YS[:3], method=method, seed=0)
+    assert post.extra["backend"] == "torch" and "VonMises" in post.extra["backend_reason"]
+    with pytest.raises(ValueError, match="SMC2: backend must be one of"):
+        SMC2(static=["a"], backend="cuda")
