@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from string import Formatter
 
 import torch
 
@@ -53,9 +54,11 @@ __all__ = ["C_SAMPLERS", "StepsSource", "emit_steps"]
 
 #: C draws of the families with a torch sampling rule (``Family.sample``) that C can follow:
 #: the standard variate ``{z}`` each element takes (a normal from the step's block, drawn
-#: for all rows at once, or a uniform) and a template over it and the site's parameters; a
-#: family not here keeps the engine on torch.
-C_SAMPLERS: dict[Callable, tuple[str, str]] = {
+#: for all rows at once; a uniform; or the stream ``rng`` itself, for the rejection
+#: samplers of ``rng.h``) and a template over it and the site's parameters, or several
+#: templates, the first whose parameters the site has (Bernoulli's ``probs`` or
+#: ``logits``); a family not here keeps the engine on torch, by name.
+C_SAMPLERS: dict[Callable, tuple[str, str | tuple[str, ...]]] = {
     samplers.normal: ("normal", "{loc} + {scale} * {z}"),
     samplers.log_normal: ("normal", "exp({loc} + {scale} * {z})"),
     samplers.half_normal: ("normal", "{scale} * fabs({z})"),
@@ -65,12 +68,32 @@ C_SAMPLERS: dict[Callable, tuple[str, str]] = {
     samplers.laplace: ("uniform", "{loc} + {scale} * ppl_std_laplace({z})"),
     samplers.cauchy: ("uniform", "{loc} + {scale} * ppl_std_cauchy({z})"),
     samplers.half_cauchy: ("uniform", "{scale} * fabs(ppl_std_cauchy({z}))"),
+    samplers.gamma: ("rng", "fmax(ppl_rng_gamma({z}, {concentration}) / {rate}, 0x1p-1022)"),
+    samplers.student_t: ("rng", "{loc} + {scale} * ppl_rng_student_t({z}, {df})"),
+    samplers.beta: ("rng", "ppl_rng_beta({z}, {concentration1}, {concentration0})"),
+    samplers.poisson: ("rng", "ppl_rng_poisson({z}, {rate})"),
+    samplers.bernoulli: ("uniform", ("({z} < {probs} ? 1.0 : 0.0)",
+                                     "({z} < ppl_sigmoid({logits}) ? 1.0 : 0.0)")),
 }
 
 #: Wrappers whose draws are their base's (``Independent``, ``Masked``).
 _DRAWS_BASE = (samplers.independent, samplers.masked)
 
 _INPUT_TYPES = {torch.float64: "double", torch.int64: "int64_t"}
+
+
+def _template(dist: DistributionSource) -> tuple[str, str] | None:
+    """The variate and the C template of ``dist``'s draws (its family's first template
+    whose parameters it has), or None when C has no rule for them."""
+    rule = C_SAMPLERS.get(dist.family.sample)
+    if rule is None:
+        return None
+    variate, templates = rule
+    given = {name for name, _ in dist.params}
+    for template in (templates,) if isinstance(templates, str) else templates:
+        if {field for _, field, _, _ in Formatter().parse(template) if field} - {"z"} <= given:
+            return variate, template
+    return None
 
 
 def _sampled(dist: DistributionSource) -> DistributionSource:
@@ -190,7 +213,7 @@ def _check(k: int, instr: Instr) -> None:
     if isinstance(prim, Draw):
         dist = _sampled(prim.dist)
         family = dist.family
-        if prim.dtype != torch.float64 or family.sample not in C_SAMPLERS:
+        if prim.dtype != torch.float64 or _template(dist) is None:
             raise Unsupported(f"step {k}: {family.name} has no C sampling rule (site "
                               f"{prim.address!r})")
         for name, value in dist.params:
@@ -228,7 +251,7 @@ def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
     against the site's shape; normal variates come from the row's next ones in ``z``
     (``normals[0]`` counts those taken: the ``j``-th of row ``row`` is ``z[j * n + row]``)."""
     out, dist = instr.out, _sampled(instr.prim.dist)
-    variate, template = C_SAMPLERS[dist.family.sample]
+    variate, template = _template(dist)
     params = dict(dist.params)
     em.declare(out)
     first = normals[0]
@@ -239,8 +262,8 @@ def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
         element = em.offset(out.shape, indices, out.ndim)
         values = {name: em.at(v, em.offset(shape_of(v), indices, out.ndim))
                   for name, v in params.items()}
-        z = ("ppl_rng_uniform(rng)" if variate == "uniform"
-             else f"z[({first} + {element}) * n + row]")
+        z = {"uniform": "ppl_rng_uniform(rng)", "rng": "rng"}.get(
+            variate, f"z[({first} + {element}) * n + row]")
         em.emit(f"{em.at(out, element)} = {template.format(z=z, **values)};", depth + 1)
 
     if out.ndim == 0:
