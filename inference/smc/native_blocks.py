@@ -10,20 +10,19 @@ particle), never into the code, so a new ``theta`` recompiles nothing. A run has
 block whose particles all have weight zero keeps ``log_z = -inf`` while the others go on.
 :func:`block_filters` picks C or torch once, when a method starts, with the reason.
 
+    >>> from ppl.inference.smc.static import StaticModel
     >>> import torch
     >>> from ppl import model, sample
-    >>> from ppl.stdlib import Normal, Uniform
-    >>> from ppl.inference.smc.static import StaticModel
+    >>> from ppl.stdlib import Exponential, Normal
     >>> @model
-    ... def ssm(ys):
-    ...     a = sample("a", Uniform(-1.0, 1.0))
-    ...     x = 0.0
-    ...     for t in range(len(ys)):
-    ...         x = sample(f"x_{t}", Normal(a * x, 1.0))
-    ...         sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
-    >>> split = StaticModel(ssm.graph(torch.zeros(4)), ["a"], "example")
+    ... def noisy_level(ys):
+    ...     level = sample("level", Normal(0.0, 3.0))
+    ...     for t, y in enumerate(ys):
+    ...         shock = sample(f"e_{t}", Exponential(1.0))
+    ...         sample(f"y_{t}", Normal(level + shock, 0.5), obs=y)
+    >>> split = StaticModel(noisy_level.graph(torch.ones(3)), ["level"], "example")
     >>> start, reason = block_filters(split, 100, backend="torch")
-    >>> theta = {"a": torch.tensor([0.0, 0.5], dtype=torch.float64)}
+    >>> theta = {"level": torch.tensor([0.0, 1.0], dtype=torch.float64)}
     >>> start(theta, torch.Generator().manual_seed(0)).run().shape, reason
     (torch.Size([2]), None)
 """

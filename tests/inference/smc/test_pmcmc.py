@@ -235,12 +235,11 @@ def test_particle_gibbs_with_a_gradient_kernel_for_theta():
 
 @model
 def impossible_above_half(ys):
-    a = sample("a", Uniform(-1.0, 1.0))
-    x = sample("x_0", Normal(0.0, 1.0))
-    sample("y_0", Normal(x, 0.7), obs=ys[0])
-    for t in range(1, len(ys)):
+    """Observations in ``[-100, 100 (1/2 - a))``: none is possible once ``a > 0.49``."""
+    a, x = sample("a", Uniform(-1.0, 1.0)), 0.0
+    for t, y in enumerate(ys):
         x = sample(f"x_{t}", Normal(a * x, 1.0))
-        sample(f"y_{t}", Uniform(0.0 * a - 100.0, 100.0 * (0.5 - a)), obs=ys[t])
+        sample(f"y_{t}", Uniform(0.0 * a - 100.0, 100.0 * (0.5 - a)), obs=y)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
