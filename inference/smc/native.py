@@ -184,6 +184,8 @@ class CompiledFilter:
         self._run.argtypes = _ARGTYPES
         self._run.restype = ctypes.c_int
         self.shapes = _shapes(engine)
+        self.dtypes = {a: v.dtype for step in engine.steps
+                       for a, v in zip(step.drawn, step.outputs, strict=False)}
 
     def run(self, state: FilterState, first: int, stop: int, generator: torch.Generator, *,
             scheme: str, threshold: float, may_die: bool = False,
@@ -280,7 +282,8 @@ class NativeFilter:
                           threshold=settings.ess_threshold, means=means)
         increments = state.increments[:, 0]
         return SMCPosterior(
-            samples={a: state.slot(a) for a in layout.final}, log_weights=state.log_w,
+            samples={a: state.slot(a).to(self.compiled.dtypes[a]) for a in layout.final},
+            log_weights=state.log_w,
             log_evidence=increments.sum(), ess_history=state.ess[:, 0],
             resampled=state.resampled[:, 0], log_evidence_increments=increments,
             ancestors=None if state.ancestors is None else state.ancestors[:, 0],

@@ -74,7 +74,11 @@ C_SAMPLERS: dict[Callable, tuple[str, str | tuple[str, ...]]] = {
     samplers.poisson: ("rng", "ppl_rng_poisson({z}, {rate})"),
     samplers.bernoulli: ("uniform", ("({z} < {probs} ? 1.0 : 0.0)",
                                      "({z} < ppl_sigmoid({logits}) ? 1.0 : 0.0)")),
+    samplers.categorical: ("categorical", ("{probs}", "{logits}")),  # see _categorical
 }
+
+#: Families whose draws are int64 (held as doubles in the C code and the slots: exact).
+_INTEGER_DRAWS = (samplers.categorical,)
 
 #: Wrappers whose draws are their base's (``Independent``, ``Masked``).
 _DRAWS_BASE = (samplers.independent, samplers.masked)
@@ -174,9 +178,9 @@ def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
                                  else f"const {ctype} *{var.name} = {pointer};")
     em.emit("for (long row = 0; row < n; row++) {")
     for address, var, dtype in zip(step.reads, live_vars, step.read_dtypes, strict=True):
-        if dtype != torch.float64:
+        if dtype not in (torch.float64, torch.int64):
             raise Unsupported(f"step {k} reads the {dtype} latent {address!r} (the C filter "
-                              "holds float64 latents)")
+                              "holds float64 and int64 latents)")
         _read(em, var, own[address])
     normals = [0]  # the row's normals taken so far
     for instr in instrs:  # in tape order: a row's values are mostly scalars, nothing to fuse
@@ -213,7 +217,8 @@ def _check(k: int, instr: Instr) -> None:
     if isinstance(prim, Draw):
         dist = _sampled(prim.dist)
         family = dist.family
-        if prim.dtype != torch.float64 or _template(dist) is None:
+        dtype = torch.int64 if family.sample in _INTEGER_DRAWS else torch.float64
+        if prim.dtype != dtype or _template(dist) is None:
             raise Unsupported(f"step {k}: {family.name} has no C sampling rule (site "
                               f"{prim.address!r})")
         for name, value in dist.params:
@@ -260,6 +265,10 @@ def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
 
     def body(indices: list[str], depth: int) -> None:
         element = em.offset(out.shape, indices, out.ndim)
+        if variate == "categorical":
+            _categorical(em, em.at(out, element), template[1:-1], params, indices, out.ndim,
+                         depth + 1)
+            return
         values = {name: em.at(v, em.offset(shape_of(v), indices, out.ndim))
                   for name, v in params.items()}
         z = {"uniform": "ppl_rng_uniform(rng)", "rng": "rng"}.get(
@@ -272,3 +281,34 @@ def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
         em.loops(out.shape, body)
 
 
+
+
+def _categorical(em: Emitter, target: str, kind: str, params: Mapping[str, Value],
+                 indices: list[str], rank: int, depth: int) -> None:
+    """One Categorical draw into ``target`` by the inverse CDF, as ``samplers.categorical``:
+    the first category whose cumulative weight exceeds a uniform times the total, at most
+    the last (``kind``: the weights are ``probs``, or ``exp(logits - max)``)."""
+    value = params[kind]
+    size = shape_of(value)[-1]
+    k = em.fresh("k")
+
+    def weight(index: str) -> str:
+        at = em.at(value, em.offset(shape_of(value), [*indices, index], rank + 1))
+        return at if kind == "probs" else f"ppl_exp({at} - top)"
+
+    lines = ["{", "    double total = 0.0, cdf = 0.0;"]
+    if kind == "logits":
+        lines += ["    double top = -INFINITY;",
+                  f"    for (long {k} = 0; {k} < {size}; {k}++) top = fmax(top, "
+                  f"{em.at(value, em.offset(shape_of(value), [*indices, k], rank + 1))});"]
+    lines += [f"    for (long {k} = 0; {k} < {size}; {k}++) total += {weight(k)};",
+              "    double point = ppl_rng_uniform(rng) * total;",
+              f"    long {k} = 0;",
+              f"    for (; {k} < {size - 1}; {k}++) {{",
+              f"        cdf += {weight(k)};",
+              "        if (cdf > point) break;",
+              "    }",
+              f"    {target} = (double){k};",
+              "}"]
+    for line in lines:
+        em.emit(line, depth)

@@ -14,11 +14,13 @@ from ppl.inference.lowering.particles.native import _DRAWS_BASE, C_SAMPLERS
 from ppl.inference.smc import DegenerateWeights
 from ppl.inference.smc.native import slot_layout
 from ppl.inference.testing import LinearGaussianSSM
+from ppl.inference.testing.sequential import DiscreteHMM
 from ppl.params import clear_params
 from ppl.registry import families
 from ppl.stdlib import (
     Bernoulli,
     Beta,
+    Categorical,
     Cauchy,
     Exponential,
     Gamma,
@@ -238,10 +240,40 @@ def test_the_c_rejection_and_discrete_rules_draw_their_family(family, mean, sd):
         assert torch.equal(draws, draws.round()) and bool((draws >= 0).all())
 
 
+@pytest.mark.parametrize("family", [Categorical(torch.tensor([0.2, 0.5, 0.0, 0.3])),
+                                    Categorical(logits=torch.tensor([0.0, 1.0, -1.0]))],
+                         ids=["probs", "logits"])
+def test_the_c_categorical_rule_draws_each_category_at_its_probability(family):
+    n = 40_000
+    draws = infer(one_draw, family, method=SMC(n, backend="native"), seed=3).samples["x"]
+    assert draws.dtype == torch.int64
+    frequencies = torch.bincount(draws, minlength=family.probs.numel()).double() / n
+    probs = family.probs.double()
+    assert ((frequencies - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n)).all()
+
+
+def test_a_discrete_hmm_filters_in_c_with_an_unbiased_evidence():
+    """Categorical states, their transition rows and emission means picked by the state
+    (``index_select``) in C: the evidence against the forward algorithm, and the last
+    filtering marginal."""
+    hmm = DiscreteHMM()
+    ys = hmm.simulate(30, seed=1)
+    exact, marginals = hmm.forward(ys)
+    method = SMC(500, backend="native")
+    engine = method.engine(hmm.model(), (ys,), {})
+    driver, _ = method.driver(engine)
+    runs = [run(driver, engine, s) for s in range(100)]
+    ratios = torch.tensor([math.exp(float(r.log_evidence) - exact) for r in runs])
+    assert abs(float(ratios.mean()) - 1) < 3 * float(ratios.std()) / math.sqrt(len(runs))
+    mean = torch.stack([r.extra["filtering_means"]["z_29"] for r in runs]).mean()
+    assert abs(float(mean) - float(marginals[-1, 1])) < 0.01
+    assert runs[0].samples["z_29"].dtype == torch.int64
+
+
 #: Families with a torch sampling rule but no C one (a list that may only shrink): a model
 #: drawing one filters on torch, by name.
 KNOWN_WITHOUT_C_RULE = {
-    "Binomial", "Categorical", "Chi2", "Delta", "Dirichlet", "Geometric", "InverseGamma",
+    "Binomial", "Chi2", "Delta", "Dirichlet", "Geometric", "InverseGamma",
     "MultivariateNormal", "NegativeBinomial", "OneHotCategorical", "Pareto", "TruncatedNormal",
     "Weibull",
 }
