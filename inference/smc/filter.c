@@ -99,6 +99,62 @@ static double pf_reweight(long n, const double *restrict lw, double *restrict lo
     return total;
 }
 
+/* Each row of step k's drawn slots set to its block's reference value (ref[t]: B * size
+   doubles for the t-th drawn entry). */
+static void pf_place(int k, long blocks, long n, const double *const *ref, double *const *slot)
+{
+    for (int t = ppl_drawn_start[k]; t < ppl_drawn_start[k + 1]; t++) {
+        int s = ppl_drawn_slot[t];
+        long size = ppl_slot_size[s];
+        for (long b = 0; b < blocks; b++)
+            for (long j = 0; j < n; j++)
+                memcpy(slot[s] + (b * n + j) * size, ref[t] + b * size, sizeof(double) * size);
+    }
+}
+
+/* Ancestor sampling for a block's reference particle: one index drawn from
+   log_w_i + score_i (scratch: n + 1 doubles); -1 when no index is possible or one is NaN. */
+static int64_t pf_reference_ancestor(long n, const double *restrict log_w,
+                                     const double *restrict score, ppl_rng *rng,
+                                     double *restrict scratch)
+{
+    double top = -INFINITY;
+    for (long i = 0; i < n; i++) {
+        double x = log_w[i] + score[i];
+        if (isnan(x))
+            return -1;
+        top = x > top ? x : top;
+    }
+    if (top == -INFINITY)
+        return -1;
+    for (long i = 0; i < n; i++)
+        scratch[i] = ppl_exp(log_w[i] + score[i] - top);
+    int64_t index;
+    pf_multinomial(scratch, n, 1, rng, scratch + n, &index);
+    return index;
+}
+
+/* One path per block: a final particle drawn from the block's weights w, then its
+   ancestors back to step first; path[t] (B * size doubles) gets the t-th drawn entry's
+   values from history[t] (B n * size). */
+static void pf_paths(int first, int stop, long blocks, long n, const double *restrict w,
+                     const int64_t *ancestors, const double *const *history,
+                     double *const *path, ppl_rng *rng, double *restrict scratch)
+{
+    for (long b = 0; b < blocks; b++) {
+        int64_t i;
+        pf_multinomial(w + b * n, n, 1, rng, scratch, &i);
+        for (int k = stop - 1; k >= first; k--) {
+            for (int t = ppl_drawn_start[k]; t < ppl_drawn_start[k + 1]; t++) {
+                long size = ppl_slot_size[ppl_drawn_slot[t]];
+                memcpy(path[t] + b * size, history[t] + (b * n + i) * size,
+                       sizeof(double) * size);
+            }
+            i = ancestors[(long)k * blocks * n + b * n + i];
+        }
+    }
+}
+
 /* The run (see the top of the file). Per row (B n of them): slot/spare, each slot's two
    buffers of size doubles (swapped by resampling: slot[] holds the current ones on
    return); log_w and w, the normalized log weights and weights (read before step
@@ -106,14 +162,26 @@ static double pf_reweight(long n, const double *restrict lw, double *restrict lo
    scratch; ancestors: one row per step, or NULL. Per step and block (PPL_STEPS * B,
    step-major): ess (the row of step first - 1 read), increments, resampled. scratch: 2n
    doubles; means: NULL, or every drawn element of every step (for B = 1), in step and
-   slot order. */
+   slot order.
+
+   A conditional run (ref, per drawn entry t the blocks' reference values, B * size
+   doubles; pin and score: per row, of scratch) keeps each block's last particle on its
+   reference path: before every step after the first the block resamples its other
+   n - 1 particles by its scheme and draws the reference's ancestor by ancestor sampling
+   (ppl_run_score at the reference, plus the log weights); the step's draws of pinned rows
+   keep the reference. history (per drawn entry, B n * size doubles, or NULL) records each
+   step's particles; path (per drawn entry, B * size, or NULL; needs history and
+   ancestors) receives one path per block drawn back from the final weights. Returns 0, or
+   with k the step: 1 + 3k a NaN log weight, 2 + 3k a block whose weights are all zero
+   (unless may_die), 3 + 3k ancestor sampling with no possible (or a NaN) weight. */
 int ppl_filter_run(long blocks, long n, uint64_t seed, double threshold, int scheme,
                    int first, int stop, int may_die, double **slot, double **spare,
                    const void *const *const *constants, const void *const *inputs,
                    double *restrict log_w, double *restrict w, double *restrict lw,
                    double *restrict z, double *restrict scratch, int64_t *ancestors,
                    int64_t *index, double *ess, double *increments, unsigned char *resampled,
-                   double *means)
+                   double *means, const double *const *ref, unsigned char *pin, double *score,
+                   double *const *history, double *const *path)
 {
     ppl_rng rng;
     ppl_rng_seed(&rng, seed);
@@ -122,29 +190,44 @@ int ppl_filter_run(long blocks, long n, uint64_t seed, double threshold, int sch
     if (first == 0)
         for (long i = 0; i < rows; i++)
             log_w[i] = flat;
+    if (ref != NULL)
+        for (long i = 0; i < rows; i++)
+            pin[i] = i % n == n - 1;
     for (int k = first; k < stop; k++) {
         int64_t *parents = ancestors != NULL ? ancestors + (long)k * rows : index;
         int any = 0;
+        if (ref != NULL)
+            pf_place(k, blocks, n, ref, slot);
+        if (ref != NULL && k > first)
+            ppl_run_score(k, rows, &rng, slot, score, z, NULL, constants, inputs);
         for (long b = 0; b < blocks; b++) {
-            unsigned char due = k > 0 && ess[(long)(k - 1) * blocks + b] < threshold * n;
+            unsigned char due = k > 0 && (ref != NULL ? k > first
+                                          : ess[(long)(k - 1) * blocks + b] < threshold * n);
             resampled[(long)k * blocks + b] = due;
             any |= due;
             int64_t *parent = parents + b * n;
-            if (due) {  /* w: the block's normalized weights of step k - 1 */
-                pf_resample(scheme, w + b * n, n, &rng, scratch, parent);
-                for (long i = 0; i < n; i++)
-                    log_w[b * n + i] = flat;
+            if (due && ref != NULL) {
+                pf_resample(scheme, w + b * n, n, n - 1, &rng, scratch, parent);
+                parent[n - 1] = pf_reference_ancestor(n, log_w + b * n, score + b * n, &rng,
+                                                      scratch);
+                if (parent[n - 1] < 0)
+                    return 3 + 3 * k;
+            } else if (due) {  /* w: the block's normalized weights of step k - 1 */
+                pf_resample(scheme, w + b * n, n, n, &rng, scratch, parent);
             } else {
                 for (long i = 0; i < n; i++)
                     parent[i] = i;
             }
+            if (due)
+                for (long i = 0; i < n; i++)
+                    log_w[b * n + i] = flat;
         }
         if (any)
             pf_gather(k, blocks, n, parents, slot, spare);
-        ppl_run_step(k, rows, &rng, slot, lw, z, constants, inputs);
+        ppl_run_step(k, rows, &rng, slot, lw, z, ref != NULL ? pin : NULL, constants, inputs);
         for (long i = 0; i < rows; i++) {
             if (isnan(lw[i]))
-                return 1 + 2 * k;
+                return 1 + 3 * k;
             lw[i] += log_w[i];
         }
         for (long b = 0; b < blocks; b++) {
@@ -152,7 +235,7 @@ int ppl_filter_run(long blocks, long n, uint64_t seed, double threshold, int sch
             increments[at] = pf_reweight(n, lw + b * n, log_w + b * n, w + b * n, ess + at);
             if (increments[at] == -INFINITY) {
                 if (!may_die)
-                    return 2 + 2 * k;
+                    return 2 + 3 * k;
                 for (long i = 0; i < n; i++) {
                     log_w[b * n + i] = flat;
                     w[b * n + i] = 1.0 / n;
@@ -162,6 +245,14 @@ int ppl_filter_run(long blocks, long n, uint64_t seed, double threshold, int sch
         }
         if (means != NULL)
             means = pf_means(k, n, w, slot, means);
+        if (history != NULL)
+            for (int t = ppl_drawn_start[k]; t < ppl_drawn_start[k + 1]; t++) {
+                int s = ppl_drawn_slot[t];
+                memcpy(history[t], slot[s], sizeof(double) * rows * ppl_slot_size[s]);
+            }
     }
+    if (path != NULL)
+        pf_paths(first, stop, blocks, n, w, ancestors, (const double *const *)history, path,
+                 &rng, scratch);
     return 0;
 }

@@ -60,7 +60,7 @@ SCHEME_CODES = ("multinomial", "stratified", "systematic", "residual")
 _P = ctypes.c_void_p
 _Native, _Torch = TypeVar("_Native"), TypeVar("_Torch")
 _ARGTYPES = (ctypes.c_long, ctypes.c_long, ctypes.c_uint64, ctypes.c_double, *(ctypes.c_int,) * 4,
-             *(_P,) * 15)
+             *(_P,) * 20)
 
 
 def native_refusal(settings: ParticleFilter) -> str | None:
@@ -160,14 +160,21 @@ def c_source(name: str) -> str:
 class CompiledFilter:
     """``engine``'s steps and the C driver compiled (or loaded from the cache) once, with
     slots for the latents (``keep`` too); ``Unsupported`` says why when the engine or the
-    machine rule it out. :meth:`run` drives a :class:`FilterState`."""
+    machine rule it out. :meth:`run` drives a :class:`FilterState`. ``conditional_from``:
+    also compile the scorers of the later steps, for conditional runs from that step."""
 
-    def __init__(self, engine: ParticleEngine, keep: frozenset[str] = frozenset()):
+    def __init__(self, engine: ParticleEngine, keep: frozenset[str] = frozenset(),
+                 conditional_from: int | None = None):
         if not compiler_available():
             raise Unsupported("no C compiler on this machine (set $CC to use one)")
         self.engine = engine
         self.layout = slot_layout(engine, keep)
-        steps = emit_steps(engine, self.layout.slot_of)
+        scorers = None if conditional_from is None else {
+            k: engine.scorer(k) for k in range(conditional_from + 1, engine.num_steps)}
+        steps = emit_steps(engine, self.layout.slot_of, scorers)
+        if conditional_from is not None and steps.unpinned:
+            raise Unsupported(f"a reference particle cannot keep {steps.unpinned[0]} (drawn "
+                              "by no draw of its own)")
         devices = {engine.input_value(*key).device.type for key in steps.inputs}
         if devices - {"cpu"}:
             raise Unsupported(f"inputs on {sorted(devices - {'cpu'})} (the C filter runs on "
@@ -189,11 +196,14 @@ class CompiledFilter:
 
     def run(self, state: FilterState, first: int, stop: int, generator: torch.Generator, *,
             scheme: str, threshold: float, may_die: bool = False,
-            means: torch.Tensor | None = None) -> None:
+            means: torch.Tensor | None = None, ref: ctypes.Array | None = None,
+            history: ctypes.Array | None = None, path: ctypes.Array | None = None) -> None:
         """Run steps ``first .. stop - 1`` of ``state``'s filters (one 63-bit seed drawn
         from ``generator``); a NaN log weight, or (unless ``may_die``) a block whose
         particles all have weight zero, raises ``DegenerateWeights`` naming the step (as
-        ``step - step_offset``) and its sites."""
+        ``step - step_offset``) and its sites. ``ref``, ``history``, ``path``: pointers per
+        drawn entry (``layout.drawn`` flattened) for a conditional run, the particles'
+        record, the drawn paths (see ``filter.c``)."""
         seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
         values = [self.engine.input_value(role, key).contiguous() for role, key in self._inputs]
         inputs = (_P * max(1, len(values)))(*(v.data_ptr() for v in values))
@@ -204,15 +214,18 @@ class CompiledFilter:
                          state.w.data_ptr(), state.lw.data_ptr(), state.z.data_ptr(),
                          state.scratch.data_ptr(), kept, state.index.data_ptr(),
                          state.ess.data_ptr(), state.increments.data_ptr(),
-                         state.resampled.data_ptr(), None if means is None else means.data_ptr())
+                         state.resampled.data_ptr(), None if means is None else means.data_ptr(),
+                         ref, state.pin.data_ptr(), state.score.data_ptr(), history, path)
         if code:
-            k, all_zero = divmod(code - 1, 2)
+            k, kind = divmod(code - 1, 3)
             sites = sorted(self.engine.step_sites(k))
             step = k - state.step_offset
-            raise DegenerateWeights(
+            raise DegenerateWeights([
+                f"step {step}: some log weights are NaN; from the sites {sites}",
                 f"step {step}: every particle has weight zero (log weight -inf) after the "
-                f"sites {sites}" if all_zero else
-                f"step {step}: some log weights are NaN; from the sites {sites}")
+                f"sites {sites}",
+                f"ancestor sampling at step {step}: no particle can lead to the reference "
+                f"(or a weight is NaN); the sites {sites}"][kind])
 
 
 class FilterState:
@@ -233,6 +246,7 @@ class FilterState:
         self.log_w, self.w, self.lw = (torch.empty(rows, dtype=f64) for _ in range(3))
         self.z = torch.empty(max(1, rows * compiled.normals), dtype=f64)
         self.scratch = torch.empty(2 * n, dtype=f64)
+        self.pin, self.score = torch.zeros(rows, dtype=torch.uint8), torch.empty(rows, dtype=f64)
         self.index = torch.empty(rows, dtype=torch.int64)
         self.ancestors = (torch.empty(steps, blocks, n, dtype=torch.int64) if keep_ancestors
                           else None)

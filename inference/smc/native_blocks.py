@@ -39,7 +39,7 @@ from .blocks import BlockFilter
 from .native import CompiledFilter, FilterState, choose_backend
 from .static import StaticModel
 
-__all__ = ["NativeBlockRun", "NativeBlocks", "block_filters"]
+__all__ = ["NativeBlockRun", "NativeBlocks", "block_filters", "place_static"]
 
 BlockStart = Callable[[Mapping[str, Tensor], torch.Generator], "BlockFilter | NativeBlockRun"]
 
@@ -59,6 +59,17 @@ def block_filters(split: StaticModel, num_particles: int, *, resample: str = "sy
 
     return choose_backend(backend, native_start, torch_start,
                           f"{owner}(backend='native') cannot filter graph {split.graph.name!r}")
+
+
+def place_static(state: FilterState, split: StaticModel, theta: Mapping[str, Tensor]) -> None:
+    """Start ``state``'s blocks after the engine's step 0 with the static values ``theta``
+    (``(B, *shape)``) in their slots, every block's weights flat."""
+    n = state.n
+    for address, value in split.rows(theta, n).items():
+        state.slot(address).copy_(value)
+    state.log_w.fill_(-math.log(n))
+    state.w.fill_(1.0 / n)
+    state.ess[0] = n  # no resampling before the first step of the path
 
 
 class NativeBlocks:
@@ -85,11 +96,7 @@ class NativeBlockRun:
         self.num_blocks = next(iter(theta.values())).shape[0]
         n = self.num_particles = blocks.num_particles
         self.state = FilterState(blocks.compiled, self.num_blocks, n, step_offset=1)
-        for address, value in blocks.split.rows(theta, n).items():
-            self.state.slot(address).copy_(value)
-        self.state.log_w.fill_(-math.log(n))  # engine step 0, the static values: flat
-        self.state.w.fill_(1.0 / n)
-        self.state.ess[0] = n  # no resampling before the first step of the path
+        place_static(self.state, blocks.split, theta)
         self.step = 0
         self.log_z = torch.zeros(self.num_blocks, dtype=torch.float64)
 

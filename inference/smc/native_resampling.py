@@ -35,7 +35,7 @@ void ppl_resample(int scheme, long n, uint64_t seed, const double *w, double *sc
 {
     ppl_rng rng;
     ppl_rng_seed(&rng, seed);
-    pf_resample(scheme, w, n, &rng, scratch, index);
+    pf_resample(scheme, w, n, n, &rng, scratch, index);
 }
 """
 

@@ -55,19 +55,15 @@ from ppl.model import Model
 from ppl.passes import condition
 from ppl.passes import run as run_passes
 
-from .blocks import BlockFilter, check_filter_settings, one_thread
+from .blocks import check_filter_settings, one_thread
 from .moves import as_kernel
+from .native import backend_report, check_backend
+from .native_conditional import path_sweeps
 from .pmmh import acceptance_rate, static_draws
 from .static import StaticModel
 from .streams import run_generator
 
-__all__ = ["ParticleGibbs", "TORCH_REASON"]
-
-#: Why the conditional filter is not the C one.
-TORCH_REASON = (
-    "conditional SMC runs on torch: ancestor sampling scores the reference's next state "
-    "under every particle (the engine's score_step), and the path is drawn back through "
-    "every step's particles; the C steps only draw, and the C filter keeps no paths")
+__all__ = ["ParticleGibbs"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,8 @@ class ParticleGibbs:
     ``num_warmup`` adapting and ``num_samples`` kept sweeps, each a conditional filter of
     ``num_particles`` particles (``resample`` scheme, every step) and ``theta_moves``
     transitions of ``kernel`` (default ``RWMH()``) on the static parameters
-    (``target_accept``: None for the kernel's own; ``backend`` pins the flat model's)."""
+    (``target_accept``: None for the kernel's own; ``backend`` pins the flat model's,
+    ``filter_backend`` the conditional filter's: "auto", "native" or "torch")."""
 
     static: Sequence[str] = ()
     num_particles: int = 50
@@ -89,8 +86,10 @@ class ParticleGibbs:
     target_accept: float | None = None
     backend: str = "auto"
     progress_bar: bool | None = None
+    filter_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend("ParticleGibbs", self.filter_backend)
         check_filter_settings("ParticleGibbs", self.num_particles, self.resample, 1.0)
         check_count("ParticleGibbs", "num_samples", self.num_samples, 1)
         check_count("ParticleGibbs", "num_warmup", self.num_warmup, 0)
@@ -119,10 +118,9 @@ class ParticleGibbs:
         streams = chain_generators(int(torch.randint(0, 2**62, (), generator=generator)),
                                    self.chains)
         z = split.draw_prior(self.chains, generator)
-        first = BlockFilter(split, split.constrained(z), self.num_particles, generator,
-                            resample=self.resample, ess_threshold=1.0, keep_paths=True)
-        first.run()
-        path = first.draw_paths()
+        update_path, reason = path_sweeps(split, self.num_particles, resample=self.resample,
+                                    backend=self.filter_backend)
+        path = update_path(split.constrained(z), None, generator)
         given_path = PathConditioned(split, self.backend)
         given_path.bind(path)
         kernel = self.theta_kernel.bind(given_path.flat.log_density_and_grad)
@@ -134,11 +132,7 @@ class ParticleGibbs:
         line = (ProgressLine(sweeps, phase="sweeps", counter="theta moved")
                 if progress_enabled(self.progress_bar) else None)
         for sweep in range(sweeps):
-            conditional = BlockFilter(split, split.constrained(state.position),
-                                      self.num_particles, generator, resample=self.resample,
-                                      reference=path)
-            conditional.run()
-            path = conditional.draw_paths()
+            path = update_path(split.constrained(state.position), path, generator)
             given_path.bind(path)
             log_density, grad = kernel.fn(state.position)
             state = state._replace(log_density=log_density, grad=grad)
@@ -165,7 +159,8 @@ class ParticleGibbs:
         extra = {"method": "ParticleGibbs", "kernel": type(kernel).__name__,
                  "step_size": state.step_size, "accept_rate": acceptance_rate(draws_t),
                  "num_particles": self.num_particles, "backend": given_path.flat.backend,
-                 "filter_backend": "torch", "filter_backend_reason": TORCH_REASON,
+                 **{f"filter_{k}": v for k, v in
+                    backend_report(self.filter_backend, reason).items()},
                  "graph": split.graph}
         return Posterior(samples=samples, info=info, extra=extra)
 

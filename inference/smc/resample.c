@@ -64,67 +64,69 @@ static void pf_multinomial(const double *restrict w, long n, long m, ppl_rng *rn
     pf_invert_sorted(w, n, scratch, m, index);
 }
 
-/* One uniform in each stratum [j/n, (j+1)/n) (scratch: n doubles). */
-static void pf_stratified(const double *restrict w, long n, ppl_rng *rng,
+/* One uniform in each of m strata [j/m, (j+1)/m) (scratch: m doubles). */
+static void pf_stratified(const double *restrict w, long n, long m, ppl_rng *rng,
                           double *restrict scratch, int64_t *restrict index)
 {
-    for (long j = 0; j < n; j++)
-        scratch[j] = (j + ppl_rng_uniform(rng)) / n;
-    pf_invert_sorted(w, n, scratch, n, index);
+    for (long j = 0; j < m; j++)
+        scratch[j] = (j + ppl_rng_uniform(rng)) / m;
+    pf_invert_sorted(w, n, scratch, m, index);
 }
 
-/* Systematic resampling: u_j = (j + u) / n times the total, index j the first particle
+/* Systematic resampling: u_j = (j + u) / m times the total, index j the first particle
    whose cumulative weight exceeds u_j, at most the last particle of positive weight.
    Branch-free: particle i's cumulative weight c_i is at most u_j exactly for
-   j >= m_i = ceil(c_i n / total - u), so counting the m_i and summing the counts gives
+   j >= m_i = ceil(c_i m / total - u), so counting the m_i and summing the counts gives
    every index at once. */
-static void pf_systematic(const double *restrict w, long n, double u, int64_t *restrict index)
+static void pf_systematic(const double *restrict w, long n, long m, double u,
+                          int64_t *restrict index)
 {
     long last;
-    const double scale = n / pf_total(w, n, &last);
-    memset(index, 0, sizeof(int64_t) * n);
+    const double scale = m / pf_total(w, n, &last);
+    memset(index, 0, sizeof(int64_t) * m);
     double cdf = 0.0;
     for (long i = 0; i < n; i++) {
         cdf += w[i];
         double first = ceil(cdf * scale - u);
-        long m = first < 0.0 ? 0 : first > n ? n : (long)first;
-        if (m < n)
-            index[m]++;
+        long at = first < 0.0 ? 0 : first > m ? m : (long)first;
+        if (at < m)
+            index[at]++;
     }
     int64_t count = 0;
-    for (long j = 0; j < n; j++) {
+    for (long j = 0; j < m; j++) {
         count += index[j];
         index[j] = count < last ? count : last;
     }
 }
 
-/* floor(n w_i) copies of particle i, then the rest drawn multinomially from the residuals
-   n w_i - floor(n w_i) (the weights themselves should rounding leave no residual mass);
-   scratch: 2n doubles. */
-static void pf_residual(const double *restrict w, long n, ppl_rng *rng,
+/* floor(m w_i) copies of particle i, then the rest drawn multinomially from the residuals
+   m w_i - floor(m w_i) (the weights themselves should rounding leave no residual mass);
+   scratch: n + m doubles. */
+static void pf_residual(const double *restrict w, long n, long m, ppl_rng *rng,
                         double *restrict scratch, int64_t *restrict index)
 {
     double *rest = scratch, residual = 0.0;
     long j = 0;
     for (long i = 0; i < n; i++) {
-        double scaled = n * w[i], copies = floor(scaled);
+        double scaled = m * w[i], copies = floor(scaled);
         rest[i] = scaled - copies;
         residual += rest[i];
-        for (long c = 0; c < (long)copies && j < n; c++)
+        for (long c = 0; c < (long)copies && j < m; c++)
             index[j++] = i;
     }
-    if (j < n)
-        pf_multinomial(residual > 0.0 ? rest : w, n, n - j, rng, scratch + n, index + j);
+    if (j < m)
+        pf_multinomial(residual > 0.0 ? rest : w, n, m - j, rng, scratch + n, index + j);
 }
 
-/* n ancestor indices by scheme (see the top of the file); scratch: 2n doubles. */
-static void pf_resample(int scheme, const double *restrict w, long n, ppl_rng *rng,
+/* m ancestor indices from the n weights w by scheme (see the top of the file); scratch:
+   n + m doubles. */
+static void pf_resample(int scheme, const double *restrict w, long n, long m, ppl_rng *rng,
                         double *restrict scratch, int64_t *restrict index)
 {
     switch (scheme) {
-    case 0: pf_multinomial(w, n, n, rng, scratch, index); break;
-    case 1: pf_stratified(w, n, rng, scratch, index); break;
-    case 2: pf_systematic(w, n, ppl_rng_uniform(rng), index); break;
-    default: pf_residual(w, n, rng, scratch, index); break;
+    case 0: pf_multinomial(w, n, m, rng, scratch, index); break;
+    case 1: pf_stratified(w, n, m, rng, scratch, index); break;
+    case 2: pf_systematic(w, n, m, ppl_rng_uniform(rng), index); break;
+    default: pf_residual(w, n, m, rng, scratch, index); break;
     }
 }

@@ -16,10 +16,16 @@ slots; a time series compiles two functions, not one per step). A step the C can
 express raises ``Unsupported`` naming the site and family (or the operation)::
 
     static void ppl_step_K(long n, ppl_rng *rng, double *const *slot, double *lw, double *z,
-                           const void *const *ppl_K, const void *const *ppl_X);
+                           const unsigned char *pin, const void *const *ppl_K,
+                           const void *const *ppl_X);
     static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, double *lw,
-                             double *z, const void *const *const *constants,
-                             const void *const *inputs);
+                             double *z, const unsigned char *pin,
+                             const void *const *const *constants, const void *const *inputs);
+
+A row whose ``pin`` byte is set (``pin`` may be NULL) keeps the latents its slots hold
+instead of its draws: the reference particle of a conditional filter. With ``scorers``,
+``ppl_run_score`` (the same signature) writes each row's ``log p(latents, observations |
+live)`` at the latents its slots hold, for ancestor sampling.
 
     >>> import torch
     >>> from ppl.inference.lowering.particles import ParticleEngine
@@ -120,40 +126,51 @@ class StepsSource:
     constants: list[list[torch.Tensor]]
     inputs: tuple[tuple[str, str], ...]
     normals: int  # the most standard normals a step draws per row
+    unpinned: tuple[str, ...] = ()  # drawn latents a pinned row cannot keep, by step
 
 
-def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int]) -> StepsSource:
+def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int],
+               scorers: Mapping[int, StepFunction] | None = None) -> StepsSource:
     """C for ``engine``'s steps (see the module docstring); ``slot_of`` gives the slot of
     each latent the steps draw or read. Steps whose C is the same but for their constants
     and slots (a time series' steps, which differ in their observations) share one
-    function. Raises ``Unsupported`` naming the first step, site and family (or operation)
-    the C cannot express."""
+    function. ``scorers`` (step ``k``'s :meth:`~.engine.ParticleEngine.scorer`) adds
+    ``ppl_run_score``: ``log p(latents, observations of step k | live)`` with the step's
+    latents read from their slots. Raises ``Unsupported`` naming the first step, site and
+    family (or operation) the C cannot express."""
     inputs: dict[tuple[str, str], int] = {}
     functions: dict[str, int] = {}  # a function's body -> its index
-    constants, cases, normals = [], [], 0
-    for k, step in enumerate(engine.steps):
-        body, table, count, slots = _emit_step(k, step, inputs)
+    constants, dispatch, normals, unpinned = [], {"step": [], "score": []}, 0, []
+    jobs = [("step", k, step) for k, step in enumerate(engine.steps)]
+    jobs += [("score", k, scorer) for k, scorer in sorted((scorers or {}).items())]
+    for kind, k, step in jobs:
+        body, table, count, slots, free = _emit_step(k, step, inputs)
         index = functions.setdefault(body, len(functions))
-        constants.append(table)
+        unpinned += [f"step {k}: site {a!r}" for a in free]
         normals = max(normals, count)
         own = ", ".join(f"slot[{slot_of[a]}]" for a in slots) or "NULL"
-        cases.append(f"    case {k}: {{ double *own[] = {{{own}}}; ppl_step_{index}(n, rng, "
-                     f"own, lw, z, constants[{k}], inputs); break; }}")
+        dispatch[kind].append(f"    case {k}: {{ double *own[] = {{{own}}}; ppl_step_{index}("
+                              f"n, rng, own, lw, z, pin, constants[{len(constants)}], "
+                              "inputs); break; }")
+        constants.append(table)
     texts = [f"static void ppl_step_{index}(long n, ppl_rng *restrict rng, "
              "double *const *restrict slot,\n        double *restrict lw, double *restrict z, "
-             f"const void *const *ppl_K, const void *const *ppl_X)\n{{\n{body}}}\n"
+             "const unsigned char *restrict pin, const void *const *ppl_K,\n        "
+             f"const void *const *ppl_X)\n{{\n{body}}}\n"
              for body, index in functions.items()]
-    dispatch = ("static void ppl_run_step(int k, long n, ppl_rng *rng, double *const *slot, "
-                "double *lw, double *z,\n        const void *const *const *constants, "
-                "const void *const *inputs)\n{\n    switch (k) {\n" + "\n".join(cases)
-                + "\n    }\n}\n")
-    return StepsSource("\n".join([*texts, dispatch]), constants, tuple(inputs), normals)
+    texts += [f"static void ppl_run_{kind}(int k, long n, ppl_rng *rng, double *const *slot, "
+              "double *lw, double *z,\n        const unsigned char *pin, "
+              "const void *const *const *constants, const void *const *inputs)\n{\n"
+              "    switch (k) {\n" + "\n".join(cases) + "\n    }\n}\n"
+              for kind, cases in dispatch.items()]
+    return StepsSource("\n".join(texts), constants, tuple(inputs), normals, tuple(unpinned))
 
 
 def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
-               ) -> tuple[str, list[torch.Tensor], int, tuple[str, ...]]:
+               ) -> tuple[str, list[torch.Tensor], int, tuple[str, ...], tuple[str, ...]]:
     """The body of step ``k``'s C function, its constants, the standard normals a row draws,
-    and the latents whose slots it takes (``slot[j]`` is the ``j``-th's)."""
+    the latents whose slots it takes (``slot[j]`` is the ``j``-th's) and those it draws
+    that a pinned row cannot keep (drawn by no draw of their own address)."""
     if step.fallbacks:
         raise Unsupported(f"step {k}: {'; '.join(step.fallbacks)}")
     if step.tape is None:
@@ -183,9 +200,11 @@ def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
                               "holds float64 and int64 latents)")
         _read(em, var, own[address])
     normals = [0]  # the row's normals taken so far
+    pinned = set()
     for instr in instrs:  # in tape order: a row's values are mostly scalars, nothing to fuse
         if isinstance(instr.prim, Draw):
-            _draw(em, instr, normals)
+            _draw(em, instr, normals, own.get(instr.prim.address))
+            pinned.add(instr.prim.address)
         else:
             emit(em, instr)
     for address, value in zip(step.drawn, drawn, strict=True):
@@ -196,7 +215,7 @@ def _emit_step(k: int, step: StepFunction, inputs: dict[tuple[str, str], int]
     if normals[0]:
         lines.append(f"    ppl_rng_normals(rng, z, n * {normals[0]});")
     return ("\n".join([*lines, *em.pointer_declarations(), *em.lines, ""]), list(em.constants),
-            normals[0], slots)
+            normals[0], slots, tuple(a for a in step.drawn if a not in pinned))
 
 
 class _StepEmitter(Emitter):
@@ -251,10 +270,12 @@ def _write(em: Emitter, value: Var, slot: int) -> None:
                 f"{em.at(value, 'j')};", 1)
 
 
-def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
+def _draw(em: Emitter, instr: Instr, normals: list[int], slot: int | None) -> None:
     """The site's draws: the family's C template at each element, its parameters broadcast
     against the site's shape; normal variates come from the row's next ones in ``z``
-    (``normals[0]`` counts those taken: the ``j``-th of row ``row`` is ``z[j * n + row]``)."""
+    (``normals[0]`` counts those taken: the ``j``-th of row ``row`` is ``z[j * n + row]``).
+    A row that ``pin`` marks keeps the value its ``slot`` holds (a conditional filter's
+    reference particle): it is drawn, then replaced."""
     out, dist = instr.out, _sampled(instr.prim.dist)
     variate, template = _template(dist)
     params = dict(dist.params)
@@ -275,10 +296,20 @@ def _draw(em: Emitter, instr: Instr, normals: list[int]) -> None:
             variate, f"z[({first} + {element}) * n + row]")
         em.emit(f"{em.at(out, element)} = {template.format(z=z, **values)};", depth + 1)
 
+    def pin(indices: list[str], depth: int) -> None:
+        element = em.offset(out.shape, indices, out.ndim)
+        size = max(1, math.prod(out.shape))
+        em.emit(f"if (pin != NULL && pin[row]) {em.at(out, element)} = "
+                f"slot[{slot}][row * {size} + {element}];", depth + 1)
+
     if out.ndim == 0:
         body([], 0)
+        if slot is not None:
+            pin([], 0)
     else:
         em.loops(out.shape, body)
+        if slot is not None:
+            em.loops(out.shape, pin)
 
 
 

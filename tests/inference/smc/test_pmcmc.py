@@ -7,15 +7,16 @@ import math
 import pytest
 import torch
 
-from ppl import infer, model, sample
+from ppl import factor, infer, model, sample
 from ppl.errors import ModelError
 from ppl.inference import PMMH, SMC2, ParticleGibbs
 from ppl.inference.lowering.native import compiler_available
 from ppl.inference.mcmc import MALA
 from ppl.inference.results.diagnostics import mcse_mean
 from ppl.inference.smc import native
-from ppl.inference.smc.blocks import BlockFilter, one_thread
+from ppl.inference.smc.blocks import one_thread
 from ppl.inference.smc.native_blocks import block_filters
+from ppl.inference.smc.native_conditional import path_sweeps
 from ppl.inference.smc.static import StaticModel
 from ppl.inference.testing.sequential import LinearGaussianSSM
 from ppl.stdlib import HalfNormal, Normal, Uniform, VonMises
@@ -96,32 +97,35 @@ def test_pmmh_on_a_positive_scale_uses_the_jacobian(backend):
     assert_mean_within_mcse(post.samples["q"], exact.mean)
 
 
-def test_particle_gibbs_posterior_mean_matches_the_grid():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_particle_gibbs_posterior_mean_matches_the_grid(backend):
     method = ParticleGibbs(static=["a"], num_particles=10, num_warmup=60, num_samples=200,
-                           chains=4, theta_moves=2)
+                           chains=4, theta_moves=2, filter_backend=backend)
     post = infer(ssm, YS, method=method, seed=0)
     assert post.samples["x_19"].shape == (4, 200)
     assert_mean_within_mcse(post.samples["a"], exact_a().mean)
-    assert bool((post.extra["accept_rate"] > 0.05).all())
-    assert post.extra["filter_backend"] == "torch"
-    assert "ancestor sampling" in post.extra["filter_backend_reason"]
+    # every chain moves; one chain's rate after 60 adapting sweeps varies from about 0.02
+    # to 0.6 over seeds, on either filter
+    rate = post.extra["accept_rate"]
+    assert bool((rate > 0).all()) and float(rate.mean()) > 0.1, rate
+    assert post.extra["filter_backend"] == backend
 
 
-def test_conditional_filter_leaves_the_smoothing_distribution_invariant():
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", ["systematic", "multinomial"])
+def test_conditional_filter_leaves_the_smoothing_distribution_invariant(backend, scheme):
     """With ``a`` fixed, PGAS sweeps of the path alone are a Markov chain whose marginals
     are the smoothing distribution: the RTS smoother's means, within MCSE, at every step."""
     split = StaticModel(ssm.graph(YS), ["a"], "test")
     chains, sweeps, burn = 8, 100, 10
     theta = {"a": torch.full((chains,), TRUTH.a, dtype=torch.float64)}
     generator = torch.Generator().manual_seed(0)
+    update, reason = path_sweeps(split, 10, resample=scheme, backend=backend)
+    assert reason is None
     with one_thread():
-        start = BlockFilter(split, theta, 10, generator, keep_paths=True)
-        start.run()
-        path, draws = start.draw_paths(), []
+        path, draws = update(theta, None, generator), []
         for sweep in range(sweeps):
-            conditional = BlockFilter(split, theta, 10, generator, reference=path)
-            conditional.run()
-            path = conditional.draw_paths()
+            path = update(theta, path, generator)
             if sweep >= burn:
                 draws.append(torch.stack([path[f"x_{t}"] for t in range(len(YS))], -1))
     draws = torch.stack(draws, 1)  # (chains, draws, T)
@@ -235,11 +239,12 @@ def test_particle_gibbs_with_a_gradient_kernel_for_theta():
 
 @model
 def impossible_above_half(ys):
-    """Observations in ``[-100, 100 (1/2 - a))``: none is possible once ``a > 0.49``."""
+    """A factor ``log max(1/2 - a, 0)`` at each step: no path is possible once ``a >= 1/2``."""
     a, x = sample("a", Uniform(-1.0, 1.0)), 0.0
     for t, y in enumerate(ys):
         x = sample(f"x_{t}", Normal(a * x, 1.0))
-        sample(f"y_{t}", Uniform(0.0 * a - 100.0, 100.0 * (0.5 - a)), obs=y)
+        sample(f"y_{t}", Normal(x, 0.7), obs=y)
+        factor(f"cap_{t}", torch.log(torch.clamp(0.5 - a + 0.0 * x, min=0.0)))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
