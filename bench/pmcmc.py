@@ -5,10 +5,10 @@ on a grid (prior x Kalman likelihood).
 For each method, filter backend and series length ``T``: the median wall seconds of
 ``--repeats`` runs (seeds 0, 1, ...), the bulk ESS of ``a`` per second (MCMC methods; SMC²:
 the Kish ESS of the final parameter weights), the error of the posterior mean in posterior
-sds, and (SMC²) ``log Ẑ - log Z``, all of the median-time run. PMMH and SMC² run on both
+sds, and (SMC²) ``log Ẑ - log Z``, all of the median-time run. Each method runs on both
 filters in the same run (``backend="torch"`` and ``"native"``, the C filter, compiled by a
-warm-up run outside the timing) with the time ratio; particle Gibbs' conditional filter is
-torch only. Machines here are shared: note the load average printed first.
+short warm-up run outside the timing; particle Gibbs' ``filter_backend``) with the time
+ratio. Machines here are shared: note the load average printed first.
 
 Run: .venv/bin/python bench/pmcmc.py [--steps 25 100] [--samples 1000] [--repeats 3]
 """
@@ -62,11 +62,12 @@ def run(name: str, method, ys: torch.Tensor, exact, repeats: int) -> float:
     return seconds
 
 
-def both_backends(name: str, make, small: dict, ys: torch.Tensor, exact, repeats: int) -> None:
-    """``make(backend=...)``'s method on the torch and the C filter, and the time ratio;
-    ``make(**small)`` is a short run that compiles the C filter first (cached on disk)."""
-    infer(ssm, ys, method=make(backend="native", **small), seed=0)
-    seconds = {b: run(f"{name} ({b})", make(backend=b), ys, exact, repeats)
+def both_backends(name: str, make, small: dict, ys: torch.Tensor, exact, repeats: int,
+                  option: str = "backend") -> None:
+    """``make(**{option: backend})``'s method on the torch and the C filter, and the time
+    ratio; ``make(**small)`` is a short run that compiles the C filter first (cached)."""
+    infer(ssm, ys, method=make(**{option: "native"}, **small), seed=0)
+    seconds = {b: run(f"{name} ({b})", make(**{option: b}), ys, exact, repeats)
                for b in ("torch", "native")}
     print(f"  {name}: torch / native time {seconds['torch'] / seconds['native']:.1f}x")
 
@@ -88,8 +89,10 @@ def main() -> None:
         both_backends("PMMH", functools.partial(PMMH, static=["a"], num_particles=4 * steps,
                                                 num_warmup=n // 2, num_samples=n, chains=4),
                       dict(num_warmup=0, num_samples=1, chains=1), ys, exact, repeats)
-        run("ParticleGibbs", ParticleGibbs(static=["a"], num_particles=20, num_warmup=n // 2,
-                                           num_samples=n, chains=4), ys, exact, repeats)
+        both_backends("ParticleGibbs", functools.partial(
+            ParticleGibbs, static=["a"], num_particles=20, num_warmup=n // 2, num_samples=n,
+            chains=4), dict(num_warmup=0, num_samples=1, chains=1), ys, exact, repeats,
+            option="filter_backend")
         both_backends("SMC2", functools.partial(SMC2, static=["a"], num_theta=n,
                                                 num_particles=4 * steps),
                       dict(num_theta=2), ys, exact, repeats)

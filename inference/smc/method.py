@@ -46,9 +46,10 @@ from ppl.model import Model
 from ppl.passes import run as run_passes
 from ppl.passes import unroll
 
+from .backends import check_backend, choose_backend
 from .filter import ParticleFilter
 from .moves import ResampleMove
-from .native import BACKENDS, NativeFilter, choose_backend
+from .native import NativeFilter
 from .paris import AdditiveSmoother
 from .result import SMCPosterior
 
@@ -87,8 +88,7 @@ class SMC:
     def __post_init__(self) -> None:
         if isinstance(self.proposal, str) and self.proposal != "optimal":
             raise ValueError(f"proposal is a model or 'optimal', got {self.proposal!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend("SMC", self.backend)
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
                                      progress_bar=self.progress_bar, auxiliary=self.auxiliary,

@@ -11,8 +11,9 @@ The randomness is xoshiro256** (``rng.h``), seeded by one 63-bit draw from the r
 generator: a seed reproduces a run, with other draws than the torch path's (the same
 distribution). Data and params are bound by pointer at each run, so
 ``engine.set_params`` never recompiles. The compiled driver (:class:`CompiledFilter`) also
-runs many filters at once, one block of rows each (:mod:`.native_blocks`, for particle
-MCMC), from any step on, with its state (:class:`FilterState`) kept between calls.
+runs many filters at once, one block of rows each (:mod:`.native_blocks`, for PMMH and
+SMC²), from any step on, with its state (:class:`FilterState`) kept between calls, and
+conditional runs that keep a reference path (:mod:`.native_conditional`, particle Gibbs).
 
 :func:`native_refusal` names the settings the C driver does not implement (auxiliary
 weights, moves, smoothing, history); ``SMC(backend=...)`` chooses between this and the
@@ -29,10 +30,9 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
@@ -47,18 +47,13 @@ from .resampling import DegenerateWeights
 from .result import SMCPosterior
 from .streams import run_generator
 
-__all__ = ["BACKENDS", "SCHEME_CODES", "CompiledFilter", "FilterState", "NativeFilter",
-           "SlotLayout", "backend_report", "check_backend", "choose_backend", "native_refusal",
-           "slot_layout"]
-
-#: The ``backend=`` choices of the methods that can filter in C.
-BACKENDS = ("auto", "torch", "native")
+__all__ = ["SCHEME_CODES", "CompiledFilter", "FilterState", "NativeFilter", "SlotLayout",
+           "native_refusal", "slot_layout"]
 
 #: The resampling schemes by their code in ``resample.c``.
 SCHEME_CODES = ("multinomial", "stratified", "systematic", "residual")
 
 _P = ctypes.c_void_p
-_Native, _Torch = TypeVar("_Native"), TypeVar("_Torch")
 _ARGTYPES = (ctypes.c_long, ctypes.c_long, ctypes.c_uint64, ctypes.c_double, *(ctypes.c_int,) * 4,
              *(_P,) * 20)
 
@@ -73,36 +68,6 @@ def native_refusal(settings: ParticleFilter) -> str | None:
         (settings.progress_bar is True, "progress_bar=True (the C filter runs in one call)"),
     ]
     return next((why for refused, why in refusals if refused), None)
-
-
-def choose_backend(backend: str, native: Callable[[], _Native], fallback: _Torch, refused: str
-                   ) -> tuple[_Native | _Torch, str | None]:
-    """The driver ``backend`` (one of :data:`BACKENDS`) asks for, chosen once: ``native()``
-    (which raises ``Unsupported`` when C cannot run it) or ``fallback``, and why torch runs
-    under "auto". Under "native" a refusal raises ``ValueError("{refused} in C: why")``."""
-    if backend == "torch":
-        return fallback, None
-    try:
-        return native(), None
-    except Unsupported as refusal:
-        if backend == "native":
-            raise ValueError(f"{refused} in C: {refusal}") from None
-        return fallback, f"the C filter cannot run it: {refusal}"
-
-
-def check_backend(owner: str, backend: str) -> None:
-    """Raise a ``ValueError`` naming ``owner`` unless ``backend`` is one of ``BACKENDS``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {backend!r}")
-
-
-def backend_report(backend: str, reason: str | None) -> dict[str, str]:
-    """The ``extra`` entries saying which filter ran under ``backend`` given
-    :func:`choose_backend`'s reason: ``backend``, and ``backend_reason`` when torch ran
-    under "auto"."""
-    native = backend != "torch" and reason is None
-    return {"backend": "native" if native else "torch",
-            **({} if reason is None else {"backend_reason": reason})}
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from .backends import choose_backend
 from .blocks import BlockFilter
-from .native import CompiledFilter, FilterState, choose_backend
+from .native import CompiledFilter, FilterState
 from .static import StaticModel
 
 __all__ = ["NativeBlockRun", "NativeBlocks", "block_filters", "place_static"]

@@ -37,8 +37,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from .backends import choose_backend
 from .blocks import BlockFilter
-from .native import CompiledFilter, FilterState, choose_backend
+from .native import CompiledFilter, FilterState
 from .native_blocks import place_static
 from .static import StaticModel
 

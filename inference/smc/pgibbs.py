@@ -55,9 +55,9 @@ from ppl.model import Model
 from ppl.passes import condition
 from ppl.passes import run as run_passes
 
+from .backends import backend_report, check_backend
 from .blocks import check_filter_settings, one_thread
 from .moves import as_kernel
-from .native import backend_report, check_backend
 from .native_conditional import path_sweeps
 from .pmmh import acceptance_rate, static_draws
 from .static import StaticModel
@@ -89,7 +89,7 @@ class ParticleGibbs:
     filter_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        check_backend("ParticleGibbs", self.filter_backend)
+        check_backend("ParticleGibbs", self.filter_backend, "filter_backend")
         check_filter_settings("ParticleGibbs", self.num_particles, self.resample, 1.0)
         check_count("ParticleGibbs", "num_samples", self.num_samples, 1)
         check_count("ParticleGibbs", "num_warmup", self.num_warmup, 0)

@@ -47,8 +47,8 @@ from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
 from ppl.passes import run as run_passes
 
+from .backends import backend_report, check_backend
 from .blocks import check_filter_settings
-from .native import backend_report, check_backend
 from .native_blocks import block_filters
 from .static import StaticModel
 from .streams import run_generator

@@ -49,8 +49,8 @@ from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.model import Model
 from ppl.passes import run as run_passes
 
+from .backends import backend_report, check_backend
 from .blocks import BlockFilter, check_filter_settings, check_fraction, one_thread
-from .native import backend_report, check_backend
 from .native_blocks import BlockStart, NativeBlockRun, block_filters
 from .resampling import DegenerateWeights, resample
 from .result import SMCPosterior

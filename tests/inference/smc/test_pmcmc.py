@@ -192,6 +192,8 @@ def test_settings_are_checked_by_name():
         SMC2(static=["a"], resample="bogus")
     with pytest.raises(ValueError, match="ParticleGibbs: theta_moves"):
         ParticleGibbs(static=["a"], theta_moves=0)
+    with pytest.raises(ValueError, match="ParticleGibbs: filter_backend must be one of"):
+        ParticleGibbs(static=["a"], filter_backend="gpu")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
