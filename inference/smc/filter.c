@@ -5,7 +5,9 @@
  *     PPL_NORMALS                                        the most normals a step draws per row
  *     ppl_live_start[PPL_STEPS + 1], ppl_live_slot[]     per step, the slots live before it
  *     ppl_drawn_start[PPL_STEPS + 1], ppl_drawn_slot[]   per step, the slots it draws
- *     ppl_run_step(k, n, rng, slot, lw, z, constants, inputs)
+ *     ppl_run_step(k, n, rng, slot, lw, z, pin, constants, inputs)   draws and weighs
+ *     ppl_run_score(...)   the same arguments: log p(latents, observations) at the slots'
+ *                          latents (the steps a conditional run scores; others do nothing)
  * (and includes scalar.h and rng.h). ppl_filter_run runs steps first .. stop - 1 of B
  * independent filters of n particles each (block b: rows b n .. b n + n - 1, which may
  * hold their own static values in a slot), in float64, with the algorithm of
@@ -14,10 +16,11 @@
  * the ancestor indices, the weights reset to 1/n); the step draws its latents and its
  * incremental log weights for every row at once; a block's log-evidence increment is the
  * log-sum-exp of its weighted increments, its weights are renormalized, its ESS (and, with
- * means, the weighted mean of every drawn latent) recorded. Returns 0, or 1 + 2k when step
- * k gives a NaN log weight, 2 + 2k when every particle of a block has weight zero after
- * step k; with may_die such a block instead gets the increment -inf and flat weights
- * (an impossible static value, which an MH step rejects) while the others go on.
+ * means, the weighted mean of every drawn latent) recorded; with may_die a block whose
+ * particles all have weight zero gets the increment -inf and flat weights (an impossible
+ * static value, which an MH step rejects) while the others go on. A conditional run keeps
+ * a reference path in each block (particle Gibbs; see ppl_filter_run). Error codes: see
+ * ppl_filter_run.
  *
  * Every name at file scope starts with pf_ (or is ppl_filter_run).
  */
