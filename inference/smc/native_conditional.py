@@ -82,8 +82,17 @@ class NativePaths:
     def __init__(self, split: StaticModel, num_particles: int, resample: str):
         self.split, self.num_particles, self.resample = split, num_particles, resample
         self.compiled = CompiledFilter(split.engine, conditional_from=1)
-        layout = self.compiled.layout
+        layout, shapes = self.compiled.layout, self.compiled.shapes
         self.entries = [(k, a) for k, drawn in enumerate(layout.drawn) for a in drawn]
+        # the path sites, each a run of one flat buffer (site-major): (site, start, size)
+        self.runs, start = [], 0
+        for k, address in self.entries:
+            if k > 0:
+                self.runs.append((address, start, math.prod(shapes[address])))
+                start += self.runs[-1][2]
+        self.size = start
+        self._last: dict[str, Tensor] = {}  # the last path returned, a view of _last_flat
+        self._last_flat: Tensor | None = None
 
     def __call__(self, theta: Mapping[str, Tensor], reference: Mapping[str, Tensor] | None,
                  generator: torch.Generator) -> dict[str, Tensor]:
@@ -91,22 +100,32 @@ class NativePaths:
         blocks = next(iter(theta.values())).shape[0]
         state = FilterState(compiled, blocks, n, keep_ancestors=True, step_offset=1)
         place_static(state, self.split, theta)
-        path_entries = [(t, a) for t, (k, a) in enumerate(self.entries) if k > 0]
-        sizes = {a: math.prod(compiled.shapes[a]) for _, a in path_entries}
-        history, paths = {}, {}
-        for _, a in path_entries:
-            history[a] = torch.empty(blocks * n * sizes[a], dtype=torch.float64)
-            paths[a] = torch.empty(blocks * sizes[a], dtype=torch.float64)
-        given = {} if reference is None else {
-            a: reference[a].to(torch.float64).reshape(-1).contiguous() for _, a in path_entries}
+        history = torch.empty(blocks * n * self.size, dtype=torch.float64)
+        paths = torch.empty(blocks * self.size, dtype=torch.float64)
+        given = None if reference is None else self._flat(reference)
         compiled.run(state, 1, compiled.engine.num_steps, generator, scheme=self.resample,
                      threshold=1.0, may_die=True,
-                     ref=None if reference is None else self._pointers(given),
-                     history=self._pointers(history), path=self._pointers(paths))
-        return {a: paths[a].view(blocks, *compiled.shapes[a]).to(compiled.dtypes[a])
-                for _, a in path_entries}
+                     ref=None if given is None else self._pointers(given, blocks),
+                     history=self._pointers(history, blocks * n),
+                     path=self._pointers(paths, blocks))
+        chunks = paths.split([blocks * size for _, _, size in self.runs])
+        shapes, dtypes = compiled.shapes, compiled.dtypes
+        self._last = {a: chunk.view(blocks, *shapes[a]) if dtypes[a] == torch.float64
+                      else chunk.view(blocks, *shapes[a]).to(dtypes[a])
+                      for (a, _, _), chunk in zip(self.runs, chunks, strict=True)}
+        self._last_flat = paths
+        return self._last
 
-    def _pointers(self, buffers: Mapping[str, Tensor]) -> ctypes.Array:
-        """One pointer per drawn entry: its buffer's, NULL for the static step's."""
+    def _flat(self, reference: Mapping[str, Tensor]) -> Tensor:
+        """The reference path as one site-major float64 buffer: the last path's own when
+        ``reference`` is it, unchanged (particle Gibbs passes it back each sweep)."""
+        if all(reference.get(a) is v for a, v in self._last.items()) and self._last:
+            return self._last_flat
+        return torch.cat([reference[a].to(torch.float64).reshape(-1) for a, _, _ in self.runs])
+
+    def _pointers(self, flat: Tensor, rows: int) -> ctypes.Array:
+        """One pointer per drawn entry into ``flat`` (``rows`` per site element, site-major),
+        NULL for the static step's."""
+        base, starts = flat.data_ptr(), {a: start for a, start, _ in self.runs}
         return (ctypes.c_void_p * len(self.entries))(
-            *(buffers[a].data_ptr() if k > 0 else None for k, a in self.entries))
+            *(base + 8 * rows * starts[a] if k > 0 else None for k, a in self.entries))

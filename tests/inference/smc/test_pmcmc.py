@@ -310,3 +310,17 @@ def test_native_backend_names_what_rules_c_out_and_auto_says_why():
     assert post.extra["backend"] == "torch" and "VonMises" in post.extra["backend_reason"]
     with pytest.raises(ValueError, match="SMC2: backend must be one of"):
         SMC2(static=["a"], backend="cuda")
+
+
+@NO_CC
+def test_the_c_path_update_reads_a_reference_it_did_not_return():
+    """The C sweep reuses its last path's buffer when handed that path back; a copy (or a
+    path from torch) gives the same sweep."""
+    split = StaticModel(ssm.graph(YS), ["a"], "test")
+    update, _ = path_sweeps(split, 10, backend="native")
+    theta = {"a": torch.full((3,), TRUTH.a, dtype=torch.float64)}
+    path = update(theta, None, torch.Generator().manual_seed(0))
+    copy = {a: v.clone() for a, v in path.items()}
+    again = [update(theta, ref, torch.Generator().manual_seed(1)) for ref in (path, copy)]
+    assert all(torch.equal(again[0][a], again[1][a]) for a in path)
+    assert any(not torch.equal(again[0][a], path[a]) for a in path)
