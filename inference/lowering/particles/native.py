@@ -81,6 +81,18 @@ C_SAMPLERS: dict[Callable, tuple[str, str | tuple[str, ...]]] = {
     samplers.bernoulli: ("uniform", ("({z} < {probs} ? 1.0 : 0.0)",
                                      "({z} < ppl_sigmoid({logits}) ? 1.0 : 0.0)")),
     samplers.categorical: ("categorical", ("{probs}", "{logits}")),  # see _categorical
+    samplers.chi2: ("rng", "fmax(2.0 * ppl_rng_gamma({z}, 0.5 * {df}), 0x1p-1022)"),
+    samplers.inverse_gamma: ("rng", "{rate} / fmax(ppl_rng_gamma({z}, {concentration}), "
+                                    "0x1p-1022)"),
+    samplers.weibull: ("uniform", "{scale} * pow(ppl_std_exponential({z}), 1.0 / "
+                                  "{concentration})"),
+    samplers.pareto: ("uniform", "{scale} * exp(ppl_std_exponential({z}) / {alpha})"),
+    samplers.geometric: ("uniform", ("floor(log(fmax({z}, 0x1p-1022)) / log1p(-{probs}))",
+                                     "floor(log(fmax({z}, 0x1p-1022)) / "
+                                     "ppl_logsigmoid(-{logits}))")),
+    samplers.negative_binomial: ("rng", (
+        "ppl_rng_poisson({z}, ppl_rng_gamma({z}, {total_count}) * {probs} / (1.0 - {probs}))",
+        "ppl_rng_poisson({z}, ppl_rng_gamma({z}, {total_count}) * ppl_exp({logits}))")),
 }
 
 #: Families whose draws are int64 (held as doubles in the C code and the slots: exact).

@@ -20,16 +20,22 @@ from ppl.registry import families
 from ppl.stdlib import (
     Bernoulli,
     Beta,
+    Binomial,
     Categorical,
     Cauchy,
+    Chi2,
     Exponential,
     Gamma,
+    Geometric,
     Gumbel,
     HalfCauchy,
     HalfNormal,
+    InverseGamma,
     Laplace,
     LogNormal,
+    NegativeBinomial,
     Normal,
+    Pareto,
     Poisson,
     StudentT,
     Uniform,
@@ -216,8 +222,21 @@ def beta_moments(a, b):
     (Bernoulli(0.3), 0.3, math.sqrt(0.21)),
     (Bernoulli(logits=torch.tensor(-1.2)), 1 / (1 + math.exp(1.2)),
      math.sqrt(math.exp(1.2)) / (1 + math.exp(1.2))),
+    (Chi2(3.0), 3.0, math.sqrt(6.0)),
+    (InverseGamma(5.0, 2.0), 0.5, math.sqrt(4.0 / (16.0 * 3.0))),
+    (Weibull(2.0, 1.5), 2.0 * math.gamma(1 + 1 / 1.5),
+     2.0 * math.sqrt(math.gamma(1 + 2 / 1.5) - math.gamma(1 + 1 / 1.5) ** 2)),
+    (Pareto(1.0, 5.0), 1.25, math.sqrt(5.0 / (16.0 * 3.0))),
+    (Geometric(0.3), 0.7 / 0.3, math.sqrt(0.7) / 0.3),
+    (Geometric(logits=torch.tensor(0.5)), math.exp(-0.5),  # p = sigmoid(0.5)
+     math.sqrt(1 - 1 / (1 + math.exp(-0.5))) * (1 + math.exp(-0.5))),
+    (NegativeBinomial(4.0, 0.4), 4.0 * 0.4 / 0.6, math.sqrt(4.0 * 0.4) / 0.6),
+    (NegativeBinomial(2.5, logits=torch.tensor(1.0)), 2.5 * math.e,
+     math.sqrt(2.5 * math.e * (1 + math.e))),
 ], ids=["Gamma", "Gamma-small-shape", "StudentT", "Beta", "Beta-U", "Poisson-inversion",
-        "Poisson-PTRS-edge", "Poisson-PTRS", "Bernoulli", "Bernoulli-logits"])
+        "Poisson-PTRS-edge", "Poisson-PTRS", "Bernoulli", "Bernoulli-logits", "Chi2",
+        "InverseGamma", "Weibull", "Pareto", "Geometric", "Geometric-logits",
+        "NegativeBinomial", "NegativeBinomial-logits"])
 def test_the_c_rejection_and_discrete_rules_draw_their_family(family, mean, sd):
     """The mean within 5 standard errors, the sd within 5 of its own (``sqrt((m4 - s^4) /
     n) / (2 s)``, from the family's draws by torch: fourth moments are tail-heavy) and the
@@ -236,7 +255,7 @@ def test_the_c_rejection_and_discrete_rules_draw_their_family(family, mean, sd):
         ours, theirs = (float((x <= cut).double().mean()) for x in (draws, reference))
         spread = math.sqrt(theirs * (1 - theirs) * 2 / n)
         assert abs(ours - theirs) < 5 * spread + 1e-12, (p, ours, theirs)
-    if isinstance(family, (Poisson, Bernoulli)):
+    if isinstance(family, (Poisson, Bernoulli, Geometric, NegativeBinomial)):
         assert torch.equal(draws, draws.round()) and bool((draws >= 0).all())
 
 
@@ -273,9 +292,8 @@ def test_a_discrete_hmm_filters_in_c_with_an_unbiased_evidence():
 #: Families with a torch sampling rule but no C one (a list that may only shrink): a model
 #: drawing one filters on torch, by name.
 KNOWN_WITHOUT_C_RULE = {
-    "Binomial", "Chi2", "Delta", "Dirichlet", "Geometric", "InverseGamma",
-    "MultivariateNormal", "NegativeBinomial", "OneHotCategorical", "Pareto", "TruncatedNormal",
-    "Weibull",
+    "Binomial", "Delta", "Dirichlet", "MultivariateNormal", "OneHotCategorical",
+    "TruncatedNormal",
 }
 
 
@@ -286,21 +304,21 @@ def test_families_without_a_c_sampling_rule_are_the_known_ones():
 
 
 @model
-def weibull_walk(ys):
-    x = sample("x_0", Weibull(1.0, 2.0))
+def binomial_walk(ys):
+    x = sample("x_0", Binomial(10, 0.3))
     for t in range(len(ys)):
         x = sample(f"x_{t + 1}", Normal(x, 1.0))
         sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
 
 
 def test_native_on_a_family_without_a_c_sampling_rule_names_the_site():
-    with pytest.raises(ValueError, match=r"Weibull has no C sampling rule \(site 'x_0'\)"):
-        infer(weibull_walk, torch.zeros(3), method=SMC(100, backend="native"), seed=0)
+    with pytest.raises(ValueError, match=r"Binomial has no C sampling rule \(site 'x_0'\)"):
+        infer(binomial_walk, torch.zeros(3), method=SMC(100, backend="native"), seed=0)
 
 
 def test_auto_falls_back_to_torch_and_says_why():
-    res = infer(weibull_walk, torch.zeros(3), method=SMC(100), seed=0)
-    assert res.extra["backend"] == "torch" and "Weibull" in res.extra["backend_reason"]
+    res = infer(binomial_walk, torch.zeros(3), method=SMC(100), seed=0)
+    assert res.extra["backend"] == "torch" and "Binomial" in res.extra["backend_reason"]
     res = infer(SSM.model(), YS, method=SMC(100, auxiliary=True), seed=0)
     assert res.extra["backend"] == "torch" and "auxiliary" in res.extra["backend_reason"]
     res = infer(SSM.model(), YS, method=SMC(100, backend="torch"), seed=0)
