@@ -1,6 +1,6 @@
 /* Random numbers for the C samplers and filters: xoshiro256** (Blackman & Vigna) seeded by
    splitmix64 from one 64-bit word, uniforms from the top 53 bits, standard normals by
-   Box-Muller, and the variates built on them (gamma, Student's t, beta, Poisson). Prepended
+   Box-Muller, and the variates built on them (gamma, Student's t, beta, Poisson, binomial). Prepended
    as text to the units that use it (nuts.c, the particle filter), so a unit's hash covers
    it; every name starts with ppl_rng. */
 #ifndef PPL_RNG_H
@@ -151,6 +151,29 @@ static double ppl_rng_poisson(ppl_rng *rng, double rate)
                 <= -rate + k * log_rate - lgamma(k + 1.0))
             return k;
     }
+}
+
+/* Binomial(count, p) as a double, exactly, by splitting at a median order statistic
+   (Devroye 1986, X.4): the i-th smallest of count uniforms is V ~ Beta(i, count + 1 - i);
+   when V < p the i smallest all count and the rest are uniform above V, else only the
+   i - 1 below V can; each split halves the count, and at most 16 uniforms finish it. */
+static double ppl_rng_binomial(ppl_rng *rng, double count, double p)
+{
+    double k = 0.0;
+    while (count > 16.0) {
+        double i = floor(0.5 * (count + 1.0)), v = ppl_rng_beta(rng, i, count + 1.0 - i);
+        if (v < p) {
+            k += i;
+            count -= i;
+            p = (p - v) / (1.0 - v);
+        } else {
+            count = i - 1.0;
+            p = p / v;
+        }
+    }
+    for (double j = 0.0; j < count; j += 1.0)
+        k += ppl_rng_uniform(rng) < p;
+    return k;
 }
 
 /* sin and cos of 2 pi t for t in [0, 1), branch-free so that loops over it vectorize: t to

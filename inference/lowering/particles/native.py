@@ -90,6 +90,9 @@ C_SAMPLERS: dict[Callable, tuple[str, str | tuple[str, ...]]] = {
     samplers.geometric: ("uniform", ("floor(log(fmax({z}, 0x1p-1022)) / log1p(-{probs}))",
                                      "floor(log(fmax({z}, 0x1p-1022)) / "
                                      "ppl_logsigmoid(-{logits}))")),
+    samplers.binomial: ("rng", ("ppl_rng_binomial({z}, {total_count}, {probs})",
+                                "ppl_rng_binomial({z}, {total_count}, ppl_sigmoid({logits}))")),
+    samplers.delta: ("rng", "{v}"),
     samplers.negative_binomial: ("rng", (
         "ppl_rng_poisson({z}, ppl_rng_gamma({z}, {total_count}) * {probs} / (1.0 - {probs}))",
         "ppl_rng_poisson({z}, ppl_rng_gamma({z}, {total_count}) * ppl_exp({logits}))")),

@@ -24,6 +24,7 @@ from ppl.stdlib import (
     Categorical,
     Cauchy,
     Chi2,
+    Delta,
     Exponential,
     Gamma,
     Geometric,
@@ -38,6 +39,7 @@ from ppl.stdlib import (
     Pareto,
     Poisson,
     StudentT,
+    TruncatedNormal,
     Uniform,
     Weibull,
 )
@@ -233,10 +235,15 @@ def beta_moments(a, b):
     (NegativeBinomial(4.0, 0.4), 4.0 * 0.4 / 0.6, math.sqrt(4.0 * 0.4) / 0.6),
     (NegativeBinomial(2.5, logits=torch.tensor(1.0)), 2.5 * math.e,
      math.sqrt(2.5 * math.e * (1 + math.e))),
+    (Binomial(10, 0.3), 3.0, math.sqrt(2.1)),  # uniforms only
+    (Binomial(1000, 0.02), 20.0, math.sqrt(19.6)),  # order-statistic splits
+    (Binomial(501, logits=torch.tensor(0.4)), 501 / (1 + math.exp(-0.4)),
+     math.sqrt(501 * math.exp(-0.4)) / (1 + math.exp(-0.4))),
 ], ids=["Gamma", "Gamma-small-shape", "StudentT", "Beta", "Beta-U", "Poisson-inversion",
         "Poisson-PTRS-edge", "Poisson-PTRS", "Bernoulli", "Bernoulli-logits", "Chi2",
         "InverseGamma", "Weibull", "Pareto", "Geometric", "Geometric-logits",
-        "NegativeBinomial", "NegativeBinomial-logits"])
+        "NegativeBinomial", "NegativeBinomial-logits", "Binomial", "Binomial-splits",
+        "Binomial-logits"])
 def test_the_c_rejection_and_discrete_rules_draw_their_family(family, mean, sd):
     """The mean within 5 standard errors, the sd within 5 of its own (``sqrt((m4 - s^4) /
     n) / (2 s)``, from the family's draws by torch: fourth moments are tail-heavy) and the
@@ -255,7 +262,7 @@ def test_the_c_rejection_and_discrete_rules_draw_their_family(family, mean, sd):
         ours, theirs = (float((x <= cut).double().mean()) for x in (draws, reference))
         spread = math.sqrt(theirs * (1 - theirs) * 2 / n)
         assert abs(ours - theirs) < 5 * spread + 1e-12, (p, ours, theirs)
-    if isinstance(family, (Poisson, Bernoulli, Geometric, NegativeBinomial)):
+    if isinstance(family, (Poisson, Bernoulli, Geometric, NegativeBinomial, Binomial)):
         assert torch.equal(draws, draws.round()) and bool((draws >= 0).all())
 
 
@@ -289,12 +296,14 @@ def test_a_discrete_hmm_filters_in_c_with_an_unbiased_evidence():
     assert runs[0].samples["z_29"].dtype == torch.int64
 
 
+def test_a_c_delta_draws_its_value():
+    res = infer(one_draw, Delta(torch.tensor(2.5)), method=SMC(100, backend="native"), seed=0)
+    assert bool((res.samples["x"] == 2.5).all())
+
+
 #: Families with a torch sampling rule but no C one (a list that may only shrink): a model
 #: drawing one filters on torch, by name.
-KNOWN_WITHOUT_C_RULE = {
-    "Binomial", "Delta", "Dirichlet", "MultivariateNormal", "OneHotCategorical",
-    "TruncatedNormal",
-}
+KNOWN_WITHOUT_C_RULE = {"Dirichlet", "MultivariateNormal", "OneHotCategorical", "TruncatedNormal"}
 
 
 def test_families_without_a_c_sampling_rule_are_the_known_ones():
@@ -304,21 +313,22 @@ def test_families_without_a_c_sampling_rule_are_the_known_ones():
 
 
 @model
-def binomial_walk(ys):
-    x = sample("x_0", Binomial(10, 0.3))
+def truncated_walk(ys):
+    x = sample("x_0", TruncatedNormal(0.0, 1.0, -1.0, 2.0))
     for t in range(len(ys)):
         x = sample(f"x_{t + 1}", Normal(x, 1.0))
         sample(f"y_{t}", Normal(x, 1.0), obs=ys[t])
 
 
 def test_native_on_a_family_without_a_c_sampling_rule_names_the_site():
-    with pytest.raises(ValueError, match=r"Binomial has no C sampling rule \(site 'x_0'\)"):
-        infer(binomial_walk, torch.zeros(3), method=SMC(100, backend="native"), seed=0)
+    with pytest.raises(ValueError,
+                       match=r"TruncatedNormal has no C sampling rule \(site 'x_0'\)"):
+        infer(truncated_walk, torch.zeros(3), method=SMC(100, backend="native"), seed=0)
 
 
 def test_auto_falls_back_to_torch_and_says_why():
-    res = infer(binomial_walk, torch.zeros(3), method=SMC(100), seed=0)
-    assert res.extra["backend"] == "torch" and "Binomial" in res.extra["backend_reason"]
+    res = infer(truncated_walk, torch.zeros(3), method=SMC(100), seed=0)
+    assert res.extra["backend"] == "torch" and "TruncatedNormal" in res.extra["backend_reason"]
     res = infer(SSM.model(), YS, method=SMC(100, auxiliary=True), seed=0)
     assert res.extra["backend"] == "torch" and "auxiliary" in res.extra["backend_reason"]
     res = infer(SSM.model(), YS, method=SMC(100, backend="torch"), seed=0)
