@@ -282,14 +282,21 @@ def test_select_and_merge_move_whole_blocks(backend):
 
 
 @NO_CC
-def test_new_theta_runs_on_the_same_compiled_filter(monkeypatch):
-    """Static values are run-time inputs of the C filter: PMMH compiles once per run."""
+@pytest.mark.parametrize("method", [
+    PMMH(static=["a"], num_particles=20, num_warmup=10, num_samples=10, chains=2,
+         backend="native"),
+    SMC2(static=["a"], num_theta=30, num_particles=20, backend="native"),
+    ParticleGibbs(static=["a"], num_particles=10, num_warmup=5, num_samples=5,
+                  filter_backend="native"),
+], ids=["PMMH", "SMC2", "ParticleGibbs"])
+def test_new_theta_runs_on_the_same_compiled_filter(monkeypatch, method):
+    """Static values are run-time inputs of the C filter: a run compiles it once, whatever
+    values its proposals, parameter particles or sweeps give theta."""
     builds = []
     original = native.compile_library
     monkeypatch.setattr(native, "compile_library", lambda *a: builds.append(1) or original(*a))
-    method = PMMH(static=["a"], num_particles=20, num_warmup=10, num_samples=10, chains=2,
-                  backend="native")
-    assert infer(ssm, YS, method=method, seed=0).extra["backend"] == "native"
+    post = infer(ssm, YS, method=method, seed=0)
+    assert "native" in (post.extra.get("backend"), post.extra.get("filter_backend"))
     assert len(builds) == 1
 
 
