@@ -123,21 +123,23 @@ def c_source(name: str) -> str:
 
 
 class CompiledFilter:
-    """``engine``'s steps and the C driver compiled (or loaded from the cache) once, with
-    slots for the latents (``keep`` too); ``Unsupported`` says why when the engine or the
-    machine rule it out. :meth:`run` drives a :class:`FilterState`. ``conditional_from``:
-    also compile the scorers of the later steps, for conditional runs from that step."""
+    """``engine``'s steps from ``first`` on and the C driver compiled (or loaded from the
+    cache) once, with slots for the latents (``keep`` too); ``Unsupported`` says why when
+    the engine or the machine rule it out. :meth:`run` drives a :class:`FilterState`. The
+    latents of the steps before ``first`` are the caller's to place (particle MCMC's static
+    values: their prior need not have C rules). ``conditional``: also compile the scorers
+    of the steps after ``first``, for conditional runs."""
 
-    def __init__(self, engine: ParticleEngine, keep: frozenset[str] = frozenset(),
-                 conditional_from: int | None = None):
+    def __init__(self, engine: ParticleEngine, keep: frozenset[str] = frozenset(), *,
+                 first: int = 0, conditional: bool = False):
         if not compiler_available():
             raise Unsupported("no C compiler on this machine (set $CC to use one)")
         self.engine = engine
         self.layout = slot_layout(engine, keep)
-        scorers = None if conditional_from is None else {
-            k: engine.scorer(k) for k in range(conditional_from + 1, engine.num_steps)}
-        steps = emit_steps(engine, self.layout.slot_of, scorers)
-        if conditional_from is not None and steps.unpinned:
+        scorers = ({k: engine.scorer(k) for k in range(first + 1, engine.num_steps)}
+                   if conditional else None)
+        steps = emit_steps(engine, self.layout.slot_of, scorers, first)
+        if conditional and steps.unpinned:
             raise Unsupported(f"a reference particle cannot keep {steps.unpinned[0]} (drawn "
                               "by no draw of its own)")
         devices = {engine.input_value(*key).device.type for key in steps.inputs}

@@ -81,7 +81,7 @@ class NativeBlocks:
                  ess_threshold: float):
         self.split, self.num_particles = split, num_particles
         self.resample, self.ess_threshold = resample, ess_threshold
-        self.compiled = CompiledFilter(split.engine)
+        self.compiled = CompiledFilter(split.engine, first=1)  # step 0: the static values
 
     def start(self, theta: Mapping[str, Tensor], generator: torch.Generator) -> NativeBlockRun:
         """The filters of ``theta`` (values ``(B, *shape)``), before their first step."""

@@ -81,7 +81,7 @@ class NativePaths:
 
     def __init__(self, split: StaticModel, num_particles: int, resample: str):
         self.split, self.num_particles, self.resample = split, num_particles, resample
-        self.compiled = CompiledFilter(split.engine, conditional_from=1)
+        self.compiled = CompiledFilter(split.engine, first=1, conditional=True)
         layout, shapes = self.compiled.layout, self.compiled.shapes
         self.entries = [(k, a) for k, drawn in enumerate(layout.drawn) for a in drawn]
         # the path sites, each a run of one flat buffer (site-major): (site, start, size)

@@ -145,18 +145,20 @@ class StepsSource:
 
 
 def emit_steps(engine: ParticleEngine, slot_of: Mapping[str, int],
-               scorers: Mapping[int, StepFunction] | None = None) -> StepsSource:
-    """C for ``engine``'s steps (see the module docstring); ``slot_of`` gives the slot of
-    each latent the steps draw or read. Steps whose C is the same but for their constants
-    and slots (a time series' steps, which differ in their observations) share one
-    function. ``scorers`` (step ``k``'s :meth:`~.engine.ParticleEngine.scorer`) adds
+               scorers: Mapping[int, StepFunction] | None = None, first: int = 0
+               ) -> StepsSource:
+    """C for ``engine``'s steps from ``first`` on (see the module docstring; earlier steps
+    do nothing in C: their latents are the caller's to place); ``slot_of`` gives the slot
+    of each latent the steps draw or read. Steps whose C is the same but for their
+    constants and slots (a time series' steps, which differ in their observations) share
+    one function. ``scorers`` (step ``k``'s :meth:`~.engine.ParticleEngine.scorer`) adds
     ``ppl_run_score``: ``log p(latents, observations of step k | live)`` with the step's
     latents read from their slots. Raises ``Unsupported`` naming the first step, site and
     family (or operation) the C cannot express."""
     inputs: dict[tuple[str, str], int] = {}
     functions: dict[str, int] = {}  # a function's body -> its index
     constants, dispatch, normals, unpinned = [], {"step": [], "score": []}, 0, []
-    jobs = [("step", k, step) for k, step in enumerate(engine.steps)]
+    jobs = [("step", k, step) for k, step in enumerate(engine.steps) if k >= first]
     jobs += [("score", k, scorer) for k, scorer in sorted((scorers or {}).items())]
     for kind, k, step in jobs:
         body, table, count, slots, free = _emit_step(k, step, inputs)

@@ -19,7 +19,7 @@ from ppl.inference.smc.native_blocks import block_filters
 from ppl.inference.smc.native_conditional import path_sweeps
 from ppl.inference.smc.static import StaticModel
 from ppl.inference.testing.sequential import LinearGaussianSSM
-from ppl.stdlib import HalfNormal, Normal, Uniform, VonMises
+from ppl.stdlib import HalfNormal, Normal, TruncatedNormal, Uniform, VonMises
 
 TRUTH = LinearGaussianSSM(a=0.7, q=1.0, r=0.7)
 YS = TRUTH.simulate(20, seed=2)
@@ -331,3 +331,24 @@ def test_the_c_path_update_reads_a_reference_it_did_not_return():
     again = [update(theta, ref, torch.Generator().manual_seed(1)) for ref in (path, copy)]
     assert all(torch.equal(again[0][a], again[1][a]) for a in path)
     assert any(not torch.equal(again[0][a], path[a]) for a in path)
+
+
+@model
+def truncated_prior(ys):
+    """A TruncatedNormal prior on ``a`` (a family without a C sampling rule)."""
+    a, xs = sample("a", TruncatedNormal(0.0, 1.0, -1.0, 1.0)), [0.0]
+    for t, y in enumerate(ys):
+        xs.append(sample(f"x_{t}", Normal(a * xs[-1], 1.0)))
+        sample(f"y_{t}", Normal(xs[-1], 0.7), obs=y)
+
+
+@NO_CC
+def test_a_static_prior_without_a_c_sampling_rule_still_filters_in_c():
+    """The static values are placed by the method, so their step is never compiled."""
+    method = PMMH(static=["a"], num_particles=20, num_warmup=10, num_samples=10, chains=2,
+                  backend="native")
+    assert infer(truncated_prior, YS[:5], method=method, seed=0).extra["backend"] == "native"
+    method = ParticleGibbs(static=["a"], num_particles=10, num_warmup=5, num_samples=5,
+                           filter_backend="native")
+    post = infer(truncated_prior, YS[:5], method=method, seed=0)
+    assert post.extra["filter_backend"] == "native"
