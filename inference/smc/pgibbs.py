@@ -16,8 +16,10 @@ Each sweep alternates two updates that leave ``p(theta, x | y)`` invariant:
 
 Chains run batched: ``chains`` conditional filters in one engine call per step. The samples
 hold the static sites and every latent of the path, ``(chains, num_samples, *shape)``.
-The conditional filter runs on torch (:data:`TORCH_REASON`, also in
-``extra["filter_backend_reason"]``): PMMH and SMC² filter in C.
+The conditional filter runs in C when the engine allows (``filter_backend``, chosen once
+per run: :mod:`.native_conditional`, one C call per sweep: the reference row pinned, its
+ancestor drawn with the steps' scorers in C, the new path drawn back), else on torch, with
+``extra["filter_backend"]`` and ``extra["filter_backend_reason"]`` saying which and why.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -119,7 +121,7 @@ class ParticleGibbs:
                                    self.chains)
         z = split.draw_prior(self.chains, generator)
         update_path, reason = path_sweeps(split, self.num_particles, resample=self.resample,
-                                    backend=self.filter_backend)
+                                          backend=self.filter_backend)
         path = update_path(split.constrained(z), None, generator)
         given_path = PathConditioned(split, self.backend)
         given_path.bind(path)
