@@ -48,6 +48,7 @@ from torch import Tensor
 
 from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
+from ppl.inference.lowering.particles.lowering import value_dtype
 from ppl.inference.mcmc.base import check_count, check_probability, stack_infos
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.inference.results.posterior import Posterior
@@ -174,7 +175,9 @@ class PathConditioned:
     evaluation of the flat model (with its gradient, on its fastest backend)."""
 
     def __init__(self, split: StaticModel, backend: str):
-        fixed = {a: torch.zeros(split.graph.site(a).meta.shape or ()) for a in split.path_sites}
+        fixed = {a: torch.zeros(split.graph.site(a).meta.shape or (),
+                                dtype=value_dtype(split.graph.site(a)))
+                 for a in split.path_sites}  # a category indexes: int64 placeholders
         graph = condition(fixed)(split.graph)
         self.inputs = {a: next(iter_refs(graph.site(a).args[0])) for a in split.path_sites}
         self.flat = FlatModel.from_graph(graph, backend, rows=tuple(self.inputs.values()))

@@ -18,8 +18,16 @@ from ppl.inference.smc.blocks import one_thread
 from ppl.inference.smc.native_blocks import block_filters
 from ppl.inference.smc.native_conditional import path_sweeps
 from ppl.inference.smc.static import StaticModel
-from ppl.inference.testing.sequential import LinearGaussianSSM
-from ppl.stdlib import HalfNormal, Normal, TruncatedNormal, Uniform, VonMises
+from ppl.inference.testing.sequential import DiscreteHMM, LinearGaussianSSM
+from ppl.stdlib import (
+    Beta,
+    Categorical,
+    HalfNormal,
+    Normal,
+    TruncatedNormal,
+    Uniform,
+    VonMises,
+)
 
 TRUTH = LinearGaussianSSM(a=0.7, q=1.0, r=0.7)
 YS = TRUTH.simulate(20, seed=2)
@@ -352,3 +360,39 @@ def test_a_static_prior_without_a_c_sampling_rule_still_filters_in_c():
                            filter_backend="native")
     post = infer(truncated_prior, YS[:5], method=method, seed=0)
     assert post.extra["filter_backend"] == "native"
+
+
+MEANS = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+HMM_YS = DiscreteHMM().simulate(20, seed=1)
+
+
+@model
+def sticky_hmm(ys):
+    """A 2-state HMM whose probability of staying put, ``stay``, is static."""
+    stay = sample("stay", Beta(5.0, 2.0))
+    z = sample("z_0", Categorical(torch.tensor([0.5, 0.5])))
+    sample("y_0", Normal(MEANS[z], 1.0), obs=ys[0])
+    for t in range(1, len(ys)):
+        p1 = torch.where(z == 1, stay, 1 - stay)
+        z = sample(f"z_{t}", Categorical(torch.stack([1 - p1, p1], -1)))
+        sample(f"y_{t}", Normal(MEANS[z], 1.0), obs=ys[t])
+
+
+def sticky_posterior_mean() -> float:
+    """``E[stay | y]`` on a grid: the Beta prior times the forward algorithm's evidence."""
+    grid = torch.linspace(0.00125, 0.99875, 400, dtype=torch.float64)  # bin midpoints
+    log_post = torch.tensor([
+        DiscreteHMM(trans=((s, 1 - s), (1 - s, s))).forward(HMM_YS)[0] for s in grid.tolist()])
+    log_post += torch.distributions.Beta(5.0, 2.0).log_prob(grid)
+    weights = torch.softmax(log_post, 0)
+    return float((weights * grid).sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_particle_gibbs_on_a_discrete_path_matches_the_forward_algorithm(backend):
+    """Categorical path sites (int64) on either filter, and theta given the path."""
+    method = ParticleGibbs(static=["stay"], num_particles=10, num_warmup=60, num_samples=200,
+                           chains=4, filter_backend=backend)
+    post = infer(sticky_hmm, HMM_YS, method=method, seed=0)
+    assert post.samples["z_7"].dtype == torch.int64
+    assert_mean_within_mcse(post.samples["stay"], sticky_posterior_mean())
