@@ -114,9 +114,22 @@ class Elementwise(Prim):
 
     def __init__(self, name: str, fn, template: str | None, vjp_rule=None):
         self.name, self._fn, self.template, self._vjp_rule = name, fn, template, vjp_rule
+        self._inferred: dict[tuple, tuple[tuple[int, ...], torch.dtype]] = {}
 
     def fn(self, *args, **attrs):
         return self._fn(*args)
+
+    def infer(self, *args: Value, **attrs: Any) -> tuple[tuple[int, ...], torch.dtype]:
+        """Found on stand-ins once per signature (the arguments' shapes and dtypes, the types
+        of numbers), which is all an elementwise result's shape and dtype depend on: an
+        unrolled model records the same few signatures at every step."""
+        signature = tuple(map(_signature, args))
+        found = self._inferred.get(signature)
+        if found is None:
+            found = super().infer(*args, **attrs)
+            if None not in signature:
+                self._inferred[signature] = found
+        return found
 
     def emit(self, tape, out, *args, **attrs):
         operands = [padded(tape, a, out.ndim) for a in args]
@@ -172,6 +185,19 @@ class Elementwise(Prim):
             None if c is None or not is_var(a) else sum_to(tape, c, out.shape, shape_of(a))
             for a, c in zip(args, contributions, strict=True)
         )
+
+
+def _signature(value: Value) -> tuple | type | None:
+    """What an elementwise operation's result type depends on in one argument; None for an
+    argument of another kind (not cached)."""
+    kind = type(value)
+    if kind is Var:
+        return value.shape, value.dtype
+    if kind is torch.Tensor:
+        return tuple(value.shape), value.dtype
+    if kind is float or kind is int or kind is bool:
+        return kind
+    return None
 
 
 _IDENTITIES = {

@@ -93,7 +93,22 @@ def is_var(value: Value) -> bool:
     return isinstance(value, Var)
 
 
+_LEAVES = frozenset({type(None), bool, int, float, str, torch.Tensor, torch.dtype})
+"""Argument types that hold no ``Var``: told apart by exact type, since the walks below run
+on every operation recorded (several per site of a model)."""
+
+
 def contains_var(value: Value) -> bool:
+    kind = type(value)
+    if kind is Var:
+        return True
+    if kind in _LEAVES:
+        return False
+    if kind is tuple or kind is list:
+        for item in value:
+            if type(item) is Var or (type(item) not in _LEAVES and contains_var(item)):
+                return True
+        return False
     if isinstance(value, (tuple, list)):
         return any(contains_var(v) for v in value)
     if isinstance(value, slice):
@@ -117,8 +132,15 @@ enumerated site's values), larger ones by identity."""
 def _key(value: Value):
     """A hashable identity for an argument (large tensors by object identity: the tape keeps
     them)."""
+    kind = type(value)
+    if kind is Var:
+        return value  # hashed by identity: one Var per name
+    if kind is float or kind is int or kind is bool:
+        return (kind, value)  # 1, 1.0 and True hash alike
+    if kind is tuple:
+        return (tuple, *(_key(v) for v in value))
     if isinstance(value, Var):
-        return ("var", value.name)
+        return value
     if isinstance(value, (tuple, list)):
         return (type(value).__name__, *(_key(v) for v in value))
     if isinstance(value, slice):
@@ -191,14 +213,12 @@ class Tape:
         simpler = prim.simplify(self, *args, **attrs)
         if simpler is not None:
             return simpler
-        key = (prim, _key(args), _key(tuple(sorted(attrs.items()))))
-        if key not in self._memo:  # common subexpressions are recorded once
-            shape, dtype = prim.infer(*args, **attrs)
-            out = self._fresh(shape, dtype)
-            self.instrs.append(Instr(out, prim, args, attrs))
+        key = (prim, _key(args), _key(tuple(sorted(attrs.items()))) if attrs else ())
+        out = self._memo.get(key)
+        if out is None:  # common subexpressions are recorded once
+            out = self.record(prim, *args, **attrs)
             self._memo[key] = out
-            self._defining[out.name] = self.instrs[-1]
-        return self._memo[key]
+        return out
 
     def record(self, prim, *args: Value, **attrs: Any) -> Var:
         """``prim(*args, **attrs)`` recorded as it is: never evaluated at build time nor shared
