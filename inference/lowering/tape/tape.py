@@ -41,10 +41,12 @@ OPERATORS: dict[str, Any] = {}
 :mod:`.prims` fills it where it defines them, so this module does not import it."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Var:
     """A chain-batched run-time tensor of per-chain shape ``shape`` (always float64 unless
-    ``dtype`` says otherwise); arithmetic records on the owning tape."""
+    ``dtype`` says otherwise); arithmetic records on the owning tape. Equal by identity;
+    slotted and not frozen, since a tape makes one per instruction it records (frozen
+    fields cost a call each to set)."""
 
     tape: Tape = field(repr=False)
     name: str
@@ -175,7 +177,7 @@ def _accumulate(
             adjoints[arg.name] = contribution if previous is None else previous + contribution
 
 
-@dataclass
+@dataclass(slots=True)
 class Instr:
     out: Var
     prim: Any
