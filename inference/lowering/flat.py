@@ -384,26 +384,27 @@ class FlatModel:
     @classmethod
     def from_graph(cls, graph: Graph, backend: str = "auto",
                    rows: tuple[str, ...] = ()) -> FlatModel:
-        """Unconstrain the graph and lay out its latents, in graph order, using one prior
-        draw for their shapes; ``rows`` names graph inputs given per chain at run time
-        (see :meth:`bind`). Loops are vectorized or unrolled first (:func:`lower_loops`)."""
+        """Unconstrain the graph and lay out its latents, in graph order, using the pass's
+        prior draw for their shapes and supports; ``rows`` names graph inputs given per chain
+        at run time (see :meth:`bind`). Loops are vectorized or unrolled first
+        (:func:`lower_loops`)."""
         with no_cycle_collection():  # lowering frees little until it ends
             graph = lower_loops(graph)
-            unconstrained = unconstrain()(graph)
+            unconstrained, prior = unconstrain().with_prior(graph)
             transforms = latent_transforms(unconstrained)
-            prior = probe(unconstrained)
             blocks, offset = [], 0
             for node in graph.latent_nodes:
-                site = transforms.get(node.address)
-                latent = unconstrained.site(site.unconstrained if site else node.address)
-                if prior.dists[latent.name].support.is_discrete:
+                if prior.dists[node.name].support.is_discrete:
                     raise IRError(
                         f"site {node.address!r} is discrete; a flat model moves continuous latents "
                         "only: enumerate it out (enumerate_discrete) or give it a Gibbs update"
                     )
-                shape = tuple(prior.env[latent.name].shape)
-                size = math.prod(shape)
                 value_shape = tuple(prior.env[node.name].shape)
+                site = transforms.get(node.address)
+                # a rewritten site's real-valued latent has the shape the pass gave it
+                latent = unconstrained.site(site.unconstrained) if site else node
+                shape = tuple(latent.meta.shape) if site else value_shape
+                size = math.prod(shape)
                 blocks.append(
                     LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
                 )
