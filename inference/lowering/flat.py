@@ -200,7 +200,6 @@ class FlatModel:
         self.dim = sum(b.size for b in blocks)
         self.backend, self.fallback_reason = "autograd", None
         self._lowered: Lowered | None = None
-        self._generated: Callable | None = None
         self.native: NativePotential | None = None
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -324,31 +323,49 @@ class FlatModel:
         return self._generated(z, *self._inputs_for(z.shape[0]))
 
     def _lower(self, backend: str, rows: tuple[str, ...]) -> None:
-        """Record the tape and emit torch (and, on the CPU with a compiler, C) code for it;
-        with ``backend="auto"`` a refusal is kept in ``fallback_reason``."""
+        """Record the tape and emit C (on the CPU, with a compiler) or else torch code for
+        it; with ``backend="auto"`` a refusal is kept in ``fallback_reason``. A native model
+        compiles its torch code only if its library cannot be built (``_generated``): the
+        two emitters refuse the same operations, and compiling straight-line Python costs as
+        much as emitting the C."""
         try:
             self._lowered = lower_potential(self.unconstrained, self.blocks, rows,
                                             sites=self.sites, runtime=True)
-            self._generated = torch_potential(self._lowered)
-            self.backend = "generated"
             if backend in ("auto", "native"):
-                if _device(self.graph).type != "cpu":
-                    raise Unsupported(f"the model's data are on {_device(self.graph)}; "
-                                      "the native backend runs on the CPU")
-                self.native = NativePotential.from_lowered(self._lowered)
-                self.backend = "native"
+                self._lower_native(backend)
+            if self.native is None:
+                self._generated = torch_potential(self._lowered)
+                self.backend = "generated"
         except Unsupported as refusal:
             if backend != "auto":
                 raise
-            if self._generated is None:
-                self._lowered = None
+            self._lowered = None
             self.fallback_reason = str(refusal)
-            if self._generated is None:
-                warnings.warn(
-                    f"{refusal}: the model runs on the autograd path, typically 10 to 50 "
-                    "times slower end to end than the native one (bench/gallery.py)",
-                    FastPathWarning, stacklevel=4,
-                )
+            warnings.warn(
+                f"{refusal}: the model runs on the autograd path, typically 10 to 50 "
+                "times slower end to end than the native one (bench/gallery.py)",
+                FastPathWarning, stacklevel=4,
+            )
+
+    def _lower_native(self, backend: str) -> None:
+        """Emit the lowered potential as C; on ``auto`` a refusal (no C rule, no compiler,
+        data off the CPU) is kept in ``fallback_reason`` and the torch code runs instead."""
+        try:
+            if _device(self.graph).type != "cpu":
+                raise Unsupported(f"the model's data are on {_device(self.graph)}; "
+                                  "the native backend runs on the CPU")
+            self.native = NativePotential.from_lowered(self._lowered)
+            self.backend = "native"
+        except Unsupported as refusal:
+            if backend != "auto":
+                raise
+            self.fallback_reason = str(refusal)
+
+    @cached_property
+    def _generated(self) -> Callable | None:
+        """The lowered potential as generated torch code (None off the tape), compiled when
+        first used; :meth:`_lower` compiles it at once on the generated backend."""
+        return None if self._lowered is None else torch_potential(self._lowered)
 
     @cached_property
     def log_density_fn(self) -> Callable:
@@ -428,7 +445,7 @@ class FlatModel:
         return log_p.detach(), torch.zeros_like(z) if grad is None else grad
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
-        if self._generated is not None:
+        if self._lowered is not None:
             return self.log_density_and_grad(z)[0]
         return self._batched(z.to(self.dtype))
 
