@@ -90,6 +90,23 @@ class Var:
     def __pow__(self, other):
         return self._op("POW", self, other)
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """A constant tensor's operator with a ``Var`` on its right (``y - loc``) records the
+        operation, as the reflected operator would: torch hands it here instead of failing to
+        parse the ``Var`` first (a raised and caught TypeError, ten times the recording's
+        cost); any other torch function of a ``Var`` is refused as before."""
+        name = _TENSOR_OPERATORS.get(func)
+        owner = next((a for a in args if isinstance(a, Var)), None)
+        if name is None or kwargs or len(args) != 2 or owner is None:
+            return NotImplemented
+        return owner.tape.apply(OPERATORS[name], *args)
+
+
+_TENSOR_OPERATORS = {torch.Tensor.add: "ADD", torch.Tensor.sub: "SUB", torch.Tensor.mul: "MUL",
+                     torch.Tensor.div: "DIV"}
+"""The tensor methods behind ``tensor + var`` and the like, by the primitive each records."""
+
 
 def is_var(value: Value) -> bool:
     return isinstance(value, Var)
