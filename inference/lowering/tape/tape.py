@@ -172,12 +172,17 @@ def _key(value: Value):
     return (type(value).__name__, value)
 
 
-def _vars(value: Value):
-    if isinstance(value, Var):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _vars(v)
+def _add_var_names(values: tuple | list, names: set[str]) -> None:
+    """Add the name of every ``Var`` in ``values`` (tuples and lists nested) to ``names``."""
+    for value in values:
+        kind = type(value)
+        if kind is Var:
+            names.add(value.name)
+        elif kind not in _LEAVES:
+            if isinstance(value, Var):
+                names.add(value.name)
+            elif isinstance(value, (tuple, list)):
+                _add_var_names(value, names)
 
 
 def _accumulate(
@@ -274,7 +279,7 @@ class Tape:
         for instr in reversed(self.instrs):
             if instr.out.name in needed:
                 kept.append(instr)
-                needed.update(v.name for v in _vars(instr.args))
+                _add_var_names(instr.args, needed)
         return kept[::-1]
 
     # -- emission ------------------------------------------------------------------------
