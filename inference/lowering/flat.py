@@ -110,6 +110,11 @@ class _FlatCodeGen(LogDensityCodeGen):
         self.sites = sites
         self.namespace["_graph_data"] = {k: _as_float64(v) for k, v in graph.data.items()}
 
+    def resolve(self, arg: Any) -> str:
+        """A literal tensor in the potential's precision too, as the data and as the tape
+        reads it (a float32 count's ``lgamma`` in float32 is off by whole units at 1e7)."""
+        return super().resolve(_as_float64(arg))
+
     def prologue(self) -> None:
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
         self.emit(f"_beta = {self.graph.attrs.get('beta')!r} if beta is None else beta")
