@@ -7,7 +7,9 @@ as a Python loop, stage by stage: ``model.graph`` (trace into the IR), ``simplif
 the native library's C emission and compilation (``--native``, into a fresh cache directory
 so that it really compiles, once), at several T: medians of several repeats of the wall
 and the CPU seconds (``time.process_time``, which the other processes of a shared machine
-inflate less), with the CPU time per step, which stays flat when the cost is linear in T.
+inflate less), with the CPU time per step, which stays flat when the cost is linear in T
+(the C compiler runs in a child process, whose CPU time is not counted: read ``cc`` by its
+wall time).
 Reports the machine and its load (times on a shared machine grow with the load).
 
 Run: .venv/bin/python bench/tracing.py [--repeats N] [--steps 1000,10000,100000] [--lower]
