@@ -49,8 +49,9 @@ from ppl.randomness import forked, set_stream_state, stream_state
 from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
+from .compiled import COMPILED, compiled_objective
 from .fast import SLOW, fast_elbo
-from .objectives import ELBO, Expectation
+from .objectives import ELBO, Expectation, Surrogate
 from .optim import optimizer_options, stepper
 
 __all__ = ["VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide"]
@@ -199,7 +200,13 @@ class VI:
             raise ModelError("VI: the guide and model have no params to fit")
         fast, path = (fast_elbo(model, self.guide, objective, args, kwargs) if self.fast_path
                       else (None, SLOW + "VI(fast_path=False)"))
-        backward = fast.backward if fast else lambda: self._backward(model, args, kwargs)
+        compiled = None
+        if fast is None and self.fast_path:
+            compiled, why = compiled_objective(model, self.guide, objective, args, kwargs)
+            path = COMPILED if compiled else f"{path}; not compiled: {why}"
+        evaluate = compiled.surrogate if compiled else (
+            lambda: _on_one_subsample(objective, model, self.guide, args, kwargs))
+        backward = fast.backward if fast else lambda: self._backward(evaluate)
         leaves = list(store.unconstrained().values())
         optimizer = self.optimizer(leaves, lr=self.lr, **optimizer_options(
             self.optimizer, self.optimizer_options, leaves))
@@ -239,15 +246,14 @@ class VI:
             bound, bound_se = self._evaluate(fast.estimate)
             draws = fast.posterior_draws(self.num_samples)
         else:
-            bound, bound_se = self._evaluate(
-                lambda: _on_one_subsample(objective, model, self.guide, args, kwargs).value)
+            bound, bound_se = self._evaluate(lambda: evaluate().value)
             draws = self._posterior_draws(model, args, kwargs)
         return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store, draws,
                         bound, bound_se, final, converged, objective, {"path": path})
 
-    def _backward(self, model, args, kwargs) -> float:
-        """The general path: the objective's surrogate, differentiated by autograd."""
-        out = _on_one_subsample(self.objective, model, self.guide, args, kwargs)
+    def _backward(self, evaluate: Callable[[], Surrogate]) -> float:
+        """The objective's surrogate (on handlers or compiled), differentiated by autograd."""
+        out = evaluate()
         loss = -out.surrogate if self.objective.maximize else out.surrogate
         loss.backward()
         return float(out.value)

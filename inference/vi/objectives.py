@@ -464,17 +464,25 @@ class Expectation:
         record: list[Draws] = []
         pilots = lambda: self._pilot_traces(model, guide, args, kwargs)  # noqa: E731
 
-        def run(view: GuideView) -> Any:
-            return self.program(ModelView(model), view, *args, **kwargs, **self.options)
-
         def rerun(redraws: list[Redraw]) -> tuple[Any, list[Draws]]:
             again: list[Draws] = []
             with _particles_in_flight(), forked(), torch.no_grad():
-                out = run(GuideView(guide, args, kwargs, pilots, again, redraws))
+                out = self.program(ModelView(model), GuideView(guide, args, kwargs, pilots,
+                                                               again, redraws),
+                                   *args, **kwargs, **self.options)
             return out, again
 
+        return self.run_views(ModelView(model), GuideView(guide, args, kwargs, pilots, record),
+                              record, args, kwargs, rerun)
+
+    def run_views(self, model: Any, guide: Any, record: list[Draws], args: tuple,
+                  kwargs: dict, rerun: Callable | None = None) -> Surrogate:
+        """The program run on these views of the model and guide (``ModelView`` and
+        ``GuideView``, or others with their interface, such as the compiled step's), whose
+        draws ``guide`` appends to ``record``; ``rerun`` re-runs it for the measure-valued
+        derivatives."""
         with _particles_in_flight():
-            out = run(GuideView(guide, args, kwargs, pilots, record))
+            out = self.program(model, guide, *args, **kwargs, **self.options)
         if isinstance(out, Terms):
             return self._linear(out, record, rerun)
         estimate = out if isinstance(out, Estimate) else Estimate(out)
