@@ -12,8 +12,12 @@ the random stream are all in it; it pickles with ``torch.save``).
 The reparameterized ELBO of a location-scale autoguide (AutoNormal, AutoMultivariateNormal,
 AutoLowRankMultivariateNormal, AutoDelta) on a model without params trains on the model's
 flat potential (:mod:`.fast`): the same params, optimizer, draws and results, with no
-autograd graph through the model. ``res.extra["path"]`` says which path ran, or why the fast
-one was refused; ``VI(..., fast_path=False)`` always takes the general path.
+autograd graph through the model. Any other run whose guide and model trace to graphs
+(networks, constrained params, minibatches: a VAE) and whose objective draws one particle
+at a time takes the compiled step (:mod:`.compiled`): generated code for guide and model
+under the same objective program, with no handler run per step. ``res.extra["path"]`` says
+which path ran, or why the faster ones were refused; ``VI(..., fast_path=False)`` always
+takes the general path.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -100,7 +104,8 @@ class VIResult:
     ``log_evidence_bound`` the objective's value at the end (a bound on log p(x): lower for
     ELBO/IWAE/..., upper for CUBO), averaged over repeated evaluations, with its standard
     error; ``checkpoint`` resumes training; ``extra["path"]``: the training path taken
-    (``"fast (native potential)"``, or ``"slow: <why the fast one was refused>"``)."""
+    (``"fast (native potential)"``, ``"compiled (generated guide and model code)"``, or
+    ``"slow: <why the fast one was refused>; not compiled: <why>"``)."""
 
     losses: Tensor
     guide: TrainedGuide

@@ -1,0 +1,164 @@
+"""The compiled VI step (``inference/vi/compiled.py``): on the same seed its objective value
+and every param's gradient equal the general handler path's (a network's weights, a
+constrained param, a subsampled plate's scale, a global latent; the library's one-particle
+objectives and a user's program); a whole run follows the general path's losses and
+resumes from a checkpoint; refusals name why and fall back to the handlers."""
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import constraints
+
+from ppl import infer, model, module, param, plate, sample
+from ppl.handlers import block, trace
+from ppl.inference.vi import ELBO, IWAE, RWS, VI, RenyiELBO, expectation
+from ppl.inference.vi.compiled import COMPILED, compiled_objective
+from ppl.params import current_store
+from ppl.randomness import seeded
+from ppl.stdlib import Bernoulli, Normal
+from ppl.subsample import subsample
+
+X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
+Y = torch.tensor([0.3, -0.1, 0.8, 0.5, -0.4, 0.2])
+NET = nn.Linear(2, 1)
+START = {k: v.clone() for k, v in NET.state_dict().items()}
+
+
+@model
+def regression(x, y):
+    module("net", NET)
+    noise = param("noise", torch.tensor(0.5), constraint=constraints.positive)
+    bias = sample("bias", Normal(0.0, 1.0))
+    with plate("data", len(y), subsample_size=4) as rows:
+        offset = sample("offset", Normal(0.0, 0.3))
+        sample("y", Normal(NET(x[rows])[..., 0] + bias + offset, noise), obs=y[rows])
+
+
+def guide(x, y):
+    loc = param("bias.loc", torch.tensor(0.0))
+    scale = param("bias.scale", torch.tensor(0.5), constraint=constraints.positive)
+    sample("bias", Normal(loc, scale))
+    offsets = param("offset.loc", torch.zeros(len(y)))
+    with plate("data", len(y), subsample_size=4) as rows:
+        sample("offset", Normal(offsets[rows], 0.2))
+
+
+@expectation
+def my_elbo(model, guide, *args):
+    zs = guide.sample()
+    return (model.log_density(zs, *args) - guide.log_density(zs)).mean()
+
+
+def _setup(objective):
+    with torch.no_grad(), block():
+        trace().get_trace(guide, X, Y)
+        trace().get_trace(regression, X, Y)
+    return compiled_objective(regression, guide, objective, (X, Y), {})
+
+
+def _value_and_grads(evaluate):
+    store = current_store()
+    for leaf in store.unconstrained().values():
+        leaf.grad = None
+    with seeded(3):
+        out = evaluate()
+    out.surrogate.backward()
+    return out.value, {n: t.grad.clone() for n, t in store.unconstrained().items()}
+
+
+@pytest.mark.parametrize("objective", [ELBO(), my_elbo, RWS(1), RenyiELBO(1)],
+                         ids=lambda o: o.name)
+def test_one_step_equals_the_general_paths_value_and_gradients(objective):
+    step, path = _setup(objective)
+    assert path == COMPILED
+
+    def general():
+        with subsample():
+            return objective(regression, guide, X, Y)
+
+    value, grads = _value_and_grads(step.surrogate)
+    expected, expected_grads = _value_and_grads(general)
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    assert grads.keys() == expected_grads.keys() and len(grads) == 6
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_follows_the_general_paths_losses_and_resumes():
+    def run(**options):
+        NET.load_state_dict(START)  # training moves the module's weights in place
+        return infer(regression, X, Y, seed=1, method=VI(guide, steps=12, lr=0.05,
+                                                        evaluations=2, num_samples=5,
+                                                        **options))
+
+    compiled, general = run(), run(fast_path=False)
+    assert compiled.extra["path"] == COMPILED
+    torch.testing.assert_close(compiled.losses, general.losses, rtol=1e-5, atol=1e-5)
+    for name, value in general.params.unconstrained().items():
+        torch.testing.assert_close(compiled.params.unconstrained()[name], value)
+    checkpoints = []
+    run(checkpoint_every=6, on_checkpoint=checkpoints.append)
+    resumed = run(resume=checkpoints[0])
+    torch.testing.assert_close(resumed.losses, compiled.losses, rtol=0, atol=0)
+
+
+@model
+def dynamic(x, y):
+    bias = sample("bias", Normal(0.0, 1.0))
+    sample("offset", Normal(0.0, 1.0).expand([len(y)]).to_event(1))
+    shift = 1.0 if float(bias) > 0 else -1.0
+    with plate("data", len(y)):
+        sample("y", Normal(bias + shift, 1.0), obs=y)
+
+
+@model
+def coin(x, y):
+    c = sample("c", Bernoulli(0.5))
+    with plate("data", len(y)):
+        sample("y", Normal(c, 1.0), obs=y)
+
+
+def coin_guide(x, y):
+    sample("c", Bernoulli(param("p", torch.tensor(0.5), constraint=constraints.unit_interval)))
+
+
+def bias_guide(x, y):
+    sample("bias", Normal(param("loc", torch.tensor(0.0)), 1.0))
+
+
+def _refusal(model, guide):
+    with torch.no_grad(), block():
+        trace().get_trace(guide, X, Y)
+    step, why = compiled_objective(model, guide, ELBO(), (X, Y), {})
+    assert step is None
+    return why
+
+
+@expectation
+def elsewhere(model, guide, *args):
+    zs = guide.sample()
+    return (model.log_density(zs, args[0] * 2.0, args[1]) - guide.log_density(zs)).mean()
+
+
+def test_refusals_name_why():
+    assert "draws 4 particles at once" in _setup(IWAE(4))[1]
+    assert "evaluates the model at other arguments" in _setup(elsewhere)[1]
+    assert _refusal(regression, bias_guide) == (
+        "the guide does not propose the model's latent sites ['offset']")
+    assert _refusal(coin, coin_guide) == "the guide site 'c' is not reparameterized"
+    assert _refusal(dynamic, guide).startswith("it does not trace to a graph (DynamicModelError")
+
+
+def test_a_model_whose_graph_goes_stale_is_refused():
+    calls = [0]
+
+    @model
+    def counting(x, y):
+        calls[0] += 1
+        bias = sample("bias", Normal(0.0, 1.0))
+        with plate("data", len(y), subsample_size=4) as rows:
+            sample("offset", Normal(0.0, 0.3))
+            sample("y", Normal(bias + float(calls[0]), 1.0), obs=y[rows])
+
+    res = infer(counting, X, Y, seed=0, method=VI(guide, steps=2, evaluations=1))
+    assert "compiled step gives" in res.extra["path"] and "general path gives" in res.extra["path"]
