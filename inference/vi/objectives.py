@@ -43,8 +43,10 @@ The surrogate's value is the program's value; only its gradient differs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -375,7 +377,13 @@ def _costs(terms: Terms, record: list[Draws]) -> list[tuple[Term, Tensor]]:
     """Each term with its coefficient and its enumerated sites summed out exactly."""
     enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
     batch_ndim = -terms.draws.particle_dim
-    return [(t, t.coef * _expect_enumerated(t, enumerated, batch_ndim)) for t in terms.terms]
+    return [(t, _times(t.coef, _expect_enumerated(t, enumerated, batch_ndim)))
+            for t in terms.terms]
+
+
+def _times(coef: float, cost: Tensor) -> Tensor:
+    """``coef * cost``, with no operation (nor autograd node) for a coefficient of one."""
+    return cost if coef == 1.0 else coef * cost
 
 
 def _downstream_cost(site: Site, costs: list[tuple[Term, Tensor]]) -> Tensor:
@@ -522,7 +530,8 @@ class Expectation:
     def _linear(self, terms: Terms, record: list[Draws], rerun: Callable) -> Surrogate:
         enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
         costs = _costs(terms, record)
-        value = sum((c.sum() for _, c in costs), torch.zeros(()))
+        sums = [c.sum() for _, c in costs]
+        value = functools.reduce(operator.add, sums) if sums else torch.zeros(())
         surrogate = value
         for _, site, est in self._score_sites(record):
             upstream_enum = _enum_weight_sites(sources(site.log_prob) - {site.name}, enumerated)
@@ -540,10 +549,13 @@ class Expectation:
                 surrogate = surrogate + fit
             log_q = untrack(site.log_prob)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * (signal - baseline)).sum()
-        carrier = sum((self._mvd_carrier(i, d.trace[n], record, costs, rerun)
-                       for i, d in enumerate(record) for n, e in d.estimators.items()
-                       if e.estimator == "mvd"), torch.zeros(()))
-        return Surrogate(value.detach(), surrogate + (carrier - carrier.detach()))
+        carriers = [self._mvd_carrier(i, d.trace[n], record, costs, rerun)
+                    for i, d in enumerate(record) for n, e in d.estimators.items()
+                    if e.estimator == "mvd"]
+        if carriers:
+            carrier = sum(carriers, torch.zeros(()))
+            surrogate = surrogate + (carrier - carrier.detach())
+        return Surrogate(value.detach(), surrogate)
 
     def _learned_baseline(self, site: Site, spec: Any, signal: Tensor) -> tuple[Tensor, Tensor]:
         """The site's baseline, the running average plus the network's per-element residual

@@ -1,7 +1,7 @@
 """examples/vae.py: its smoke budget trains (on the compiled VI step) below the loss its
 docstring states, a run resumed from a checkpoint (fresh networks, as in a new process)
-continues the uninterrupted run's loss curve exactly, and its model traces to a graph (module weights as params, the minibatch
-as an input) that agrees with the trace path."""
+continues the uninterrupted run's loss curve exactly, and its model traces to a graph
+(module weights as params, the minibatch as an input) that agrees with the trace path."""
 
 import importlib.util
 import io
