@@ -9,15 +9,19 @@ describe every step. This module emits from them a guide that draws its latent s
 a model that scores them, each one Python function of the params, and gives the objective
 program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that return the
 same ``Draws`` and ``Terms`` as the handler views: the surrogate, every objective's
-estimator logic and the optimizer loop are shared. A step takes the random stream as the
-general path does (each plate's minibatch where the guide opens it, then each site's
-``rsample``), so one seed gives both paths the same loss and gradients.
+estimator logic and the optimizer loop are shared. ``K`` particles take a batch dim of
+their own, each site broadcast along it as the general path's vectorized runs broadcast
+it. A step takes the random stream as the general path does (each plate's minibatch where
+the guide opens it, then each site's ``rsample``), so one seed gives both paths the same
+loss and gradients.
 
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
-that does not trace (a dynamic model, a ``mask`` handler, a scan loop), a guide site drawn
-by anything but reparameterization, an objective that draws more than one particle at a
-time or evaluates the model at other arguments, and a compiled step whose value differs
-from the general path's on the same draws (the check runs once, on a fork of the stream).
+that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
+graph IR has no family for, such as the ``TransformedDistribution`` of ``AutoNormal``), a
+guide site drawn by anything but reparameterization, an objective that evaluates the model
+at other arguments, and a compiled step whose value differs from the general path's on
+the same draws (the check runs once, on a fork of the stream: it also catches a graph
+that specialized on a shape the particles change).
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample
@@ -51,10 +55,12 @@ from ppl.ir.codegen import CodeGen
 from ppl.ir.node import Node
 from ppl.model import Model
 from ppl.params import current_store
+from ppl.primitives import _LogWeight, broadcast_to_frame
 from ppl.randomness import drawing, forked
+from ppl.runtime import Message, PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample, subsample
 from ppl.trace import Site, Trace, site_log_prob
-from ppl.vectorize import batch_ndims
+from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
 from .estimators import SiteEstimator
 from .objectives import Draws, Expectation, Surrogate, Term, Terms
@@ -79,6 +85,16 @@ def _minibatch(shared: dict[str, Tensor], plate: str, size: int, subsample_size:
     return indices
 
 
+def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> Distribution:
+    """The site's distribution broadcast along the particle plate ``particles`` (as the
+    general path's plate broadcasts it), or as it is for one particle."""
+    if particles is None:
+        return dist
+    msg = Message(kind="sample", name=name, fn=dist)
+    broadcast_to_frame(msg, particles)
+    return msg.fn
+
+
 def _draw(name: str, dist: Distribution, estimator: Any, detach: bool) -> Tensor:
     """A guide site's draw, as ``DrawByEstimator`` makes it: ``rsample``, or with ``detach``
     a plain ``sample`` without gradient."""
@@ -98,7 +114,8 @@ class _SiteCodeGen(CodeGen):
 
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph, fn_name)
-        self.namespace.update(_minibatch=_minibatch, _draw=_draw, _log_prob=site_log_prob)
+        self.namespace.update(_minibatch=_minibatch, _draw=_draw, _log_prob=site_log_prob,
+                              _particles=_particles, _LogWeight=_LogWeight)
 
     def prologue(self) -> None:
         self.emit("_data = _graph_data")
@@ -122,9 +139,10 @@ class _SiteCodeGen(CodeGen):
         scale = node.meta.attr("scale")
         self.record(node, dist, value, f"_log_prob({dist}, {value}, {scale!r})")
 
-    def assign_dist(self, node: Node, kwargs: dict) -> str:
+    def assign_dist(self, node: Node, dist: str) -> str:
+        """Emit the site's distribution, broadcast along the particles: its name."""
         name = f"d_{node.name}"
-        self.emit(f"{name} = {self.site_distribution(node, kwargs)}")
+        self.emit(f"{name} = _particles({dist}, particles, {node.address!r})")
         return name
 
     def output(self, node: Node, args: tuple, kwargs: dict) -> None:
@@ -132,12 +150,12 @@ class _SiteCodeGen(CodeGen):
 
 
 class _GuideCodeGen(_SiteCodeGen):
-    """``draw(params, shared, detach)``: the guide's latent sites, drawn."""
+    """``draw(params, shared, particles, detach)``: the guide's latent sites, drawn."""
 
-    signature = "params, shared, detach"
+    signature = "params, shared, particles, detach"
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
-        dist = self.assign_dist(node, kwargs)
+        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, f"_draw({node.address!r}, {dist}, "
                                   f"{node.meta.attr('estimator')!r}, detach)")
         self.scored(node, dist, value)
@@ -145,27 +163,26 @@ class _GuideCodeGen(_SiteCodeGen):
 
 
 class _ModelCodeGen(_SiteCodeGen):
-    """``score(params, shared, values)``: every random site of the model, its latents
-    read from ``values``."""
+    """``score(params, shared, particles, values)``: every random site of the model, its
+    latents read from ``values``."""
 
-    signature = "params, shared, values"
+    signature = "params, shared, particles, values"
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
-        dist = self.assign_dist(node, kwargs)
+        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, f"values[{node.address!r}]")
         self.scored(node, dist, value)
         return value
 
     def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
-        dist = self.assign_dist(node, kwargs)
+        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, args[0])
         self.scored(node, dist, value)
         return value
 
     def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
         value = self.assign(node, args[0])
-        scale = node.meta.attr("scale")
-        self.record(node, "None", value, value if scale is None else f"{value} * {scale!r}")
+        self.scored(node, self.assign_dist(node, f"_LogWeight({value})"), value)
         return value
 
 
@@ -184,8 +201,8 @@ class _Params:
 
 
 class CompiledGuide:
-    """The guide view of an objective program (``GuideView``'s interface), one particle
-    per ``sample``, drawn by the generated guide."""
+    """The guide view of an objective program (``GuideView``'s interface): the generated
+    guide's draws."""
 
     def __init__(self, step: CompiledObjective, params: dict[str, Tensor],
                  shared: dict[str, Tensor], record: list[Draws]):
@@ -193,15 +210,14 @@ class CompiledGuide:
 
     def sample(self, num_particles: int = 1, *, linear: bool = False,
                detach: bool = False) -> Draws:
-        if num_particles != 1:
-            raise Unsupported(f"the objective draws {num_particles} particles at once")
         step = self._step
         trace = Trace()
-        for address, dist, value, log_prob in step.draw(self._params, self._shared, detach):
+        for address, dist, value, log_prob in step.draw(
+                self._params, self._shared, step.particles(num_particles), detach):
             plates, infer = step.guide_sites[address]
             trace.add(Site(address, "sample", dist, value, log_prob, plates, infer=infer))
         estimators = {} if detach else dict.fromkeys(trace.sites, _REPARAM)
-        draws = Draws(trace, 1, step.particle_dim, estimators, step.model_pilot)
+        draws = Draws(trace, num_particles, step.particle_dim, estimators, step.model_pilot)
         self._record.append(draws)
         return draws
 
@@ -228,8 +244,9 @@ class CompiledModel:
             raise Unsupported("the objective evaluates the model at other arguments")
         values = {n: s.value for n, s in zs.trace.sites.items()}
         plates = step.model_plates
-        return Terms(tuple(Term(address, log_prob, plates[address]) for address, _, _, log_prob
-                           in step.score(self._params, self._shared, values)), zs)
+        sites = step.score(self._params, self._shared, step.particles(zs.num_particles), values)
+        return Terms(tuple(Term(address, log_prob, plates[address])
+                           for address, _, _, log_prob in sites), zs)
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -251,6 +268,10 @@ class CompiledObjective:
                              if n.kind in ("sample", "observe", "factor")}
         addresses = [n.address for g in (guide, model) for n in g.nodes_of("param")]
         self.params = _Params(list(dict.fromkeys(addresses)))
+
+    def particles(self, num: int) -> PlateFrame | None:
+        """The plate that ``num`` particles take (None for one: no dim of its own)."""
+        return None if num == 1 else PlateFrame(PARTICLE_PLATE, num, self.particle_dim, num)
 
     def surrogate(self) -> Surrogate:
         """One evaluation of the objective: its value and surrogate."""
@@ -309,15 +330,19 @@ def _mismatch(guide: Graph, model: Graph) -> str:
 
 def _disagreement(step: CompiledObjective, model: Callable, guide: Callable) -> str:
     """'' when one compiled evaluation equals the general path's on the same stream (both on
-    a fork, the objective's running state put back); else why not."""
+    a fork, the objective's running state put back); else why not. The compiled one's
+    errors propagate (the caller names them); the general one's are the refusal."""
     objective = step.objective
     state = objective.state_dict()
     try:
         with torch.no_grad():
             with forked():
                 compiled = step.surrogate().value
-            with forked(), subsample():
-                general = objective(model, guide, *step.args, **step.kwargs).value
+            try:
+                with forked(), subsample():
+                    general = objective(model, guide, *step.args, **step.kwargs).value
+            except Exception as error:  # noqa: BLE001 - the general path will say it again
+                return f"the general path fails on it ({type(error).__name__}: {error})"
     finally:
         objective.load_state_dict(state)
     if not torch.allclose(compiled, general, rtol=1e-5, atol=1e-6, equal_nan=True):
