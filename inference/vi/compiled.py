@@ -52,7 +52,8 @@ from torch.distributions import Distribution, constraints, transform_to
 
 from ppl.ir import Graph
 from ppl.ir.codegen import CodeGen
-from ppl.ir.node import Node
+from ppl.ir.interpreter import build_distribution
+from ppl.ir.node import DistSpec, Node, iter_refs
 from ppl.model import Model
 from ppl.params import current_store
 from ppl.primitives import _LogWeight, broadcast_to_frame
@@ -130,6 +131,20 @@ class _SiteCodeGen(CodeGen):
 
     def param(self, node: Node, args: tuple, kwargs: dict) -> str:
         return self.assign(node, f"params[{node.address!r}]")
+
+    def distribution(self, spec: DistSpec, params: dict[str, str]) -> str:
+        """A distribution of the run's data alone (a prior's constant parameters, which a
+        plate expanded into inputs) is built once, here: the data do not change in a run."""
+        names = set(iter_refs(spec))
+        if names and all(self._is_data(name) for name in names):
+            data = self.graph.data
+            return self.const(build_distribution(spec, lambda ref: data[ref.name]), "d")
+        return super().distribution(spec, params)
+
+    def _is_data(self, name: str) -> bool:
+        node = self.graph.node(name)
+        return (node.kind == "input" and node.meta.attr(SUBSAMPLE_ATTR) is None
+                and name in self.graph.data)
 
     def record(self, node: Node, dist: str, value: str, log_prob: str) -> None:
         self.emit(f"_sites.append(({node.address!r}, {dist}, {value}, {log_prob}))")
