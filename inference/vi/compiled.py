@@ -17,11 +17,12 @@ loss and gradients.
 
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
 that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
-graph IR has no family for, such as the ``TransformedDistribution`` of ``AutoNormal``), a
-guide site drawn by anything but reparameterization, an objective that evaluates the model
-at other arguments, and a compiled step whose value differs from the general path's on
-the same draws (the check runs once, on a fork of the stream: it also catches a graph
-that specialized on a shape the particles change).
+graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution`` of a
+constrained site), a guide site drawn by anything but reparameterization, an objective that
+evaluates the model at other arguments, and a compiled step whose value differs from the
+general path's on the same draws (the check runs once, on a fork of the stream: it also
+catches a graph that specialized on a shape the particles change). Python side effects of
+guide and model happen at tracing only.
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample

@@ -12,7 +12,17 @@ from torch.distributions import constraints
 
 from ppl import infer, model, module, param, plate, sample
 from ppl.handlers import block, trace
-from ppl.inference.vi import CUBO, ELBO, IWAE, RWS, VI, VIMCO, RenyiELBO, expectation
+from ppl.inference.vi import (
+    CUBO,
+    ELBO,
+    IWAE,
+    RWS,
+    VI,
+    VIMCO,
+    AutoNormal,
+    RenyiELBO,
+    expectation,
+)
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
@@ -82,6 +92,35 @@ def test_one_step_equals_the_general_paths_value_and_gradients(objective):
     expected, expected_grads = _value_and_grads(general)
     torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
     assert grads.keys() == expected_grads.keys() and len(grads) == 6
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
+
+
+@model
+def noisy(x, y):
+    noise = param("noise", torch.tensor(0.5), constraint=constraints.positive)
+    weights = sample("weights", Normal(torch.zeros(2), 1.0).to_event(1))
+    with plate("data", len(y), subsample_size=4) as rows:
+        mean = x[rows, 0] * weights[..., 0] + x[rows, 1] * weights[..., 1]
+        sample("y", Normal(mean, noise), obs=y[rows])
+
+
+def test_an_autonormal_guide_of_real_sites_compiles_with_the_models_params():
+    auto = AutoNormal(noisy)
+    with torch.no_grad(), block():
+        trace().get_trace(auto, X, Y)
+        trace().get_trace(noisy, X, Y)
+    step, path = compiled_objective(noisy, auto, ELBO(2), (X, Y), {})
+    assert path == COMPILED
+
+    def general():
+        with subsample():
+            return ELBO(2)(noisy, auto, X, Y)
+
+    value, grads = _value_and_grads(step.surrogate)
+    expected, expected_grads = _value_and_grads(general)
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    assert sorted(grads) == ["auto.weights.loc", "auto.weights.scale", "noise"]
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
 
