@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints, transform_to
 
+from ppl.errors import ModelError
 from ppl.ir import Graph
 from ppl.ir.codegen import CodeGen
 from ppl.ir.interpreter import build_distribution
@@ -74,8 +75,9 @@ _REPARAM = SiteEstimator("reparam")
 _REPARAMETERIZABLE = (None, "auto", "reparam")
 
 
-class Unsupported(Exception):
-    """What the compiled views cannot do for this program (the refusal's reason)."""
+class Unsupported(ModelError):
+    """What the compiled views cannot do for this program: the refusal's reason when the
+    check finds it, an error if a later step does (a program that changed what it asks)."""
 
 
 def _minibatch(shared: dict[str, Tensor], plate: str, size: int, subsample_size: int) -> Tensor:
@@ -278,7 +280,8 @@ class CompiledObjective:
         self.particle_dim, self.model_pilot = particle_dim, model_pilot
         self.draw = _GuideCodeGen(guide, "draw").compile()
         self.score = _ModelCodeGen(model, "score").compile()
-        self.guide_sites = {n.address: (n.meta.plates, dict(n.meta.attrs))
+        self.guide_sites = {n.address: (n.meta.plates, {k: v for k, v in n.meta.attrs
+                                                       if k != "scale"})
                             for n in guide.nodes_of("sample")}
         self.model_plates = {n.address: n.meta.plates for n in model.nodes
                              if n.kind in ("sample", "observe", "factor")}
