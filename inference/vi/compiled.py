@@ -63,6 +63,7 @@ from ppl.randomness import drawing, forked
 from ppl.runtime import Message, PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample, subsample
 from ppl.trace import Site, Trace, site_log_prob
+from ppl.validation import check_in_support
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
 from .estimators import SiteEstimator
@@ -186,6 +187,11 @@ class _ModelCodeGen(_SiteCodeGen):
 
     signature = "params, shared, particles, values"
 
+    def __init__(self, graph: Graph, fn_name: str):
+        super().__init__(graph, fn_name)
+        self.namespace["_check_in_support"] = check_in_support
+        self.minibatched = _minibatched(graph)
+
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
         dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, f"values[{node.address!r}]")
@@ -193,8 +199,12 @@ class _ModelCodeGen(_SiteCodeGen):
         return value
 
     def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
+        """An observation taken from a minibatch is checked against its support at each
+        step, as the general path checks it (the tracing saw only one minibatch)."""
         dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, args[0])
+        if any(name in self.minibatched for name in iter_refs(node.args)):
+            self.emit(f"_check_in_support({node.address!r}, {dist}, {value})")
         self.scored(node, dist, value)
         return value
 
@@ -202,6 +212,16 @@ class _ModelCodeGen(_SiteCodeGen):
         value = self.assign(node, args[0])
         self.scored(node, self.assign_dist(node, f"_LogWeight({value})"), value)
         return value
+
+
+def _minibatched(graph: Graph) -> set[str]:
+    """The nodes computed from a subsampled plate's indices: new values at every step."""
+    found: set[str] = set()
+    for node in graph.nodes:
+        if (node.kind == "input" and node.meta.attr(SUBSAMPLE_ATTR) is not None) or any(
+                name in found for name in iter_refs((node.args, node.kwargs))):
+            found.add(node.name)
+    return found
 
 
 class _Params:

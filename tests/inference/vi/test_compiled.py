@@ -11,6 +11,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from ppl import infer, model, module, param, plate, sample
+from ppl.errors import ModelError
 from ppl.handlers import block, trace
 from ppl.inference.vi import (
     CUBO,
@@ -26,7 +27,7 @@ from ppl.inference.vi import (
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
-from ppl.stdlib import Bernoulli, Normal
+from ppl.stdlib import Bernoulli, Normal, Poisson
 from ppl.subsample import subsample
 
 X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
@@ -202,3 +203,24 @@ def test_a_model_whose_graph_goes_stale_is_refused():
 
     res = infer(counting, X, Y, seed=0, method=VI(guide, steps=2, evaluations=1))
     assert "compiled step gives" in res.extra["path"] and "general path gives" in res.extra["path"]
+
+
+def test_a_minibatch_outside_the_support_is_an_error_at_the_step_that_draws_it():
+    counts = torch.tensor([1.0, 2.0, 0.0, 3.0, 0.5, 1.0])  # 0.5 is no count
+
+    @model
+    def poisson(x, y):
+        rate = sample("rate", Normal(0.0, 1.0))
+        with plate("data", len(y), subsample_size=2) as rows:
+            sample("y", Poisson(rate.exp()), obs=y[rows])
+
+    def rate_guide(x, y):
+        sample("rate", Normal(param("loc", torch.tensor(0.0)), 1.0))
+
+    with torch.no_grad(), block():
+        trace().get_trace(rate_guide, X, counts)
+    step, path = compiled_objective(poisson, rate_guide, ELBO(), (X, counts), {})
+    assert path == COMPILED  # the check's minibatch held counts only
+    with pytest.raises(ModelError, match="site 'y': value outside the support"):
+        for _ in range(50):
+            step.surrogate()
