@@ -55,7 +55,7 @@ from ppl.errors import ModelError
 from ppl.ir import Graph
 from ppl.ir.codegen import CodeGen
 from ppl.ir.interpreter import build_distribution
-from ppl.ir.node import DistSpec, Node, iter_refs
+from ppl.ir.node import DistSpec, Node, Ref, iter_refs
 from ppl.model import Model
 from ppl.params import current_store
 from ppl.primitives import _LogWeight, broadcast_to_frame
@@ -63,7 +63,7 @@ from ppl.randomness import drawing, forked
 from ppl.runtime import Message, PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample, subsample
 from ppl.trace import Site, Trace, site_log_prob
-from ppl.validation import check_in_support
+from ppl.validation import check_in_support, validation_enabled
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
 from .estimators import SiteEstimator
@@ -189,7 +189,7 @@ class _ModelCodeGen(_SiteCodeGen):
 
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph, fn_name)
-        self.namespace["_check_in_support"] = check_in_support
+        self.namespace["_check_observed"] = _check_observed
         self.minibatched = _minibatched(graph)
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
@@ -199,19 +199,52 @@ class _ModelCodeGen(_SiteCodeGen):
         return value
 
     def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
-        """An observation taken from a minibatch is checked against its support at each
-        step, as the general path checks it (the tracing saw only one minibatch)."""
+        """An observation taken from a minibatch is checked against its support, as the
+        general path checks it at each step (the tracing saw one minibatch only):
+        :func:`_check_observed`."""
         dist = self.assign_dist(node, self.site_distribution(node, kwargs))
         value = self.assign(node, args[0])
         if any(name in self.minibatched for name in iter_refs(node.args)):
-            self.emit(f"_check_in_support({node.address!r}, {dist}, {value})")
+            whole = self.const(self._indexed_data(node.args[0]), "whole")
+            checked = self.const(set(), "checked")
+            self.emit(f"_check_observed({node.address!r}, {dist}, {value}, {whole}, {checked})")
         self.scored(node, dist, value)
         return value
+
+    def _indexed_data(self, ref: Ref) -> Tensor | None:
+        """The data tensor ``ref`` indexes with a plate's indices (``y[rows]``), or None."""
+        node = self.graph.node(ref.name)
+        if node.kind != "call" or node.target != "Tensor.__getitem__" or node.kwargs:
+            return None
+        data, index = node.args if len(node.args) == 2 else (None, None)
+        if not (isinstance(data, Ref) and isinstance(index, Ref) and self._is_data(data.name)):
+            return None
+        return self.graph.data[data.name] if index.name in self.minibatched and \
+            self.graph.node(index.name).kind == "input" else None
 
     def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
         value = self.assign(node, args[0])
         self.scored(node, self.assign_dist(node, f"_LogWeight({value})"), value)
         return value
+
+
+def _check_observed(name: str, dist: Distribution, value: Tensor, whole: Tensor | None,
+                    checked: set[str]) -> None:
+    """``value``, a minibatch's observation, lies in ``dist``'s support. When it indexes a
+    data tensor ``whole`` and the support is fixed (no tensor parameters: Bernoulli's,
+    Poisson's, not a Uniform's), the whole data is checked once instead, which covers
+    every minibatch (``checked`` remembers it); else the minibatch at every step."""
+    if name in checked:
+        return
+    support = dist.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    fixed = not any(isinstance(v, Tensor) for v in getattr(support, "__dict__", {}).values())
+    if whole is None or not fixed:
+        check_in_support(name, dist, value)
+    elif validation_enabled():
+        check_in_support(name, dist, whole)
+        checked.add(name)
 
 
 def _minibatched(graph: Graph) -> set[str]:

@@ -27,7 +27,7 @@ from ppl.inference.vi import (
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
-from ppl.stdlib import Bernoulli, Normal, Poisson
+from ppl.stdlib import Bernoulli, Normal, Poisson, Uniform
 from ppl.subsample import subsample
 
 X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
@@ -168,10 +168,14 @@ def bias_guide(x, y):
     sample("bias", Normal(param("loc", torch.tensor(0.0)), 1.0))
 
 
-def _refusal(model, guide):
+def _compile(model, guide, y=Y):
     with torch.no_grad(), block():
-        trace().get_trace(guide, X, Y)
-    step, why = compiled_objective(model, guide, ELBO(), (X, Y), {})
+        trace().get_trace(guide, X, y)
+    return compiled_objective(model, guide, ELBO(), (X, y), {})
+
+
+def _refusal(model, guide, y=Y):
+    step, why = _compile(model, guide, y)
     assert step is None
     return why
 
@@ -205,7 +209,7 @@ def test_a_model_whose_graph_goes_stale_is_refused():
     assert "compiled step gives" in res.extra["path"] and "general path gives" in res.extra["path"]
 
 
-def test_a_minibatch_outside_the_support_is_an_error_at_the_step_that_draws_it():
+def test_observed_minibatches_are_checked_against_their_support():
     counts = torch.tensor([1.0, 2.0, 0.0, 3.0, 0.5, 1.0])  # 0.5 is no count
 
     @model
@@ -214,13 +218,21 @@ def test_a_minibatch_outside_the_support_is_an_error_at_the_step_that_draws_it()
         with plate("data", len(y), subsample_size=2) as rows:
             sample("y", Poisson(rate.exp()), obs=y[rows])
 
-    def rate_guide(x, y):
-        sample("rate", Normal(param("loc", torch.tensor(0.0)), 1.0))
+    @model
+    def bounded(x, y):
+        low = sample("low", Normal(0.0, 1.0))
+        with plate("data", len(y), subsample_size=2) as rows:
+            sample("y", Uniform(low - 10.0, low.detach() + 3.0), obs=y[rows])
 
-    with torch.no_grad(), block():
-        trace().get_trace(rate_guide, X, counts)
-    step, path = compiled_objective(poisson, rate_guide, ELBO(), (X, counts), {})
-    assert path == COMPILED  # the check's minibatch held counts only
+    def guide_of(name):
+        return lambda x, y: sample(name, Normal(param("loc", torch.tensor(0.0)), 1.0))
+
+    # a fixed support: the whole data at the first step (which the check runs)
+    why = _refusal(poisson, guide_of("rate"), counts)
+    assert "site 'y': value outside the support" in why and "[0.5]" in why
+    # a support of the parameters: each minibatch at its step
+    step, path = _compile(bounded, guide_of("low"), torch.tensor([0.5, 0.2, 1.0, 0.1, 0.3, 9.0]))
+    assert path == COMPILED  # the check's minibatch lies inside
     with pytest.raises(ModelError, match="site 'y': value outside the support"):
         for _ in range(50):
             step.surrogate()
