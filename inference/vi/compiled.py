@@ -5,9 +5,9 @@ The general path runs the guide and the model through the handler stack at every
 messages for each ``param`` (ten for a VAE's two networks), plates, traces, the
 validation of each distribution. Within one ``VI`` run the arguments never change, so the
 graphs of guide and model (``Model.graph``: params, data and subsample indices as inputs)
-describe every step. This module emits from them a guide that draws its latent sites and
-a model that scores them, each one Python function of the params, and gives the objective
-program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that return the
+describe every step. From them :mod:`.step_code` emits a guide that draws its latent sites
+and a model that scores them, each one Python function of the params; this module gives the
+objective program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that return the
 same ``Draws`` and ``Terms`` as the handler views: the surrogate, every objective's
 estimator logic and the optimizer loop are shared. ``K`` particles take a batch dim of
 their own, each site broadcast along it as the general path's vectorized runs broadcast
@@ -45,216 +45,28 @@ guide and model happen at tracing only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, constraints, transform_to
+from torch.distributions import constraints, transform_to
 
-from ppl.errors import ModelError
 from ppl.ir import Graph
-from ppl.ir.codegen import CodeGen
-from ppl.ir.interpreter import build_distribution
-from ppl.ir.node import DistSpec, Node, Ref, iter_refs
 from ppl.model import Model
 from ppl.params import current_store
-from ppl.primitives import _LogWeight, broadcast_to_frame
-from ppl.randomness import drawing, forked
-from ppl.runtime import Message, PlateFrame
-from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample, subsample
-from ppl.trace import Site, Trace, site_log_prob
-from ppl.validation import check_in_support, validation_enabled
+from ppl.randomness import forked
+from ppl.runtime import PlateFrame
+from ppl.subsample import SUBSAMPLE_ATTR, subsample
+from ppl.trace import Site, Trace
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
 from .estimators import SiteEstimator
 from .objectives import Draws, Expectation, Surrogate, Term, Terms
+from .step_code import Unsupported, compile_guide, compile_model
 
 __all__ = ["CompiledObjective", "compiled_objective", "COMPILED"]
 
 COMPILED = "compiled (generated guide and model code)"
 _REPARAM = SiteEstimator("reparam")
-_REPARAMETERIZABLE = (None, "auto", "reparam")
-
-
-class Unsupported(ModelError):
-    """What the compiled views cannot do for this program: the refusal's reason when the
-    check finds it, an error if a later step does (a program that changed what it asks)."""
-
-
-def _minibatch(shared: dict[str, Tensor], plate: str, size: int, subsample_size: int) -> Tensor:
-    """The step's indices of ``plate``: drawn by its first use, then shared by guide and
-    model (as the general path's ``subsample()`` shares them)."""
-    indices = shared.get(plate)
-    if indices is None:
-        indices = shared[plate] = draw_subsample(size, subsample_size)
-    return indices
-
-
-def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> Distribution:
-    """The site's distribution broadcast along the particle plate ``particles`` (as the
-    general path's plate broadcasts it), or as it is for one particle."""
-    if particles is None:
-        return dist
-    msg = Message(kind="sample", name=name, fn=dist)
-    broadcast_to_frame(msg, particles)
-    return msg.fn
-
-
-def _draw(name: str, dist: Distribution, estimator: Any, detach: bool) -> Tensor:
-    """A guide site's draw, as ``DrawByEstimator`` makes it: ``rsample``, or with ``detach``
-    a plain ``sample`` without gradient."""
-    if detach:
-        with drawing(), torch.no_grad():
-            return dist.sample()
-    if estimator not in _REPARAMETERIZABLE or not dist.has_rsample:
-        raise Unsupported(f"the guide site {name!r} is not reparameterized")
-    with drawing():
-        return dist.rsample()
-
-
-class _SiteCodeGen(CodeGen):
-    """A step of one graph: ``step(params, shared, ...)`` returns its sites as
-    ``(address, distribution, value, elementwise scaled log density)``; params come from
-    ``params``, a subsampled plate's indices from ``shared`` (:func:`_minibatch`)."""
-
-    def __init__(self, graph: Graph, fn_name: str):
-        super().__init__(graph, fn_name)
-        self.namespace.update(_minibatch=_minibatch, _draw=_draw, _log_prob=site_log_prob,
-                              _particles=_particles, _LogWeight=_LogWeight)
-
-    def prologue(self) -> None:
-        self.emit("_data = _graph_data")
-        self.emit("_sites = []")
-
-    def input(self, node: Node, args: tuple, kwargs: dict) -> str:
-        plate = node.meta.attr(SUBSAMPLE_ATTR)
-        if plate is None:
-            return super().input(node, args, kwargs)
-        return self.assign(node, f"_minibatch(shared, {plate!r}, {node.meta.attr('size')}, "
-                                 f"{node.meta.shape[0]})")
-
-    def param(self, node: Node, args: tuple, kwargs: dict) -> str:
-        return self.assign(node, f"params[{node.address!r}]")
-
-    def distribution(self, spec: DistSpec, params: dict[str, str]) -> str:
-        """A distribution of the run's data alone (a prior's constant parameters, which a
-        plate expanded into inputs) is built once, here: the data do not change in a run."""
-        names = set(iter_refs(spec))
-        if names and all(self._is_data(name) for name in names):
-            data = self.graph.data
-            return self.const(build_distribution(spec, lambda ref: data[ref.name]), "d")
-        return super().distribution(spec, params)
-
-    def _is_data(self, name: str) -> bool:
-        node = self.graph.node(name)
-        return (node.kind == "input" and node.meta.attr(SUBSAMPLE_ATTR) is None
-                and name in self.graph.data)
-
-    def record(self, node: Node, dist: str, value: str, log_prob: str) -> None:
-        self.emit(f"_sites.append(({node.address!r}, {dist}, {value}, {log_prob}))")
-
-    def scored(self, node: Node, dist: str, value: str) -> None:
-        """Record the site with its log density, scaled as the trace scales it."""
-        scale = node.meta.attr("scale")
-        self.record(node, dist, value, f"_log_prob({dist}, {value}, {scale!r})")
-
-    def assign_dist(self, node: Node, dist: str) -> str:
-        """Emit the site's distribution, broadcast along the particles: its name."""
-        name = f"d_{node.name}"
-        self.emit(f"{name} = _particles({dist}, particles, {node.address!r})")
-        return name
-
-    def output(self, node: Node, args: tuple, kwargs: dict) -> None:
-        self.emit("return _sites")
-
-
-class _GuideCodeGen(_SiteCodeGen):
-    """``draw(params, shared, particles, detach)``: the guide's latent sites, drawn."""
-
-    signature = "params, shared, particles, detach"
-
-    def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
-        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
-        value = self.assign(node, f"_draw({node.address!r}, {dist}, "
-                                  f"{node.meta.attr('estimator')!r}, detach)")
-        self.scored(node, dist, value)
-        return value
-
-
-class _ModelCodeGen(_SiteCodeGen):
-    """``score(params, shared, particles, values)``: every random site of the model, its
-    latents read from ``values``."""
-
-    signature = "params, shared, particles, values"
-
-    def __init__(self, graph: Graph, fn_name: str):
-        super().__init__(graph, fn_name)
-        self.namespace["_check_observed"] = _check_observed
-        self.minibatched = _minibatched(graph)
-
-    def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
-        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
-        value = self.assign(node, f"values[{node.address!r}]")
-        self.scored(node, dist, value)
-        return value
-
-    def observe(self, node: Node, args: tuple, kwargs: dict) -> str:
-        """An observation taken from a minibatch is checked against its support, as the
-        general path checks it at each step (the tracing saw one minibatch only):
-        :func:`_check_observed`."""
-        dist = self.assign_dist(node, self.site_distribution(node, kwargs))
-        value = self.assign(node, args[0])
-        if any(name in self.minibatched for name in iter_refs(node.args)):
-            whole = self.const(self._indexed_data(node.args[0]), "whole")
-            checked = self.const(set(), "checked")
-            self.emit(f"_check_observed({node.address!r}, {dist}, {value}, {whole}, {checked})")
-        self.scored(node, dist, value)
-        return value
-
-    def _indexed_data(self, ref: Ref) -> Tensor | None:
-        """The data tensor ``ref`` indexes with a plate's indices (``y[rows]``), or None."""
-        node = self.graph.node(ref.name)
-        if node.kind != "call" or node.target != "Tensor.__getitem__" or node.kwargs:
-            return None
-        data, index = node.args if len(node.args) == 2 else (None, None)
-        if not (isinstance(data, Ref) and isinstance(index, Ref) and self._is_data(data.name)):
-            return None
-        return self.graph.data[data.name] if index.name in self.minibatched and \
-            self.graph.node(index.name).kind == "input" else None
-
-    def factor(self, node: Node, args: tuple, kwargs: dict) -> str:
-        value = self.assign(node, args[0])
-        self.scored(node, self.assign_dist(node, f"_LogWeight({value})"), value)
-        return value
-
-
-def _check_observed(name: str, dist: Distribution, value: Tensor, whole: Tensor | None,
-                    checked: set[str]) -> None:
-    """``value``, a minibatch's observation, lies in ``dist``'s support. When it indexes a
-    data tensor ``whole`` and the support is fixed (no tensor parameters: Bernoulli's,
-    Poisson's, not a Uniform's), the whole data is checked once instead, which covers
-    every minibatch (``checked`` remembers it); else the minibatch at every step."""
-    if name in checked:
-        return
-    support = dist.support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    fixed = not any(isinstance(v, Tensor) for v in getattr(support, "__dict__", {}).values())
-    if whole is None or not fixed:
-        check_in_support(name, dist, value)
-    elif validation_enabled():
-        check_in_support(name, dist, whole)
-        checked.add(name)
-
-
-def _minibatched(graph: Graph) -> set[str]:
-    """The nodes computed from a subsampled plate's indices: new values at every step."""
-    found: set[str] = set()
-    for node in graph.nodes:
-        if (node.kind == "input" and node.meta.attr(SUBSAMPLE_ATTR) is not None) or any(
-                name in found for name in iter_refs((node.args, node.kwargs))):
-            found.add(node.name)
-    return found
 
 
 class _Params:
@@ -331,8 +143,8 @@ class CompiledObjective:
                  kwargs: dict, particle_dim: int, model_pilot: Trace):
         self.objective, self.args, self.kwargs = objective, args, kwargs
         self.particle_dim, self.model_pilot = particle_dim, model_pilot
-        self.draw = _GuideCodeGen(guide, "draw").compile()
-        self.score = _ModelCodeGen(model, "score").compile()
+        self.draw = compile_guide(guide)
+        self.score = compile_model(model)
         self.guide_sites = {n.address: (n.meta.plates, {k: v for k, v in n.meta.attrs
                                                        if k != "scale"})
                             for n in guide.nodes_of("sample")}
