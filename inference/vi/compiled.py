@@ -179,7 +179,7 @@ def compiled_objective(model: Callable, guide: Callable, objective: Expectation,
     why = _mismatch(guide_graph, model_graph)
     if why:
         return None, why
-    model_pilot, guide_pilot = objective._pilot_traces(model, guide, args, kwargs)
+    model_pilot, guide_pilot = objective.pilot_traces(model, guide, args, kwargs)
     particle_dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
     try:
         step = CompiledObjective(objective, guide_graph, model_graph, args, kwargs,

@@ -470,7 +470,7 @@ class Expectation:
             raise TypeError(f"{self.name}: model keyword arguments {sorted(clash)} clash with "
                             "the objective's options")
         record: list[Draws] = []
-        pilots = lambda: self._pilot_traces(model, guide, args, kwargs)  # noqa: E731
+        pilots = lambda: self.pilot_traces(model, guide, args, kwargs)  # noqa: E731
 
         def rerun(redraws: list[Redraw]) -> tuple[Any, list[Draws]]:
             again: list[Draws] = []
@@ -496,9 +496,11 @@ class Expectation:
         estimate = out if isinstance(out, Estimate) else Estimate(out)
         return self._nonlinear(estimate, record)
 
-    def _pilot_traces(self, model, guide, args, kwargs) -> tuple[Trace, Trace]:
-        """One ordinary run of each (for shapes and dims), on a copy of the random stream so
-        that it never shifts the draws of the run; cached per argument signature."""
+    def pilot_traces(self, model: Callable, guide: Callable, args: tuple,
+                     kwargs: dict) -> tuple[Trace, Trace]:
+        """One ordinary run of model and guide (for shapes and dims), on a copy of the
+        random stream so that it never shifts the draws of the run; cached per argument
+        signature."""
         key = (id(model), id(guide), _signature_key(args, kwargs))
         if key[2] is None or key not in self._pilots:
             with forked(), torch.no_grad(), block():
