@@ -6,19 +6,21 @@ messages for each ``param`` (ten for a VAE's two networks), plates, traces, the
 validation of each distribution. Within one ``VI`` run the arguments never change, so the
 graphs of guide and model (``Model.graph``: params, data and subsample indices as inputs)
 describe every step. From them :mod:`.step_code` emits a guide that draws its latent sites
-and a model that scores them, each one Python function of the params; this module gives the
-objective program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that return the
-same ``Draws`` and ``Terms`` as the handler views: the surrogate, every objective's
-estimator logic and the optimizer loop are shared. ``K`` particles take a batch dim of
-their own, each site broadcast along it as the general path's vectorized runs broadcast
-it. A step takes the random stream as the general path does (each plate's minibatch where
-the guide opens it, then each site's ``rsample``), so one seed gives both paths the same
-loss and gradients.
+and a model that scores them, each one Python function of the params; this module gives
+the objective program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that
+return the same ``Draws`` and ``Terms`` as the handler views: the surrogate, every
+objective's estimator logic (the score sites' dependencies are tracked through the
+generated code as through the model) and the optimizer loop are shared. ``K`` particles take
+a batch dim of their own, each site broadcast along it as the general path's vectorized
+runs broadcast it. A step takes the random stream as the general path does (each plate's
+minibatch where the guide opens it, then each site's draw), so one seed gives both paths
+the same loss and gradients.
 
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
 that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
 graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution`` of a
-constrained site), a guide site drawn by anything but reparameterization, an objective that
+constrained site), a guide site drawn by enumeration or a measure-valued derivative or with
+a learned baseline (reparameterized and score-function sites compile), an objective that
 evaluates the model at other arguments, and a compiled step whose value differs from the
 general path's on the same draws (the check runs once, on a fork of the stream: it also
 catches a graph that specialized on a shape the particles change). Python side effects of
@@ -59,14 +61,13 @@ from ppl.subsample import SUBSAMPLE_ATTR, subsample
 from ppl.trace import Site, Trace
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
-from .estimators import SiteEstimator
+from .estimators import DrawByEstimator
 from .objectives import Draws, Expectation, Surrogate, Term, Terms
-from .step_code import Unsupported, compile_guide, compile_model
+from .step_code import SiteDrawer, Unsupported, compile_guide, compile_model
 
 __all__ = ["CompiledObjective", "compiled_objective", "COMPILED"]
 
 COMPILED = "compiled (generated guide and model code)"
-_REPARAM = SiteEstimator("reparam")
 
 
 class _Params:
@@ -94,13 +95,16 @@ class CompiledGuide:
     def sample(self, num_particles: int = 1, *, linear: bool = False,
                detach: bool = False) -> Draws:
         step = self._step
+        particles = step.particles(num_particles)
+        drawer = DrawByEstimator(step.particle_dim - 1, allow_enumerate=linear, detach=detach)
         trace = Trace()
         for address, dist, value, log_prob in step.draw(
-                self._params, self._shared, step.particles(num_particles), detach):
-            plates, infer = step.guide_sites[address]
-            trace.add(Site(address, "sample", dist, value, log_prob, plates, infer=infer))
-        estimators = {} if detach else dict.fromkeys(trace.sites, _REPARAM)
-        draws = Draws(trace, num_particles, step.particle_dim, estimators, step.model_pilot)
+                self._params, self._shared, particles, SiteDrawer(drawer, step.infers)):
+            plates = _with_particles(step.guide_plates[address], particles)
+            trace.add(Site(address, "sample", dist, value, log_prob, plates,
+                           infer=step.infers.get(address, {})))
+        draws = Draws(trace, num_particles, step.particle_dim, drawer.estimators,
+                      step.model_pilot)
         self._record.append(draws)
         return draws
 
@@ -126,10 +130,17 @@ class CompiledModel:
                 tuple(kwargs.values()), tuple(step.kwargs[k] for k in kwargs)):
             raise Unsupported("the objective evaluates the model at other arguments")
         values = {n: s.value for n, s in zs.trace.sites.items()}
-        plates = step.model_plates
-        sites = step.score(self._params, self._shared, step.particles(zs.num_particles), values)
-        return Terms(tuple(Term(address, log_prob, plates[address])
+        particles = step.particles(zs.num_particles)
+        sites = step.score(self._params, self._shared, particles, values)
+        return Terms(tuple(Term(address, log_prob,
+                                _with_particles(step.model_plates[address], particles))
                            for address, _, _, log_prob in sites), zs)
+
+
+def _with_particles(plates: tuple[PlateFrame, ...],
+                    particles: PlateFrame | None) -> tuple[PlateFrame, ...]:
+    """A site's plates as the general path records them: the particle plate outermost."""
+    return plates if particles is None else (particles, *plates)
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -140,14 +151,14 @@ class CompiledObjective:
     """``objective`` on the compiled guide and model: :meth:`surrogate` is one step's."""
 
     def __init__(self, objective: Expectation, guide: Graph, model: Graph, args: tuple,
-                 kwargs: dict, particle_dim: int, model_pilot: Trace):
+                 kwargs: dict, pilots: tuple[Trace, Trace]):
         self.objective, self.args, self.kwargs = objective, args, kwargs
-        self.particle_dim, self.model_pilot = particle_dim, model_pilot
+        self.model_pilot, guide_pilot = pilots
+        self.particle_dim = -(max(batch_ndims(self.model_pilot), batch_ndims(guide_pilot)) + 1)
         self.draw = compile_guide(guide)
         self.score = compile_model(model)
-        self.guide_sites = {n.address: (n.meta.plates, {k: v for k, v in n.meta.attrs
-                                                       if k != "scale"})
-                            for n in guide.nodes_of("sample")}
+        self.guide_plates = {n.address: n.meta.plates for n in guide.nodes_of("sample")}
+        self.infers = {name: site.infer for name, site in guide_pilot.sites.items()}
         self.model_plates = {n.address: n.meta.plates for n in model.nodes
                              if n.kind in ("sample", "observe", "factor")}
         addresses = [n.address for g in (guide, model) for n in g.nodes_of("param")]
@@ -179,11 +190,9 @@ def compiled_objective(model: Callable, guide: Callable, objective: Expectation,
     why = _mismatch(guide_graph, model_graph)
     if why:
         return None, why
-    model_pilot, guide_pilot = objective.pilot_traces(model, guide, args, kwargs)
-    particle_dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
+    pilots = objective.pilot_traces(model, guide, args, kwargs)
     try:
-        step = CompiledObjective(objective, guide_graph, model_graph, args, kwargs,
-                                 particle_dim, model_pilot)
+        step = CompiledObjective(objective, guide_graph, model_graph, args, kwargs, pilots)
         why = _disagreement(step, model, guide)
     except Unsupported as refusal:
         return None, str(refusal)

@@ -4,11 +4,12 @@
 arguments, one Python function each (``ppl.ir.codegen``: a line per node, ops bound as
 globals) that returns the graph's random sites as ``(address, distribution, value,
 elementwise scaled log density)``: the guide's latent sites drawn as ``DrawByEstimator``
-draws them, the model's scored at given latent values. They are what a handler run of
-guide or model computes for a step, without the messages: params come from a dict of
-their constrained values, a subsampled plate's indices from a dict the step shares between
-guide and model, and ``particles`` (a plate frame, or None for one particle) broadcasts
-every site along a batch dim of its own, as the general path's particle plate does.
+draws them (:class:`SiteDrawer`), the model's scored at given latent values. They are
+what a handler run of guide or model computes for a step, without the messages: params
+come from a dict of their constrained values, a subsampled plate's indices from a dict
+the step shares between guide and model, and ``particles`` (a plate frame, or None for
+one particle) broadcasts every site along a batch dim of its own, as the general path's
+particle plate does.
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample
@@ -16,9 +17,10 @@ every site along a batch dim of its own, as the general path's particle plate do
     >>> @model
     ... def q():
     ...     sample("z", Normal(param("loc", torch.tensor(0.5)), 1.0))
+    >>> drawer = SiteDrawer(DrawByEstimator(-1, allow_enumerate=False), {})
     >>> with ParamStore() as store:
     ...     draw = compile_guide(q.graph())
-    ...     sites = draw({"loc": store.leaf("loc")}, {}, None, False)
+    ...     sites = draw({"loc": store.leaf("loc")}, {}, None, drawer)
     >>> [(address, value.shape, log_prob.requires_grad) for address, _, value, log_prob in sites]
     [('z', torch.Size([]), True)]
 """
@@ -26,9 +28,7 @@ every site along a batch dim of its own, as the general path's particle plate do
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
@@ -38,15 +38,14 @@ from ppl.ir.codegen import CodeGen
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.node import DistSpec, Node, Ref, iter_refs
 from ppl.primitives import _LogWeight, broadcast_to_frame
-from ppl.randomness import drawing
 from ppl.runtime import Message, PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.trace import site_log_prob
 from ppl.validation import check_in_support, validation_enabled
 
-__all__ = ["Unsupported", "compile_guide", "compile_model"]
+from .estimators import DrawByEstimator
 
-_REPARAMETERIZABLE = (None, "auto", "reparam")
+__all__ = ["Unsupported", "SiteDrawer", "compile_guide", "compile_model"]
 
 
 class Unsupported(ModelError):
@@ -73,16 +72,27 @@ def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> D
     return msg.fn
 
 
-def _draw(name: str, dist: Distribution, estimator: Any, detach: bool) -> Tensor:
-    """A guide site's draw, as ``DrawByEstimator`` makes it: ``rsample``, or with ``detach``
-    a plain ``sample`` without gradient."""
-    if detach:
-        with drawing(), torch.no_grad():
-            return dist.sample()
-    if estimator not in _REPARAMETERIZABLE or not dist.has_rsample:
-        raise Unsupported(f"the guide site {name!r} is not reparameterized")
-    with drawing():
-        return dist.rsample()
+class SiteDrawer:
+    """Draws the guide's latent sites as the general path's ``DrawByEstimator`` does
+    (``drawer``: reparameterized, by the score function with a running baseline, or
+    detached; its ``estimators`` record how), each with the infer options its site was
+    given (``infers``, by address, from the guide's pilot trace). Enumeration, measure-
+    valued derivatives and learned baselines are :class:`Unsupported`: they re-run the
+    program or read the handlers' layout."""
+
+    def __init__(self, drawer: DrawByEstimator, infers: dict[str, dict]):
+        self.drawer, self.infers = drawer, infers
+
+    def __call__(self, name: str, dist: Distribution) -> Tensor:
+        msg = Message(kind="sample", name=name, fn=dist, infer=self.infers.get(name, {}))
+        self.drawer.process(msg)
+        how = self.drawer.estimators.get(name)
+        if how is not None and how.estimator not in ("reparam", "score"):
+            raise Unsupported(f"the guide site {name!r} is drawn by the {how.estimator} "
+                              "estimator")
+        if how is not None and not isinstance(how.baseline, (float, type(None))):
+            raise Unsupported(f"the guide site {name!r} has a learned baseline")
+        return msg.value
 
 
 class _SiteCodeGen(CodeGen):
@@ -92,7 +102,7 @@ class _SiteCodeGen(CodeGen):
 
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph, fn_name)
-        self.namespace.update(_minibatch=_minibatch, _draw=_draw, _log_prob=site_log_prob,
+        self.namespace.update(_minibatch=_minibatch, _log_prob=site_log_prob,
                               _particles=_particles, _LogWeight=_LogWeight)
 
     def prologue(self) -> None:
@@ -142,14 +152,13 @@ class _SiteCodeGen(CodeGen):
 
 
 class _GuideCodeGen(_SiteCodeGen):
-    """``draw(params, shared, particles, detach)``: the guide's latent sites, drawn."""
+    """``draw(params, shared, particles, drawer)``: the guide's latent sites, drawn."""
 
-    signature = "params, shared, particles, detach"
+    signature = "params, shared, particles, drawer"
 
     def sample(self, node: Node, args: tuple, kwargs: dict) -> str:
         dist = self.assign_dist(node, self.site_distribution(node, kwargs))
-        value = self.assign(node, f"_draw({node.address!r}, {dist}, "
-                                  f"{node.meta.attr('estimator')!r}, detach)")
+        value = self.assign(node, f"drawer({node.address!r}, {dist})")
         self.scored(node, dist, value)
         return value
 
@@ -231,8 +240,8 @@ def _minibatched(graph: Graph) -> set[str]:
 
 
 def compile_guide(graph: Graph) -> Callable[..., list[tuple]]:
-    """``draw(params, shared, particles, detach)``: the guide's latent sites, drawn (with
-    ``detach`` by a plain ``sample``, without gradient)."""
+    """``draw(params, shared, particles, drawer)``: the guide's latent sites, drawn by
+    ``drawer`` (a :class:`SiteDrawer`)."""
     return _GuideCodeGen(graph, "draw").compile()
 
 

@@ -1,7 +1,8 @@
 """The compiled VI step (``inference/vi/compiled.py``): on the same seed its objective value
 and every param's gradient equal the general handler path's (a network's weights, a
-constrained param, a subsampled plate's scale, a global latent; the library's objectives,
-with one particle and with several, and a user's program); a whole run follows the general
+constrained param, a subsampled plate's scale, a global latent, score-function sites with
+their running baselines; the library's objectives, with one particle and with several, and
+a user's program); a whole run follows the general
 path's losses and resumes from a checkpoint; refusals name why and fall back to the
 handlers."""
 
@@ -126,6 +127,44 @@ def test_an_autonormal_guide_of_real_sites_compiles_with_the_models_params():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
 
 
+@model
+def mixture(x, y):
+    bias = sample("bias", Normal(0.0, 1.0))
+    with plate("data", len(y), subsample_size=4) as rows:
+        c = sample("c", Bernoulli(0.5))
+        sample("y", Normal(bias + 2.0 * c - 1.0, 1.0), obs=y[rows])
+
+
+def mixture_guide(x, y):
+    sample("bias", Normal(param("bias.loc", torch.tensor(0.0)), 0.5))
+    probs = param("c.probs", torch.full((len(y),), 0.5), constraint=constraints.unit_interval)
+    with plate("data", len(y), subsample_size=4) as rows:
+        sample("c", Bernoulli(probs[rows]), infer={"estimator": "score", "baseline": 0.5})
+
+
+@pytest.mark.parametrize("objective", [ELBO(), ELBO(3), IWAE(3), VIMCO(3)],
+                         ids=lambda o: repr(o))
+def test_score_function_sites_give_the_general_paths_gradients(objective):
+    with torch.no_grad(), block():
+        trace().get_trace(mixture_guide, X, Y)
+    step, path = compiled_objective(mixture, mixture_guide, objective, (X, Y), {})
+    assert path == COMPILED
+
+    def general():
+        with subsample():
+            return objective(mixture, mixture_guide, X, Y)
+
+    for _ in range(2):  # the second step's running baselines are the first's
+        state = objective.state_dict()
+        value, grads = _value_and_grads(step.surrogate)
+        objective.load_state_dict(state)
+        expected, expected_grads = _value_and_grads(general)
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+        assert sorted(grads) == ["bias.loc", "c.probs"]
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
+
+
 def test_a_run_follows_the_general_paths_losses_and_resumes():
     def run(**options):
         NET.load_state_dict(START)  # training moves the module's weights in place
@@ -190,7 +229,7 @@ def test_refusals_name_why():
     assert "evaluates the model at other arguments" in _setup(elsewhere)[1]
     assert _refusal(regression, bias_guide) == (
         "the guide does not propose the model's latent sites ['offset']")
-    assert _refusal(coin, coin_guide) == "the guide site 'c' is not reparameterized"
+    assert _refusal(coin, coin_guide) == "the guide site 'c' is drawn by the enumerate estimator"
     assert _refusal(dynamic, guide).startswith("it does not trace to a graph (DynamicModelError")
 
 
