@@ -9,18 +9,18 @@ describe every step. From them :mod:`.step_code` emits a guide that draws its la
 and a model that scores them, each one Python function of the params; this module gives
 the objective program views of them (:class:`CompiledGuide`, :class:`CompiledModel`) that
 return the same ``Draws`` and ``Terms`` as the handler views: the surrogate, every
-objective's estimator logic (the score sites' dependencies are tracked through the
-generated code as through the model) and the optimizer loop are shared. ``K`` particles take
-a batch dim of their own, each site broadcast along it as the general path's vectorized
-runs broadcast it. A step takes the random stream as the general path does (each plate's
-minibatch where the guide opens it, then each site's draw), so one seed gives both paths
-the same loss and gradients.
+objective's estimator logic (the score and enumerated sites' dependencies are tracked
+through the generated code as through the model) and the optimizer loop are shared.
+``K`` particles take a batch dim of their own, each site broadcast along it as the general
+path's vectorized runs broadcast it. A step takes the random stream as the general path
+does (each plate's minibatch where the guide opens it, then each site's draw), so one seed
+gives both paths the same loss and gradients.
 
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
 that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
 graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution`` of a
-constrained site), a guide site drawn by enumeration or a measure-valued derivative or with
-a learned baseline (reparameterized and score-function sites compile), an objective that
+constrained site), a guide site drawn by a measure-valued derivative or with a learned
+baseline (reparameterized, score-function and enumerated sites compile), an objective that
 evaluates the model at other arguments, and a compiled step whose value differs from the
 general path's on the same draws (the check runs once, on a fork of the stream: it also
 catches a graph that specialized on a shape the particles change). Python side effects of

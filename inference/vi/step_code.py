@@ -74,11 +74,10 @@ def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> D
 
 class SiteDrawer:
     """Draws the guide's latent sites as the general path's ``DrawByEstimator`` does
-    (``drawer``: reparameterized, by the score function with a running baseline, or
-    detached; its ``estimators`` record how), each with the infer options its site was
-    given (``infers``, by address, from the guide's pilot trace). Enumeration, measure-
-    valued derivatives and learned baselines are :class:`Unsupported`: they re-run the
-    program or read the handlers' layout."""
+    (``drawer``: reparameterized, by the score function with a running baseline,
+    enumerated, or detached; its ``estimators`` record how), each with the infer options its
+    site was given (``infers``, by address, from the guide's pilot trace). Measure-valued
+    derivatives (which re-run the program) and learned baselines are :class:`Unsupported`."""
 
     def __init__(self, drawer: DrawByEstimator, infers: dict[str, dict]):
         self.drawer, self.infers = drawer, infers
@@ -87,7 +86,7 @@ class SiteDrawer:
         msg = Message(kind="sample", name=name, fn=dist, infer=self.infers.get(name, {}))
         self.drawer.process(msg)
         how = self.drawer.estimators.get(name)
-        if how is not None and how.estimator not in ("reparam", "score"):
+        if how is not None and how.estimator == "mvd":
             raise Unsupported(f"the guide site {name!r} is drawn by the {how.estimator} "
                               "estimator")
         if how is not None and not isinstance(how.baseline, (float, type(None))):

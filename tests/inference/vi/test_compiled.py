@@ -135,24 +135,29 @@ def mixture(x, y):
         sample("y", Normal(bias + 2.0 * c - 1.0, 1.0), obs=y[rows])
 
 
-def mixture_guide(x, y):
-    sample("bias", Normal(param("bias.loc", torch.tensor(0.0)), 0.5))
-    probs = param("c.probs", torch.full((len(y),), 0.5), constraint=constraints.unit_interval)
-    with plate("data", len(y), subsample_size=4) as rows:
-        sample("c", Bernoulli(probs[rows]), infer={"estimator": "score", "baseline": 0.5})
+def mixture_guide(estimator):
+    def guide(x, y):
+        sample("bias", Normal(param("bias.loc", torch.tensor(0.0)), 0.5))
+        probs = param("c.probs", torch.full((len(y),), 0.5),
+                      constraint=constraints.unit_interval)
+        with plate("data", len(y), subsample_size=4) as rows:
+            sample("c", Bernoulli(probs[rows]), infer={"estimator": estimator, "baseline": 0.5})
+    return guide
 
 
-@pytest.mark.parametrize("objective", [ELBO(), ELBO(3), IWAE(3), VIMCO(3)],
-                         ids=lambda o: repr(o))
-def test_score_function_sites_give_the_general_paths_gradients(objective):
+@pytest.mark.parametrize(("estimator", "objective"), [
+    ("score", ELBO()), ("score", ELBO(3)), ("score", IWAE(3)), ("score", VIMCO(3)),
+    ("enumerate", ELBO()), ("enumerate", ELBO(3))], ids=lambda o: repr(o))
+def test_discrete_sites_give_the_general_paths_gradients(estimator, objective):
+    guide = mixture_guide(estimator)
     with torch.no_grad(), block():
-        trace().get_trace(mixture_guide, X, Y)
-    step, path = compiled_objective(mixture, mixture_guide, objective, (X, Y), {})
+        trace().get_trace(guide, X, Y)
+    step, path = compiled_objective(mixture, guide, objective, (X, Y), {})
     assert path == COMPILED
 
     def general():
         with subsample():
-            return objective(mixture, mixture_guide, X, Y)
+            return objective(mixture, guide, X, Y)
 
     for _ in range(2):  # the second step's running baselines are the first's
         state = objective.state_dict()
@@ -199,8 +204,9 @@ def coin(x, y):
         sample("y", Normal(c, 1.0), obs=y)
 
 
-def coin_guide(x, y):
-    sample("c", Bernoulli(param("p", torch.tensor(0.5), constraint=constraints.unit_interval)))
+def mvd_guide(x, y):
+    probs = param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
+    sample("c", Bernoulli(probs), infer={"estimator": "mvd"})
 
 
 def bias_guide(x, y):
@@ -229,7 +235,7 @@ def test_refusals_name_why():
     assert "evaluates the model at other arguments" in _setup(elsewhere)[1]
     assert _refusal(regression, bias_guide) == (
         "the guide does not propose the model's latent sites ['offset']")
-    assert _refusal(coin, coin_guide) == "the guide site 'c' is drawn by the enumerate estimator"
+    assert _refusal(coin, mvd_guide) == "the guide site 'c' is drawn by the mvd estimator"
     assert _refusal(dynamic, guide).startswith("it does not trace to a graph (DynamicModelError")
 
 
