@@ -19,9 +19,9 @@ gives both paths the same loss and gradients.
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
 that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
 graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution`` of a
-constrained site), a guide site drawn by a measure-valued derivative or with a learned
-baseline (reparameterized, score-function and enumerated sites compile), an objective that
-evaluates the model at other arguments, and a compiled step whose value differs from the
+constrained site), a guide site with a learned baseline (every estimator compiles: the
+re-runs of measure-valued derivatives replay through the compiled guide), an objective
+that evaluates the model at other arguments, and a compiled step whose value differs from the
 general path's on the same draws (the check runs once, on a fork of the stream: it also
 catches a graph that specialized on a shape the particles change). Python side effects of
 guide and model happen at tracing only.
@@ -61,8 +61,8 @@ from ppl.subsample import SUBSAMPLE_ATTR, subsample
 from ppl.trace import Site, Trace
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
-from .estimators import DrawByEstimator
-from .objectives import Draws, Expectation, Surrogate, Term, Terms
+from .mvd import Redraw
+from .objectives import Draws, Expectation, Surrogate, Term, Terms, site_drawer
 from .step_code import SiteDrawer, Unsupported, compile_guide, compile_model
 
 __all__ = ["CompiledObjective", "compiled_objective", "COMPILED"]
@@ -89,14 +89,16 @@ class CompiledGuide:
     guide's draws."""
 
     def __init__(self, step: CompiledObjective, params: dict[str, Tensor],
-                 shared: dict[str, Tensor], record: list[Draws]):
-        self._step, self._params, self._shared, self._record = step, params, shared, record
+                 shared: dict[str, Tensor], record: list[Draws],
+                 redraws: list[Redraw] | None):
+        self._step, self._params, self._shared = step, params, shared
+        self._record, self._redraws = record, redraws
 
     def sample(self, num_particles: int = 1, *, linear: bool = False,
                detach: bool = False) -> Draws:
         step = self._step
         particles = step.particles(num_particles)
-        drawer = DrawByEstimator(step.particle_dim - 1, allow_enumerate=linear, detach=detach)
+        drawer = site_drawer(self._record, self._redraws, step.particle_dim, linear, detach)
         trace = Trace()
         for address, dist, value, log_prob in step.draw(
                 self._params, self._shared, particles, SiteDrawer(drawer, step.infers)):
@@ -170,10 +172,11 @@ class CompiledObjective:
 
     def surrogate(self) -> Surrogate:
         """One evaluation of the objective: its value and surrogate."""
-        params, shared, record = self.params.values(), {}, []
-        return self.objective.run_views(CompiledModel(self, params, shared),
-                                        CompiledGuide(self, params, shared, record),
-                                        record, self.args, self.kwargs)
+        params, shared = self.params.values(), {}
+        return self.objective.run_views(
+            CompiledModel(self, params, shared),
+            lambda record, redraws: CompiledGuide(self, params, shared, record, redraws),
+            self.args, self.kwargs)
 
 
 def compiled_objective(model: Callable, guide: Callable, objective: Expectation, args: tuple,

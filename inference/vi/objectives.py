@@ -270,7 +270,7 @@ class GuideView:
         without any gradient path (no reparameterization, no score)."""
         model_pilot, guide_pilot = self._pilots()
         particle_dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
-        drawer = self._drawer(particle_dim, linear, detach)
+        drawer = site_drawer(self._record, self._redraws, particle_dim, linear, detach)
         with drawer:
             run = vectorized_trace(self.guide, self.args, self.kwargs, num_particles,
                                    particle_dim=particle_dim, pilot=guide_pilot)
@@ -278,20 +278,22 @@ class GuideView:
         self._record.append(draws)
         return draws
 
-    def _drawer(self, particle_dim: int, linear: bool, detach: bool
-                ) -> DrawByEstimator | Redraw:
-        """A fresh draw, or in a re-run (:mod:`.mvd`) the replay of the first run's draws."""
-        if self._redraws is None:
-            return DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
-        index = len(self._record)
-        if index >= len(self._redraws):
-            raise ModelError("the objective program drew from the guide more often when "
-                             "re-run for a measure-valued derivative than the first time")
-        return self._redraws[index]
-
     def log_density(self, zs: Draws) -> Terms:
         """The guide's log density of its own draws, one term per latent site."""
         return Terms.of(zs.trace, zs, latent_only=True)
+
+
+def site_drawer(record: list[Draws], redraws: list[Redraw] | None, particle_dim: int,
+                linear: bool, detach: bool) -> DrawByEstimator | Redraw:
+    """How a guide view's next ``sample`` draws (``record``: its draws so far): a fresh draw,
+    or in a re-run (:mod:`.mvd`) the replay of the first run's draws."""
+    if redraws is None:
+        return DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
+    index = len(record)
+    if index >= len(redraws):
+        raise ModelError("the objective program drew from the guide more often when "
+                         "re-run for a measure-valued derivative than the first time")
+    return redraws[index]
 
 
 # ------------------------------------------------------------------------------ surrogate
@@ -469,28 +471,28 @@ class Expectation:
         if clash:
             raise TypeError(f"{self.name}: model keyword arguments {sorted(clash)} clash with "
                             "the objective's options")
-        record: list[Draws] = []
         pilots = lambda: self.pilot_traces(model, guide, args, kwargs)  # noqa: E731
+        return self.run_views(ModelView(model), lambda record, redraws: GuideView(
+            guide, args, kwargs, pilots, record, redraws), args, kwargs)
 
+    def run_views(self, model: Any,
+                  guide_view: Callable[[list[Draws], list[Redraw] | None], Any],
+                  args: tuple, kwargs: dict) -> Surrogate:
+        """The program run on ``model`` (a ``ModelView``, or a view with its interface such
+        as the compiled step's) and the guide view ``guide_view(record, redraws)`` makes (a
+        ``GuideView`` or the like: its draws go to ``record``; ``redraws`` replay them in
+        the re-runs of measure-valued derivatives, None otherwise)."""
         def rerun(redraws: list[Redraw]) -> tuple[Any, list[Draws]]:
             again: list[Draws] = []
             with _particles_in_flight(), forked(), torch.no_grad():
-                out = self.program(ModelView(model), GuideView(guide, args, kwargs, pilots,
-                                                               again, redraws),
-                                   *args, **kwargs, **self.options)
+                out = self.program(model, guide_view(again, redraws), *args, **kwargs,
+                                   **self.options)
             return out, again
 
-        return self.run_views(ModelView(model), GuideView(guide, args, kwargs, pilots, record),
-                              record, args, kwargs, rerun)
-
-    def run_views(self, model: Any, guide: Any, record: list[Draws], args: tuple,
-                  kwargs: dict, rerun: Callable | None = None) -> Surrogate:
-        """The program run on these views of the model and guide (``ModelView`` and
-        ``GuideView``, or others with their interface, such as the compiled step's), whose
-        draws ``guide`` appends to ``record``; ``rerun`` re-runs it for the measure-valued
-        derivatives."""
+        record: list[Draws] = []
         with _particles_in_flight():
-            out = self.program(model, guide, *args, **kwargs, **self.options)
+            out = self.program(model, guide_view(record, None), *args, **kwargs,
+                               **self.options)
         if isinstance(out, Terms):
             return self._linear(out, record, rerun)
         estimate = out if isinstance(out, Estimate) else Estimate(out)

@@ -44,6 +44,7 @@ from ppl.trace import site_log_prob
 from ppl.validation import check_in_support, validation_enabled
 
 from .estimators import DrawByEstimator
+from .mvd import Redraw
 
 __all__ = ["Unsupported", "SiteDrawer", "compile_guide", "compile_model"]
 
@@ -75,20 +76,18 @@ def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> D
 class SiteDrawer:
     """Draws the guide's latent sites as the general path's ``DrawByEstimator`` does
     (``drawer``: reparameterized, by the score function with a running baseline,
-    enumerated, or detached; its ``estimators`` record how), each with the infer options its
-    site was given (``infers``, by address, from the guide's pilot trace). Measure-valued
-    derivatives (which re-run the program) and learned baselines are :class:`Unsupported`."""
+    enumerated, by a measure-valued derivative, or detached; its ``estimators`` record how),
+    or replays them as a ``Redraw`` does in an MVD re-run; each site with the infer options
+    it was given (``infers``, by address, from the guide's pilot trace). A learned baseline
+    (a network of the site's handler-path shape) is :class:`Unsupported`."""
 
-    def __init__(self, drawer: DrawByEstimator, infers: dict[str, dict]):
+    def __init__(self, drawer: DrawByEstimator | Redraw, infers: dict[str, dict]):
         self.drawer, self.infers = drawer, infers
 
     def __call__(self, name: str, dist: Distribution) -> Tensor:
         msg = Message(kind="sample", name=name, fn=dist, infer=self.infers.get(name, {}))
         self.drawer.process(msg)
         how = self.drawer.estimators.get(name)
-        if how is not None and how.estimator == "mvd":
-            raise Unsupported(f"the guide site {name!r} is drawn by the {how.estimator} "
-                              "estimator")
         if how is not None and not isinstance(how.baseline, (float, type(None))):
             raise Unsupported(f"the guide site {name!r} has a learned baseline")
         return msg.value

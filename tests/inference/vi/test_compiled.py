@@ -147,8 +147,11 @@ def mixture_guide(estimator):
 
 @pytest.mark.parametrize(("estimator", "objective"), [
     ("score", ELBO()), ("score", ELBO(3)), ("score", IWAE(3)), ("score", VIMCO(3)),
-    ("enumerate", ELBO()), ("enumerate", ELBO(3))], ids=lambda o: repr(o))
+    ("enumerate", ELBO()), ("enumerate", ELBO(3)), ("mvd", ELBO()), ("mvd", ELBO(3))],
+    ids=lambda o: repr(o))
 def test_discrete_sites_give_the_general_paths_gradients(estimator, objective):
+    """Score-function sites (with their running baselines), enumerated ones and measure-
+    valued derivatives (whose re-runs replay the compiled guide)."""
     guide = mixture_guide(estimator)
     with torch.no_grad(), block():
         trace().get_trace(guide, X, Y)
@@ -204,9 +207,9 @@ def coin(x, y):
         sample("y", Normal(c, 1.0), obs=y)
 
 
-def mvd_guide(x, y):
+def learned_guide(x, y):
     probs = param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
-    sample("c", Bernoulli(probs), infer={"estimator": "mvd"})
+    sample("c", Bernoulli(probs), infer={"estimator": "score", "baseline": "learned"})
 
 
 def bias_guide(x, y):
@@ -235,7 +238,7 @@ def test_refusals_name_why():
     assert "evaluates the model at other arguments" in _setup(elsewhere)[1]
     assert _refusal(regression, bias_guide) == (
         "the guide does not propose the model's latent sites ['offset']")
-    assert _refusal(coin, mvd_guide) == "the guide site 'c' is drawn by the mvd estimator"
+    assert _refusal(coin, learned_guide) == "the guide site 'c' has a learned baseline"
     assert _refusal(dynamic, guide).startswith("it does not trace to a graph (DynamicModelError")
 
 
