@@ -28,6 +28,7 @@ particle plate does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 from torch.distributions import Distribution, constraints
@@ -61,6 +62,15 @@ def _minibatch(shared: dict[str, Tensor], plate: str, size: int, subsample_size:
     if indices is None:
         indices = shared[plate] = draw_subsample(size, subsample_size)
     return indices
+
+
+def _batched_expand(tensor: Tensor, *sizes: Any) -> Tensor:
+    """``tensor.expand(*sizes)``, with ``-1`` for the leading dims that ``sizes`` do not name
+    (where the plain one fails): the particles' dims, left of every traced one."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    extra = tensor.dim() - len(sizes)
+    return tensor.expand(*(-1,) * extra, *sizes) if extra > 0 else tensor.expand(*sizes)
 
 
 def _particles(dist: Distribution, particles: PlateFrame | None, name: str) -> Distribution:
@@ -101,7 +111,8 @@ class _SiteCodeGen(CodeGen):
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph, fn_name)
         self.namespace.update(_minibatch=_minibatch, _log_prob=site_log_prob,
-                              _particles=_particles, _LogWeight=_LogWeight)
+                              _particles=_particles, _LogWeight=_LogWeight,
+                              _batched_expand=_batched_expand)
 
     def prologue(self) -> None:
         self.emit("_data = _graph_data")
@@ -116,6 +127,13 @@ class _SiteCodeGen(CodeGen):
 
     def param(self, node: Node, args: tuple, kwargs: dict) -> str:
         return self.assign(node, f"params[{node.address!r}]")
+
+    def call(self, node: Node, args: tuple, kwargs: dict) -> str:
+        """As traced, but an ``expand`` (a plate's broadcast of a site's parameters, traced
+        with one particle) keeps the particles' leading dims: :func:`_batched_expand`."""
+        if node.target == "Tensor.expand" and not kwargs:
+            return self.assign(node, f"_batched_expand({', '.join(args)})")
+        return super().call(node, args, kwargs)
 
     def distribution(self, spec: DistSpec, params: dict[str, str]) -> str:
         """A distribution of the run's data alone (a prior's constant parameters, which a

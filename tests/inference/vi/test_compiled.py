@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from ppl import infer, model, module, param, plate, sample
+from ppl import deterministic, factor, infer, model, module, param, plate, sample
 from ppl.errors import ModelError
 from ppl.handlers import block, trace
 from ppl.inference.vi import (
@@ -28,7 +28,7 @@ from ppl.inference.vi import (
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
-from ppl.stdlib import Bernoulli, Normal, Poisson, Uniform
+from ppl.stdlib import Bernoulli, Dirichlet, Gamma, Normal, Poisson, Uniform
 from ppl.subsample import subsample
 
 X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
@@ -171,6 +171,45 @@ def test_discrete_sites_give_the_general_paths_gradients(estimator, objective):
         assert sorted(grads) == ["bias.loc", "c.probs"]
         for name, grad in grads.items():
             torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
+
+
+@model
+def assorted(x, y):
+    s = sample("s", Gamma(2.0, 2.0))
+    w = sample("w", Dirichlet(torch.ones(3)))
+    for i in plate("steps", 2):
+        sample(f"a_{i}", Normal(0.0, s))
+    deterministic("twice", s * 2.0)
+    factor("near", -(w[..., 0] - 0.3) ** 2)
+    with plate("data", len(y)):  # the plate expands the global s: traced as an expand
+        sample("y", Normal(s, 1.0), obs=y)
+
+
+def assorted_guide(x, y):
+    rate = param("rate", torch.tensor(2.0), constraint=constraints.positive)
+    sample("s", Gamma(2.0, rate))
+    sample("w", Dirichlet(param("conc", torch.ones(3), constraint=constraints.positive)))
+    for i in plate("steps", 2):
+        sample(f"a_{i}", Normal(param(f"loc_{i}", torch.tensor(0.0)), 1.0))
+
+
+@pytest.mark.parametrize("objective", [ELBO(), ELBO(3), IWAE(4)], ids=repr)
+def test_implicit_reparameterization_sequential_plates_factors_and_expanded_globals(objective):
+    with torch.no_grad(), block():
+        trace().get_trace(assorted_guide, X, Y)
+    step, path = compiled_objective(assorted, assorted_guide, objective, (X, Y), {})
+    assert path == COMPILED
+
+    def general():
+        with subsample():
+            return objective(assorted, assorted_guide, X, Y)
+
+    value, grads = _value_and_grads(step.surrogate)
+    expected, expected_grads = _value_and_grads(general)
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    assert sorted(grads) == ["conc", "loc_0", "loc_1", "rate"]
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-7)
 
 
 def test_a_run_follows_the_general_paths_losses_and_resumes():
