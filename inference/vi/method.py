@@ -13,9 +13,9 @@ The reparameterized ELBO of a location-scale autoguide (AutoNormal, AutoMultivar
 AutoLowRankMultivariateNormal, AutoDelta) on a model without params trains on the model's
 flat potential (:mod:`.fast`): the same params, optimizer, draws and results, with no
 autograd graph through the model. Any other run whose guide and model trace to graphs
-(networks, constrained params, minibatches: a VAE) and whose objective draws one particle
-at a time takes the compiled step (:mod:`.compiled`): generated code for guide and model
-under the same objective program, with no handler run per step. ``res.extra["path"]`` says
+(networks, constrained params, minibatches: a VAE), with any objective, takes the compiled
+step (:mod:`.compiled`): generated code for guide and model under the same objective
+program, with no handler run per step. ``res.extra["path"]`` says
 which path ran, or why the faster ones were refused; ``VI(..., fast_path=False)`` always
 takes the general path.
 
