@@ -23,8 +23,10 @@ constrained site), a guide site with a learned baseline (every estimator compile
 re-runs of measure-valued derivatives replay through the compiled guide), an objective
 that evaluates the model at other arguments, and a compiled step whose value differs from the
 general path's on the same draws (the check runs once, on a fork of the stream: it also
-catches a graph that specialized on a shape the particles change). Python side effects of
-guide and model happen at tracing only.
+catches a graph that specialized on a shape the particles change). Guide and model must be
+functions of their arguments, params and draws: Python side effects happen at tracing only,
+and Python values they read (an annealing factor a callback changes) are frozen there
+(``VI(..., fast_path=False)`` keeps them live).
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample
