@@ -22,11 +22,13 @@ graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution``
 constrained site), a guide site with a learned baseline (every estimator compiles: the
 re-runs of measure-valued derivatives replay through the compiled guide), an objective
 that evaluates the model at other arguments, and a compiled step whose value differs from the
-general path's on the same draws (the check runs once, on a fork of the stream: it also
-catches a graph that specialized on a shape the particles change). Guide and model must be
-functions of their arguments, params and draws: Python side effects happen at tracing only,
-and Python values they read (an annealing factor a callback changes) are frozen there
-(``VI(..., fast_path=False)`` keeps them live).
+general path's on the same draws (:meth:`CompiledObjective.check`, on a fork of the stream:
+it also catches a graph that specialized on a shape the particles change). Guide and model
+must be functions of their arguments, params and draws: Python side effects happen at
+tracing only, and Python values they read are frozen there. :class:`CheckedStep` checks
+again at the 10th, 100th, ... step and hands the rest of a run whose values changed (an
+annealing factor a callback moves) to the general path; ``VI(..., fast_path=False)`` keeps
+such values live from the start.
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample
@@ -48,6 +50,7 @@ and Python values they read (an annealing factor a callback changes) are frozen 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -63,13 +66,40 @@ from ppl.subsample import SUBSAMPLE_ATTR, subsample
 from ppl.trace import Site, Trace
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
+from ..lowering.flat import FastPathWarning
 from .mvd import Redraw
 from .objectives import Draws, Expectation, Surrogate, Term, Terms, site_drawer
 from .step_code import SiteDrawer, Unsupported, compile_guide, compile_model
 
-__all__ = ["CompiledObjective", "compiled_objective", "COMPILED"]
+__all__ = ["CompiledObjective", "CheckedStep", "compiled_objective", "COMPILED"]
 
 COMPILED = "compiled (generated guide and model code)"
+
+
+class CheckedStep:
+    """The run's surrogate on the compiled step, checked against the general path again at
+    the 10th, 100th, 1000th, ... evaluation (on forks: the run's draws stay the same). The
+    graphs froze the Python values guide and model read at tracing; when one has changed
+    since (an annealing factor that a callback moves), the values part, and the rest of the
+    run takes the general path (``general``) with a :class:`FastPathWarning`: ``why`` then
+    says from when and why, else it is ''."""
+
+    def __init__(self, step: CompiledObjective, general: Callable[[], Surrogate]):
+        self.step, self.general = step, general
+        self.calls, self.next_check, self.why = 0, 10, ""
+
+    def __call__(self) -> Surrogate:
+        self.calls += 1
+        if not self.why and self.calls == self.next_check:
+            self.next_check *= 10
+            why = self.step.check()
+            if why:
+                self.why = f"from evaluation {self.calls}: {why}"
+                warnings.warn(f"VI: the compiled step no longer agrees with the general path "
+                              f"({why}), as if guide or model read a Python value that changed "
+                              "after tracing; the run goes on on the general path",
+                              FastPathWarning, stacklevel=4)
+        return self.general() if self.why else self.step.surrogate()
 
 
 class _Params:
@@ -154,9 +184,12 @@ def _same(a: tuple, b: tuple) -> bool:
 class CompiledObjective:
     """``objective`` on the compiled guide and model: :meth:`surrogate` is one step's."""
 
-    def __init__(self, objective: Expectation, guide: Graph, model: Graph, args: tuple,
-                 kwargs: dict, pilots: tuple[Trace, Trace]):
+    def __init__(self, objective: Expectation, fns: tuple[Callable, Callable],
+                 graphs: tuple[Graph, Graph], args: tuple, kwargs: dict,
+                 pilots: tuple[Trace, Trace]):
         self.objective, self.args, self.kwargs = objective, args, kwargs
+        self.model_fn, self.guide_fn = fns
+        model, guide = graphs
         self.model_pilot, guide_pilot = pilots
         self.particle_dim = -(max(batch_ndims(self.model_pilot), batch_ndims(guide_pilot)) + 1)
         self.draw = compile_guide(guide)
@@ -171,6 +204,28 @@ class CompiledObjective:
     def particles(self, num: int) -> PlateFrame | None:
         """The plate that ``num`` particles take (None for one: no dim of its own)."""
         return None if num == 1 else PlateFrame(PARTICLE_PLATE, num, self.particle_dim, num)
+
+    def check(self) -> str:
+        """'' when one compiled evaluation equals the general path's on the same stream (both
+        on a fork, the objective's running state put back); else why not. The compiled
+        one's errors propagate; the general one's are the answer."""
+        state = self.objective.state_dict()
+        try:
+            with torch.no_grad():
+                with forked():
+                    compiled = self.surrogate().value
+                try:
+                    with forked(), subsample():
+                        general = self.objective(self.model_fn, self.guide_fn, *self.args,
+                                                 **self.kwargs).value
+                except Exception as error:  # noqa: BLE001 - the general path will say it again
+                    return f"the general path fails on it ({type(error).__name__}: {error})"
+        finally:
+            self.objective.load_state_dict(state)
+        if not torch.allclose(compiled, general, rtol=1e-5, atol=1e-6, equal_nan=True):
+            return (f"its compiled step gives {float(compiled):.6g} where the general path "
+                    f"gives {float(general):.6g}")
+        return ""
 
     def surrogate(self) -> Surrogate:
         """One evaluation of the objective: its value and surrogate."""
@@ -197,8 +252,9 @@ def compiled_objective(model: Callable, guide: Callable, objective: Expectation,
         return None, why
     pilots = objective.pilot_traces(model, guide, args, kwargs)
     try:
-        step = CompiledObjective(objective, guide_graph, model_graph, args, kwargs, pilots)
-        why = _disagreement(step, model, guide)
+        step = CompiledObjective(objective, (model, guide), (model_graph, guide_graph), args,
+                                 kwargs, pilots)
+        why = step.check()
     except Unsupported as refusal:
         return None, str(refusal)
     except Exception as error:  # noqa: BLE001 - the handler path reports the model's errors
@@ -223,27 +279,4 @@ def _mismatch(guide: Graph, model: Graph) -> str:
                 name, (node.meta.attr("size"), node.meta.shape)) != (node.meta.attr("size"),
                                                                       node.meta.shape):
             return f"the guide and model subsample plate {name!r} differently"
-    return ""
-
-
-def _disagreement(step: CompiledObjective, model: Callable, guide: Callable) -> str:
-    """'' when one compiled evaluation equals the general path's on the same stream (both on
-    a fork, the objective's running state put back); else why not. The compiled one's
-    errors propagate (the caller names them); the general one's are the refusal."""
-    objective = step.objective
-    state = objective.state_dict()
-    try:
-        with torch.no_grad():
-            with forked():
-                compiled = step.surrogate().value
-            try:
-                with forked(), subsample():
-                    general = objective(model, guide, *step.args, **step.kwargs).value
-            except Exception as error:  # noqa: BLE001 - the general path will say it again
-                return f"the general path fails on it ({type(error).__name__}: {error})"
-    finally:
-        objective.load_state_dict(state)
-    if not torch.allclose(compiled, general, rtol=1e-5, atol=1e-6, equal_nan=True):
-        return (f"its compiled step gives {float(compiled):.6g} where the general path gives "
-                f"{float(general):.6g}")
     return ""

@@ -53,7 +53,7 @@ from ppl.randomness import forked, set_stream_state, stream_state
 from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
-from .compiled import COMPILED, compiled_objective
+from .compiled import COMPILED, CheckedStep, compiled_objective
 from .fast import SLOW, fast_elbo
 from .objectives import ELBO, Expectation, Surrogate
 from .optim import optimizer_options, stepper
@@ -104,8 +104,9 @@ class VIResult:
     ``log_evidence_bound`` the objective's value at the end (a bound on log p(x): lower for
     ELBO/IWAE/..., upper for CUBO), averaged over repeated evaluations, with its standard
     error; ``checkpoint`` resumes training; ``extra["path"]``: the training path taken
-    (``"fast (native potential)"``, ``"compiled (generated guide and model code)"``, or
-    ``"slow: <why the fast one was refused>; not compiled: <why>"``)."""
+    (``"fast (native potential)"``, ``"compiled (generated guide and model code)"``, with
+    ``"; slow from evaluation <n>: <why>"`` if a later check found it stale, or ``"slow: <why
+    the fast one was refused>; not compiled: <why>"``)."""
 
     losses: Tensor
     guide: TrainedGuide
@@ -209,8 +210,8 @@ class VI:
         if fast is None and self.fast_path:
             compiled, why = compiled_objective(model, self.guide, objective, args, kwargs)
             path = COMPILED if compiled else f"{path}; not compiled: {why}"
-        evaluate = compiled.surrogate if compiled else (
-            lambda: _on_one_subsample(objective, model, self.guide, args, kwargs))
+        general = lambda: _on_one_subsample(objective, model, self.guide, args, kwargs)  # noqa: E731
+        evaluate = CheckedStep(compiled, general) if compiled else general
         backward = fast.backward if fast else lambda: self._backward(evaluate)
         leaves = list(store.unconstrained().values())
         optimizer = self.optimizer(leaves, lr=self.lr, **optimizer_options(
@@ -253,6 +254,8 @@ class VI:
         else:
             bound, bound_se = self._evaluate(lambda: evaluate().value)
             draws = self._posterior_draws(model, args, kwargs)
+        if compiled and evaluate.why:
+            path = f"{path}; slow {evaluate.why}"
         return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store, draws,
                         bound, bound_se, final, converged, objective, {"path": path})
 

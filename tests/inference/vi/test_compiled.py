@@ -14,6 +14,7 @@ from torch.distributions import constraints
 from ppl import deterministic, factor, infer, model, module, param, plate, sample
 from ppl.errors import ModelError
 from ppl.handlers import block, trace
+from ppl.inference.lowering.flat import FastPathWarning
 from ppl.inference.vi import (
     CUBO,
     ELBO,
@@ -323,3 +324,34 @@ def test_observed_minibatches_are_checked_against_their_support():
     with pytest.raises(ModelError, match="site 'y': value outside the support"):
         for _ in range(50):
             step.surrogate()
+
+
+def test_a_python_value_that_changes_after_tracing_hands_the_run_to_the_general_path():
+    weight = {"likelihood": 1.0}  # an annealing factor that a callback moves
+    checkpoints = []
+
+    @model
+    def annealed(x, y):
+        bias = sample("bias", Normal(0.0, 1.0))
+        with plate("data", len(y)):
+            factor("y", weight["likelihood"] * Normal(bias, 1.0).log_prob(y))
+
+    def anneal(checkpoint):
+        weight["likelihood"] = 0.5
+        checkpoints.append(checkpoint)
+
+    def run(start=1.0, **options):
+        weight["likelihood"] = start
+        return infer(annealed, X, Y, seed=0, method=VI(
+            bias_guide, steps=30, evaluations=1, checkpoint_every=5, on_checkpoint=anneal,
+            **options))
+
+    with pytest.warns(FastPathWarning, match="no longer agrees with the general path"):
+        checked = run()
+    assert checked.extra["path"].startswith(f"{COMPILED}; slow from evaluation 10: ")
+    general = run(fast_path=False)
+    torch.testing.assert_close(checked.losses[:5], general.losses[:5])
+    assert not torch.allclose(checked.losses[5:9], general.losses[5:9])  # stale until the check
+    # from the 10th step on the run is the general path's: resumed there, it is the same
+    resumed = run(start=0.5, fast_path=False, resume=checkpoints[1])
+    torch.testing.assert_close(resumed.losses, checked.losses, rtol=0, atol=0)
