@@ -8,14 +8,15 @@ user's does (``ppl.module``, the subsampled plates, the objective program, the
 checkpointable VI loop): ``ppl`` with the library's ``ELBO`` (the compiled step,
 ``inference/vi/compiled.py``), ``program`` with the same ELBO written as a user's
 ``@expectation`` program, ``general`` with ``fast_path=False`` (guide and model on the
-handlers at every step: the VAE's path before the compiled step). The warm rates count the
-steps after ``--warmup``. Reported: steps/s of each (medians over ``--repeats``, the runs
-interleaved so that a change of the machine's load hits them all) and each warm rate over
-torch's. Measured on a shared 2-core x86_64 machine, load about 1.4 (500 steps, 50 warmup,
-median of 3, one session): ppl 1,047 warm steps/s, program 1,031, general 586, torch 932,
-Pyro 455 (1.12x, 1.11x, 0.63x and 0.49x torch's). ppl's Adam is torch's fused kernel called
-directly (``inference/vi/optim.py``), the hand loop's ``optimizer.step()`` of the default
-Adam; against a hand loop with ``fused=True`` ppl's compiled step is about 0.9x.
+handlers at every step: the VAE's path before the compiled step); ``torch`` is the hand
+loop with the default Adam, ``fused`` the same with ``Adam(fused=True)``. The warm rates
+count the steps after ``--warmup``. Reported: steps/s of each (medians over ``--repeats``,
+the runs interleaved so that a change of the machine's load hits them all) and each warm
+rate over both hand loops'. Measured on a shared 2-core x86_64 machine, load about 1.5
+(``--steps 200 --warmup 50 --repeats 11``, one session): ppl 1,008 warm steps/s, program
+1,007, general 589, torch 934, fused 1,126, Pyro 450: ppl 1.08x torch's and 0.90x fused's,
+the program the same, general 0.63x and 0.52x, Pyro 0.48x and 0.40x. ppl's Adam is the
+fused kernel called directly (``inference/vi/optim.py``), which the default loop lacks.
 
 Run: ``.venv/bin/python bench/vae.py [--steps 500] [--warmup 50] [--repeats 3]``.
 
@@ -80,10 +81,13 @@ def measure_general(images: torch.Tensor, steps: int, warmup: int) -> dict[str, 
     return measure_ppl(images, steps, warmup, fast_path=False)
 
 
-def measure_torch(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
-    """The same model, guide and ELBO estimate written by hand."""
+def measure_torch(images: torch.Tensor, steps: int, warmup: int,
+                  fused: bool = False) -> dict[str, float]:
+    """The same model, guide and ELBO estimate written by hand (``fused``: with torch's
+    fused Adam, the kernel ppl's optimizer step calls)."""
     encoder, decoder = vae.networks(0)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=LR)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=LR,
+                                 fused=fused or None)
     prior = torch.distributions.Normal(0.0, 1.0)
     n = len(images)
     generator = torch.Generator().manual_seed(0)
@@ -103,6 +107,11 @@ def measure_torch(images: torch.Tensor, steps: int, warmup: int) -> dict[str, fl
         optimizer.step()
     end = time.perf_counter()
     return _rates(end - start, end - warm, steps, warmup)
+
+
+def measure_fused(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+    """The hand-written loop with ``Adam(fused=True)``."""
+    return measure_torch(images, steps, warmup, fused=True)
 
 
 def measure_pyro(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
@@ -150,7 +159,8 @@ def main() -> None:
           f"{args.repeats}")
     results = {}
     measures = [("ppl", measure_ppl), ("program", measure_program),
-                ("general", measure_general), ("torch", measure_torch)]
+                ("general", measure_general), ("torch", measure_torch),
+                ("fused", measure_fused)]
     if importlib.util.find_spec("pyro") is None:
         print("pyro     skipped: not installed (pip install -e '.[bench]')")
     else:
@@ -163,9 +173,10 @@ def main() -> None:
         results[name] = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
         print(f"{name:8s} cold {results[name]['cold_steps_per_s']:8.1f} steps/s   "
               f"warm {results[name]['warm_steps_per_s']:8.1f} steps/s")
-    for name in (n for n in results if n != "torch"):
-        ratio = results[name]["warm_steps_per_s"] / results["torch"]["warm_steps_per_s"]
-        print(f"{name} / torch: warm {ratio:.2f}x")
+    warm = {name: row["warm_steps_per_s"] for name, row in results.items()}
+    for name in (n for n in warm if n not in ("torch", "fused")):
+        print(f"{name} / torch: warm {warm[name] / warm['torch']:.2f}x   "
+              f"/ fused: {warm[name] / warm['fused']:.2f}x")
 
 
 if __name__ == "__main__":
