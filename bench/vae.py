@@ -12,10 +12,10 @@ handlers at every step: the VAE's path before the compiled step); ``torch`` is t
 loop with the default Adam, ``fused`` the same with ``Adam(fused=True)``. The warm rates
 count the steps after ``--warmup``. Reported: steps/s of each (medians over ``--repeats``,
 the runs interleaved so that a change of the machine's load hits them all) and each warm
-rate over both hand loops'. Measured on a shared 2-core x86_64 machine, load about 1.5
-(``--steps 200 --warmup 50 --repeats 11``, one session): ppl 1,008 warm steps/s, program
-1,007, general 589, torch 934, fused 1,126, Pyro 450: ppl 1.08x torch's and 0.90x fused's,
-the program the same, general 0.63x and 0.52x, Pyro 0.48x and 0.40x. ppl's Adam is the
+rate over both hand loops'. Measured on a shared 2-core x86_64 machine, load about 2
+(``--steps 200 --warmup 50 --repeats 11``, one session): ppl 1,031 warm steps/s, program
+1,035, general 590, torch 911, fused 1,108, Pyro 442: ppl 1.13x torch's and 0.93x fused's,
+the program the same, general 0.65x and 0.53x, Pyro 0.49x and 0.40x. ppl's Adam is the
 fused kernel called directly (``inference/vi/optim.py``), which the default loop lacks.
 
 Run: ``.venv/bin/python bench/vae.py [--steps 500] [--warmup 50] [--repeats 3]``.
