@@ -2,14 +2,18 @@
 
 The AR(1) state-space model ``x_t ~ Normal(0.9 x_{t-1}, 1)``, ``y_t ~ Normal(x_t, 1)`` written
 as a Python loop, stage by stage: ``model.graph`` (trace into the IR), ``simplify``,
-``FlatModel.from_graph`` (unconstrain pass, tape, generated code; ``--lower``) and the native
-library's C emission and compilation (``--native``, into a fresh cache directory so that it
-really compiles, once), at several T: medians of several repeats, with the time per step,
-which stays flat when the cost is linear in T. Reports the machine and its load (times on a
-shared machine grow with the load).
+``FlatModel.from_graph`` (unconstrain pass, tape, generated code; ``--lower``, on the backend
+``--backend``: ``generated`` by default, ``auto`` emits the native library's C as well) and
+the native library's C emission and compilation (``--native``, into a fresh cache directory
+so that it really compiles, once), at several T: medians of several repeats of the wall
+and the CPU seconds (``time.process_time``, which the other processes of a shared machine
+inflate less), with the CPU time per step, which stays flat when the cost is linear in T
+(the C compiler runs in a child process, whose CPU time is not counted: read ``cc`` by its
+wall time).
+Reports the machine and its load (times on a shared machine grow with the load).
 
 Run: .venv/bin/python bench/tracing.py [--repeats N] [--steps 1000,10000,100000] [--lower]
-[--native]
+[--backend generated|auto] [--native]
 """
 
 import argparse
@@ -28,7 +32,7 @@ from ppl.passes import simplify
 from ppl.stdlib import Normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sequential import median_seconds  # noqa: E402
+from sequential import median_times  # noqa: E402
 
 
 @model
@@ -45,15 +49,18 @@ def main() -> None:
     parser.add_argument("--steps", type=lambda s: [int(t) for t in s.split(",")],
                         default=[1_000, 10_000])
     parser.add_argument("--lower", action="store_true", help="also time FlatModel.from_graph")
+    parser.add_argument("--backend", default="generated", help="FlatModel.from_graph's backend")
     parser.add_argument("--native", action="store_true",
                         help="also time the C emission and one compilation (not repeated)")
     options = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}, "
-          f"python {platform.python_version()}; medians of {options.repeats}")
+          f"python {platform.python_version()}; medians of {options.repeats}; "
+          f"from_graph backend {options.backend}")
     columns = ["graph", "simplify"] + ["from_graph"] * options.lower + ["emit C", "cc"] * (
         options.native)
-    print(f"{'T':>8} {'nodes':>8}" + "".join(f" {c + ' s':>12} {'us/step':>8}" for c in columns))
+    print(f"{'T':>8} {'nodes':>8}"
+          + "".join(f" {c + ' s':>12} {'cpu s':>7} {'us/step':>7}" for c in columns))
     for steps in options.steps:
         y = torch.randn(steps)
 
@@ -62,21 +69,22 @@ def main() -> None:
             return ar1.graph(y)
 
         graph = trace()
-        times = [median_seconds(trace, options.repeats),
-                 median_seconds(lambda g=graph: simplify()(g), options.repeats)]
+        times = [median_times(trace, options.repeats),
+                 median_times(lambda g=graph: simplify()(g), options.repeats)]
         if options.lower:
-            times.append(median_seconds(lambda g=graph: FlatModel.from_graph(g, "generated"),
-                                        options.repeats))
+            times.append(median_times(
+                lambda g=graph: FlatModel.from_graph(g, options.backend), options.repeats))
         if options.native:
             lowered = FlatModel.from_graph(graph, "generated")._lowered
-            times.append(median_seconds(lambda low=lowered: NativePotential.from_lowered(low), 1))
+            times.append(median_times(lambda low=lowered: NativePotential.from_lowered(low), 1))
             native = NativePotential.from_lowered(lowered)
             with tempfile.TemporaryDirectory() as cache:
                 os.environ["PPL_CACHE_DIR"] = cache
                 native.bind_inputs([])
-                times.append(median_seconds(native.build, 1))
+                times.append(median_times(native.build, 1))
         print(f"{steps:>8} {len(graph.nodes):>8}"
-              + "".join(f" {t:>12.2f} {t / steps * 1e6:>8.0f}" for t in times), flush=True)
+              + "".join(f" {wall:>12.2f} {cpu:>7.2f} {cpu / steps * 1e6:>7.0f}"
+                        for wall, cpu in times), flush=True)
 
 
 if __name__ == "__main__":

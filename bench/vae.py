@@ -1,16 +1,22 @@
 """VAE training steps per second: ``examples/vae.py`` under ``VI`` against the same model
-trained by a hand-written torch loop.
+trained by a hand-written torch loop and by Pyro (when installed).
 
-Both start from the same networks (``vae.networks(0)``) and take the same steps: a random
+All start from the same networks (``vae.networks(0)``) and take the same steps: a random
 minibatch of 128 of the 2048 images, one reparameterized draw of ``z`` per image, the ELBO
-scaled by 2048 / 128, Adam at lr 0.02, one torch thread. ppl's run goes through everything a
-user's does (``ppl.module``, the subsampled plates, the ELBO program, the checkpointable VI
-loop); its warm rate counts the steps after ``--warmup``. Reported: steps/s of each (medians
-over ``--repeats``) and ppl's warm rate over torch's. Measured on a quiet shared 2-core
-x86_64 machine (300 steps, 50 warmup, median of 3): ppl 270 steps/s, torch 488, 0.55x; the
-~1.7 ms a step that ppl adds are the handler runs of guide and model (ten ``param``
-messages from ``ppl.module``, sites, plates), distribution validation and VI's finite-
-gradient check.
+scaled by 2048 / 128, Adam at lr 0.02, one torch thread. ppl's runs go through everything a
+user's does (``ppl.module``, the subsampled plates, the objective program, the
+checkpointable VI loop): ``ppl`` with the library's ``ELBO`` (the compiled step,
+``inference/vi/compiled.py``), ``program`` with the same ELBO written as a user's
+``@expectation`` program, ``general`` with ``fast_path=False`` (guide and model on the
+handlers at every step: the VAE's path before the compiled step); ``torch`` is the hand
+loop with the default Adam, ``fused`` the same with ``Adam(fused=True)``. The warm rates
+count the steps after ``--warmup``. Reported: steps/s of each (medians over ``--repeats``,
+the runs interleaved so that a change of the machine's load hits them all) and each warm
+rate over both hand loops'. Measured on a shared 2-core x86_64 machine, load about 2
+(``--steps 200 --warmup 50 --repeats 11``, one session): ppl 1,031 warm steps/s, program
+1,035, general 590, torch 911, fused 1,108, Pyro 442: ppl 1.13x torch's and 0.93x fused's,
+the program the same, general 0.65x and 0.53x, Pyro 0.49x and 0.40x. ppl's Adam is the
+fused kernel called directly (``inference/vi/optim.py``), which the default loop lacks.
 
 Run: ``.venv/bin/python bench/vae.py [--steps 500] [--warmup 50] [--repeats 3]``.
 
@@ -31,6 +37,8 @@ import time
 
 import torch
 
+from ppl.inference.vi import expectation
+
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from svi import _rates  # noqa: E402
 
@@ -42,22 +50,44 @@ _SPEC.loader.exec_module(vae)
 BATCH, LR = 128, 0.02
 
 
-def measure_ppl(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+@expectation
+def program_elbo(model, guide, *args):
+    """The ELBO written as a user's objective program (the library's ``ELBO`` is one too)."""
+    zs = guide.sample()
+    return (model.log_density(zs, *args) - guide.log_density(zs)).mean()
+
+
+def measure_ppl(images: torch.Tensor, steps: int, warmup: int,
+                **vi_options: object) -> dict[str, float]:
     marks: list[float] = []
 
     def mark(_checkpoint) -> None:
         marks.append(time.perf_counter())
 
     start = time.perf_counter()
-    vae.train(images, steps, checkpoint_every=warmup, on_checkpoint=mark)
+    vae.train(images, steps, checkpoint_every=warmup, on_checkpoint=mark, **vi_options)
     end = marks[-1]
     return _rates(end - start, end - marks[0], steps, warmup)
 
 
-def measure_torch(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
-    """The same model, guide and ELBO estimate written by hand."""
+def measure_program(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+    """ppl with :func:`program_elbo` as the objective."""
+    return measure_ppl(images, steps, warmup, objective=program_elbo)
+
+
+def measure_general(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+    """ppl on its general path (``fast_path=False``: guide and model run on the handlers
+    at every step), the path the VAE took before the compiled step."""
+    return measure_ppl(images, steps, warmup, fast_path=False)
+
+
+def measure_torch(images: torch.Tensor, steps: int, warmup: int,
+                  fused: bool = False) -> dict[str, float]:
+    """The same model, guide and ELBO estimate written by hand (``fused``: with torch's
+    fused Adam, the kernel ppl's optimizer step calls)."""
     encoder, decoder = vae.networks(0)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=LR)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=LR,
+                                 fused=fused or None)
     prior = torch.distributions.Normal(0.0, 1.0)
     n = len(images)
     generator = torch.Generator().manual_seed(0)
@@ -79,6 +109,43 @@ def measure_torch(images: torch.Tensor, steps: int, warmup: int) -> dict[str, fl
     return _rates(end - start, end - warm, steps, warmup)
 
 
+def measure_fused(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+    """The hand-written loop with ``Adam(fused=True)``."""
+    return measure_torch(images, steps, warmup, fused=True)
+
+
+def measure_pyro(images: torch.Tensor, steps: int, warmup: int) -> dict[str, float]:
+    """The same model and guide in Pyro: ``pyro.module``, subsampled plates, ``Trace_ELBO``."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO
+
+    pyro.clear_param_store()
+    encoder, decoder = vae.networks(0)
+    n = len(images)
+
+    def model(images):
+        pyro.module("decoder", decoder)
+        with pyro.plate("images", n, subsample_size=BATCH) as ind:
+            z = pyro.sample("z", dist.Normal(torch.zeros(vae.LATENT), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=images[ind])
+
+    def guide(images):
+        pyro.module("encoder", encoder)
+        with pyro.plate("images", n, subsample_size=BATCH) as ind:
+            loc, scale = encoder(images[ind])
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": LR}), Trace_ELBO())
+    start = warm = time.perf_counter()
+    for step in range(steps):
+        if step == warmup:
+            warm = time.perf_counter()
+        svi.step(images)
+    end = time.perf_counter()
+    return _rates(end - start, end - warm, steps, warmup)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500)
@@ -91,13 +158,25 @@ def main() -> None:
           f"images, batch {BATCH}, {args.steps} steps ({args.warmup} warmup), median of "
           f"{args.repeats}")
     results = {}
-    for name, measure in (("ppl", measure_ppl), ("torch", measure_torch)):
-        runs = [measure(images, args.steps, args.warmup) for _ in range(args.repeats)]
-        results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"{name:6s} cold {results[name]['cold_steps_per_s']:8.1f} steps/s   "
+    measures = [("ppl", measure_ppl), ("program", measure_program),
+                ("general", measure_general), ("torch", measure_torch),
+                ("fused", measure_fused)]
+    if importlib.util.find_spec("pyro") is None:
+        print("pyro     skipped: not installed (pip install -e '.[bench]')")
+    else:
+        measures.append(("pyro", measure_pyro))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in measures}
+    for _ in range(args.repeats):  # interleaved: a change in the machine's load hits all
+        for name, measure in measures:
+            runs[name].append(measure(images, args.steps, args.warmup))
+    for name, _ in measures:
+        results[name] = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
+        print(f"{name:8s} cold {results[name]['cold_steps_per_s']:8.1f} steps/s   "
               f"warm {results[name]['warm_steps_per_s']:8.1f} steps/s")
-    ratio = results["ppl"]["warm_steps_per_s"] / results["torch"]["warm_steps_per_s"]
-    print(f"ppl / torch: warm {ratio:.2f}x")
+    warm = {name: row["warm_steps_per_s"] for name, row in results.items()}
+    for name in (n for n in warm if n not in ("torch", "fused")):
+        print(f"{name} / torch: warm {warm[name] / warm['torch']:.2f}x   "
+              f"/ fused: {warm[name] / warm['fused']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ population size)."""
 def draw_subsample(size: int, subsample_size: int) -> torch.Tensor:
     """``subsample_size`` distinct indices of ``0..size-1``, uniformly at random, from the
     current seed scope's stream."""
-    with drawing() as generator:
+    with drawing(lend=False) as generator:  # the generator is passed: nothing to lend
         return torch.randperm(size, generator=generator)[:subsample_size]
 
 

@@ -110,6 +110,11 @@ class _FlatCodeGen(LogDensityCodeGen):
         self.sites = sites
         self.namespace["_graph_data"] = {k: _as_float64(v) for k, v in graph.data.items()}
 
+    def resolve(self, arg: Any) -> str:
+        """A literal tensor in the potential's precision too, as the data and as the tape
+        reads it (a float32 count's ``lgamma`` in float32 is off by whole units at 1e7)."""
+        return super().resolve(_as_float64(arg))
+
     def prologue(self) -> None:
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
         self.emit(f"_beta = {self.graph.attrs.get('beta')!r} if beta is None else beta")
@@ -200,7 +205,6 @@ class FlatModel:
         self.dim = sum(b.size for b in blocks)
         self.backend, self.fallback_reason = "autograd", None
         self._lowered: Lowered | None = None
-        self._generated: Callable | None = None
         self.native: NativePotential | None = None
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -324,31 +328,49 @@ class FlatModel:
         return self._generated(z, *self._inputs_for(z.shape[0]))
 
     def _lower(self, backend: str, rows: tuple[str, ...]) -> None:
-        """Record the tape and emit torch (and, on the CPU with a compiler, C) code for it;
-        with ``backend="auto"`` a refusal is kept in ``fallback_reason``."""
+        """Record the tape and emit C (on the CPU, with a compiler) or else torch code for
+        it; with ``backend="auto"`` a refusal is kept in ``fallback_reason``. A native model
+        compiles its torch code only if its library cannot be built (``_generated``): the
+        two emitters refuse the same operations, and compiling straight-line Python costs as
+        much as emitting the C."""
         try:
             self._lowered = lower_potential(self.unconstrained, self.blocks, rows,
                                             sites=self.sites, runtime=True)
-            self._generated = torch_potential(self._lowered)
-            self.backend = "generated"
             if backend in ("auto", "native"):
-                if _device(self.graph).type != "cpu":
-                    raise Unsupported(f"the model's data are on {_device(self.graph)}; "
-                                      "the native backend runs on the CPU")
-                self.native = NativePotential.from_lowered(self._lowered)
-                self.backend = "native"
+                self._lower_native(backend)
+            if self.native is None:
+                self._generated = torch_potential(self._lowered)
+                self.backend = "generated"
         except Unsupported as refusal:
             if backend != "auto":
                 raise
-            if self._generated is None:
-                self._lowered = None
+            self._lowered = None
             self.fallback_reason = str(refusal)
-            if self._generated is None:
-                warnings.warn(
-                    f"{refusal}: the model runs on the autograd path, typically 10 to 50 "
-                    "times slower end to end than the native one (bench/gallery.py)",
-                    FastPathWarning, stacklevel=4,
-                )
+            warnings.warn(
+                f"{refusal}: the model runs on the autograd path, typically 10 to 50 "
+                "times slower end to end than the native one (bench/gallery.py)",
+                FastPathWarning, stacklevel=4,
+            )
+
+    def _lower_native(self, backend: str) -> None:
+        """Emit the lowered potential as C; on ``auto`` a refusal (no C rule, no compiler,
+        data off the CPU) is kept in ``fallback_reason`` and the torch code runs instead."""
+        try:
+            if _device(self.graph).type != "cpu":
+                raise Unsupported(f"the model's data are on {_device(self.graph)}; "
+                                  "the native backend runs on the CPU")
+            self.native = NativePotential.from_lowered(self._lowered)
+            self.backend = "native"
+        except Unsupported as refusal:
+            if backend != "auto":
+                raise
+            self.fallback_reason = str(refusal)
+
+    @cached_property
+    def _generated(self) -> Callable | None:
+        """The lowered potential as generated torch code (None off the tape), compiled when
+        first used; :meth:`_lower` compiles it at once on the generated backend."""
+        return None if self._lowered is None else torch_potential(self._lowered)
 
     @cached_property
     def log_density_fn(self) -> Callable:
@@ -384,26 +406,27 @@ class FlatModel:
     @classmethod
     def from_graph(cls, graph: Graph, backend: str = "auto",
                    rows: tuple[str, ...] = ()) -> FlatModel:
-        """Unconstrain the graph and lay out its latents, in graph order, using one prior
-        draw for their shapes; ``rows`` names graph inputs given per chain at run time
-        (see :meth:`bind`). Loops are vectorized or unrolled first (:func:`lower_loops`)."""
+        """Unconstrain the graph and lay out its latents, in graph order, using the pass's
+        prior draw for their shapes and supports; ``rows`` names graph inputs given per chain
+        at run time (see :meth:`bind`). Loops are vectorized or unrolled first
+        (:func:`lower_loops`)."""
         with no_cycle_collection():  # lowering frees little until it ends
             graph = lower_loops(graph)
-            unconstrained = unconstrain()(graph)
+            unconstrained, prior = unconstrain().with_prior(graph)
             transforms = latent_transforms(unconstrained)
-            prior = probe(unconstrained)
             blocks, offset = [], 0
             for node in graph.latent_nodes:
-                site = transforms.get(node.address)
-                latent = unconstrained.site(site.unconstrained if site else node.address)
-                if prior.dists[latent.name].support.is_discrete:
+                if prior.dists[node.name].support.is_discrete:
                     raise IRError(
                         f"site {node.address!r} is discrete; a flat model moves continuous latents "
                         "only: enumerate it out (enumerate_discrete) or give it a Gibbs update"
                     )
-                shape = tuple(prior.env[latent.name].shape)
-                size = math.prod(shape)
                 value_shape = tuple(prior.env[node.name].shape)
+                site = transforms.get(node.address)
+                # a rewritten site's real-valued latent has the shape the pass gave it
+                latent = unconstrained.site(site.unconstrained) if site else node
+                shape = tuple(latent.meta.shape) if site else value_shape
+                size = math.prod(shape)
                 blocks.append(
                     LatentBlock(node.address, offset, size, shape, value_shape, latent.address)
                 )
@@ -427,7 +450,7 @@ class FlatModel:
         return log_p.detach(), torch.zeros_like(z) if grad is None else grad
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
-        if self._generated is not None:
+        if self._lowered is not None:
             return self.log_density_and_grad(z)[0]
         return self._batched(z.to(self.dtype))
 

@@ -41,12 +41,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from ppl.inference.lowering.particles import ParticleEngine
-from ppl.inference.lowering.tape import Unsupported
 from ppl.ir.loop import loops
 from ppl.model import Model
 from ppl.passes import run as run_passes
 from ppl.passes import unroll
 
+from .backends import check_backend, choose_backend
 from .filter import ParticleFilter
 from .moves import ResampleMove
 from .native import NativeFilter
@@ -54,8 +54,6 @@ from .paris import AdditiveSmoother
 from .result import SMCPosterior
 
 __all__ = ["SMC"]
-
-BACKENDS = ("auto", "torch", "native")
 
 
 @dataclass
@@ -90,8 +88,7 @@ class SMC:
     def __post_init__(self) -> None:
         if isinstance(self.proposal, str) and self.proposal != "optimal":
             raise ValueError(f"proposal is a model or 'optimal', got {self.proposal!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend("SMC", self.backend)
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
                                      progress_bar=self.progress_bar, auxiliary=self.auxiliary,
@@ -114,15 +111,9 @@ class SMC:
     def driver(self, engine: ParticleEngine) -> tuple[ParticleFilter | NativeFilter, str | None]:
         """The filter that runs ``engine`` under ``backend`` (chosen once: both have
         ``run_program(engine, generator)``), and why it is the torch one under ``"auto"``."""
-        if self.backend == "torch":
-            return self.filter, None
-        try:
-            return NativeFilter(self.filter, engine), None
-        except Unsupported as refusal:
-            if self.backend == "native":
-                raise ValueError(f"SMC(backend='native') cannot run graph "
-                                 f"{engine.graph.name!r} in C: {refusal}") from None
-            return self.filter, f"the C filter cannot run it: {refusal}"
+        return choose_backend(self.backend, lambda: NativeFilter(self.filter, engine),
+                              self.filter, f"SMC(backend='native') cannot run graph "
+                              f"{engine.graph.name!r}")
 
     def run(self, model: Model, args: tuple, kwargs: dict, *,
             passes: Sequence[Callable] = ()) -> SMCPosterior:

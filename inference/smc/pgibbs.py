@@ -16,6 +16,10 @@ Each sweep alternates two updates that leave ``p(theta, x | y)`` invariant:
 
 Chains run batched: ``chains`` conditional filters in one engine call per step. The samples
 hold the static sites and every latent of the path, ``(chains, num_samples, *shape)``.
+The conditional filter runs in C when the engine allows (``filter_backend``, chosen once
+per run: :mod:`.native_conditional`, one C call per sweep: the reference row pinned, its
+ancestor drawn with the steps' scorers in C, the new path drawn back), else on torch, with
+``extra["filter_backend"]`` and ``extra["filter_backend_reason"]`` saying which and why.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -44,6 +48,7 @@ from torch import Tensor
 
 from ppl.inference import mcmc
 from ppl.inference.lowering.flat import BACKENDS, FlatModel
+from ppl.inference.lowering.particles.lowering import value_dtype
 from ppl.inference.mcmc.base import check_count, check_probability, stack_infos
 from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.inference.results.posterior import Posterior
@@ -53,8 +58,10 @@ from ppl.model import Model
 from ppl.passes import condition
 from ppl.passes import run as run_passes
 
-from .blocks import BlockFilter, check_filter_settings, one_thread
+from .backends import backend_report, check_backend
+from .blocks import check_filter_settings, one_thread
 from .moves import as_kernel
+from .native_conditional import path_sweeps
 from .pmmh import acceptance_rate, static_draws
 from .static import StaticModel
 from .streams import run_generator
@@ -68,7 +75,8 @@ class ParticleGibbs:
     ``num_warmup`` adapting and ``num_samples`` kept sweeps, each a conditional filter of
     ``num_particles`` particles (``resample`` scheme, every step) and ``theta_moves``
     transitions of ``kernel`` (default ``RWMH()``) on the static parameters
-    (``target_accept``: None for the kernel's own; ``backend`` pins the flat model's)."""
+    (``target_accept``: None for the kernel's own; ``backend`` pins the flat model's,
+    ``filter_backend`` the conditional filter's: "auto", "native" or "torch")."""
 
     static: Sequence[str] = ()
     num_particles: int = 50
@@ -81,8 +89,10 @@ class ParticleGibbs:
     target_accept: float | None = None
     backend: str = "auto"
     progress_bar: bool | None = None
+    filter_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend("ParticleGibbs", self.filter_backend, "filter_backend")
         check_filter_settings("ParticleGibbs", self.num_particles, self.resample, 1.0)
         check_count("ParticleGibbs", "num_samples", self.num_samples, 1)
         check_count("ParticleGibbs", "num_warmup", self.num_warmup, 0)
@@ -111,10 +121,9 @@ class ParticleGibbs:
         streams = chain_generators(int(torch.randint(0, 2**62, (), generator=generator)),
                                    self.chains)
         z = split.draw_prior(self.chains, generator)
-        first = BlockFilter(split, split.constrained(z), self.num_particles, generator,
-                            resample=self.resample, ess_threshold=1.0, keep_paths=True)
-        first.run()
-        path = first.draw_paths()
+        update_path, reason = path_sweeps(split, self.num_particles, resample=self.resample,
+                                          backend=self.filter_backend)
+        path = update_path(split.constrained(z), None, generator)
         given_path = PathConditioned(split, self.backend)
         given_path.bind(path)
         kernel = self.theta_kernel.bind(given_path.flat.log_density_and_grad)
@@ -126,11 +135,7 @@ class ParticleGibbs:
         line = (ProgressLine(sweeps, phase="sweeps", counter="theta moved")
                 if progress_enabled(self.progress_bar) else None)
         for sweep in range(sweeps):
-            conditional = BlockFilter(split, split.constrained(state.position),
-                                      self.num_particles, generator, resample=self.resample,
-                                      reference=path)
-            conditional.run()
-            path = conditional.draw_paths()
+            path = update_path(split.constrained(state.position), path, generator)
             given_path.bind(path)
             log_density, grad = kernel.fn(state.position)
             state = state._replace(log_density=log_density, grad=grad)
@@ -157,6 +162,8 @@ class ParticleGibbs:
         extra = {"method": "ParticleGibbs", "kernel": type(kernel).__name__,
                  "step_size": state.step_size, "accept_rate": acceptance_rate(draws_t),
                  "num_particles": self.num_particles, "backend": given_path.flat.backend,
+                 **{f"filter_{k}": v for k, v in
+                    backend_report(self.filter_backend, reason).items()},
                  "graph": split.graph}
         return Posterior(samples=samples, info=info, extra=extra)
 
@@ -168,7 +175,9 @@ class PathConditioned:
     evaluation of the flat model (with its gradient, on its fastest backend)."""
 
     def __init__(self, split: StaticModel, backend: str):
-        fixed = {a: torch.zeros(split.graph.site(a).meta.shape or ()) for a in split.path_sites}
+        fixed = {a: torch.zeros(split.graph.site(a).meta.shape or (),
+                                dtype=value_dtype(split.graph.site(a)))
+                 for a in split.path_sites}  # a category indexes: int64 placeholders
         graph = condition(fixed)(split.graph)
         self.inputs = {a: next(iter_refs(graph.site(a).args[0])) for a in split.path_sites}
         self.flat = FlatModel.from_graph(graph, backend, rows=tuple(self.inputs.values()))

@@ -9,7 +9,10 @@ posterior of ``theta`` whatever the number of particles (fewer particles: a nois
 estimate and a stickier chain). The walk is the ``RWMH`` kernel of ``ppl.inference.mcmc``
 run by its runner: Stan's windowed warmup adapts its scale to the kernel's 0.234 acceptance
 (``target_accept`` to change) and its metric to the posterior variance. All chains'
-filters run in one engine call per step (``chains * num_particles`` rows).
+filters run in one engine call per step (``chains * num_particles`` rows), in C when the
+engine allows (``backend``: :func:`~.native_blocks.block_filters`, chosen once per run; the
+proposal's ``theta`` is a run-time input of the compiled filter), else on torch, with
+``extra["backend"]`` and ``extra["backend_reason"]`` saying which and why.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -25,6 +28,9 @@ filters run in one engine call per step (``chains * num_particles`` rows).
     >>> post = infer(ssm, torch.zeros(4), method=method, seed=0)
     >>> post.samples["a"].shape, post.extra["method"]
     (torch.Size([2, 10]), 'PMMH')
+    >>> infer(ssm, torch.zeros(4), method=PMMH(static=["a"], num_particles=20, num_warmup=20,
+    ...       num_samples=10, chains=2, backend="torch"), seed=0).extra["backend"]
+    'torch'
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from ppl.inference.results.posterior import Posterior
 from ppl.model import Model
 from ppl.passes import run as run_passes
 
-from .blocks import BlockFilter, check_filter_settings
+from .backends import backend_report, check_backend
+from .blocks import check_filter_settings
+from .native_blocks import block_filters
 from .static import StaticModel
 from .streams import run_generator
 
@@ -68,7 +76,8 @@ class PMMH:
     chains of ``num_warmup`` adapted and ``num_samples`` kept iterations, each proposal
     scored by a filter of ``num_particles`` particles (``resample`` scheme, resampling below
     ``ess_threshold * num_particles``). ``step_size``: the initial proposal scale;
-    ``target_accept``: the acceptance warmup aims for (None: RWMH's 0.234)."""
+    ``target_accept``: the acceptance warmup aims for (None: RWMH's 0.234); ``backend``:
+    the filters' ("auto": C when it can, "native": C or an error, "torch")."""
 
     static: Sequence[str] = ()
     num_particles: int = 100
@@ -80,8 +89,10 @@ class PMMH:
     step_size: float = 0.5
     target_accept: float | None = None
     progress_bar: bool | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend("PMMH", self.backend)
         check_filter_settings("PMMH", self.num_particles, self.resample, self.ess_threshold)
         check_count("PMMH", "num_samples", self.num_samples, 1)
         check_count("PMMH", "num_warmup", self.num_warmup, 0)
@@ -94,10 +105,12 @@ class PMMH:
                             self.static, "PMMH")
         generator = run_generator()
         seed = int(torch.randint(0, 2**62, (), generator=generator))
+        start_filters, reason = block_filters(split, self.num_particles, resample=self.resample,
+                                              ess_threshold=self.ess_threshold,
+                                              backend=self.backend, owner="PMMH")
 
         def log_target(z: Tensor) -> tuple[Tensor, Tensor]:
-            filters = BlockFilter(split, split.constrained(z), self.num_particles, generator,
-                                  resample=self.resample, ess_threshold=self.ess_threshold)
+            filters = start_filters(split.constrained(z), generator)
             return split.log_prior(z) + filters.run(), torch.zeros_like(z)
 
         start = split.draw_prior(self.chains, generator)
@@ -110,5 +123,6 @@ class PMMH:
                  "inverse_mass_matrix": result.inverse_mass_matrix,
                  "accept_rate": acceptance_rate(result.draws),
                  "num_particles": self.num_particles, "graph": split.graph,
-                 "warmup_time": result.warmup_time, "sampling_time": result.sampling_time}
+                 "warmup_time": result.warmup_time, "sampling_time": result.sampling_time,
+                 **backend_report(self.backend, reason)}
         return Posterior(samples=static_draws(split, result.draws), info=info, extra=extra)

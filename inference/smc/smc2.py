@@ -11,7 +11,11 @@ estimate of ``p(y)`` at the end. When the ESS of the parameter weights falls bel
 and moved by ``num_moves`` PMMH steps: a Gaussian random walk on the unconstrained
 parameters with covariance ``2.38² / dim`` times the particles' covariance, scored by a
 fresh filter run up to step ``k``, accepted with probability ``min(1, p(z') Ẑ_k(z') / (p(z)
-Ẑ_k(z)))``; an accepted particle takes the new filter along. The result is an
+Ẑ_k(z)))``; an accepted particle takes the new filter along. The filters run in C when the
+engine allows (``backend``, chosen once per run: :func:`~.native_blocks.block_filters`; the
+parameter particles' values are run-time inputs of the compiled filter, which keeps its
+state between steps), else on torch (``extra["backend"]``, ``extra["backend_reason"]``).
+The result is an
 :class:`~ppl.inference.smc.result.SMCPosterior` of the static sites with the run's
 ``log_evidence`` and each move's acceptance rate in ``extra["accept_rate"]``.
 
@@ -45,7 +49,9 @@ from ppl.inference.mcmc.progress import ProgressLine, progress_enabled
 from ppl.model import Model
 from ppl.passes import run as run_passes
 
+from .backends import backend_report, check_backend
 from .blocks import BlockFilter, check_filter_settings, check_fraction, one_thread
+from .native_blocks import BlockStart, NativeBlockRun, block_filters
 from .resampling import DegenerateWeights, resample
 from .result import SMCPosterior
 from .static import StaticModel
@@ -60,7 +66,8 @@ class SMC2:
     particles, each with a filter of ``num_particles`` particles (``resample`` scheme,
     resampling below ``filter_ess_threshold * num_particles``); the parameter particles are
     resampled and moved (``num_moves`` PMMH steps) when their ESS falls below
-    ``ess_threshold * num_theta``."""
+    ``ess_threshold * num_theta``; ``backend``: the filters' ("auto": C when it can,
+    "native": C or an error, "torch")."""
 
     static: Sequence[str] = ()
     num_theta: int = 200
@@ -70,8 +77,10 @@ class SMC2:
     resample: str = "systematic"
     filter_ess_threshold: float = 0.5
     progress_bar: bool | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend("SMC2", self.backend)
         check_filter_settings("SMC2", self.num_particles, self.resample,
                               self.filter_ess_threshold)
         check_count("SMC2", "num_theta", self.num_theta, 2)
@@ -89,7 +98,10 @@ class SMC2:
         generator = run_generator()
         m, steps = self.num_theta, split.num_steps
         z = split.draw_prior(m, generator)
-        filters = self._filters(split, z, generator)
+        start, reason = block_filters(split, self.num_particles, resample=self.resample,
+                                      ess_threshold=self.filter_ess_threshold,
+                                      backend=self.backend, owner="SMC2")
+        filters = start(split.constrained(z), generator)
         log_w = torch.full((m,), -math.log(m), dtype=torch.float64)
         increments, ess_history = [], torch.empty(steps, dtype=torch.float64)
         resampled = torch.zeros(steps, dtype=torch.bool)
@@ -113,7 +125,7 @@ class SMC2:
                 filters.select(index)
                 log_w = torch.full_like(log_w, -math.log(m))
                 for _ in range(self.num_moves):
-                    z, rate = self._move(split, z, filters, generator)
+                    z, rate = self._move(split, start, z, filters, generator)
                     accept_rates.append(rate)
             if line is not None:
                 line.update(int(resampled[k]))
@@ -124,15 +136,12 @@ class SMC2:
             log_evidence=torch.stack(increments).sum(), ess_history=ess_history,
             resampled=resampled, log_evidence_increments=torch.stack(increments),
             extra={"method": "SMC2", "accept_rate": accept_rates, "scheme": self.resample,
-                   "num_particles": self.num_particles, "graph": split.graph})
+                   "num_particles": self.num_particles, "graph": split.graph,
+                   **backend_report(self.backend, reason)})
 
-    def _filters(self, split: StaticModel, z: Tensor, generator: torch.Generator
-                 ) -> BlockFilter:
-        return BlockFilter(split, split.constrained(z), self.num_particles, generator,
-                           resample=self.resample, ess_threshold=self.filter_ess_threshold)
-
-    def _move(self, split: StaticModel, z: Tensor, filters: BlockFilter,
-              generator: torch.Generator) -> tuple[Tensor, float]:
+    def _move(self, split: StaticModel, start: BlockStart, z: Tensor,
+              filters: BlockFilter | NativeBlockRun, generator: torch.Generator
+              ) -> tuple[Tensor, float]:
         """One PMMH step for every (equally weighted) parameter particle, with new filters
         run to the current step; returns the positions and the acceptance rate."""
         m, dim = z.shape
@@ -142,7 +151,7 @@ class SMC2:
         chol = torch.linalg.cholesky(cov * 2.38**2 / dim)
         noise = torch.randn(m, dim, generator=generator, dtype=z.dtype)
         proposal = z + noise @ chol.T
-        fresh = self._filters(split, proposal, generator)
+        fresh = start(split.constrained(proposal), generator)
         fresh.run(until=filters.step)
         log_ratio = (split.log_prior(proposal) + fresh.log_z
                      - split.log_prior(z) - filters.log_z)

@@ -319,7 +319,8 @@ def fast_elbo(model: Callable, guide: Callable, objective: Expectation, args: tu
         flat, why = _flat_model(model, guide, args, kwargs)
     if flat is None:
         warnings.warn(f"VI: the fast ELBO path is refused for {model!r}: {why}; training runs "
-                      "the general objective path", FastPathWarning, stacklevel=4)
+                      "the compiled or the general objective path (res.extra['path'] says "
+                      "which)", FastPathWarning, stacklevel=4)
         return None, SLOW + why
     num_particles = objective.options.get("num_particles", 1)
     return (FastELBO(flat, family(guide, guide.sites), num_particles),

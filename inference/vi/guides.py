@@ -38,7 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.distributions import (
+    ComposeTransform,
     Distribution,
+    IndependentTransform,
     Transform,
     TransformedDistribution,
     biject_to,
@@ -166,7 +168,17 @@ class AutoNormal(AutoGuide):
                           constraints.positive)
             base = Normal(loc, scale).to_event(site.event_dims())
             with _in_plates(site):
-                sample(site.name, TransformedDistribution(base, [site.transform]))
+                sample(site.name, base if _is_identity(site.transform)
+                       else TransformedDistribution(base, [site.transform]))
+
+
+def _is_identity(transform: Transform) -> bool:
+    """Whether ``transform`` is the identity (a real site's bijector, perhaps over an event):
+    the Normal is then the site's distribution itself, which a graph can hold (a transformed
+    one it cannot), with the same draws and log density."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts
 
 
 class JointGuide(AutoGuide):

@@ -12,8 +12,12 @@ the random stream are all in it; it pickles with ``torch.save``).
 The reparameterized ELBO of a location-scale autoguide (AutoNormal, AutoMultivariateNormal,
 AutoLowRankMultivariateNormal, AutoDelta) on a model without params trains on the model's
 flat potential (:mod:`.fast`): the same params, optimizer, draws and results, with no
-autograd graph through the model. ``res.extra["path"]`` says which path ran, or why the fast
-one was refused; ``VI(..., fast_path=False)`` always takes the general path.
+autograd graph through the model. Any other run whose guide and model trace to graphs
+(networks, constrained params, minibatches: a VAE), with any objective, takes the compiled
+step (:mod:`.compiled`): generated code for guide and model under the same objective
+program, with no handler run per step. ``res.extra["path"]`` says
+which path ran, or why the faster ones were refused; ``VI(..., fast_path=False)`` always
+takes the general path.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -49,8 +53,9 @@ from ppl.randomness import forked, set_stream_state, stream_state
 from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
+from .compiled import COMPILED, CheckedStep, compiled_objective
 from .fast import SLOW, fast_elbo
-from .objectives import ELBO, Expectation
+from .objectives import ELBO, Expectation, Surrogate
 from .optim import optimizer_options, stepper
 
 __all__ = ["VI", "VIResult", "VICheckpoint", "TrainingInterrupted", "TrainedGuide"]
@@ -99,7 +104,9 @@ class VIResult:
     ``log_evidence_bound`` the objective's value at the end (a bound on log p(x): lower for
     ELBO/IWAE/..., upper for CUBO), averaged over repeated evaluations, with its standard
     error; ``checkpoint`` resumes training; ``extra["path"]``: the training path taken
-    (``"fast (native potential)"``, or ``"slow: <why the fast one was refused>"``)."""
+    (``"fast (native potential)"``, ``"compiled (generated guide and model code)"``, with
+    ``"; slow from evaluation <n>: <why>"`` if a later check found it stale, or ``"slow: <why
+    the fast one was refused>; not compiled: <why>"``)."""
 
     losses: Tensor
     guide: TrainedGuide
@@ -199,14 +206,18 @@ class VI:
             raise ModelError("VI: the guide and model have no params to fit")
         fast, path = (fast_elbo(model, self.guide, objective, args, kwargs) if self.fast_path
                       else (None, SLOW + "VI(fast_path=False)"))
-        backward = fast.backward if fast else lambda: self._backward(model, args, kwargs)
+        compiled = None
+        if fast is None and self.fast_path:
+            compiled, why = compiled_objective(model, self.guide, objective, args, kwargs)
+            path = COMPILED if compiled else f"{path}; not compiled: {why}"
+        general = lambda: _on_one_subsample(objective, model, self.guide, args, kwargs)  # noqa: E731
+        evaluate = CheckedStep(compiled, general) if compiled else general
+        backward = fast.backward if fast else lambda: self._backward(evaluate)
         leaves = list(store.unconstrained().values())
         optimizer = self.optimizer(leaves, lr=self.lr, **optimizer_options(
             self.optimizer, self.optimizer_options, leaves))
         update = stepper(optimizer)
-        # the flat buffer's norm differs from torch's in the last bits: only for the check
-        flat = fast.gradient if fast and self.clip_norm is None else None
-        grad_norm = _total_norm(leaves) if flat is None else _flat_norm(flat)
+        grad_norm = _grad_norm(leaves, fast.gradient if fast else None, self.clip_norm)
         schedule = self.lr_schedule(optimizer) if self.lr_schedule is not None else None
         losses: list[float] = []
         if self.resume is not None:
@@ -239,15 +250,16 @@ class VI:
             bound, bound_se = self._evaluate(fast.estimate)
             draws = fast.posterior_draws(self.num_samples)
         else:
-            bound, bound_se = self._evaluate(
-                lambda: _on_one_subsample(objective, model, self.guide, args, kwargs).value)
+            bound, bound_se = self._evaluate(lambda: evaluate().value)
             draws = self._posterior_draws(model, args, kwargs)
+        if compiled and evaluate.why:
+            path = f"{path}; slow {evaluate.why}"
         return VIResult(torch.tensor(losses), TrainedGuide(self.guide, store), store, draws,
                         bound, bound_se, final, converged, objective, {"path": path})
 
-    def _backward(self, model, args, kwargs) -> float:
-        """The general path: the objective's surrogate, differentiated by autograd."""
-        out = _on_one_subsample(self.objective, model, self.guide, args, kwargs)
+    def _backward(self, evaluate: Callable[[], Surrogate]) -> float:
+        """The objective's surrogate (on handlers or compiled), differentiated by autograd."""
+        out = evaluate()
         loss = -out.surrogate if self.objective.maximize else out.surrogate
         loss.backward()
         return float(out.value)
@@ -312,18 +324,23 @@ class VI:
             return {k: v.detach() for k, v in run.values(observed=False).items()}
 
 
-def _total_norm(leaves: list[Tensor]) -> Callable[[], Tensor]:
-    """The norm of the leaves' grads (those that have one)."""
-    def norm() -> Tensor:
-        grads = [t.grad for t in leaves if t.grad is not None]
-        return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-    return norm
+def _grad_norm(leaves: list[Tensor], flat: Tensor | None,
+               clip_norm: float | None) -> Callable[[], Tensor]:
+    """What a step checks for finiteness, and clips by: torch's total norm of the leaves'
+    grads when clipping. Else only finiteness counts, which a cheaper number has: the norm
+    of ``flat``, one buffer that every grad views (the fast path's), or the sum of the
+    grads' norms from one foreach kernel (torch's total norm regroups the grads by device
+    and dtype and takes a norm of the norms: twice the time on a VAE's ten weights)."""
+    if clip_norm is not None or len({(t.device, t.dtype) for t in leaves}) > 1:
+        return lambda: _with_grads(leaves, torch.nn.utils.get_total_norm)
+    if flat is not None:
+        return lambda: torch.linalg.vector_norm(flat)
+    return lambda: _with_grads(leaves, lambda grads: torch.stack(torch._foreach_norm(grads)).sum())
 
 
-def _flat_norm(gradient: Tensor) -> Callable[[], Tensor]:
-    """The norm of one buffer that every leaf's grad views (the fast path's), for the
-    finiteness check: one kernel instead of a norm per leaf and a norm of those."""
-    return lambda: torch.linalg.vector_norm(gradient)
+def _with_grads(leaves: list[Tensor], norm: Callable[[list[Tensor]], Tensor]) -> Tensor:
+    grads = [t.grad for t in leaves if t.grad is not None]
+    return norm(grads) if grads else torch.zeros(())
 
 
 def _on_one_subsample(objective: Expectation, model, guide, args, kwargs) -> Any:

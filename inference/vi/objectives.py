@@ -43,8 +43,10 @@ The surrogate's value is the program's value; only its gradient differs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -268,7 +270,7 @@ class GuideView:
         without any gradient path (no reparameterization, no score)."""
         model_pilot, guide_pilot = self._pilots()
         particle_dim = -(max(batch_ndims(model_pilot), batch_ndims(guide_pilot)) + 1)
-        drawer = self._drawer(particle_dim, linear, detach)
+        drawer = site_drawer(self._record, self._redraws, particle_dim, linear, detach)
         with drawer:
             run = vectorized_trace(self.guide, self.args, self.kwargs, num_particles,
                                    particle_dim=particle_dim, pilot=guide_pilot)
@@ -276,20 +278,22 @@ class GuideView:
         self._record.append(draws)
         return draws
 
-    def _drawer(self, particle_dim: int, linear: bool, detach: bool
-                ) -> DrawByEstimator | Redraw:
-        """A fresh draw, or in a re-run (:mod:`.mvd`) the replay of the first run's draws."""
-        if self._redraws is None:
-            return DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
-        index = len(self._record)
-        if index >= len(self._redraws):
-            raise ModelError("the objective program drew from the guide more often when "
-                             "re-run for a measure-valued derivative than the first time")
-        return self._redraws[index]
-
     def log_density(self, zs: Draws) -> Terms:
         """The guide's log density of its own draws, one term per latent site."""
         return Terms.of(zs.trace, zs, latent_only=True)
+
+
+def site_drawer(record: list[Draws], redraws: list[Redraw] | None, particle_dim: int,
+                linear: bool, detach: bool) -> DrawByEstimator | Redraw:
+    """How a guide view's next ``sample`` draws (``record``: its draws so far): a fresh draw,
+    or in a re-run (:mod:`.mvd`) the replay of the first run's draws."""
+    if redraws is None:
+        return DrawByEstimator(particle_dim - 1, allow_enumerate=linear, detach=detach)
+    index = len(record)
+    if index >= len(redraws):
+        raise ModelError("the objective program drew from the guide more often when "
+                         "re-run for a measure-valued derivative than the first time")
+    return redraws[index]
 
 
 # ------------------------------------------------------------------------------ surrogate
@@ -375,7 +379,13 @@ def _costs(terms: Terms, record: list[Draws]) -> list[tuple[Term, Tensor]]:
     """Each term with its coefficient and its enumerated sites summed out exactly."""
     enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
     batch_ndim = -terms.draws.particle_dim
-    return [(t, t.coef * _expect_enumerated(t, enumerated, batch_ndim)) for t in terms.terms]
+    return [(t, _times(t.coef, _expect_enumerated(t, enumerated, batch_ndim)))
+            for t in terms.terms]
+
+
+def _times(coef: float, cost: Tensor) -> Tensor:
+    """``coef * cost``, with no operation (nor autograd node) for a coefficient of one."""
+    return cost if coef == 1.0 else coef * cost
 
 
 def _downstream_cost(site: Site, costs: list[tuple[Term, Tensor]]) -> Tensor:
@@ -461,28 +471,38 @@ class Expectation:
         if clash:
             raise TypeError(f"{self.name}: model keyword arguments {sorted(clash)} clash with "
                             "the objective's options")
-        record: list[Draws] = []
-        pilots = lambda: self._pilot_traces(model, guide, args, kwargs)  # noqa: E731
+        pilots = lambda: self.pilot_traces(model, guide, args, kwargs)  # noqa: E731
+        return self.run_views(ModelView(model), lambda record, redraws: GuideView(
+            guide, args, kwargs, pilots, record, redraws), args, kwargs)
 
-        def run(view: GuideView) -> Any:
-            return self.program(ModelView(model), view, *args, **kwargs, **self.options)
-
+    def run_views(self, model: Any,
+                  guide_view: Callable[[list[Draws], list[Redraw] | None], Any],
+                  args: tuple, kwargs: dict) -> Surrogate:
+        """The program run on ``model`` (a ``ModelView``, or a view with its interface such
+        as the compiled step's) and the guide view ``guide_view(record, redraws)`` makes (a
+        ``GuideView`` or the like: its draws go to ``record``; ``redraws`` replay them in
+        the re-runs of measure-valued derivatives, None otherwise)."""
         def rerun(redraws: list[Redraw]) -> tuple[Any, list[Draws]]:
             again: list[Draws] = []
             with _particles_in_flight(), forked(), torch.no_grad():
-                out = run(GuideView(guide, args, kwargs, pilots, again, redraws))
+                out = self.program(model, guide_view(again, redraws), *args, **kwargs,
+                                   **self.options)
             return out, again
 
+        record: list[Draws] = []
         with _particles_in_flight():
-            out = run(GuideView(guide, args, kwargs, pilots, record))
+            out = self.program(model, guide_view(record, None), *args, **kwargs,
+                               **self.options)
         if isinstance(out, Terms):
             return self._linear(out, record, rerun)
         estimate = out if isinstance(out, Estimate) else Estimate(out)
         return self._nonlinear(estimate, record)
 
-    def _pilot_traces(self, model, guide, args, kwargs) -> tuple[Trace, Trace]:
-        """One ordinary run of each (for shapes and dims), on a copy of the random stream so
-        that it never shifts the draws of the run; cached per argument signature."""
+    def pilot_traces(self, model: Callable, guide: Callable, args: tuple,
+                     kwargs: dict) -> tuple[Trace, Trace]:
+        """One ordinary run of model and guide (for shapes and dims), on a copy of the
+        random stream so that it never shifts the draws of the run; cached per argument
+        signature."""
         key = (id(model), id(guide), _signature_key(args, kwargs))
         if key[2] is None or key not in self._pilots:
             with forked(), torch.no_grad(), block():
@@ -514,7 +534,8 @@ class Expectation:
     def _linear(self, terms: Terms, record: list[Draws], rerun: Callable) -> Surrogate:
         enumerated = {n: s for d in record for n, s in _enumerated(d).items()}
         costs = _costs(terms, record)
-        value = sum((c.sum() for _, c in costs), torch.zeros(()))
+        sums = [c.sum() for _, c in costs]
+        value = functools.reduce(operator.add, sums) if sums else torch.zeros(())
         surrogate = value
         for _, site, est in self._score_sites(record):
             upstream_enum = _enum_weight_sites(sources(site.log_prob) - {site.name}, enumerated)
@@ -532,10 +553,13 @@ class Expectation:
                 surrogate = surrogate + fit
             log_q = untrack(site.log_prob)
             surrogate = surrogate + ((_magic_box(log_q) - 1) * (signal - baseline)).sum()
-        carrier = sum((self._mvd_carrier(i, d.trace[n], record, costs, rerun)
-                       for i, d in enumerate(record) for n, e in d.estimators.items()
-                       if e.estimator == "mvd"), torch.zeros(()))
-        return Surrogate(value.detach(), surrogate + (carrier - carrier.detach()))
+        carriers = [self._mvd_carrier(i, d.trace[n], record, costs, rerun)
+                    for i, d in enumerate(record) for n, e in d.estimators.items()
+                    if e.estimator == "mvd"]
+        if carriers:
+            carrier = sum(carriers, torch.zeros(()))
+            surrogate = surrogate + (carrier - carrier.detach())
+        return Surrogate(value.detach(), surrogate)
 
     def _learned_baseline(self, site: Site, spec: Any, signal: Tensor) -> tuple[Tensor, Tensor]:
         """The site's baseline, the running average plus the network's per-element residual

@@ -52,7 +52,7 @@ from ppl.ir.errors import IRError
 from ppl.ir.loop import refuse_loops
 from ppl.registry import describe_constraint
 
-from .rewriting import Rewriter, is_static, probe
+from .rewriting import Probe, Rewriter, is_static, probe
 
 UNCONSTRAINED = "__unconstrained"
 JACOBIAN = "__log_abs_det_jacobian"
@@ -107,6 +107,22 @@ class unconstrain:
         return "unconstrain()" if self.sites is None else f"unconstrain({self.sites})"
 
     def __call__(self, graph: Graph) -> Graph:
+        return self.with_prior(graph)[0]
+
+    def with_prior(self, graph: Graph) -> tuple[Graph, Probe]:
+        """The pass's graph, and the probe of ``graph`` it was made from: a lowering reads
+        each latent's support and shape off that one prior draw instead of probing the new
+        graph again (a second walk building every site's distribution).
+
+        >>> from ppl import model, sample
+        >>> from ppl.stdlib import Gamma
+        >>> @model
+        ... def m():
+        ...     sample("s", Gamma(2.0, 1.0))
+        >>> g, prior = unconstrain().with_prior(m.graph())
+        >>> str(prior.dists["s"].support), g.site("s__unconstrained").meta.shape
+        ('GreaterThanEq(lower_bound=0.0)', ())
+        """
         refuse_loops(graph, "pass 'unconstrain'")
         for address in self.sites or ():
             if not graph.has_site(address) or graph.site(address).kind != "sample":
@@ -134,7 +150,7 @@ class unconstrain:
                 rw, node, support, dists[node.name], prior.env[node.name]
             )
         unconstrained = {**graph.attrs.get("unconstrained", {}), **done}
-        return rw.build({"unconstrained": unconstrained})
+        return rw.build({"unconstrained": unconstrained}), prior
 
     @staticmethod
     def _rewrite(

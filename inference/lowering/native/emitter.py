@@ -98,6 +98,8 @@ class Emitter:
         """``value`` at flat index ``index`` of its own contiguous layout."""
         if is_var(value):
             return value.name if value.ndim == 0 else f"{value.name}[{index}]"
+        if type(value) is float:
+            return literal(value)
         if isinstance(value, torch.Tensor) and value.numel() != 1:
             return f"{self.constant(value)}[{index}]"
         return literal(float(torch.as_tensor(value, dtype=torch.float64).reshape(-1)[0]))

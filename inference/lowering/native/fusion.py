@@ -61,6 +61,15 @@ def _arg_vars(instr: Instr) -> list[Var]:
     return found
 
 
+def _readers(instrs: Sequence[Instr]) -> dict[str, set[int]]:
+    """For each value, the ids of the instructions that read it."""
+    readers: dict[str, set[int]] = {}
+    for instr in instrs:
+        for var in _arg_vars(instr):
+            readers.setdefault(var.name, set()).add(id(instr))
+    return readers
+
+
 def is_full_sum(instr: Instr) -> bool:
     """``sum(x)`` over every dimension of a var ``x`` (an accumulation across a loop): a
     ``SUM`` to one value, or a ``SUM_TO`` one value that broadcasts nothing."""
@@ -89,10 +98,7 @@ def _fusable_size(instr: Instr) -> int | None:
 def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | FusedLoop]:
     """The instructions in an order that computes every value before its use, with runs of
     same-size elementwise maps and full sums merged into :class:`FusedLoop` s."""
-    readers: dict[str, set[int]] = {}
-    for instr in instrs:
-        for var in _arg_vars(instr):
-            readers.setdefault(var.name, set()).add(id(instr))
+    readers: dict[str, set[int]] | None = None  # who reads each value: for the first loop
     results = {o.name for o in outputs if is_var(o)}
     queue = deque(instrs)
     plan: list[Instr | FusedLoop] = []
@@ -107,8 +113,11 @@ def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | 
         while queue and len(group) < MAX_FUSED and since_join < WINDOW:
             instr = queue.popleft()
             since_join += 1
-            reads = {v.name for v in _arg_vars(instr)}
             n = _fusable_size(instr)
+            if n is None and not inside and not later_names:
+                plan.append(instr)  # no loop to order it against (a scalar model's every one)
+                continue
+            reads = {v.name for v in _arg_vars(instr)}
             joins = (n is not None and size in (None, n) and not reads & later_names
                      and not reads & sums)
             if joins:
@@ -127,6 +136,7 @@ def schedule(instrs: Sequence[Instr], outputs: Sequence[Value]) -> list[Instr | 
         if len(group) == 1:
             plan.append(group[0])
         elif group:
+            readers = _readers(instrs) if readers is None else readers
             members = {id(i) for i in group}
             stored = {
                 i.out.name for i in group

@@ -244,6 +244,47 @@ def _gather(em: Emitter, instr: Instr) -> None:
             f"{em.at(out, i)} = {em.at(x, f'{where}[{i}]')};")
 
 
+def _index_select(em: Emitter, instr: Instr) -> None:
+    """``table[index]`` along the first dimension of a constant ``table``: the row
+    ``index`` (a whole number held as a double, or an int64 constant) of each element."""
+    table, index = instr.args
+    out, rest = instr.out, shape_of(table)[1:]
+    lead = out.ndim - len(rest)
+    em.declare(out)
+
+    def body(indices: list[str], depth: int) -> None:
+        row = em.at(index, em.offset(shape_of(index), indices[:lead], lead))
+        within = em.offset(rest, indices[lead:], len(rest))
+        em.emit(f"{em.at(out, em.offset(out.shape, indices, out.ndim))} = "
+                f"{em.at(table, f'(long)({row}) * {max(1, math.prod(rest))} + {within}')};",
+                depth)
+
+    if out.ndim == 0:
+        body([], 0)
+    else:
+        em.loops(out.shape, body)
+
+
+def _take_last(em: Emitter, instr: Instr) -> None:
+    """``table[..., index]`` element by element, ``table`` broadcast with ``index`` (the
+    indices are whole numbers held as doubles, or int64 constants)."""
+    table, index = instr.args
+    out = instr.out
+    em.declare(out)
+
+    def body(indices: list[str], depth: int) -> None:
+        at = em.at(index, em.offset(shape_of(index), indices, out.ndim))
+        row = em.offset(shape_of(table)[:-1], indices, out.ndim)
+        size = shape_of(table)[-1]
+        em.emit(f"{em.at(out, em.offset(out.shape, indices, out.ndim))} = "
+                f"{em.at(table, f'({row}) * {size} + (long)({at})')};", depth)
+
+    if out.ndim == 0:
+        body([], 0)
+    else:
+        em.loops(out.shape, body)
+
+
 def _scatter_add(em: Emitter, instr: Instr) -> None:
     (g,) = instr.args
     positions, out = instr.attrs["positions"], instr.out
@@ -493,6 +534,8 @@ _RULES: dict[str, Callable[[Emitter, Instr], None]] = {
     "reshape": _reshape,
     "permute": _permute,
     "gather": _gather,
+    "take_last": _take_last,
+    "index_select": _index_select,
     "scatter_add": _scatter_add,
     "matmul": _matmul,
     "cat": _concat,

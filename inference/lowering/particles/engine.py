@@ -178,14 +178,19 @@ class ParticleEngine:
         """Step ``k``'s sites scored at given ``values`` of its latents: the log weight is
         ``log p(latents, observations of step k | live)``. Its code is generated on first
         use."""
-        if k not in self._scorers:
-            self._scorers[k] = _lower_step(self.graph, k, self.schedule.steps[k],
-                                           score_all=True, params=self._params)
-        scorer = self._scorers[k]
+        scorer = self.scorer(k)
         missing = [a for a in self.schedule.steps[k].latents if a not in values]
         if missing:
             raise KeyError(f"score_step({k}) needs values for the step's latents {missing}")
         return self._call(scorer, k, {**live, **values}, num_particles, None)
+
+    def scorer(self, k: int) -> StepFunction:
+        """The generated function of :meth:`score_step` (on first use): step ``k``'s
+        latents are read as live values, nothing is drawn, the output is the log weight."""
+        if k not in self._scorers:
+            self._scorers[k] = _lower_step(self.graph, k, self.schedule.steps[k],
+                                           score_all=True, params=self._params)
+        return self._scorers[k]
 
     def lookahead_log_weight(self, k: int, live: Mapping[str, torch.Tensor],
                              num_particles: int) -> torch.Tensor:

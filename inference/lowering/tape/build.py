@@ -279,6 +279,8 @@ class TapeInterpreter(Interpreter):
         factor = math.prod(full_shape) / math.prod(shape_of(term))
         if is_var(term):
             total = P.sum_all(term) * factor
+        elif shape_of(term) == ():  # most sites' constant terms: no tensor to sum
+            total = float(term) * factor
         else:
             total = float(torch.as_tensor(term, dtype=torch.float64).sum()) * factor
         if is_var(weight):

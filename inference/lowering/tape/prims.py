@@ -116,9 +116,22 @@ class Elementwise(Prim):
 
     def __init__(self, name: str, fn, template: str | None, vjp_rule=None):
         self.name, self._fn, self.template, self._vjp_rule = name, fn, template, vjp_rule
+        self._inferred: dict[tuple, tuple[tuple[int, ...], torch.dtype]] = {}
 
     def fn(self, *args, **attrs):
         return self._fn(*args)
+
+    def infer(self, *args: Value, **attrs: Any) -> tuple[tuple[int, ...], torch.dtype]:
+        """Found on stand-ins once per signature (the arguments' shapes and dtypes, the types
+        of numbers), which is all an elementwise result's shape and dtype depend on: an
+        unrolled model records the same few signatures at every step."""
+        signature = tuple(map(_signature, args))
+        found = self._inferred.get(signature)
+        if found is None:
+            found = super().infer(*args, **attrs)
+            if None not in signature:
+                self._inferred[signature] = found
+        return found
 
     def emit(self, tape, out, *args, **attrs):
         operands = [padded(tape, a, out.ndim) for a in args]
@@ -127,44 +140,8 @@ class Elementwise(Prim):
         return self.template.format(*operands)
 
     def simplify(self, tape, *args, **attrs):
-        identity = _IDENTITIES.get(self.name)
-        if identity is not None:
-            unit, positions = identity
-            for i in positions:
-                if _is_number(args[i], unit) and is_var(args[1 - i]):
-                    return args[1 - i]
-        if self.name == "neg":
-            return _scale(tape, args[0], -1.0)
-        if self.name == "log":  # log(exp(u)) is u: a positive parameter's log density term
-            inner = tape.defining(args[0])
-            if inner is not None and inner.prim is EXP:
-                return inner.args[0]
-        if self.name == "div" and is_var(args[0]) and is_var(args[1]):
-            scaled = _scaled(tape, args[0])  # (r * k) / y is (r / y) * k
-            if scaled is not None and isinstance(scaled[1], float):
-                return _scale(tape, tape.apply(DIV, scaled[0], args[1]), scaled[1])
-        if self.name == "div" and is_var(args[0]) and not is_var(args[1]):
-            return _scale(tape, args[0], 1.0 / torch.as_tensor(args[1], dtype=torch.float64))
-        if self.name in ("add", "sub") and is_var(args[0]) and is_var(args[1]):
-            negated = _negated(tape, args[1])  # a + (-1 * b) is a - b, a - (-1 * b) is a + b
-            if negated is not None:
-                return tape.apply(SUB if self.name == "add" else ADD, args[0], negated)
-            if self.name == "add" and _negated(tape, args[0]) is not None:
-                return tape.apply(SUB, args[1], _negated(tape, args[0]))
-        if self.name == "mul" and is_var(args[0]) and is_var(args[1]):
-            for i in (0, 1):  # float a scalar factor outwards, where later ones can fold into it
-                scaled = _scaled(tape, args[i])
-                if scaled is not None and isinstance(scaled[1], float):
-                    return _scale(tape, tape.apply(MUL, scaled[0], args[1 - i]), scaled[1])
-        if self.name == "mul" and is_var(args[0]) != is_var(args[1]):
-            var, factor = (args[0], args[1]) if is_var(args[0]) else (args[1], args[0])
-            scaled = _scaled(tape, var)
-            if scaled is not None:
-                return _scale(tape, scaled[0], scaled[1] * factor)
-            inner = tape.defining(var)
-            if inner is not None and inner.prim is DIV and not is_var(inner.args[0]):
-                return tape.apply(DIV, inner.args[0] * factor, inner.args[1])  # (k / y) * c
-        return None
+        rule = _SIMPLIFICATIONS.get(self.name)
+        return None if rule is None else rule(tape, *args)
 
     def vjp(self, tape, g, out, *args, **attrs):
         if self._vjp_rule is None:
@@ -176,19 +153,101 @@ class Elementwise(Prim):
         )
 
 
-_IDENTITIES = {
-    "add": (0.0, (0, 1)),
-    "sub": (0.0, (1,)),
-    "mul": (1.0, (0, 1)),
-    "div": (1.0, (1,)),
-    "pow": (1.0, (1,)),
-}
+def _signature(value: Value) -> tuple | type | None:
+    """What an elementwise operation's result type depends on in one argument; None for an
+    argument of another kind (not cached)."""
+    kind = type(value)
+    if kind is Var:
+        return value.shape, value.dtype
+    if kind is torch.Tensor:
+        return tuple(value.shape), value.dtype
+    if kind is float or kind is int or kind is bool:
+        return kind
+    return None
 
 
 def _is_number(value: Value, number: float) -> bool:
+    kind = type(value)
+    if kind is float or kind is int:
+        return value == number
+    if kind is Var:
+        return False
     if isinstance(value, torch.Tensor) and value.dim() == 0:
         value = value.item()
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == number
+
+
+def _without_unit(args: tuple, unit: float, positions: tuple[int, ...]) -> Value | None:
+    """The other operand when an operand at one of ``positions`` is the operation's unit
+    (``x + 0.0``, ``1.0 * x``, ``x / 1.0``)."""
+    for i in positions:
+        if _is_number(args[i], unit) and is_var(args[1 - i]):
+            return args[1 - i]
+    return None
+
+
+def _simplify_add_sub(tape: Tape, name: str, a: Value, b: Value) -> Value | None:
+    unit = _without_unit((a, b), 0.0, (0, 1) if name == "add" else (1,))
+    if unit is not None or not (is_var(a) and is_var(b)):
+        return unit
+    negated = _negated(tape, b)  # a + (-1 * b) is a - b, a - (-1 * b) is a + b
+    if negated is not None:
+        return tape.apply(SUB if name == "add" else ADD, a, negated)
+    if name == "add" and _negated(tape, a) is not None:
+        return tape.apply(SUB, b, _negated(tape, a))
+    return None
+
+
+def _simplify_mul(tape: Tape, a: Value, b: Value) -> Value | None:
+    unit = _without_unit((a, b), 1.0, (0, 1))
+    if unit is not None:
+        return unit
+    if is_var(a) and is_var(b):
+        for x, y in ((a, b), (b, a)):  # float a scalar factor outwards, where later ones fold
+            scaled = _scaled(tape, x)
+            if scaled is not None and isinstance(scaled[1], float):
+                return _scale(tape, tape.apply(MUL, scaled[0], y), scaled[1])
+        return None
+    var, factor = (a, b) if is_var(a) else (b, a)
+    if not is_var(var):
+        return None
+    scaled = _scaled(tape, var)
+    if scaled is not None:
+        return _scale(tape, scaled[0], scaled[1] * factor)
+    inner = tape.defining(var)
+    if inner is not None and inner.prim is DIV and not is_var(inner.args[0]):
+        return tape.apply(DIV, inner.args[0] * factor, inner.args[1])  # (k / y) * c
+    return None
+
+
+def _simplify_div(tape: Tape, a: Value, b: Value) -> Value | None:
+    unit = _without_unit((a, b), 1.0, (1,))
+    if unit is not None or not is_var(a):
+        return unit
+    if is_var(b):
+        scaled = _scaled(tape, a)  # (r * k) / y is (r / y) * k
+        if scaled is not None and isinstance(scaled[1], float):
+            return _scale(tape, tape.apply(DIV, scaled[0], b), scaled[1])
+        return None
+    return _scale(tape, a, 1.0 / torch.as_tensor(b, dtype=torch.float64))
+
+
+def _simplify_log(tape: Tape, a: Value) -> Value | None:
+    inner = tape.defining(a)  # log(exp(u)) is u: a positive parameter's log density term
+    return inner.args[0] if inner is not None and inner.prim is EXP else None
+
+
+_SIMPLIFICATIONS = {
+    "add": lambda tape, a, b: _simplify_add_sub(tape, "add", a, b),
+    "sub": lambda tape, a, b: _simplify_add_sub(tape, "sub", a, b),
+    "mul": _simplify_mul,
+    "div": _simplify_div,
+    "pow": lambda tape, a, b: _without_unit((a, b), 1.0, (1,)),
+    "neg": lambda tape, a: _scale(tape, a, -1.0),
+    "log": _simplify_log,
+}
+"""Each elementwise operation's rewrites into an equivalent cheaper value, by name (the
+operations called most, with a constant or a recorded operand, fold or vanish here)."""
 
 
 def _scaled(tape: Tape, x: Var) -> tuple[Var, Value] | None:

@@ -41,10 +41,12 @@ OPERATORS: dict[str, Any] = {}
 :mod:`.prims` fills it where it defines them, so this module does not import it."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Var:
     """A chain-batched run-time tensor of per-chain shape ``shape`` (always float64 unless
-    ``dtype`` says otherwise); arithmetic records on the owning tape."""
+    ``dtype`` says otherwise); arithmetic records on the owning tape. Equal by identity;
+    slotted and not frozen, since a tape makes one per instruction it records (frozen
+    fields cost a call each to set)."""
 
     tape: Tape = field(repr=False)
     name: str
@@ -88,12 +90,44 @@ class Var:
     def __pow__(self, other):
         return self._op("POW", self, other)
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """A constant tensor's operator with a ``Var`` on its right (``y - loc``) records the
+        operation, as the reflected operator would: torch hands it here instead of failing to
+        parse the ``Var`` first (a raised and caught TypeError, ten times the recording's
+        cost); any other torch function of a ``Var`` is refused as before."""
+        name = _TENSOR_OPERATORS.get(func)
+        owner = next((a for a in args if isinstance(a, Var)), None)
+        if name is None or kwargs or len(args) != 2 or owner is None:
+            return NotImplemented
+        return owner.tape.apply(OPERATORS[name], *args)
+
+
+_TENSOR_OPERATORS = {torch.Tensor.add: "ADD", torch.Tensor.sub: "SUB", torch.Tensor.mul: "MUL",
+                     torch.Tensor.div: "DIV"}
+"""The tensor methods behind ``tensor + var`` and the like, by the primitive each records."""
+
 
 def is_var(value: Value) -> bool:
     return isinstance(value, Var)
 
 
+_LEAVES = frozenset({type(None), bool, int, float, str, torch.Tensor, torch.dtype})
+"""Argument types that hold no ``Var``: told apart by exact type, since the walks below run
+on every operation recorded (several per site of a model)."""
+
+
 def contains_var(value: Value) -> bool:
+    kind = type(value)
+    if kind is Var:
+        return True
+    if kind in _LEAVES:
+        return False
+    if kind is tuple or kind is list:
+        for item in value:
+            if type(item) is Var or (type(item) not in _LEAVES and contains_var(item)):
+                return True
+        return False
     if isinstance(value, (tuple, list)):
         return any(contains_var(v) for v in value)
     if isinstance(value, slice):
@@ -117,8 +151,15 @@ enumerated site's values), larger ones by identity."""
 def _key(value: Value):
     """A hashable identity for an argument (large tensors by object identity: the tape keeps
     them)."""
+    kind = type(value)
+    if kind is Var:
+        return value  # hashed by identity: one Var per name
+    if kind is float or kind is int or kind is bool:
+        return (kind, value)  # 1, 1.0 and True hash alike
+    if kind is tuple:
+        return (tuple, *(_key(v) for v in value))
     if isinstance(value, Var):
-        return ("var", value.name)
+        return value
     if isinstance(value, (tuple, list)):
         return (type(value).__name__, *(_key(v) for v in value))
     if isinstance(value, slice):
@@ -131,12 +172,17 @@ def _key(value: Value):
     return (type(value).__name__, value)
 
 
-def _vars(value: Value):
-    if isinstance(value, Var):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _vars(v)
+def _add_var_names(values: tuple | list, names: set[str]) -> None:
+    """Add the name of every ``Var`` in ``values`` (tuples and lists nested) to ``names``."""
+    for value in values:
+        kind = type(value)
+        if kind is Var:
+            names.add(value.name)
+        elif kind not in _LEAVES:
+            if isinstance(value, Var):
+                names.add(value.name)
+            elif isinstance(value, (tuple, list)):
+                _add_var_names(value, names)
 
 
 def _accumulate(
@@ -153,7 +199,7 @@ def _accumulate(
             adjoints[arg.name] = contribution if previous is None else previous + contribution
 
 
-@dataclass
+@dataclass(slots=True)
 class Instr:
     out: Var
     prim: Any
@@ -191,14 +237,12 @@ class Tape:
         simpler = prim.simplify(self, *args, **attrs)
         if simpler is not None:
             return simpler
-        key = (prim, _key(args), _key(tuple(sorted(attrs.items()))))
-        if key not in self._memo:  # common subexpressions are recorded once
-            shape, dtype = prim.infer(*args, **attrs)
-            out = self._fresh(shape, dtype)
-            self.instrs.append(Instr(out, prim, args, attrs))
+        key = (prim, _key(args), _key(tuple(sorted(attrs.items()))) if attrs else ())
+        out = self._memo.get(key)
+        if out is None:  # common subexpressions are recorded once
+            out = self.record(prim, *args, **attrs)
             self._memo[key] = out
-            self._defining[out.name] = self.instrs[-1]
-        return self._memo[key]
+        return out
 
     def record(self, prim, *args: Value, **attrs: Any) -> Var:
         """``prim(*args, **attrs)`` recorded as it is: never evaluated at build time nor shared
@@ -235,7 +279,7 @@ class Tape:
         for instr in reversed(self.instrs):
             if instr.out.name in needed:
                 kept.append(instr)
-                needed.update(v.name for v in _vars(instr.args))
+                _add_var_names(instr.args, needed)
         return kept[::-1]
 
     # -- emission ------------------------------------------------------------------------

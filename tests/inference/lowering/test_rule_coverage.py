@@ -17,9 +17,7 @@ from ppl.stdlib.examples import example_distributions, example_value
 KNOWN_WITHOUT_TAPE_RULE: set[str] = set()
 KNOWN_PASS_OPS_WITHOUT_TAPE_RULE: set[str] = set()
 KNOWN_WITHOUT_C_RULE = {
-    "index_select",
     "scatter_last",
-    "take_last",
 }
 
 
