@@ -9,7 +9,7 @@
    compiled once, outside the timing), a hand-written numpy filter and,
    when installed, Pyro's ``SMCFilter`` (which keeps no evidence estimate) and the
    ``particles`` package (``particles.SMC`` on a ``StateSpaceModel``, bootstrap). Every
-   filter resamples systematically at every step.
+   filter resamples systematically at every step and keeps no ancestor indices.
 2. **Tempered SMC**, logistic regression (N=5000 rows, D=25): wall time, stages, the final
    Kish ESS and ESS per second, the largest error of the posterior mean in posterior sds
    against a long NUTS run; BlackJAX's adaptive tempered SMC (MALA moves, the same particle
@@ -178,9 +178,10 @@ def bench_filter(particles: list[int], repeats: int) -> None:
     for n in particles:
         filt = ParticleFilter(n, ess_threshold=1.0, keep_ancestors=False)
         program = LinearGaussian(ys)
-        graph_smc = SMC(n, ess_threshold=1.0, backend="torch")
+        graph_smc = SMC(n, ess_threshold=1.0, keep_ancestors=False, backend="torch")
         engine = graph_smc.engine(EXACT.model(), (ys,), {})
-        native, _ = SMC(n, ess_threshold=1.0, backend="native").driver(engine)
+        native, _ = SMC(n, ess_threshold=1.0, keep_ancestors=False,
+                        backend="native").driver(engine)
         rng = np.random.default_rng(0)
         runs = {
             "ppl": lambda f=filt, p=program: float(

@@ -62,6 +62,8 @@ class SMC:
     ``resample`` and ``ess_threshold`` (as :class:`ParticleFilter`), an explicit
     ``schedule`` (groups of addresses, in order), a ``proposal`` model or ``"optimal"``,
     ``keep`` (earlier latents to return as paths), ``keep_history`` (needed by ``smooth``),
+    ``keep_ancestors`` (each step's ancestor indices, ``res.ancestors``, for genealogies:
+    ``(T, N)`` int64, 800 MB at a million particles and 100 steps; False keeps none),
     ``progress_bar`` (a progress line on stderr; None: only when stderr is a terminal),
     ``auxiliary`` (the auxiliary particle filter), ``move`` (a
     :class:`~ppl.inference.smc.moves.ResampleMove`: MCMC moves after each resampling) and
@@ -78,6 +80,7 @@ class SMC:
     proposal: Model | Callable | str | None = None
     keep: Collection[str] = ()
     keep_history: bool = False
+    keep_ancestors: bool = True
     progress_bar: bool | None = None
     auxiliary: bool = False
     move: ResampleMove | None = None
@@ -91,6 +94,7 @@ class SMC:
         check_backend("SMC", self.backend)
         self.filter = ParticleFilter(self.num_particles, self.resample, self.ess_threshold,
                                      keep=tuple(self.keep), keep_history=self.keep_history,
+                                     keep_ancestors=self.keep_ancestors,
                                      progress_bar=self.progress_bar, auxiliary=self.auxiliary,
                                      move=self.move, additive=self.additive)
 

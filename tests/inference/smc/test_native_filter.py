@@ -109,6 +109,20 @@ def test_ess_history_resampling_flags_and_ancestors_are_consistent():
     assert res.lineage().shape == (len(YS), n)
 
 
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_a_run_without_ancestors_is_the_same_run(backend):
+    """keep_ancestors=False (a million particles' genealogy is 8 MB a step) changes nothing
+    but the record: the same seed gives the same evidence and particles."""
+    runs = [infer(SSM.model(), YS, method=SMC(200, keep_ancestors=keep, backend=backend),
+                  seed=5) for keep in (True, False)]
+    assert runs[0].ancestors.shape == (len(YS), 200) and runs[1].ancestors is None
+    assert float(runs[0].log_evidence) == float(runs[1].log_evidence)
+    last = f"x_{len(YS) - 1}"
+    assert torch.equal(runs[0].samples[last], runs[1].samples[last])
+    with pytest.raises(ValueError, match="keep_ancestors=False"):
+        runs[1].lineage()
+
+
 def test_a_seed_reproduces_a_run():
     driver, engine = native(300)
     a, b, c = run(driver, engine, 7), run(driver, engine, 7), run(driver, engine, 8)
