@@ -165,10 +165,13 @@ def param(
     name: str,
     init: Any = None,
     constraint: constraints.Constraint = constraints.real,
+    *,
+    infer: dict | None = None,
 ) -> torch.Tensor:
-    """A learnable tensor, stored unconstrained in the param store, returned constrained."""
+    """A learnable tensor, stored unconstrained in the param store, returned constrained;
+    ``infer`` tells handlers more about it (``ppl.module`` names the weight's owner)."""
     msg = Message(kind="param", name=name, fn=constraint, value=None,
-                  infer={"init": init}, source=caller_location())
+                  infer={**(infer or {}), "init": init}, source=caller_location())
     return apply_stack(msg).value
 
 

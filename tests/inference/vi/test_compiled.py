@@ -2,7 +2,7 @@
 and every param's gradient equal the general handler path's (a network's weights, a
 constrained param, a subsampled plate's scale, a global latent, score-function sites with
 their running baselines; the library's objectives, with one particle and with several, and
-a user's program); a whole run follows the general
+a user's program; PIWAE, whose guide term holds the network's weights fixed); a whole run follows the general
 path's losses and resumes from a checkpoint; refusals name why and fall back to the
 handlers."""
 
@@ -19,6 +19,7 @@ from ppl.inference.vi import (
     CUBO,
     ELBO,
     IWAE,
+    PIWAE,
     RWS,
     VI,
     VIMCO,
@@ -98,7 +99,7 @@ def _assert_steps_agree(model, guide, objective, params, steps=1):
 
 
 @pytest.mark.parametrize("objective", [ELBO(), ELBO(3), my_elbo, IWAE(4), VIMCO(3), RWS(5),
-                                       RenyiELBO(4), CUBO(3)],
+                                       RenyiELBO(4), CUBO(3), PIWAE(2, 2)],
                          ids=lambda o: o.name)
 def test_one_step_equals_the_general_paths_value_and_gradients(objective):
     _assert_steps_agree(regression, guide, objective, [
