@@ -214,8 +214,8 @@ class VI:
             compiled, why = compiled_objective(model, self.guide, objective, args, kwargs)
             path = COMPILED if compiled else f"{path}; not compiled: {why}"
             if compiled is None:
-                warnings.warn(f"VI: training runs the general (handler) path, several times "
-                              f"slower: {path}", FastPathWarning, stacklevel=4)
+                warnings.warn(f"VI: training takes the general (handler) path; {path}",
+                              FastPathWarning, stacklevel=4)
         general = lambda: _on_one_subsample(objective, model, self.guide, args, kwargs)  # noqa: E731
         evaluate = CheckedStep(compiled, general) if compiled else general
         backward = fast.backward if fast else lambda: self._backward(evaluate)
