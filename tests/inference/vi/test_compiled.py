@@ -120,6 +120,15 @@ def test_an_autonormal_guide_of_real_sites_compiles_with_the_models_params():
                         ["auto.weights.loc", "auto.weights.scale", "noise"])
 
 
+def test_the_generated_code_reads_only_the_data_it_uses():
+    step, path = _compile(noisy, AutoNormal(noisy))
+    assert path == COMPILED
+    guide_source, model_source = step.draw.source, step.score.source
+    assert "_data[" not in guide_source  # the autoguide reads none of its arguments
+    assert [line.split(" = ")[0].strip() for line in model_source.splitlines()
+            if "= _data[" in line] == ["v_x", "v_y"]
+
+
 @model
 def mixture(x, y):
     bias = sample("bias", Normal(0.0, 1.0))
