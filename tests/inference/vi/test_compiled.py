@@ -2,9 +2,9 @@
 and every param's gradient equal the general handler path's (a network's weights, a
 constrained param, a subsampled plate's scale, a global latent, score-function sites with
 their running baselines; the library's objectives, with one particle and with several, and
-a user's program; PIWAE, whose guide term holds the network's weights fixed); a whole run follows the general
-path's losses and resumes from a checkpoint; refusals name why and fall back to the
-handlers."""
+a user's program; PIWAE, whose guide term holds the network's weights fixed); a whole run
+follows the general path's losses and resumes from a checkpoint; refusals name why and
+fall back to the handlers; the generated code reads only the data it uses."""
 
 import pytest
 import torch
