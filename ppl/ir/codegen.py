@@ -1,12 +1,13 @@
 """Turn a graph into straight-line Python/torch source, compiled once.
 
 A code generator is an ``Interpreter`` (``ppl.ir.interpreter``) whose values are source
-expressions: running it over the graph emits one line per node. The generated function does
-exactly what the matching interpreter does, without walking nodes, resolving names or
-building constant distributions on each call: distributions whose parameters are all
-literals are built once at compile time, ops are bound as globals. ``fn.source`` holds the
-text for inspection. A loop node (``ppl.scan``) becomes one Python ``for`` over its steps
-with the body's lines inside it, not one copy per step (``EmitsLoops``).
+expressions: running it over the graph emits one line per node (less the reads of data that
+no line uses). The generated function does exactly what the matching interpreter does,
+without walking nodes, resolving names or building constant distributions on each call:
+distributions whose parameters are all literals are built once at compile time, ops are
+bound as globals. ``fn.source`` holds the text for inspection. A loop node (``ppl.scan``)
+becomes one Python ``for`` over its steps with the body's lines inside it, not one copy
+per step (``EmitsLoops``).
 
     >>> import torch
     >>> from ppl import model, sample
