@@ -30,7 +30,7 @@ from ppl.inference.vi import (
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
-from ppl.stdlib import Bernoulli, Dirichlet, Gamma, Normal, Poisson, Uniform
+from ppl.stdlib import Bernoulli, Dirichlet, Gamma, HalfNormal, Normal, Poisson, Uniform
 from ppl.subsample import subsample
 
 X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
@@ -118,6 +118,22 @@ def noisy(x, y):
 def test_an_autonormal_guide_of_real_sites_compiles_with_the_models_params():
     _assert_steps_agree(noisy, AutoNormal(noisy), ELBO(2),
                         ["auto.weights.loc", "auto.weights.scale", "noise"])
+
+
+@model
+def constrained(x, y):
+    noise = sample("noise", HalfNormal(1.0))
+    mix = sample("mix", Dirichlet(torch.ones(2)))
+    with plate("data", len(y), subsample_size=4) as rows:
+        mean = x[rows, 0] * mix[..., :1] + x[rows, 1] * mix[..., 1:]
+        sample("y", Normal(mean, noise), obs=y[rows])
+
+
+@pytest.mark.parametrize("objective", [ELBO(2), IWAE(3)], ids=lambda o: o.name)
+def test_an_autonormal_guide_of_constrained_sites_maps_its_draws_as_the_general_path(
+        objective):
+    _assert_steps_agree(constrained, AutoNormal(constrained), objective,
+                        ["auto.noise.loc", "auto.noise.scale", "auto.mix.loc", "auto.mix.scale"])
 
 
 def test_the_generated_code_reads_only_the_data_it_uses():
