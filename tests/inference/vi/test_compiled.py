@@ -129,7 +129,7 @@ def constrained(x, y):
         sample("y", Normal(mean, noise), obs=y[rows])
 
 
-@pytest.mark.parametrize("objective", [ELBO(2), IWAE(3)], ids=lambda o: o.name)
+@pytest.mark.parametrize("objective", [ELBO(2), IWAE(3), RWS(3)], ids=lambda o: o.name)
 def test_an_autonormal_guide_of_constrained_sites_maps_its_draws_as_the_general_path(
         objective):
     _assert_steps_agree(constrained, AutoNormal(constrained), objective,
