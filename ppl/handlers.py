@@ -24,13 +24,14 @@ import torch
 
 from . import randomness
 from .errors import DuplicateSiteError, ModelError
+from .modules import OWNER
 from .primitives import RANDOM_KINDS, as_tensor, broadcast_to_frame
 from .runtime import Message, Messenger, internal, is_library_file, source_location
 from .trace import Site, Trace, site_log_prob
 
 __all__ = [
     "trace", "seed", "condition", "substitute", "replay", "block", "scale", "mask", "do",
-    "broadcast",
+    "broadcast", "freeze_params",
 ]
 
 
@@ -267,3 +268,43 @@ class broadcast(Messenger):
             for frame in msg.plates:
                 if frame.dim is not None:
                     broadcast_to_frame(msg, frame)
+
+
+class freeze_params(Messenger):
+    """Params read without a gradient path: what is computed inside moves no param (an
+    objective's term meant to train only the other side's params, e.g. PIWAE's guide term).
+    A ``ppl.module`` weight is swapped in its module for a detached alias until the handler
+    exits, since the module computes with its own attribute, not the message's value.
+
+        >>> import torch
+        >>> from ppl import ParamStore, module
+        >>> net = torch.nn.Linear(2, 1)
+        >>> with ParamStore(), freeze_params():
+        ...     out = module("net", net)(torch.ones(2))
+        >>> out.requires_grad, isinstance(net.weight, torch.nn.Parameter)
+        (False, True)
+    """
+
+    def __init__(self) -> None:
+        self._swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+        self._marks: list[int] = []  # where each (re-)entry's swaps begin
+
+    def __enter__(self) -> freeze_params:
+        self._marks.append(len(self._swapped))
+        return super().__enter__()
+
+    def postprocess(self, msg: Message) -> None:
+        if msg.kind != "param":
+            return
+        msg.value = msg.value.detach()
+        if OWNER in msg.infer:
+            owner, attr = msg.infer[OWNER]
+            self._swapped.append((owner, attr, owner._parameters[attr]))
+            owner._parameters[attr] = msg.value  # how torch.func.functional_call swaps too
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        mark = self._marks.pop()
+        while len(self._swapped) > mark:
+            owner, attr, weight = self._swapped.pop()
+            owner._parameters[attr] = weight
+        super().__exit__(exc_type, exc, tb)

@@ -8,7 +8,9 @@ trace and the graph path alike. The store keeps the module's own ``nn.Parameter`
 its leaves, so training moves ``net`` in place and ``net`` keeps working outside ppl. When
 the store already holds a name (a restored checkpoint, or another module registered under
 it), the store's value wins: a restored value is copied into ``net``'s weight, another
-module's weight is shared with ``net``.
+module's weight is shared with ``net``. Each message names the weight's owner
+(``msg.infer[OWNER]``: the submodule and attribute), so a handler that holds params fixed
+(``ppl.handlers.freeze_params``) can swap in a detached alias for the run.
 
 A module used inside a traced model without ``module`` is refused by the tracer, which would
 otherwise freeze its weights into the graph.
@@ -30,7 +32,10 @@ from .errors import ModelError
 from .params import current_store
 from .primitives import param
 
-__all__ = ["module"]
+__all__ = ["module", "OWNER"]
+
+OWNER = "module_owner"
+"""The ``infer`` key of a module weight's param message: ``(submodule, attribute)``."""
 
 
 def module(name: str, net: torch.nn.Module) -> torch.nn.Module:
@@ -50,8 +55,9 @@ def module(name: str, net: torch.nn.Module) -> torch.nn.Module:
                 weight = held
             else:  # a restored value is copied into the module's weight (a clash refused)
                 store.adopt(address, weight)
-        value = param(address, weight)
-        if value is not weight:
+        owner, attr = _owner(net, path)
+        value = param(address, weight, infer={OWNER: (owner, attr)})
+        if value is not getattr(owner, attr):  # a handler's swap changes both alike
             raise ModelError(
                 f"module {name!r}: a handler gave param {address!r} a value of its own, which "
                 f"{type(net).__name__} cannot compute with; substitute a module's weights by "
@@ -60,6 +66,10 @@ def module(name: str, net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
-def _set_parameter(net: torch.nn.Module, path: str, weight: torch.nn.Parameter) -> None:
+def _owner(net: torch.nn.Module, path: str) -> tuple[torch.nn.Module, str]:
     owner, _, attr = path.rpartition(".")
-    setattr(net.get_submodule(owner), attr, weight)
+    return net.get_submodule(owner), attr
+
+
+def _set_parameter(net: torch.nn.Module, path: str, weight: torch.nn.Parameter) -> None:
+    setattr(*_owner(net, path), weight)

@@ -121,8 +121,9 @@ def check_value_shape(msg: Message) -> None:
         )
 
 
-class _LogWeight(Distribution):
-    """The 'distribution' of a factor site: its log_prob is the given log weight."""
+class LogWeight(Distribution):
+    """The 'distribution' of a factor site: its log_prob is the given log weight (public
+    for code that scores factors without the primitive, e.g. the compiled VI step)."""
 
     arg_constraints: dict = {}
     support = constraints.real
@@ -132,8 +133,8 @@ class _LogWeight(Distribution):
         self.log_weight = log_weight
         super().__init__(batch_shape=log_weight.shape, validate_args=False)
 
-    def expand(self, batch_shape, _instance=None) -> _LogWeight:
-        return _LogWeight(self.log_weight.expand(batch_shape))
+    def expand(self, batch_shape, _instance=None) -> LogWeight:
+        return LogWeight(self.log_weight.expand(batch_shape))
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         return self.log_weight
@@ -147,7 +148,7 @@ def factor(name: str, log_weight: Any) -> torch.Tensor:
     log_weight = as_tensor(log_weight)
     if not active_handlers():
         return log_weight
-    msg = Message(kind="factor", name=name, fn=_LogWeight(log_weight), value=log_weight,
+    msg = Message(kind="factor", name=name, fn=LogWeight(log_weight), value=log_weight,
                   is_observed=True, source=caller_location())
     return apply_stack(msg).value
 
@@ -165,10 +166,13 @@ def param(
     name: str,
     init: Any = None,
     constraint: constraints.Constraint = constraints.real,
+    *,
+    infer: dict | None = None,
 ) -> torch.Tensor:
-    """A learnable tensor, stored unconstrained in the param store, returned constrained."""
+    """A learnable tensor, stored unconstrained in the param store, returned constrained;
+    ``infer`` tells handlers more about it (``ppl.module`` names the weight's owner)."""
     msg = Message(kind="param", name=name, fn=constraint, value=None,
-                  infer={"init": init}, source=caller_location())
+                  infer={**(infer or {}), "init": init}, source=caller_location())
     return apply_stack(msg).value
 
 

@@ -14,21 +14,24 @@ through the generated code as through the model) and the optimizer loop are shar
 ``K`` particles take a batch dim of their own, each site broadcast along it as the general
 path's vectorized runs broadcast it. A step takes the random stream as the general path
 does (each plate's minibatch where the guide opens it, then each site's draw), so one seed
-gives both paths the same loss and gradients.
+gives both paths the same loss and gradients. ``AutoNormal``'s constrained sites draw a
+``TransformedDistribution``, which the graph IR has no family for: its graph is traced with
+every site left on the reals (``AutoNormal.unconstrained``), and :class:`CompiledGuide`
+maps those draws by their bijectors, a site then the value and log density the general
+path's transformed draw gives (a mean-field guide: no site reads another).
 
 :func:`compiled_objective` decides once per run. It refuses, naming why, a guide or model
 that does not trace (a dynamic model, a ``mask`` handler, a scan loop, a distribution the
-graph IR has no family for, such as ``AutoNormal``'s ``TransformedDistribution`` of a
-constrained site), a guide site with a learned baseline (every estimator compiles: the
-re-runs of measure-valued derivatives replay through the compiled guide), an objective
-that evaluates the model at other arguments, and a compiled step whose value differs from the
-general path's on the same draws (:meth:`CompiledObjective.check`, on a fork of the stream:
-it also catches a graph that specialized on a shape the particles change). Guide and model
-must be functions of their arguments, params and draws: Python side effects happen at
-tracing only, and Python values they read are frozen there. :class:`CheckedStep` checks
-again at the 10th, 100th, ... step and hands the rest of a run whose values changed (an
-annealing factor a callback moves) to the general path; ``VI(..., fast_path=False)`` keeps
-such values live from the start.
+graph IR has no family for, such as a flow's), a guide site with a learned baseline (every
+estimator compiles: the re-runs of measure-valued derivatives replay through the compiled
+guide), an objective that evaluates the model at other arguments, and a compiled step whose
+value differs from the general path's on the same draws (:meth:`CompiledObjective.check`,
+on a fork of the stream: it also catches a graph that specialized on a shape the particles
+change). Guide and model must be functions of their arguments, params and draws: Python
+side effects happen at tracing only, and Python values they read are frozen there.
+:class:`CheckedStep` checks again at the 10th, 100th, ... step and hands the rest of a run
+whose values changed (an annealing factor a callback moves) to the general path;
+``VI(..., fast_path=False)`` keeps such values live from the start.
 
     >>> import torch
     >>> from ppl import ParamStore, model, param, sample
@@ -55,7 +58,13 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints, transform_to
+from torch.distributions import (
+    Distribution,
+    Transform,
+    TransformedDistribution,
+    constraints,
+    transform_to,
+)
 
 from ppl.ir import Graph
 from ppl.model import Model
@@ -63,10 +72,11 @@ from ppl.params import current_store
 from ppl.randomness import forked
 from ppl.runtime import PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, subsample
-from ppl.trace import Site, Trace
+from ppl.trace import Site, Trace, site_log_prob
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims
 
 from ..lowering.flat import FastPathWarning
+from .guides import AutoNormal
 from .mvd import Redraw
 from .objectives import Draws, Expectation, Surrogate, Term, Terms, site_drawer
 from .step_code import SiteDrawer, Unsupported, compile_guide, compile_model
@@ -134,6 +144,8 @@ class CompiledGuide:
         trace = Trace()
         for address, dist, value, log_prob in step.draw(
                 self._params, self._shared, particles, SiteDrawer(drawer, step.infers)):
+            if address in step.bijectors:
+                dist, value, log_prob = step.mapped(address, dist, value)
             plates = _with_particles(step.guide_plates[address], particles)
             trace.add(Site(address, "sample", dist, value, log_prob, plates,
                            infer=step.infers.get(address, {})))
@@ -186,8 +198,9 @@ class CompiledObjective:
 
     def __init__(self, objective: Expectation, fns: tuple[Callable, Callable],
                  graphs: tuple[Graph, Graph], args: tuple, kwargs: dict,
-                 pilots: tuple[Trace, Trace]):
+                 pilots: tuple[Trace, Trace], bijectors: dict[str, Transform]):
         self.objective, self.args, self.kwargs = objective, args, kwargs
+        self.bijectors = bijectors
         self.model_fn, self.guide_fn = fns
         model, guide = graphs
         self.model_pilot, guide_pilot = pilots
@@ -195,11 +208,20 @@ class CompiledObjective:
         self.draw = compile_guide(guide)
         self.score = compile_model(model)
         self.guide_plates = {n.address: n.meta.plates for n in guide.nodes_of("sample")}
+        self.guide_scales = {n.address: n.meta.attr("scale") for n in guide.nodes_of("sample")}
         self.infers = {name: site.infer for name, site in guide_pilot.sites.items()}
         self.model_plates = {n.address: n.meta.plates for n in model.nodes
                              if n.kind in ("sample", "observe", "factor")}
         addresses = [n.address for g in (guide, model) for n in g.nodes_of("param")]
         self.params = _Params(list(dict.fromkeys(addresses)))
+
+    def mapped(self, address: str, dist: Distribution,
+               value: Tensor) -> tuple[Distribution, Tensor, Tensor]:
+        """A guide site drawn on the reals (``dist``, ``value``) mapped to its support by its
+        bijector, drawn and scored as the general path's ``TransformedDistribution`` is."""
+        mapped = TransformedDistribution(dist, [self.bijectors[address]])
+        value = self.bijectors[address](value)
+        return mapped, value, site_log_prob(mapped, value, self.guide_scales[address])
 
     def particles(self, num: int) -> PlateFrame | None:
         """The plate that ``num`` particles take (None for one: no dim of its own)."""
@@ -241,9 +263,10 @@ def compiled_objective(model: Callable, guide: Callable, objective: Expectation,
     """The compiled step of this run, or ``None``; and ``COMPILED`` or why not. Call it
     inside the run's param store once guide and model have created their params; it leaves
     the random stream where it was."""
+    traced, bijectors = guide.unconstrained() if isinstance(guide, AutoNormal) else (guide, {})
     try:
         with forked():
-            graphs = [_as_model(f).graph(*args, **kwargs) for f in (guide, model)]
+            graphs = [_as_model(f).graph(*args, **kwargs) for f in (traced, model)]
     except Exception as error:  # noqa: BLE001 - any model that does not trace runs on handlers
         return None, f"it does not trace to a graph ({type(error).__name__}: {error})"
     guide_graph, model_graph = graphs
@@ -253,7 +276,7 @@ def compiled_objective(model: Callable, guide: Callable, objective: Expectation,
     pilots = objective.pilot_traces(model, guide, args, kwargs)
     try:
         step = CompiledObjective(objective, (model, guide), (model_graph, guide_graph), args,
-                                 kwargs, pilots)
+                                 kwargs, pilots, bijectors)
         why = step.check()
     except Unsupported as refusal:
         return None, str(refusal)

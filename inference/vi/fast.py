@@ -21,8 +21,7 @@ draws, a step is one foreign call.
 
 The draws take the random stream in the order and shapes the general path does, so a seed
 gives both paths the same noise. :func:`fast_elbo` decides once per run whether the path
-applies; a refusal names why (:data:`SLOW` prefixes it), with one :class:`FastPathWarning`
-when the guide and objective qualified and only the model did not.
+applies; a refusal names why (:data:`SLOW` prefixes it).
 
     >>> import torch
     >>> from ppl import ParamStore, model, sample
@@ -44,7 +43,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,7 +55,7 @@ from ppl.params import current_store, get_param
 from ppl.randomness import drawing, forked
 from ppl.stdlib import LowRankMultivariateNormal
 
-from ..lowering.flat import FastPathWarning, FlatModel
+from ..lowering.flat import FlatModel
 from ..lowering.native import NativePotential
 from ..lowering.native.compiler import Unit
 from .guides import (
@@ -318,9 +316,6 @@ def fast_elbo(model: Callable, guide: Callable, objective: Expectation, args: tu
     with forked():
         flat, why = _flat_model(model, guide, args, kwargs)
     if flat is None:
-        warnings.warn(f"VI: the fast ELBO path is refused for {model!r}: {why}; training runs "
-                      "the compiled or the general objective path (res.extra['path'] says "
-                      "which)", FastPathWarning, stacklevel=4)
         return None, SLOW + why
     num_particles = objective.options.get("num_particles", 1)
     return (FastELBO(flat, family(guide, guide.sites), num_particles),

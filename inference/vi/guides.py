@@ -160,7 +160,7 @@ class AutoDelta(AutoGuide):
 class AutoNormal(AutoGuide):
     """Independent Normals on the unconstrained values, mapped to each site's support."""
 
-    def run(self, sites: list[LatentSite]) -> None:
+    def run(self, sites: list[LatentSite], *, mapped: bool = True) -> None:
         for site in sites:
             loc = param(self._name(site.name, "loc"), site.init)
             scale = param(self._name(site.name, "scale"),
@@ -168,8 +168,17 @@ class AutoNormal(AutoGuide):
                           constraints.positive)
             base = Normal(loc, scale).to_event(site.event_dims())
             with _in_plates(site):
-                sample(site.name, base if _is_identity(site.transform)
+                sample(site.name, base if not mapped or _is_identity(site.transform)
                        else TransformedDistribution(base, [site.transform]))
+
+    def unconstrained(self) -> tuple[Callable[..., None], dict[str, Transform]]:
+        """The guide with every site left on the reals (its Normal, which a graph can hold,
+        unlike a transformed one), and the bijectors, by site, that map those draws to the
+        supports: the compiled VI step traces the one and applies the others
+        (:mod:`.compiled`). Call it once the guide has run."""
+        bijectors = {s.name: s.transform for s in self.sites if not _is_identity(s.transform)}
+        return (lambda *args, **kwargs: self.run(self.setup(*args, **kwargs), mapped=False),
+                bijectors)
 
 
 def _is_identity(transform: Transform) -> bool:

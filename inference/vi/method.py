@@ -16,8 +16,9 @@ autograd graph through the model. Any other run whose guide and model trace to g
 (networks, constrained params, minibatches: a VAE), with any objective, takes the compiled
 step (:mod:`.compiled`): generated code for guide and model under the same objective
 program, with no handler run per step. ``res.extra["path"]`` says
-which path ran, or why the faster ones were refused; ``VI(..., fast_path=False)`` always
-takes the general path.
+which path ran, or why the faster ones were refused; a run left on the general path
+though ``fast_path`` (the default) asked for a faster one warns (a :class:`FastPathWarning`
+naming why), ``VI(..., fast_path=False)`` takes the general path without one.
 
     >>> import torch
     >>> from ppl import infer, model, sample
@@ -37,6 +38,7 @@ import copy
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,7 @@ from ppl.randomness import forked, set_stream_state, stream_state
 from ppl.subsample import subsample
 from ppl.vectorize import batch_ndims, pilot_trace, vectorized_trace
 
+from ..lowering.flat import FastPathWarning
 from .compiled import COMPILED, CheckedStep, compiled_objective
 from .fast import SLOW, fast_elbo
 from .objectives import ELBO, Expectation, Surrogate
@@ -210,6 +213,9 @@ class VI:
         if fast is None and self.fast_path:
             compiled, why = compiled_objective(model, self.guide, objective, args, kwargs)
             path = COMPILED if compiled else f"{path}; not compiled: {why}"
+            if compiled is None:
+                warnings.warn(f"VI: training takes the general (handler) path; {path}",
+                              FastPathWarning, stacklevel=4)
         general = lambda: _on_one_subsample(objective, model, self.guide, args, kwargs)  # noqa: E731
         evaluate = CheckedStep(compiled, general) if compiled else general
         backward = fast.backward if fast else lambda: self._backward(evaluate)

@@ -57,10 +57,10 @@ import torch
 from torch import Tensor
 
 from ppl.errors import ModelError
-from ppl.handlers import block, replay, trace
+from ppl.handlers import block, freeze_params, replay, trace
 from ppl.model import _signature_key
 from ppl.randomness import forked
-from ppl.runtime import Message, Messenger, PlateFrame
+from ppl.runtime import PlateFrame
 from ppl.trace import Site, Trace, sum_except
 from ppl.vectorize import PARTICLE_PLATE, batch_ndims, vectorized_trace
 
@@ -232,7 +232,7 @@ class ModelView:
         self.model = model
 
     def frozen(self) -> ModelView:
-        return ModelView(_FrozenParams()(self.model))
+        return ModelView(freeze_params()(self.model))
 
     def log_density(self, zs: Draws, *args, **kwargs) -> Terms:
         """Every random site's log density with the latents replayed from ``zs``."""
@@ -243,15 +243,6 @@ class ModelView:
         if missing:
             raise ModelError(f"the guide does not propose the model's latent sites {missing}")
         return Terms.of(run.trace, zs, latent_only=False)
-
-
-class _FrozenParams(Messenger):
-    """Params read without a gradient path: a term computed under it moves only the other
-    params (the guide's, through the draws)."""
-
-    def postprocess(self, msg: Message) -> None:
-        if msg.kind == "param":
-            msg.value = msg.value.detach()
 
 
 class GuideView:

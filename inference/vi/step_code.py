@@ -38,7 +38,7 @@ from ppl.ir import Graph
 from ppl.ir.codegen import CodeGen
 from ppl.ir.interpreter import build_distribution
 from ppl.ir.node import DistSpec, Node, Ref, iter_refs
-from ppl.primitives import _LogWeight, broadcast_to_frame
+from ppl.primitives import LogWeight, broadcast_to_frame
 from ppl.runtime import Message, PlateFrame
 from ppl.subsample import SUBSAMPLE_ATTR, draw_subsample
 from ppl.trace import site_log_prob
@@ -111,7 +111,7 @@ class _SiteCodeGen(CodeGen):
     def __init__(self, graph: Graph, fn_name: str):
         super().__init__(graph, fn_name)
         self.namespace.update(_minibatch=_minibatch, _log_prob=site_log_prob,
-                              _particles=_particles, _LogWeight=_LogWeight,
+                              _particles=_particles, _LogWeight=LogWeight,
                               _batched_expand=_batched_expand)
 
     def prologue(self) -> None:

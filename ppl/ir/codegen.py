@@ -1,12 +1,13 @@
 """Turn a graph into straight-line Python/torch source, compiled once.
 
 A code generator is an ``Interpreter`` (``ppl.ir.interpreter``) whose values are source
-expressions: running it over the graph emits one line per node. The generated function does
-exactly what the matching interpreter does, without walking nodes, resolving names or
-building constant distributions on each call: distributions whose parameters are all
-literals are built once at compile time, ops are bound as globals. ``fn.source`` holds the
-text for inspection. A loop node (``ppl.scan``) becomes one Python ``for`` over its steps
-with the body's lines inside it, not one copy per step (``EmitsLoops``).
+expressions: running it over the graph emits one line per node (less the reads of data that
+no line uses). The generated function does exactly what the matching interpreter does,
+without walking nodes, resolving names or building constant distributions on each call:
+distributions whose parameters are all literals are built once at compile time, ops are
+bound as globals. ``fn.source`` holds the text for inspection. A loop node (``ppl.scan``)
+becomes one Python ``for`` over its steps with the body's lines inside it, not one copy
+per step (``EmitsLoops``).
 
     >>> import torch
     >>> from ppl import model, sample
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +115,8 @@ class CodeGen(Interpreter):
         return self.var(node.name)
 
     def input(self, node: Node, args: tuple, kwargs: dict) -> str:
-        if node.meta.attr(SUBSAMPLE_ATTR) is None:
+        if node.meta.attr(SUBSAMPLE_ATTR) is None:  # dropped by source() if never read
+            self._data_reads.append(len(self.body))
             return self.assign(node, f"_data[{node.name!r}]")
         # a subsampled plate's indices: drawn on each call unless given, as LogDensity does
         draw = self.const(draw_subsample, "draw")
@@ -146,9 +149,10 @@ class CodeGen(Interpreter):
         self.emit("_data = _graph_data if data is None else {**_graph_data, **data}")
 
     def source(self) -> str:
-        self.body, self.env = [], {}
+        self.body, self.env, self._data_reads = [], {}, []
         self.prologue()
         self.walk()
+        self.body = _without_unread(self.body, self._data_reads)
         return f"def {self.fn_name}({self.signature}):\n" + "\n".join(self.body) + "\n"
 
     def compile(self) -> Callable:
@@ -158,6 +162,19 @@ class CodeGen(Interpreter):
         fn = self.namespace[self.fn_name]
         fn.source = src
         return fn
+
+
+def _without_unread(body: list[str], reads: list[int]) -> list[str]:
+    """``body`` less the data reads at line numbers ``reads`` whose variable no other line
+    names (data a subclass used at compile time only, e.g. for a constant distribution):
+    each is a dead dict lookup. A name found anywhere, however it got there, keeps its line."""
+    text = "\n".join(body)
+    dead = set()
+    for i in reads:
+        var = body[i].split(" = ", 1)[0].strip()
+        if len(re.findall(rf"\b{re.escape(var)}\b", text)) == 1:
+            dead.add(i)
+    return [line for i, line in enumerate(body) if i not in dead]
 
 
 class EmitsLoops(CodeGen):

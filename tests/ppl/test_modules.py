@@ -1,6 +1,7 @@
 """``ppl.module``: a torch module's weights as params. The trace and graph paths give the same
 log density and the same gradients w.r.t. the weights, a cached graph sees an optimizer's
-step, state_dict round-trips the module, and the tracer refuses an unregistered module."""
+step, state_dict round-trips the module, the tracer refuses an unregistered module, and
+``freeze_params`` holds a module's weights fixed for its extent only."""
 
 import io
 
@@ -9,7 +10,7 @@ import torch
 
 from ppl import ParamStore, model, module, plate, sample
 from ppl.errors import ModelError
-from ppl.handlers import substitute
+from ppl.handlers import freeze_params, substitute
 from ppl.inference import VI, AutoNormal
 from ppl.ir import IRError, LogDensity, log_density
 from ppl.stdlib import Gamma, Normal
@@ -160,6 +161,19 @@ def test_a_substituted_weight_is_refused_by_name():
     with ParamStore(), substitute({"net.weight": torch.zeros(1, 2)}):
         with pytest.raises(ModelError, match="'net.weight'"):
             module("net", net)
+
+
+def test_frozen_weights_compute_without_a_gradient_path_and_come_back(data):
+    net = Regressor()
+    regression = make_regression(net)
+    weights = dict(net.named_parameters())
+    with ParamStore():
+        with freeze_params():  # two runs, the second registering the module again
+            frozen = [regression.log_density({"s": torch.tensor(1.0)}, *data) for _ in "ab"]
+        live = regression.log_density({"s": torch.tensor(1.0)}, *data)
+    assert not any(f.requires_grad for f in frozen) and live.requires_grad
+    torch.testing.assert_close(frozen[1], live.detach())
+    assert dict(net.named_parameters()) == weights  # the module's own Parameters again
 
 
 def test_a_clashing_shape_names_the_param():

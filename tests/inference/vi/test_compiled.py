@@ -2,9 +2,9 @@
 and every param's gradient equal the general handler path's (a network's weights, a
 constrained param, a subsampled plate's scale, a global latent, score-function sites with
 their running baselines; the library's objectives, with one particle and with several, and
-a user's program); a whole run follows the general
-path's losses and resumes from a checkpoint; refusals name why and fall back to the
-handlers."""
+a user's program; PIWAE, whose guide term holds the network's weights fixed); a whole run
+follows the general path's losses and resumes from a checkpoint; refusals name why and
+fall back to the handlers; the generated code reads only the data it uses."""
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ from ppl.inference.vi import (
     CUBO,
     ELBO,
     IWAE,
+    PIWAE,
     RWS,
     VI,
     VIMCO,
@@ -29,7 +30,7 @@ from ppl.inference.vi import (
 from ppl.inference.vi.compiled import COMPILED, compiled_objective
 from ppl.params import current_store
 from ppl.randomness import seeded
-from ppl.stdlib import Bernoulli, Dirichlet, Gamma, Normal, Poisson, Uniform
+from ppl.stdlib import Bernoulli, Dirichlet, Gamma, HalfNormal, Normal, Poisson, Uniform
 from ppl.subsample import subsample
 
 X = torch.linspace(-1.0, 1.0, 12).reshape(6, 2)
@@ -98,7 +99,7 @@ def _assert_steps_agree(model, guide, objective, params, steps=1):
 
 
 @pytest.mark.parametrize("objective", [ELBO(), ELBO(3), my_elbo, IWAE(4), VIMCO(3), RWS(5),
-                                       RenyiELBO(4), CUBO(3)],
+                                       RenyiELBO(4), CUBO(3), PIWAE(2, 2)],
                          ids=lambda o: o.name)
 def test_one_step_equals_the_general_paths_value_and_gradients(objective):
     _assert_steps_agree(regression, guide, objective, [
@@ -117,6 +118,31 @@ def noisy(x, y):
 def test_an_autonormal_guide_of_real_sites_compiles_with_the_models_params():
     _assert_steps_agree(noisy, AutoNormal(noisy), ELBO(2),
                         ["auto.weights.loc", "auto.weights.scale", "noise"])
+
+
+@model
+def constrained(x, y):
+    noise = sample("noise", HalfNormal(1.0))
+    mix = sample("mix", Dirichlet(torch.ones(2)))
+    with plate("data", len(y), subsample_size=4) as rows:
+        mean = x[rows, 0] * mix[..., :1] + x[rows, 1] * mix[..., 1:]
+        sample("y", Normal(mean, noise), obs=y[rows])
+
+
+@pytest.mark.parametrize("objective", [ELBO(2), IWAE(3), RWS(3)], ids=lambda o: o.name)
+def test_an_autonormal_guide_of_constrained_sites_maps_its_draws_as_the_general_path(
+        objective):
+    _assert_steps_agree(constrained, AutoNormal(constrained), objective,
+                        ["auto.noise.loc", "auto.noise.scale", "auto.mix.loc", "auto.mix.scale"])
+
+
+def test_the_generated_code_reads_only_the_data_it_uses():
+    step, path = _compile(noisy, AutoNormal(noisy))
+    assert path == COMPILED
+    guide_source, model_source = step.draw.source, step.score.source
+    assert "_data[" not in guide_source  # the autoguide reads none of its arguments
+    assert [line.split(" = ")[0].strip() for line in model_source.splitlines()
+            if "= _data[" in line] == ["v_x", "v_y"]
 
 
 @model

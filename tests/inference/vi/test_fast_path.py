@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ppl import ParamStore, deterministic, infer, model, param, plate, sample
+from ppl.handlers import mask
 from ppl.inference.lowering.flat import FastPathWarning, FlatModel
 from ppl.inference.vi import (
     ELBO,
@@ -174,26 +175,37 @@ def minibatched(y):
 
 
 @model
+def masked(y):  # the graph IR has no mask handler
+    mu = sample("mu", Normal(0.0, 1.0))
+    with plate("data", len(y)), mask(y > 0):
+        sample("y", Normal(mu, 1.0), obs=y)
+
+
+@model
 def guide_of_mu(y):
     sample("mu", Normal(param("loc", torch.tensor(0.0)), 1.0))
 
 
-def test_refusals_name_why_and_warn_only_where_the_model_is_to_blame():
+def test_refusals_name_why_and_only_a_run_left_on_the_general_path_warns():
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FastPathWarning)
+        warnings.simplefilter("error", FastPathWarning)  # the fast path's refusals, compiled
         user = infer(with_param, Y, seed=0, method=VI(guide_of_mu, steps=2, evaluations=1))
+        params = infer(with_param, Y, seed=0, method=VI(AutoNormal(with_param), steps=2))
+        batches = infer(minibatched, Y, seed=0, method=VI(AutoNormal(minibatched), steps=2))
         iwae = infer(constrained, Y, seed=0, method=VI(AutoNormal(constrained),
                                                        objective=IWAE(4), steps=2))
+        asked = infer(constrained, Y, seed=0, method=VI(AutoNormal(constrained), steps=2,
+                                                        objective=IWAE(4), fast_path=False))
     assert user.extra["path"] == COMPILED  # a user's guide: the compiled step, not ADVI's
-    assert iwae.extra["path"].startswith("slow: the objective iwae(num_particles=4) is not the "
-                                         "reparameterized ELBO; not compiled: ")
-    with pytest.warns(FastPathWarning, match="params \\['shift'\\]"):
-        params = infer(with_param, Y, seed=0, method=VI(AutoNormal(with_param), steps=2))
-    assert params.extra["path"] == COMPILED  # the fast path's refusal, the compiled step's run
+    assert params.extra["path"] == COMPILED  # the model's params: compiled, not ADVI's
     assert "shift" in params.params
-    with pytest.warns(FastPathWarning, match=r"subsamples the plates \['data'\]"):
-        batches = infer(minibatched, Y, seed=0, method=VI(AutoNormal(minibatched), steps=2))
     assert batches.extra["path"] == COMPILED
+    assert iwae.extra["path"] == COMPILED  # not the ELBO: no ADVI, but the compiled step
+    assert asked.extra["path"] == "slow: VI(fast_path=False)"
+    with pytest.warns(FastPathWarning, match="general \\(handler\\) path") as caught:
+        masked_run = infer(masked, Y, seed=0, method=VI(guide_of_mu, steps=2))
+    assert "; not compiled: it does not trace to a graph" in masked_run.extra["path"]
+    assert [str(w.message).split("path; ", 1)[1] for w in caught] == [masked_run.extra["path"]]
 
 
 def test_a_fast_run_resumes_from_a_checkpoint_to_the_same_losses():
