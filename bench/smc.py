@@ -7,7 +7,8 @@
    particle engine's generated step code; lowered once, outside the timing) and with the C
    filter (``ppl-native``: ``backend="native"``, steps and driver in one C call per run;
    compiled once, outside the timing), a hand-written numpy filter and,
-   when installed, Pyro's ``SMCFilter`` (which keeps no evidence estimate) and the
+   when installed, Pyro's ``SMCFilter`` (which keeps no evidence estimate; a run its float32
+   resampler crashes with an out-of-range index is reported as crashed) and the
    ``particles`` package (``particles.SMC`` on a ``StateSpaceModel``, bootstrap). Every
    filter resamples systematically at every step and keeps no ancestor indices.
 2. **Tempered SMC**, logistic regression (N=5000 rows, D=25): wall time, stages, the final
@@ -194,10 +195,18 @@ def bench_filter(particles: list[int], repeats: int) -> None:
             "pyro": pyro_filter(ys, n),
             "particles": particles_filter(ys, n),
         }
-        rows = {name: median_time(fn, repeats) for name, fn in runs.items() if fn is not None}
+        rows, crashes = {}, {}
+        for name, fn in runs.items():
+            try:
+                rows[name] = median_time(fn, repeats) if fn is not None else None
+            except IndexError as error:  # pyro's float32 resampler can index past n
+                crashes[name] = error
         for name, fn in runs.items():
             if fn is None:
                 print(f"{n:>10} {name:>10} skipped (not installed, or pyro above 50k particles)")
+                continue
+            if name in crashes:
+                print(f"{n:>10} {name:>10} crashed: IndexError: {crashes[name]}")
                 continue
             seconds, log_z = rows[name]
             per_step = seconds / len(ys)
