@@ -192,10 +192,10 @@ class KernelUpdate:
 
     ``adaptation``: None keeps the kernel's step size and metric. ``init_radius``: initial
     positions are uniform in ``(-init_radius, init_radius)`` on the unconstrained space.
-    ``backend``: "auto" runs NUTS's whole transitions in C (``NativeNUTS``, each chain on its
-    own thread and data row) where the block's potential is native, "torch" pins the torch
-    kernel; :meth:`bind` sets it to where they run, "native" or "torch" (the kernel in
-    torch, calling the potential of ``flat.backend``).
+    ``backend``: "auto" (or "native") runs NUTS's whole transitions in C (``NativeNUTS``,
+    each chain on its own thread and data row) where the block's potential is native, "torch"
+    pins the torch kernel; :meth:`bind` sets it to where they run, "native" or "torch" (the
+    kernel in torch, calling the potential of ``flat.backend``).
     """
 
     kernel: Kernel = field(default_factory=NUTS)
@@ -217,7 +217,7 @@ class KernelUpdate:
                     "site DiscreteGibbs() or enumerate it out (discrete='enumerate')"
                 )
         if self.backend not in ("auto", "native", "torch"):
-            raise ValueError(f"KernelUpdate: backend must be 'auto' or 'torch', "
+            raise ValueError(f"KernelUpdate: backend must be 'auto', 'native' or 'torch', "
                              f"got {self.backend!r}")
         kernel, nuts = self.kernel, type(self.kernel) is NUTS and self.backend != "torch"
         if getattr(kernel, "compact", False):  # rows left out would lose their chain's data
@@ -229,7 +229,7 @@ class KernelUpdate:
         return replace(self, kernel=kernel, flat=flat, backend="torch")
 
     def _bound(self, data: dict[str, Tensor]) -> Kernel:
-        if self.backend == "native":
+        if self.backend == "native":  # the C transitions read the rows bound last
             self.flat.bind_native(data)
         return self.kernel.bind(lambda z: self.flat.log_density_and_grad(z, data))
 

@@ -67,3 +67,8 @@ def test_native_block_gives_the_torch_blocks_posterior():
         a, b = (runs[k].samples[site].double() for k in runs)
         gap = (a.mean((0, 1)) - b.mean((0, 1))).abs()
         assert (gap < 4 * (mcse_mean(a) ** 2 + mcse_mean(b) ** 2).sqrt()).all(), site
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="'auto', 'native' or 'torch'"):
+        KernelUpdate(NUTS(), backend="C").bind(shifted.graph(), ("x",))
