@@ -42,8 +42,9 @@ kept after ``num_warmup`` sweeps: ``(chains, num_samples, *shape)`` for every la
 (discrete included) and deterministic site, and the kernel blocks' per-draw info (keys
 prefixed by the block's sites when there are several kernel blocks, with ``divergent``
 for any of them). ``extra`` holds the sampled ``graph``, the ``blocks``, each kernel block's
-adapted parameters (``tuned``), times, and with a single kernel block its ``step_size``,
-``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
+adapted parameters (``tuned``) and where its transitions ran (``backends``: "native" for
+NUTS in C, else "torch"), times, and with a single kernel block its ``backend``,
+``step_size``, ``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
 
 Randomness: one seed is drawn from the stream of ``infer(seed=...)`` (:mod:`ppl.randomness`);
 chain ``c`` takes every random number (initial values from the prior, updates) from its own
