@@ -14,7 +14,8 @@ users write it):
   carry is the step's ``z``): ``enumerate_discrete`` sums the chain out as one
   ``chain_logsumexp`` node, a single C loop at any T (NumPyro: the same model as ``hmm_T``);
 * ``gibbs_scan_T``: the scan HMM under ``Gibbs`` (default ``discrete="gibbs"``): NUTS moves
-  the continuous sites on the chain-summed-out density (its C potential), and the chain
+  the continuous sites on the chain-summed-out density (``NativeNUTS``: whole transitions in
+  its C library, each chain on its own thread, backend "native"), and the chain
   ``z_{0:T-1}`` is drawn jointly by FFBS every sweep (NumPyro: the NUTS model of ``hmm_T``,
   for scale). Min ESS is over the continuous parameters. ``gibbs_loop_100``: the Python-loop
   HMM under ``Gibbs``: its ``z_t`` are found to be a chain, summed out for NUTS (the
@@ -128,13 +129,12 @@ def run_ppl(name: str, data: np.ndarray, chains: int, draws: int) -> dict:
     if name.startswith("gibbs"):
         fn = ppl_hmm if name.startswith("gibbs_loop") else ppl_hmm_scan
         post = infer(fn, y, method=Gibbs(draws, draws, chains=chains), seed=0)
-        backend = "gibbs"
     else:
         fn = ppl_hmm_scan if name.startswith("hmm_scan") else (
             ppl_hmm if name.startswith("hmm") else ppl_mixture)
         post = infer(fn, y, method=NUTS(draws, draws, chains=chains), seed=0,
                      passes=[enumerate_discrete()])
-        backend = post.extra["backend"]
+    backend = post.extra["backend"]  # Gibbs: where its NUTS block's transitions ran
     wall = time.perf_counter() - start
     samples = {k: v.to(torch.float64) for k, v in post.samples.items() if v.is_floating_point()}
     return {"wall": wall, "ess": min_bulk_ess(samples), "backend": backend}

@@ -6,16 +6,21 @@ the graph is lowered with :class:`~ppl.inference.lowering.flat.FlatModel`. Each 
 values of the other sites, passed to the generated potential as per-chain arguments: compiled
 to C where the machine has a compiler and every operation a C rule (``backend`` "native", as
 plain NUTS runs), else its torch code ("generated"), and for a graph the tape cannot express,
-the vmapped autograd path. The kernel must therefore
-evaluate every chain's row, in chain order, so NUTS runs with ``compact=False`` (its
-compaction passes a subset of the chains). Before each transition the state's log density
+the vmapped autograd path. On a native potential NUTS runs as
+:class:`~ppl.inference.mcmc.native_nuts.NativeNUTS`: whole transitions in C, each chain on
+its own thread and tree, reading its own row of the per-chain inputs (``KernelUpdate.backend``
+"native", chosen once by :meth:`KernelUpdate.bind`; the chains no longer wait for each other
+leapfrog by leapfrog). Any other kernel, or NUTS elsewhere, runs in torch and must evaluate
+every chain's row, in chain order, so NUTS runs with ``compact=False`` (its compaction passes
+a subset of the chains). Before each transition the state's log density
 and gradient are recomputed when another block has moved since the last one (the kernel's
 cached values belong to the old conditional).
 
 Warmup adapts the kernel's step size and metric with Stan's windowed scheme
 (:class:`~ppl.inference.mcmc.adaptation.WindowAdaptation`) during the first ``num_warmup``
-steps; the conditional moves as the other blocks move, which the adaptation simply sees as
-part of the target. Positions are float64, drawn uniformly in ``(-init_radius, init_radius)``
+steps, the same on either backend (a sweep makes one transition, adapted after it); the
+conditional moves as the other blocks move, which the adaptation simply sees as part of the
+target. Positions are float64, drawn uniformly in ``(-init_radius, init_radius)``
 on the unconstrained space per chain until the log density and gradient are finite.
 
     >>> import torch
@@ -30,8 +35,8 @@ on the unconstrained space per chain until the log density and gradient are fini
     >>> gens = chain_generators(0, 2)
     >>> values, state = update.init(gens, {"z": torch.ones(2), "x": torch.zeros(2)}, 10)
     >>> values, state, info = update.step(gens, values, state)
-    >>> values["x"].shape, sorted(info)[:2]
-    (torch.Size([2]), ['accept_prob', 'divergent'])
+    >>> values["x"].shape, sorted(info)[:2], update.backend in ("native", "torch")
+    (torch.Size([2]), ['accept_prob', 'divergent'], True)
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from torch import Tensor
 from ppl.errors import ModelError
 from ppl.inference.lowering.flat import FastPathWarning, FlatModel
 from ppl.inference.lowering.native import CompileError, NativePotential
+from ppl.inference.lowering.native.compiler import Unit
 from ppl.inference.lowering.tape import (
     Unsupported,
     lower_potential,
@@ -56,6 +62,7 @@ from ppl.inference.lowering.tape import (
 )
 from ppl.inference.mcmc.adaptation import AdaptationState, WindowAdaptation
 from ppl.inference.mcmc.base import Kernel, State
+from ppl.inference.mcmc.native_nuts import NativeNUTS, nuts_unit
 from ppl.inference.mcmc.nuts import NUTS
 from ppl.inference.rng import RNG, rand
 from ppl.ir import Graph
@@ -74,7 +81,7 @@ class ConditionalFlat:
     ``data(values)`` picks the conditioned sites' values as FlatModel data; the other methods
     take positions ``z`` ``(chains, dim)`` and that data (each row of both is one chain)."""
 
-    def __init__(self, graph: Graph, sites: tuple[str, ...]):
+    def __init__(self, graph: Graph, sites: tuple[str, ...], nuts: bool = False):
         p = probe(graph)
         others = [n for n in graph.latent_nodes if n.address not in sites]
         conditioned = condition({n.address: p.env[n.name] for n in others})(graph)
@@ -88,15 +95,16 @@ class ConditionalFlat:
         # The generated potential and site values with the other blocks' values as per-chain
         # arguments; the autograd path where the tape has no rule.
         self.backend, self.fallback_reason = "generated", None
+        self.native: NativePotential | None = None
         self._generated: Callable | None = None
         self._generated_values: Callable | None = None
         try:
             lowered = lower_potential(self.flat.unconstrained, self.flat.blocks,
                                       tuple(self.inputs.values()), self.flat.sites)
             self._generated_values = torch_values(lowered)
-            self._generated = _native(lowered)
-            if self._generated is not None:
-                self.backend = "native"
+            self.native = _native(lowered, (nuts_unit(self.dim),) if nuts else ())
+            if self.native is not None:
+                self.backend, self._generated = "native", self._call_native
             else:
                 self._generated = torch_potential(lowered)
         except Unsupported as refusal:
@@ -107,6 +115,15 @@ class ConditionalFlat:
 
     def data(self, values: Values) -> dict[str, Tensor]:
         return {name: values[address] for address, name in self.inputs.items()}
+
+    def bind_native(self, data: dict[str, Tensor]) -> None:
+        """Point the native potential's per-row inputs at ``data``, row ``c`` for chain ``c``
+        (what C kernels read in the library, as NUTS's transitions do)."""
+        self.native.bind_inputs(_args(data))
+
+    def _call_native(self, z: Tensor, *data: Tensor) -> tuple[Tensor, Tensor]:
+        self.native.bind_inputs(list(data))
+        return self.native(z)
 
     def log_density_and_grad(self, z: Tensor, data: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Log density and gradient of each row of ``z``; row ``r`` is chain ``r mod chains``
@@ -121,10 +138,9 @@ class ConditionalFlat:
                 )
             reps = z.shape[0] // num_chains
             data = {k: v.repeat(reps, *([1] * (v.dim() - 1))) for k, v in data.items()}
-        data = {k: v.to(z.dtype) if v.is_floating_point() else v for k, v in data.items()}
         if self._generated is not None:
-            z = z.detach().to(torch.float64)
-            return self._generated(z, *(v.to(per_chain_dtype(v)) for v in data.values()))
+            return self._generated(z.detach().to(torch.float64), *_args(data))
+        data = {k: v.to(z.dtype) if v.is_floating_point() else v for k, v in data.items()}
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             log_p = self._log_density(z, data)
@@ -134,30 +150,30 @@ class ConditionalFlat:
     def values(self, z: Tensor, data: dict[str, Tensor]) -> Values:
         """The block's sites at ``z``, constrained (``(chains, *site_shape)``)."""
         if self._generated_values is not None:
-            args = [v.to(per_chain_dtype(v)) for v in data.values()]
-            out = self._generated_values(z.detach().to(torch.float64), *args)
+            out = self._generated_values(z.detach().to(torch.float64), *_args(data))
         else:
             out = self._values(z, data)
         return {a: out[a].detach() for a in self.sites}
 
 
-def _native(lowered) -> Callable | None:
-    """The lowered potential compiled to C now (from the disk cache after the first time), as
-    ``fn(z, *data)`` like ``torch_potential``'s; None where there is no C compiler, an
-    operation has no C rule or the build fails (the generated torch code runs instead)."""
+def _args(data: dict[str, Tensor]) -> list[Tensor]:
+    """The per-chain data as the generated code's arguments, each in the dtype it reads."""
+    return [v.to(per_chain_dtype(v)) for v in data.values()]
+
+
+def _native(lowered, companions: tuple[Unit, ...]) -> NativePotential | None:
+    """The lowered potential compiled to C now, with ``companions`` linked in (from the disk
+    cache after the first time); None where there is no C compiler, an operation has no C
+    rule or the build fails (the generated torch code runs instead)."""
     try:
         native = NativePotential.from_lowered(lowered)
+        native.link(*companions)
         native.bind_inputs([torch.zeros(1, *shape, dtype=dtype)
                             for shape, dtype in native.source.inputs])
         native.build()
     except (Unsupported, CompileError, OSError):
         return None
-
-    def potential(z: Tensor, *data: Tensor) -> tuple[Tensor, Tensor]:
-        native.bind_inputs(list(data))
-        return native(z)
-
-    return potential
+    return native
 
 
 class KernelUpdateState(NamedTuple):
@@ -176,6 +192,10 @@ class KernelUpdate:
 
     ``adaptation``: None keeps the kernel's step size and metric. ``init_radius``: initial
     positions are uniform in ``(-init_radius, init_radius)`` on the unconstrained space.
+    ``backend``: "auto" (or "native") runs NUTS's whole transitions in C (``NativeNUTS``,
+    each chain on its own thread and data row) where the block's potential is native, "torch"
+    pins the torch kernel; :meth:`bind` sets it to where they run, "native" or "torch" (the
+    kernel in torch, calling the potential of ``flat.backend``).
     """
 
     kernel: Kernel = field(default_factory=NUTS)
@@ -183,6 +203,7 @@ class KernelUpdate:
     init_radius: float = 2.0
     init_tries: int = 100
     flat: ConditionalFlat | None = field(default=None, repr=False)
+    backend: str = "auto"
 
     def bind(self, graph: Graph, sites: tuple[str, ...]) -> KernelUpdate:
         p = probe(graph)
@@ -195,12 +216,21 @@ class KernelUpdate:
                     "a flat-density kernel moves continuous latent sites only: give a discrete "
                     "site DiscreteGibbs() or enumerate it out (discrete='enumerate')"
                 )
-        kernel = self.kernel
+        if self.backend not in ("auto", "native", "torch"):
+            raise ValueError(f"KernelUpdate: backend must be 'auto', 'native' or 'torch', "
+                             f"got {self.backend!r}")
+        kernel, nuts = self.kernel, type(self.kernel) is NUTS and self.backend != "torch"
         if getattr(kernel, "compact", False):  # rows left out would lose their chain's data
             kernel = replace(kernel, compact=False)
-        return replace(self, kernel=kernel, flat=ConditionalFlat(graph, tuple(sites)))
+        flat = ConditionalFlat(graph, tuple(sites), nuts=nuts)
+        if nuts and flat.native is not None:  # chain c's C transitions read its data row c
+            return replace(self, kernel=NativeNUTS.of(kernel, flat.native), flat=flat,
+                           backend="native")
+        return replace(self, kernel=kernel, flat=flat, backend="torch")
 
     def _bound(self, data: dict[str, Tensor]) -> Kernel:
+        if self.backend == "native":  # the C transitions read the rows bound last
+            self.flat.bind_native(data)
         return self.kernel.bind(lambda z: self.flat.log_density_and_grad(z, data))
 
     def init(self, rng: RNG, values: Values, num_warmup: int) -> tuple[Values, KernelUpdateState]:

@@ -42,8 +42,9 @@ kept after ``num_warmup`` sweeps: ``(chains, num_samples, *shape)`` for every la
 (discrete included) and deterministic site, and the kernel blocks' per-draw info (keys
 prefixed by the block's sites when there are several kernel blocks, with ``divergent``
 for any of them). ``extra`` holds the sampled ``graph``, the ``blocks``, each kernel block's
-adapted parameters (``tuned``), times, and with a single kernel block its ``step_size``,
-``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
+adapted parameters (``tuned``) and where its transitions ran (``backends``: "native" for
+NUTS in C, else "torch"), times, and with a single kernel block its ``backend``,
+``step_size``, ``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
 
 Randomness: one seed is drawn from the stream of ``infer(seed=...)`` (:mod:`ppl.randomness`);
 chain ``c`` takes every random number (initial values from the prior, updates) from its own
@@ -361,16 +362,19 @@ class Gibbs:
     @staticmethod
     def _facts(bound, states) -> dict[str, Any]:
         """Run facts for ``Posterior.extra``: each kernel block's adapted parameters under
-        ``tuned``; with one kernel block, also its ``step_size``, ``inverse_mass_matrix`` and
-        ``max_tree_depth`` (read by the sampler diagnostics). ``kernel`` is "Gibbs": the
+        ``tuned`` and where its transitions ran under ``backends`` (``KernelUpdate.backend``);
+        with one kernel block, also its ``backend``, ``step_size``, ``inverse_mass_matrix``
+        and ``max_tree_depth`` (read by the sampler diagnostics). ``kernel`` is "Gibbs": the
         block's target moves between its transitions, so E-BFMI does not apply."""
         tuned = {sites: update.tuned(state)
                  for (sites, update), state in zip(bound, states, strict=True)
                  if isinstance(update, KernelUpdate)}
-        facts: dict[str, Any] = {"kernel": "Gibbs", "tuned": tuned}
+        backends = {sites: update.backend for sites, update in bound
+                    if isinstance(update, KernelUpdate)}
+        facts: dict[str, Any] = {"kernel": "Gibbs", "tuned": tuned, "backends": backends}
         kernels = [update.kernel for _, update in bound if isinstance(update, KernelUpdate)]
         if len(kernels) == 1:
-            facts.update(next(iter(tuned.values())))
+            facts.update(next(iter(tuned.values())), backend=next(iter(backends.values())))
             if hasattr(kernels[0], "max_tree_depth"):
                 facts["max_tree_depth"] = kernels[0].max_tree_depth
         return facts
