@@ -208,9 +208,8 @@ class _Recorder:
 
     def dist_spec(self, dist: torch.distributions.Distribution, site: str) -> DistSpec:
         family = family_of(dist)
-        try:  # the names only: reading them may compute (Beta's)
-            with unwatched():
-                names = None if family is None else list(dist.ppl_args)
+        try:
+            names = None if family is None else _arg_names(dist)
         except AttributeError:
             names = None
         if names is None:
@@ -222,12 +221,22 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         given = getattr(dist, "ppl_constructor_args", lambda: None)()
-        if (given is not None and given.keys() >= set(names)
+        if (given is not None and all(k in given for k in names)
                 and self.tracked_deps(tuple(given.values())) is not None):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+
+
+def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
+    """The names of ``dist.ppl_args``, read without computing the values where the family
+    can say (``ppl_arg_names``; reading Beta's values computes)."""
+    names_of = getattr(dist, "ppl_arg_names", None)
+    if names_of is not None:
+        return names_of()
+    with unwatched():
+        return tuple(dist.ppl_args)
 
 
 class _Deferred:
@@ -261,14 +270,14 @@ class _RecordingMode(TorchFunctionMode):
         self.rec = recorder
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
         if in_internal():
-            return func(*args, **kwargs)
+            return func(*args, **(kwargs or {}))
         rec = self.rec
         fname = getattr(func, "__name__", "")
         if fname == "__get__":  # a property such as x.shape or x.T
             return self._getter(func, args)
-        deps = rec.tracked_deps((args, kwargs))
+        deps = rec.tracked_deps((args, kwargs) if kwargs else args)
+        kwargs = kwargs or {}
         if fname in _READS_VALUE:
             if deps is not None:
                 self._check_static(fname, args)
