@@ -107,6 +107,9 @@ class _Recorder:
         # results of operations inside distribution constructors, by id: recorded only
         # when something reads them (most sites record the constructor's arguments instead)
         self.deferred: dict[int, _Deferred] = {}
+        self.constructions: dict[int, _Deferred] = {}  # the same entries, by distribution
+        # (class, parameter, literal) whose derived parameter this trace checked
+        self.checked_literals: set[tuple] = set()
 
     def track(self, tensor: torch.Tensor, ref: Ref, deps: frozenset[str] = frozenset()) -> None:
         self.refs[id(tensor)] = ref
@@ -220,13 +223,59 @@ class _Recorder:
             )
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
-        given = getattr(dist, "ppl_constructor_args", lambda: None)()
+        entry = self.constructions.get(id(dist))
+        given = (entry.given if entry is not None
+                 else getattr(dist, "ppl_constructor_args", lambda: None)())
         if (given is not None and all(k in given for k in names)
                 and self.tracked_deps(tuple(given.values())) is not None):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
+
+    def unchecked_literals(self, dist: torch.distributions.Distribution,
+                           given: dict[str, Any]) -> dict[str, tuple | None]:
+        """The arguments of ``dist`` that depend on no random site (literals, data) whose
+        parameter this trace has not checked yet, each with the key it is checked under
+        (None: no key, checked at every site): one check per class, parameter and distinct
+        literal, so a scale of 1.0 at every step of a series is checked once."""
+        out = {}
+        for name, arg in given.items():
+            if arg is None or self.tracked_deps(arg):
+                continue
+            literal = _literal_key(arg)
+            key = None if literal is None else (type(dist), name, literal)
+            if key is None or key not in self.checked_literals:
+                out[name] = key
+        return out
+
+    def checked_now(self, dist: torch.distributions.Distribution, name: str,
+                    value: torch.Tensor) -> bool:
+        """Whether ``ppl.validation`` checks parameter ``name`` of ``dist`` at trace time: when
+        it depends on no random site, or when the constructor derived it (broadcast) from a
+        literal or data argument of that name not checked yet (``Normal(x, -1.0)``'s scale
+        fails here, naming the site); the one draw the tracer runs with says nothing about the
+        rest, which the log density checks at every point."""
+        entry = self.constructions.get(id(dist))
+        if entry is None or self.deferred.get(id(value)) is not entry:
+            return not self.tracked_deps(value)
+        if name not in entry.unchecked:
+            return False
+        key = entry.unchecked.pop(name)
+        if key is not None:
+            self.checked_literals.add(key)
+            self._keep_alive.append(entry.given[name])  # its id stays its own
+        return True
+
+
+def _literal_key(arg: Any) -> Any:
+    """What tells one literal argument from another: a number by type and value, a tensor by
+    identity (kept alive for the run); None for anything else."""
+    if type(arg) in (bool, int, float):
+        return type(arg), arg
+    if isinstance(arg, torch.Tensor):
+        return id(arg)
+    return None
 
 
 def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
@@ -240,13 +289,16 @@ def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
 
 
 class _Deferred:
-    """A deferred operation: how to record it, the random sites it depends on, and whether it
-    has been recorded."""
+    """A deferred construction: how to record it, the random sites it depends on, whether it
+    has been recorded, the constructor's arguments by name, and the parameters still to be
+    checked at trace time (``_Recorder.checked_now``)."""
 
-    __slots__ = ("record", "deps", "recorded")
+    __slots__ = ("record", "deps", "recorded", "given", "unchecked")
 
-    def __init__(self, record, deps: frozenset[str]):
+    def __init__(self, record, deps: frozenset[str], given: dict[str, Any],
+                 unchecked: dict[str, tuple | None]):
         self.record, self.deps, self.recorded = record, deps, False
+        self.given, self.unchecked = given, unchecked
 
 
 def _tensors_in(arg: Any):
@@ -324,7 +376,10 @@ class _RecordingMode(TorchFunctionMode):
         if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
-        entry = _Deferred(lambda: self._replay(dist, derived), deps)
+        given = dist.ppl_constructor_args()
+        entry = _Deferred(lambda: self._replay(dist, derived), deps, given,
+                          rec.unchecked_literals(dist, given))
+        rec.constructions[id(dist)] = entry
         for value in derived.values():
             rec.deferred[id(value)] = entry
             rec._keep_alive.append(value)
@@ -568,7 +623,8 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     with forked(), no_cycle_collection():
         mode = _RecordingMode(rec)
         try:
-            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.tracked_deps(v)), \
+            with mode, GraphTracer(rec, mode), checking_only(
+                    lambda dist, name, value: mode.rec.checked_now(dist, name, value)), \
                     observing_construction(mode.constructed):
                 result = fn(*args, **kwargs)
             rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
@@ -579,6 +635,7 @@ def trace_graph(model, *args, **kwargs) -> Graph:
             # The deferred replays refer back to the recorder: without this the run's tensors
             # and distributions would wait for the cyclic collector, which then walks them all.
             rec.deferred.clear()
+            rec.constructions.clear()
 
 
 def _without_dead_calls(nodes: list[Node]) -> list[Node]:
