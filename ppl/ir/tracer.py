@@ -85,7 +85,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def tensor_meta(value: Any, **extra: Any) -> Meta:
     if isinstance(value, torch.Tensor):
-        return Meta(shape=tuple(value.shape), dtype=_dtype_name(value.dtype), **extra)
+        return Meta(tuple(value.shape), _dtype_name(value.dtype), **extra)
     return Meta(**extra)
 
 
@@ -223,11 +223,12 @@ class _Recorder:
             )
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
+        # (A construction with an entry had tracked arguments, and tracked stays tracked.)
         entry = self.constructions.get(id(dist))
         given = (entry.given if entry is not None
                  else getattr(dist, "ppl_constructor_args", lambda: None)())
         if (given is not None and all(k in given for k in names)
-                and self.tracked_deps(tuple(given.values())) is not None):
+                and (entry is not None or self.tracked_deps(tuple(given.values())) is not None)):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
@@ -241,10 +242,13 @@ class _Recorder:
         literal, so a scale of 1.0 at every step of a series is checked once."""
         out = {}
         for name, arg in given.items():
-            if arg is None or self.tracked_deps(arg):
+            kind = type(arg)
+            if kind is float or kind is int or kind is bool:  # the usual literal: a number
+                key = (type(dist), name, kind, arg)
+            elif arg is None or self.tracked_deps(arg):
                 continue
-            literal = _literal_key(arg)
-            key = None if literal is None else (type(dist), name, literal)
+            else:  # a tensor by identity (kept alive once checked), anything else never
+                key = (type(dist), name, id(arg)) if isinstance(arg, torch.Tensor) else None
             if key is None or key not in self.checked_literals:
                 out[name] = key
         return out
@@ -266,16 +270,6 @@ class _Recorder:
             self.checked_literals.add(key)
             self._keep_alive.append(entry.given[name])  # its id stays its own
         return True
-
-
-def _literal_key(arg: Any) -> Any:
-    """What tells one literal argument from another: a number by type and value, a tensor by
-    identity (kept alive for the run); None for anything else."""
-    if type(arg) in (bool, int, float):
-        return type(arg), arg
-    if isinstance(arg, torch.Tensor):
-        return id(arg)
-    return None
 
 
 def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
