@@ -109,8 +109,8 @@ def check_value_shape(msg: Message) -> None:
     dist = msg.fn
     expected = tuple(dist.batch_shape + dist.event_shape)
     got = tuple(msg.value.shape)
-    try:
-        fits = broadcast_shapes(got, expected) == expected
+    try:  # most values have the site's shape exactly
+        fits = got == expected or broadcast_shapes(got, expected) == expected
     except RuntimeError:
         fits = False
     if not fits:
