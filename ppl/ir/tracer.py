@@ -19,6 +19,18 @@ model keeps working on the trace path.
     >>> g = trace_graph(m, torch.tensor(0.5))
     >>> [n.kind for n in g if n.kind != "call"], [n.target for n in g if n.kind == "call"][0]
     (['input', 'sample', 'observe', 'output'], 'Tensor.mul')
+
+Parameters are checked at trace time unless they depend on a random site (the log density
+checks those at every point): one that a constructor derived from a literal or data
+argument (a scale broadcast against a latent loc) is checked once per distinct literal.
+
+    >>> @model
+    ... def bad():
+    ...     x = sample("x", Normal(0.0, 1.0))
+    ...     return sample("y", Normal(x, -1.0))
+    >>> trace_graph(bad)
+    Traceback (most recent call last):
+    ppl.errors.ModelError: sample site 'y': parameter 'scale' of Normal must satisfy ... = -1.0...
 """
 
 from __future__ import annotations
