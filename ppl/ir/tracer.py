@@ -236,22 +236,22 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         # (A construction with an entry had tracked arguments, and tracked stays tracked.)
-        entry = self.constructions.get(id(dist))
-        given = (entry.given if entry is not None
-                 else getattr(dist, "ppl_constructor_args", lambda: None)())
+        given = getattr(dist, "ppl_constructor_args", lambda: None)()
         if (given is not None and all(k in given for k in names)
-                and (entry is not None or self.tracked_deps(tuple(given.values())) is not None)):
+                and (id(dist) in self.constructions
+                     or self.tracked_deps(tuple(given.values())) is not None)):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
 
     def unchecked_literals(self, dist: torch.distributions.Distribution,
-                           given: dict[str, Any]) -> dict[str, tuple | None]:
+                           given: dict[str, Any]) -> dict[str, tuple] | None:
         """The arguments of ``dist`` that depend on no random site (literals, data) whose
-        parameter this trace has not checked yet, each with the key it is checked under
-        (None: no key, checked at every site): one check per class, parameter and distinct
-        literal, so a scale of 1.0 at every step of a series is checked once."""
+        parameter this trace has not checked yet, each as ``(key, argument)`` (a key of
+        None: checked at every site); None for none. One check per class, parameter and
+        distinct literal, so a scale of 1.0 at every step of a series is checked once (and
+        the entries of its other steps keep no dict alive)."""
         out = {}
         for name, arg in given.items():
             kind = type(arg)
@@ -262,8 +262,8 @@ class _Recorder:
             else:  # a tensor by identity (kept alive once checked), anything else never
                 key = (type(dist), name, id(arg)) if isinstance(arg, torch.Tensor) else None
             if key is None or key not in self.checked_literals:
-                out[name] = key
-        return out
+                out[name] = key, arg
+        return out or None
 
     def checked_now(self, dist: torch.distributions.Distribution, name: str,
                     value: torch.Tensor) -> bool:
@@ -275,12 +275,12 @@ class _Recorder:
         entry = self.constructions.get(id(dist))
         if entry is None or self.deferred.get(id(value)) is not entry:
             return not self.tracked_deps(value)
-        if name not in entry.unchecked:
+        if entry.unchecked is None or name not in entry.unchecked:
             return False
-        key = entry.unchecked.pop(name)
+        key, arg = entry.unchecked.pop(name)
         if key is not None:
             self.checked_literals.add(key)
-            self._keep_alive.append(entry.given[name])  # its id stays its own
+            self._keep_alive.append(arg)  # its id stays its own
         return True
 
 
@@ -296,15 +296,14 @@ def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
 
 class _Deferred:
     """A deferred construction: how to record it, the random sites it depends on, whether it
-    has been recorded, the constructor's arguments by name, and the parameters still to be
-    checked at trace time (``_Recorder.checked_now``)."""
+    has been recorded, and the parameters still to be checked at trace time
+    (``_Recorder.checked_now``)."""
 
-    __slots__ = ("record", "deps", "recorded", "given", "unchecked")
+    __slots__ = ("record", "deps", "recorded", "unchecked")
 
-    def __init__(self, record, deps: frozenset[str], given: dict[str, Any],
-                 unchecked: dict[str, tuple | None]):
+    def __init__(self, record, deps: frozenset[str], unchecked: dict[str, tuple] | None):
         self.record, self.deps, self.recorded = record, deps, False
-        self.given, self.unchecked = given, unchecked
+        self.unchecked = unchecked
 
 
 def _tensors_in(arg: Any):
@@ -382,9 +381,8 @@ class _RecordingMode(TorchFunctionMode):
         if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
-        given = dist.ppl_constructor_args()
-        entry = _Deferred(lambda: self._replay(dist, derived), deps, given,
-                          rec.unchecked_literals(dist, given))
+        entry = _Deferred(lambda: self._replay(dist, derived), deps,
+                          rec.unchecked_literals(dist, dist.ppl_constructor_args()))
         rec.constructions[id(dist)] = entry
         for value in derived.values():
             rec.deferred[id(value)] = entry
