@@ -236,34 +236,15 @@ class _Recorder:
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
         # (A construction with an entry had tracked arguments, and tracked stays tracked.)
-        given = getattr(dist, "ppl_constructor_args", lambda: None)()
+        entry = self.constructions.get(id(dist))
+        given = (entry.take_given(dist) if entry is not None
+                 else getattr(dist, "ppl_constructor_args", lambda: None)())
         if (given is not None and all(k in given for k in names)
-                and (id(dist) in self.constructions
-                     or self.tracked_deps(tuple(given.values())) is not None)):
+                and (entry is not None or self.tracked_deps(tuple(given.values())) is not None)):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
-
-    def unchecked_literals(self, dist: torch.distributions.Distribution,
-                           given: dict[str, Any]) -> dict[str, tuple] | None:
-        """The arguments of ``dist`` that depend on no random site (literals, data) whose
-        parameter this trace has not checked yet, each as ``(key, argument)`` (a key of
-        None: checked at every site); None for none. One check per class, parameter and
-        distinct literal, so a scale of 1.0 at every step of a series is checked once (and
-        the entries of its other steps keep no dict alive)."""
-        out = {}
-        for name, arg in given.items():
-            kind = type(arg)
-            if kind is float or kind is int or kind is bool:  # the usual literal: a number
-                key = (type(dist), name, kind, arg)
-            elif arg is None or self.tracked_deps(arg):
-                continue
-            else:  # a tensor by identity (kept alive once checked), anything else never
-                key = (type(dist), name, id(arg)) if isinstance(arg, torch.Tensor) else None
-            if key is None or key not in self.checked_literals:
-                out[name] = key, arg
-        return out or None
 
     def checked_now(self, dist: torch.distributions.Distribution, name: str,
                     value: torch.Tensor) -> bool:
@@ -275,12 +256,22 @@ class _Recorder:
         entry = self.constructions.get(id(dist))
         if entry is None or self.deferred.get(id(value)) is not entry:
             return not self.tracked_deps(value)
-        if entry.unchecked is None or name not in entry.unchecked:
+        arg = entry.peek_given(dist).get(name)
+        kind = type(arg)
+        if kind is float or kind is int or kind is bool:  # the usual literal: a number
+            key = (type(dist), name, kind, arg)
+        elif arg is None or self.tracked_deps(arg):
             return False
-        key, arg = entry.unchecked.pop(name)
-        if key is not None:
-            self.checked_literals.add(key)
-            self._keep_alive.append(arg)  # its id stays its own
+        elif isinstance(arg, torch.Tensor):  # by identity, kept alive for the run
+            key = (type(dist), name, id(arg))
+        else:
+            return True
+        # one check per class, parameter and distinct literal: a scale of 1.0 at every
+        # step of a series is checked once
+        if key in self.checked_literals:
+            return False
+        self.checked_literals.add(key)
+        self._keep_alive.append(arg)
         return True
 
 
@@ -296,14 +287,23 @@ def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
 
 class _Deferred:
     """A deferred construction: how to record it, the random sites it depends on, whether it
-    has been recorded, and the parameters still to be checked at trace time
-    (``_Recorder.checked_now``)."""
+    has been recorded, and its arguments by name until its site's spec takes them (bound
+    once for the site's checks and spec, and no dict per step kept alive after)."""
 
-    __slots__ = ("record", "deps", "recorded", "unchecked")
+    __slots__ = ("record", "deps", "recorded", "_given")
 
-    def __init__(self, record, deps: frozenset[str], unchecked: dict[str, tuple] | None):
+    def __init__(self, record, deps: frozenset[str]):
         self.record, self.deps, self.recorded = record, deps, False
-        self.unchecked = unchecked
+        self._given: dict[str, Any] | None = None
+
+    def peek_given(self, dist: torch.distributions.Distribution) -> dict[str, Any]:
+        if self._given is None:
+            self._given = dist.ppl_constructor_args()
+        return self._given
+
+    def take_given(self, dist: torch.distributions.Distribution) -> dict[str, Any]:
+        given, self._given = self.peek_given(dist), None
+        return given
 
 
 def _tensors_in(arg: Any):
@@ -377,12 +377,12 @@ class _RecordingMode(TorchFunctionMode):
         deferred, recorded by replaying the constructor only if something reads them; a site
         records the constructor's arguments instead (``dist_spec``)."""
         rec = self.rec
-        deps = rec.tracked_deps(dist._ppl_init)
+        args, kwargs = dist._ppl_init
+        deps = rec.tracked_deps((args, kwargs) if kwargs else args)
         if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
-        entry = _Deferred(lambda: self._replay(dist, derived), deps,
-                          rec.unchecked_literals(dist, dist.ppl_constructor_args()))
+        entry = _Deferred(lambda: self._replay(dist, derived), deps)
         rec.constructions[id(dist)] = entry
         for value in derived.values():
             rec.deferred[id(value)] = entry
