@@ -134,17 +134,18 @@ class DistributionMixin:
             >>> Bernoulli(logits=0.0).ppl_arg_names()
             ('logits',)
         """
-        cls = type(self)
+        cls, given = type(self), self.__dict__.get("_ppl_given")
+        names = _ARG_NAMES.get((cls, given))
+        if names is not None:
+            return names
         if cls.ppl_args is not DistributionMixin.ppl_args:  # a family with its own
             return tuple(self.ppl_args)
         exclusive = self._ppl_exclusive
-        given = self.__dict__.get("_ppl_given") if exclusive else None
         if exclusive and given is None:  # built by some path that skipped __init__
-            given = next((k for k in exclusive if k in self.__dict__), exclusive[-1])
-        names = _ARG_NAMES.get((cls, given))
-        if names is None:
-            names = _ARG_NAMES[cls, given] = tuple(
-                name for name in self._ppl_params if name not in exclusive or name == given)
+            chosen = next((k for k in exclusive if k in self.__dict__), exclusive[-1])
+            return tuple(n for n in self._ppl_params if n not in exclusive or n == chosen)
+        names = _ARG_NAMES[cls, given] = tuple(
+            name for name in self._ppl_params if name not in exclusive or name == given)
         return names
 
     # ----------------------------------------------------------------- wrappers

@@ -573,7 +573,7 @@ def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
         scale = float(scale)
     if scale != 1.0:
         meta = meta.with_attr("scale", float(scale))
-    for key, value in sorted(msg.infer.items()):
+    for key, value in sorted(msg.infer.items()) if msg.infer else ():
         if isinstance(value, (bool, int, float, str)) or value is None or key == "steps":
             meta = meta.with_attr(key, value)
     return meta
