@@ -13,7 +13,7 @@ wall time).
 Reports the machine and its load (times on a shared machine grow with the load).
 
 Where ``model.graph`` spends its time at T = 10,000 (py-spy, after the tracing2 work, about
-160 us per step): the distribution constructors 20-24% (torch's ``broadcast_all`` 13%, the
+145 us per step): the distribution constructors 20-24% (torch's ``broadcast_all`` 13%, the
 tracer's deferral of what they derived 6-9%), the two recorded operations 17% (the
 operations themselves 4%), per site the node and its distribution spec 14-18%, the prior
 draw 11% (lending the seed stream to torch's generator 4%), the parameter checks 5-7% and
