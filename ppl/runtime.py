@@ -121,8 +121,8 @@ class internal:
     tracer must not record as part of the model. Under a torch function mode (a tracer) the
     work also bypasses the mode: each operation dispatched to it costs microseconds. A class,
     not a generator context manager: it is entered several times per site. A nested block
-    leaves the mode as the outer one set it: a mode passes internal work through anyway
-    (``in_internal``), and most blocks nest (a site's checks inside its draw's)."""
+    (an observed value's support check inside its shape check's) leaves the mode as the
+    outer one set it: a mode passes internal work through anyway (``in_internal``)."""
 
     __slots__ = ("_token", "_unwatched")
 
