@@ -36,6 +36,7 @@ from .runtime import (
     apply_stack,
     caller_location,
     internal,
+    unwatched,
 )
 from .scan import record_step
 from .subsample import subsample_indices
@@ -48,7 +49,9 @@ def as_tensor(value: Any) -> torch.Tensor:
     """Data as a tensor: Python and numpy numbers, and boolean tensors (which no log_prob
     accepts), become the default float dtype; other tensors are kept as they are."""
     if isinstance(value, torch.Tensor):
-        return value.to(torch.get_default_dtype()) if value.dtype == torch.bool else value
+        with unwatched():  # reading the dtype is no part of the model (a tracer records none)
+            is_bool = value.dtype == torch.bool
+        return value.to(torch.get_default_dtype()) if is_bool else value
     tensor = torch.as_tensor(value)
     return tensor.to(torch.get_default_dtype()) if not tensor.is_floating_point() else tensor
 
@@ -93,7 +96,7 @@ def check_sample_value(msg: Message) -> None:
         msg.value = as_tensor(msg.value)
         with internal():
             check_value_shape(msg)
-        check_in_support(msg.name, msg.fn, msg.value)
+            check_in_support(msg.name, msg.fn, msg.value)
 
 
 CHECKS["sample"] = check_sample_value
@@ -106,8 +109,8 @@ def check_value_shape(msg: Message) -> None:
     dist = msg.fn
     expected = tuple(dist.batch_shape + dist.event_shape)
     got = tuple(msg.value.shape)
-    try:
-        fits = broadcast_shapes(got, expected) == expected
+    try:  # most values have the site's shape exactly
+        fits = got == expected or broadcast_shapes(got, expected) == expected
     except RuntimeError:
         fits = False
     if not fits:

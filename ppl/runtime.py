@@ -120,18 +120,23 @@ class internal:
     """Mark tensor work done by ppl itself (drawing, validation, bookkeeping), which a graph
     tracer must not record as part of the model. Under a torch function mode (a tracer) the
     work also bypasses the mode: each operation dispatched to it costs microseconds. A class,
-    not a generator context manager: it is entered several times per site."""
+    not a generator context manager: it is entered several times per site. A nested block
+    (an observed value's support check inside its shape check's) leaves the mode as the
+    outer one set it: a mode passes internal work through anyway (``in_internal``)."""
 
     __slots__ = ("_token", "_unwatched")
 
     def __enter__(self) -> None:
-        self._token = _INTERNAL_DEPTH.set(_INTERNAL_DEPTH.get() + 1)
-        self._unwatched = unwatched()
-        self._unwatched.__enter__()
+        depth = _INTERNAL_DEPTH.get()
+        self._token = _INTERNAL_DEPTH.set(depth + 1)
+        self._unwatched = None if depth else unwatched()
+        if self._unwatched is not None:
+            self._unwatched.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._unwatched.__exit__(*exc)
+            if self._unwatched is not None:
+                self._unwatched.__exit__(*exc)
         finally:
             _INTERNAL_DEPTH.reset(self._token)
 
@@ -176,8 +181,10 @@ def is_library_file(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_LIBRARY_DIRS)
 
 
+@functools.lru_cache(maxsize=4096)
 def source_location(filename: str, lineno: int) -> str:
-    """``file:line (source line)``, as errors and the IR show where user code is."""
+    """``file:line (source line)``, as errors and the IR show where user code is (kept per
+    line: a graph tracer asks for every operation, mostly on the few lines of a loop)."""
     return f"{filename}:{lineno} ({linecache.getline(filename, lineno).strip()})"
 
 

@@ -23,16 +23,19 @@ from .errors import ModelError
 from .runtime import internal
 
 _ENABLED = True
+Keep = Callable[[Distribution, str, torch.Tensor], bool]
+"""``keep(dist, name, value)``: whether to check parameter ``name`` of ``dist`` now."""
+
 # Which parameter values to check now: the graph tracer defers the ones computed from random
 # sites, since the one draw it traces with says nothing about the model (the log density
 # checks them at every point instead).
-_CHECKED: ContextVar[Callable[[torch.Tensor], bool] | None] = ContextVar("ppl_checked",
-                                                                         default=None)
+_CHECKED: ContextVar[Keep | None] = ContextVar("ppl_checked", default=None)
 
 
 @contextmanager
-def checking_only(keep: Callable[[torch.Tensor], bool]) -> Iterator[None]:
-    """Check only the parameter values for which ``keep`` is true, inside the block."""
+def checking_only(keep: Keep) -> Iterator[None]:
+    """Check only the parameters for which ``keep(dist, name, value)`` is true, inside the
+    block."""
     token = _CHECKED.set(keep)
     try:
         yield
@@ -84,7 +87,7 @@ def _check_distribution(site: str, dist: Any) -> None:
         value = getattr(dist, pname)
         if not isinstance(value, torch.Tensor) or value.is_complex():
             continue
-        if (keep is not None and not keep(value)) or _is_vmapped(value):
+        if (keep is not None and not keep(dist, pname, value)) or _is_vmapped(value):
             continue
         ok = constraint.check(value)
         if not _all_true(ok):

@@ -43,6 +43,7 @@ def _chosen_parameterization(dist: Any, args: tuple, kwargs: dict) -> str | None
 
 
 _PARAMETERS: dict[type, tuple[list[str], dict[str, Any], bool]] = {}
+_ARG_NAMES: dict[tuple[type, str | None], tuple[str, ...]] = {}
 
 
 def _parameters(dist: Any) -> tuple[list[str], dict[str, Any], bool]:
@@ -122,15 +123,30 @@ class DistributionMixin:
         Tensors are the instance's (broadcast, possibly expanded) parameters, so the rebuilt
         distribution has the same batch and event shapes and the same ``log_prob``.
         """
+        return {name: getattr(self, name) for name in self.ppl_arg_names()}
+
+    def ppl_arg_names(self) -> tuple[str, ...]:
+        """The keys of ``ppl_args``, without reading the values (reading Beta's computes):
+        the same for every instance of a class built with the same parameterization, so a
+        graph tracer asks at every site.
+
+            >>> from ppl.stdlib import Bernoulli
+            >>> Bernoulli(logits=0.0).ppl_arg_names()
+            ('logits',)
+        """
+        cls, given = type(self), self.__dict__.get("_ppl_given")
+        names = _ARG_NAMES.get((cls, given))
+        if names is not None:
+            return names
+        if cls.ppl_args is not DistributionMixin.ppl_args:  # a family with its own
+            return tuple(self.ppl_args)
         exclusive = self._ppl_exclusive
-        given = self.__dict__.get("_ppl_given") if exclusive else None
         if exclusive and given is None:  # built by some path that skipped __init__
-            given = next((k for k in exclusive if k in self.__dict__), exclusive[-1])
-        return {
-            name: getattr(self, name)
-            for name in self._ppl_params
-            if name not in exclusive or name == given
-        }
+            chosen = next((k for k in exclusive if k in self.__dict__), exclusive[-1])
+            return tuple(n for n in self._ppl_params if n not in exclusive or n == chosen)
+        names = _ARG_NAMES[cls, given] = tuple(
+            name for name in self._ppl_params if name not in exclusive or name == given)
+        return names
 
     # ----------------------------------------------------------------- wrappers
     def expand(self, batch_shape: Sequence[int], _instance: Any = None) -> Distribution:

@@ -18,6 +18,7 @@ were enumerated out). ``graph.subgraphs`` holds the bodies of its loop nodes by 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import keyword
 import re
@@ -299,6 +300,12 @@ def no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+@functools.cache
+def _call_hint(target: str) -> str:
+    """The name a call node is given after its operation (``Tensor.__mul__`` -> ``mul``)."""
+    return target.rsplit(".", 1)[-1].strip("_")
+
+
 class GraphBuilder:
     """Collects nodes with fresh SSA names; ``build()`` lints and returns the ``Graph``."""
 
@@ -337,9 +344,7 @@ class GraphBuilder:
         meta = meta or Meta()
         if address is not None:
             meta = Meta(meta.shape, meta.dtype, meta.plates, address, meta.source, meta.attrs)
-        hint = name or meta.address or (
-            target.rsplit(".", 1)[-1].strip("_") if kind == "call" else target
-        )
+        hint = name or meta.address or (_call_hint(target) if kind == "call" else target)
         node_name = self.fresh(hint if kind != "output" else "output")
         self.nodes.append(Node(node_name, kind, target, tuple(args), tuple(kwargs), meta))
         return Ref(node_name)

@@ -160,7 +160,7 @@ def _inplace_position(name: str) -> int | None:
 def check_pure(target: str, args: tuple, kwargs: tuple[tuple[str, Any], ...]) -> None:
     """Refuse a call that would write into one of its arguments: ``out=`` or a set (or not
     literal) ``inplace`` flag."""
-    given = dict(kwargs)
+    given = dict(kwargs) if kwargs else {}
     if given.get("out") is not None:
         raise IRError(f"call {target}: out= writes into an argument; a call in a graph must "
                       "not mutate its inputs")

@@ -19,6 +19,18 @@ model keeps working on the trace path.
     >>> g = trace_graph(m, torch.tensor(0.5))
     >>> [n.kind for n in g if n.kind != "call"], [n.target for n in g if n.kind == "call"][0]
     (['input', 'sample', 'observe', 'output'], 'Tensor.mul')
+
+Parameters are checked at trace time unless they depend on a random site (the log density
+checks those at every point): one that a constructor derived from a literal or data
+argument (a scale broadcast against a latent loc) is checked once per distinct literal.
+
+    >>> @model
+    ... def bad():
+    ...     x = sample("x", Normal(0.0, 1.0))
+    ...     return sample("y", Normal(x, -1.0))
+    >>> trace_graph(bad)
+    Traceback (most recent call last):
+    ppl.errors.ModelError: sample site 'y': parameter 'scale' of Normal must satisfy ... = -1.0...
 """
 
 from __future__ import annotations
@@ -85,7 +97,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def tensor_meta(value: Any, **extra: Any) -> Meta:
     if isinstance(value, torch.Tensor):
-        return Meta(shape=tuple(value.shape), dtype=_dtype_name(value.dtype), **extra)
+        return Meta(tuple(value.shape), _dtype_name(value.dtype), **extra)
     return Meta(**extra)
 
 
@@ -107,6 +119,9 @@ class _Recorder:
         # results of operations inside distribution constructors, by id: recorded only
         # when something reads them (most sites record the constructor's arguments instead)
         self.deferred: dict[int, _Deferred] = {}
+        self.constructions: dict[int, _Deferred] = {}  # the same entries, by distribution
+        # (class, parameter, literal) whose derived parameter this trace checked
+        self.checked_literals: set[tuple] = set()
 
     def track(self, tensor: torch.Tensor, ref: Ref, deps: frozenset[str] = frozenset()) -> None:
         self.refs[id(tensor)] = ref
@@ -208,9 +223,8 @@ class _Recorder:
 
     def dist_spec(self, dist: torch.distributions.Distribution, site: str) -> DistSpec:
         family = family_of(dist)
-        try:  # the names only: reading them may compute (Beta's)
-            with unwatched():
-                names = None if family is None else list(dist.ppl_args)
+        try:
+            names = None if family is None else _arg_names(dist)
         except AttributeError:
             names = None
         if names is None:
@@ -221,23 +235,75 @@ class _Recorder:
             )
         # A distribution built from tracked arguments records them: they rebuild it, and
         # what its constructor derived from them (broadcasting) is never recorded.
-        given = getattr(dist, "ppl_constructor_args", lambda: None)()
-        if (given is not None and given.keys() >= set(names)
-                and self.tracked_deps(tuple(given.values())) is not None):
+        # (A construction with an entry had tracked arguments, and tracked stays tracked.)
+        entry = self.constructions.get(id(dist))
+        given = (entry.take_given(dist) if entry is not None
+                 else getattr(dist, "ppl_constructor_args", lambda: None)())
+        if (given is not None and all(k in given for k in names)
+                and (entry is not None or self.tracked_deps(tuple(given.values())) is not None)):
             return DistSpec(family.name, tuple((k, self.to_arg(given[k])) for k in names))
         with torch._C._EnableTorchFunction():  # reading them may compute (an expanded Beta)
             params = dist.ppl_args
         return DistSpec(family.name, tuple((k, self.to_arg(v)) for k, v in params.items()))
 
+    def checked_now(self, dist: torch.distributions.Distribution, name: str,
+                    value: torch.Tensor) -> bool:
+        """Whether ``ppl.validation`` checks parameter ``name`` of ``dist`` at trace time: when
+        it depends on no random site, or when the constructor derived it (broadcast) from a
+        literal or data argument of that name not checked yet (``Normal(x, -1.0)``'s scale
+        fails here, naming the site); the one draw the tracer runs with says nothing about the
+        rest, which the log density checks at every point."""
+        entry = self.constructions.get(id(dist))
+        if entry is None or self.deferred.get(id(value)) is not entry:
+            return not self.tracked_deps(value)
+        arg = entry.peek_given(dist).get(name)
+        kind = type(arg)
+        if kind is float or kind is int or kind is bool:  # the usual literal: a number
+            key = (type(dist), name, kind, arg)
+        elif arg is None or self.tracked_deps(arg):
+            return False
+        elif isinstance(arg, torch.Tensor):  # by identity, kept alive for the run
+            key = (type(dist), name, id(arg))
+        else:
+            return True
+        # one check per class, parameter and distinct literal: a scale of 1.0 at every
+        # step of a series is checked once
+        if key in self.checked_literals:
+            return False
+        self.checked_literals.add(key)
+        self._keep_alive.append(arg)
+        return True
+
+
+def _arg_names(dist: torch.distributions.Distribution) -> tuple[str, ...]:
+    """The names of ``dist.ppl_args``, read without computing the values where the family
+    can say (``ppl_arg_names``; reading Beta's values computes)."""
+    names_of = getattr(dist, "ppl_arg_names", None)
+    if names_of is not None:
+        return names_of()
+    with unwatched():
+        return tuple(dist.ppl_args)
+
 
 class _Deferred:
-    """A deferred operation: how to record it, the random sites it depends on, and whether it
-    has been recorded."""
+    """A deferred construction: how to record it, the random sites it depends on, whether it
+    has been recorded, and its arguments by name until its site's spec takes them (bound
+    once for the site's checks and spec, and no dict per step kept alive after)."""
 
-    __slots__ = ("record", "deps", "recorded")
+    __slots__ = ("record", "deps", "recorded", "_given")
 
     def __init__(self, record, deps: frozenset[str]):
         self.record, self.deps, self.recorded = record, deps, False
+        self._given: dict[str, Any] | None = None
+
+    def peek_given(self, dist: torch.distributions.Distribution) -> dict[str, Any]:
+        if self._given is None:
+            self._given = dist.ppl_constructor_args()
+        return self._given
+
+    def take_given(self, dist: torch.distributions.Distribution) -> dict[str, Any]:
+        given, self._given = self.peek_given(dist), None
+        return given
 
 
 def _tensors_in(arg: Any):
@@ -261,14 +327,14 @@ class _RecordingMode(TorchFunctionMode):
         self.rec = recorder
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
         if in_internal():
-            return func(*args, **kwargs)
+            return func(*args, **(kwargs or {}))
         rec = self.rec
         fname = getattr(func, "__name__", "")
         if fname == "__get__":  # a property such as x.shape or x.T
             return self._getter(func, args)
-        deps = rec.tracked_deps((args, kwargs))
+        deps = rec.tracked_deps((args, kwargs) if kwargs else args)
+        kwargs = kwargs or {}
         if fname in _READS_VALUE:
             if deps is not None:
                 self._check_static(fname, args)
@@ -311,11 +377,13 @@ class _RecordingMode(TorchFunctionMode):
         deferred, recorded by replaying the constructor only if something reads them; a site
         records the constructor's arguments instead (``dist_spec``)."""
         rec = self.rec
-        deps = rec.tracked_deps(dist._ppl_init)
+        args, kwargs = dist._ppl_init
+        deps = rec.tracked_deps((args, kwargs) if kwargs else args)
         if deps is None:
             return
         derived = _derived_tensors(dist, rec.refs)
         entry = _Deferred(lambda: self._replay(dist, derived), deps)
+        rec.constructions[id(dist)] = entry
         for value in derived.values():
             rec.deferred[id(value)] = entry
             rec._keep_alive.append(value)
@@ -505,7 +573,7 @@ def _with_site_attrs(meta: Meta, msg: Message) -> Meta:
         scale = float(scale)
     if scale != 1.0:
         meta = meta.with_attr("scale", float(scale))
-    for key, value in sorted(msg.infer.items()):
+    for key, value in sorted(msg.infer.items()) if msg.infer else ():
         if isinstance(value, (bool, int, float, str)) or value is None or key == "steps":
             meta = meta.with_attr(key, value)
     return meta
@@ -559,7 +627,8 @@ def trace_graph(model, *args, **kwargs) -> Graph:
     with forked(), no_cycle_collection():
         mode = _RecordingMode(rec)
         try:
-            with mode, GraphTracer(rec, mode), checking_only(lambda v: not rec.tracked_deps(v)), \
+            with mode, GraphTracer(rec, mode), checking_only(
+                    lambda dist, name, value: mode.rec.checked_now(dist, name, value)), \
                     observing_construction(mode.constructed):
                 result = fn(*args, **kwargs)
             rec.builder.add("output", "output", (rec.to_arg(_as_structure(result)),))
@@ -570,6 +639,7 @@ def trace_graph(model, *args, **kwargs) -> Graph:
             # The deferred replays refer back to the recorder: without this the run's tensors
             # and distributions would wait for the cyclic collector, which then walks them all.
             rec.deferred.clear()
+            rec.constructions.clear()
 
 
 def _without_dead_calls(nodes: list[Node]) -> list[Node]:
