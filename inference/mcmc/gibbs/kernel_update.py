@@ -102,7 +102,8 @@ class ConditionalFlat:
             lowered = lower_potential(self.flat.unconstrained, self.flat.blocks,
                                       tuple(self.inputs.values()), self.flat.sites)
             self._generated_values = torch_values(lowered)
-            self.native = _native(lowered, (nuts_unit(self.dim),) if nuts else ())
+            self.native, self.fallback_reason = _native(
+                lowered, (nuts_unit(self.dim),) if nuts else ())
             if self.native is not None:
                 self.backend, self._generated = "native", self._call_native
             else:
@@ -161,19 +162,25 @@ def _args(data: dict[str, Tensor]) -> list[Tensor]:
     return [v.to(per_chain_dtype(v)) for v in data.values()]
 
 
-def _native(lowered, companions: tuple[Unit, ...]) -> NativePotential | None:
+def _native(lowered, companions: tuple[Unit, ...]) -> tuple[NativePotential | None, str | None]:
     """The lowered potential compiled to C now, with ``companions`` linked in (from the disk
-    cache after the first time); None where there is no C compiler, an operation has no C
-    rule or the build fails (the generated torch code runs instead)."""
+    cache after the first time), and None; or None and why not, where there is no C
+    compiler, an operation has no C rule or the build fails (the generated torch code runs
+    instead; a failed build also warns, as ``FlatModel.build_native`` does)."""
     try:
         native = NativePotential.from_lowered(lowered)
         native.link(*companions)
         native.bind_inputs([torch.zeros(1, *shape, dtype=dtype)
                             for shape, dtype in native.source.inputs])
         native.build()
-    except (Unsupported, CompileError, OSError):
-        return None
-    return native
+    except Unsupported as refusal:
+        return None, str(refusal)
+    except (CompileError, OSError) as error:
+        reason = f"the native library could not be built: {error}"
+        warnings.warn(f"{reason}; the Gibbs block runs the generated torch code instead, "
+                      "several times slower", FastPathWarning, stacklevel=5)
+        return None, reason
+    return native, None
 
 
 class KernelUpdateState(NamedTuple):

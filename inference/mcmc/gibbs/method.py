@@ -43,7 +43,8 @@ kept after ``num_warmup`` sweeps: ``(chains, num_samples, *shape)`` for every la
 prefixed by the block's sites when there are several kernel blocks, with ``divergent``
 for any of them). ``extra`` holds the sampled ``graph``, the ``blocks``, each kernel block's
 adapted parameters (``tuned``) and where its transitions ran (``backends``: "native" for
-NUTS in C, else "torch"), times, and with a single kernel block its ``backend``,
+NUTS in C, else "torch"; why a block's potential is not in C: ``fallback_reasons``),
+times, and with a single kernel block its ``backend``,
 ``step_size``, ``inverse_mass_matrix`` and ``max_tree_depth`` for the sampler diagnostics.
 
 Randomness: one seed is drawn from the stream of ``infer(seed=...)`` (:mod:`ppl.randomness`);
@@ -362,7 +363,8 @@ class Gibbs:
     @staticmethod
     def _facts(bound, states) -> dict[str, Any]:
         """Run facts for ``Posterior.extra``: each kernel block's adapted parameters under
-        ``tuned`` and where its transitions ran under ``backends`` (``KernelUpdate.backend``);
+        ``tuned``, where its transitions ran under ``backends`` (``KernelUpdate.backend``)
+        and, for a block whose potential is not in C, why under ``fallback_reasons``;
         with one kernel block, also its ``backend``, ``step_size``, ``inverse_mass_matrix``
         and ``max_tree_depth`` (read by the sampler diagnostics). ``kernel`` is "Gibbs": the
         block's target moves between its transitions, so E-BFMI does not apply."""
@@ -371,7 +373,10 @@ class Gibbs:
                  if isinstance(update, KernelUpdate)}
         backends = {sites: update.backend for sites, update in bound
                     if isinstance(update, KernelUpdate)}
-        facts: dict[str, Any] = {"kernel": "Gibbs", "tuned": tuned, "backends": backends}
+        reasons = {sites: update.flat.fallback_reason for sites, update in bound
+                   if isinstance(update, KernelUpdate) and update.flat.fallback_reason}
+        facts: dict[str, Any] = {"kernel": "Gibbs", "tuned": tuned, "backends": backends,
+                                 "fallback_reasons": reasons}
         kernels = [update.kernel for _, update in bound if isinstance(update, KernelUpdate)]
         if len(kernels) == 1:
             facts.update(next(iter(tuned.values())), backend=next(iter(backends.values())))

@@ -11,7 +11,7 @@ from ppl.inference.lowering.native.compiler import compiler_available
 from ppl.inference.mcmc import NUTS, chain_generators
 from ppl.inference.mcmc.gibbs import Gibbs, KernelUpdate
 from ppl.inference.results.diagnostics import mcse_mean
-from ppl.stdlib import Bernoulli, HalfNormal, Normal
+from ppl.stdlib import Bernoulli, Categorical, Dirichlet, HalfNormal, Normal
 
 MIXTURE_DATA = torch.tensor([-0.4, 0.3, 0.1, 2.2, 3.1, 2.7, -0.2, 2.5])
 
@@ -72,3 +72,22 @@ def test_native_block_gives_the_torch_blocks_posterior():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="'auto', 'native' or 'torch'"):
         KernelUpdate(NUTS(), backend="C").bind(shifted.graph(), ("x",))
+
+
+@model
+def weighted_mixture(y):
+    """Latent weights read at per-chain integer indices (``scatter_last``: no C rule yet)."""
+    weights = sample("weights", Dirichlet(torch.full((2,), 2.0)))
+    with plate("data", len(y)):
+        z = sample("z", Categorical(weights))
+        sample("y", Normal(torch.tensor([0.0, 3.0])[z], 1.0), obs=y)
+
+
+def test_a_block_left_off_c_says_why():
+    """A kernel block whose potential has no C rule runs the generated torch code and says
+    why, naming the operation, in the update and in the posterior's extra."""
+    update = KernelUpdate(NUTS()).bind(weighted_mixture.graph(MIXTURE_DATA), ("weights",))
+    assert (update.backend, update.flat.backend) == ("torch", "generated")
+    assert "scatter_last" in update.flat.fallback_reason
+    post = infer(weighted_mixture, MIXTURE_DATA, method=Gibbs(5, 5, chains=1), seed=0)
+    assert "scatter_last" in post.extra["fallback_reasons"][("weights",)]
