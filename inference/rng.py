@@ -15,7 +15,7 @@ torch.Size([3, 2])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,12 @@ def chain_generators(
 def is_per_chain(rng: RNG) -> bool:
     """True when ``rng`` is one generator per chain."""
     return not isinstance(rng, torch.Generator)
+
+
+def num_rows(rng: RNG, values: Mapping[str, Tensor]) -> int:
+    """How many chains a step moves: one per generator, or, under one shared generator, the
+    leading dim of the (per-chain) ``values``."""
+    return len(rng) if is_per_chain(rng) else next(iter(values.values())).shape[0]
 
 
 def _draw(

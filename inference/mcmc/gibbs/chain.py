@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from ppl.inference.rng import RNG, rand
+from ppl.inference.rng import RNG, num_rows, rand
 from ppl.ir import Graph
 from ppl.ir.errors import IRError
 from ppl.passes.chains import chain_sample, state_marginals
@@ -115,7 +115,6 @@ class ChainGibbs:
     def step(self, rng: RNG, values: Values, state: None) -> tuple[Values, None, dict]:
         if self.draws is None:
             raise ValueError("ChainGibbs is not bound to any site: call .bind(graph, sites)")
-        per_chain = not isinstance(rng, torch.Generator)
-        num_chains = len(rng) if per_chain else next(iter(values.values())).shape[0]
+        num_chains = num_rows(rng, values)
         u = {a: rand(rng, num_chains, (T,)) for a, T in self.draws.length.items()}
         return {**values, **self.draws.draws(u, values)}, None, {}

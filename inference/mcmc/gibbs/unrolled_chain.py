@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from ppl.inference.rng import RNG, rand
+from ppl.inference.rng import RNG, num_rows, rand
 from ppl.ir import Graph
 from ppl.ir.analysis import random_dag
 from ppl.passes.chains import chain_sample
@@ -151,9 +151,7 @@ class UnrolledChainGibbs:
         if self.program is None:
             raise ValueError("UnrolledChainGibbs is not bound to any site: call .bind(graph, "
                              "sites)")
-        per_chain = not isinstance(rng, torch.Generator)
-        rows = len(rng) if per_chain else next(iter(values.values())).shape[0]
-        u = rand(rng, rows, (len(self.chain),))
+        u = rand(rng, num_rows(rng, values), (len(self.chain),))
         return {**values, **self.draw(u, values)}, None, {}
 
     def draw(self, u: Tensor, values: Values) -> Values:
